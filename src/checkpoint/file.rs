@@ -1,0 +1,220 @@
+//! The at-least-once checkpoint store: a cursor file in the state directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::Store;
+use crate::journal::cursor;
+
+/// The cursor file: one line holding the cursor text verbatim, replaced atomically
+/// (temp file, fsync, rename, fsync of the directory) so that after a crash it holds either
+/// the old or the new cursor, never a torn mix.
+pub struct FileStore {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    last: Option<String>,
+}
+
+impl FileStore {
+    pub fn new(dir: &Path) -> FileStore {
+        FileStore {
+            dir: dir.to_path_buf(),
+            path: dir.join("cursor"),
+            tmp: dir.join(".cursor.tmp"),
+            last: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the state directory if needed and checks that we can write there, so that a
+    /// read-only or misowned directory stops the agent at start instead of after an hour.
+    pub fn prepare(&self) -> Result<()> {
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create state directory {}", self.dir.display()))?;
+        let probe = self.dir.join(".write-test");
+        File::create(&probe)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("state directory {} is not writable", self.dir.display()))?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
+    }
+}
+
+/// Reads and validates a cursor file. `Ok(None)` when it does not exist.
+pub fn read_cursor_file(path: &Path) -> Result<Option<String>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read cursor file {}", path.display()));
+        }
+    };
+    let hint = "fix it, or delete it to start from journal.start (entries may then be shipped twice or skipped)";
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        bail!(
+            "cursor file {} is not text ({} bytes); {hint}",
+            path.display(),
+            bytes.len()
+        );
+    };
+    let text = text.strip_suffix('\n').unwrap_or(text);
+    if let Err(e) = cursor::parse(text) {
+        bail!(
+            "cursor file {} does not hold a journal cursor: {e}; {hint}",
+            path.display()
+        );
+    }
+    Ok(Some(text.to_string()))
+}
+
+impl Store for FileStore {
+    fn load(&mut self) -> Result<Option<String>> {
+        let c = read_cursor_file(&self.path)?;
+        self.last = c.clone();
+        Ok(c)
+    }
+
+    fn commit(&mut self, cursor: &str) -> Result<()> {
+        if self.last.as_deref() == Some(cursor) {
+            return Ok(());
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&self.tmp)?;
+            f.write_all(cursor.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&self.tmp, &self.path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        if let Err(e) = write() {
+            // Leave the old file in place; it still points at acknowledged data.
+            let _ = fs::remove_file(&self.tmp);
+            return Err(e)
+                .with_context(|| format!("cannot write cursor file {}", self.path.display()));
+        }
+        self.last = Some(cursor.to_string());
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("cursor file {}", self.path.display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C1: &str =
+        "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=1;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=1;t=1;x=1";
+    const C2: &str =
+        "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=2;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=2;t=2;x=2";
+
+    #[test]
+    fn round_trip_and_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::new(dir.path());
+        s.prepare().unwrap();
+        assert_eq!(s.load().unwrap(), None);
+        s.commit(C1).unwrap();
+        assert_eq!(fs::read_to_string(s.path()).unwrap(), format!("{C1}\n"));
+        s.commit(C2).unwrap();
+        let mut again = FileStore::new(dir.path());
+        assert_eq!(again.load().unwrap().as_deref(), Some(C2));
+        // No temp file is left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("cursor")]);
+    }
+
+    #[test]
+    fn a_stale_temp_file_does_not_matter() {
+        // A crash between writing the temp file and renaming it leaves the old cursor valid.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::new(dir.path());
+        s.commit(C1).unwrap();
+        fs::write(dir.path().join(".cursor.tmp"), "s=half-writ").unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            Some(C1)
+        );
+        s.commit(C2).unwrap();
+        assert_eq!(
+            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            Some(C2)
+        );
+    }
+
+    #[test]
+    fn bad_files_are_named_and_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        for (content, expect) in [
+            (&b""[..], "empty"),
+            (b"garbage", "key=value"),
+            (C1[..C1.find(";m=").unwrap()].as_bytes(), "lacks"),
+            (&[0xff, 0xfe][..], "not text"),
+        ] {
+            fs::write(&path, content).unwrap();
+            let e = format!("{:#}", FileStore::new(dir.path()).load().unwrap_err());
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains(expect), "{expect}: {e}");
+        }
+    }
+
+    #[test]
+    fn unwritable_directory_is_reported_at_prepare() {
+        if is_root() {
+            // root ignores permission bits; the read-only case is covered by the fault suite.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = fs::metadata(dir.path()).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o500);
+        fs::set_permissions(dir.path(), p).unwrap();
+        let e = format!("{:#}", FileStore::new(dir.path()).prepare().unwrap_err());
+        assert!(e.contains("not writable"), "{e}");
+    }
+
+    #[test]
+    fn failed_write_keeps_the_old_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::new(dir.path());
+        s.commit(C1).unwrap();
+        // Make the rename fail: the target path becomes a non-empty directory.
+        let blocked = dir.path().join("blocked");
+        fs::create_dir(&blocked).unwrap();
+        fs::write(blocked.join("x"), "").unwrap();
+        let mut s2 = FileStore {
+            path: blocked.clone(),
+            ..FileStore::new(dir.path())
+        };
+        assert!(s2.commit(C2).is_err());
+        assert_eq!(
+            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            Some(C1)
+        );
+        assert!(!dir.path().join(".cursor.tmp").exists());
+    }
+
+    fn is_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
+    }
+}

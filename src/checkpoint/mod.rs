@@ -1,0 +1,283 @@
+//! The checkpoint stage: which journal position is safe to remember, and remembering it.
+//!
+//! Owns the acknowledgement watermark, the in-flight window (backpressure) and the durable
+//! store of the cursor. The one rule this module exists to keep: a cursor reaches durable
+//! storage only if its entry and every entry before it were confirmed by the broker. It
+//! must never accept a cursor from anywhere but the watermark's safe prefix.
+//!
+//! "Remembering" is the [`Store`] trait. The file store below gives at-least-once delivery;
+//! an exactly-once store commits the same cursor inside the Kafka transaction that carries
+//! the entries. Both are fed by the same watermark, so the rule above holds for both.
+
+mod file;
+mod watermark;
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+pub use file::{FileStore, read_cursor_file};
+pub use watermark::Watermark;
+
+/// Durable storage for the safe cursor.
+pub trait Store: Send {
+    /// The last committed cursor, if any.
+    fn load(&mut self) -> Result<Option<String>>;
+    /// Makes `cursor` durable. Only called with a cursor from the watermark's safe prefix.
+    fn commit(&mut self, cursor: &str) -> Result<()>;
+    /// Where the cursor lives, for messages.
+    fn describe(&self) -> String;
+}
+
+/// Limits of the in-flight window.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+/// Why `admit` did not admit an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// Shutdown was requested.
+    Stopping,
+    /// A delivery failed; the session must restart from the safe cursor.
+    Failed(String),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    wm: Watermark,
+    in_flight_entries: usize,
+    in_flight_bytes: usize,
+    stopping: bool,
+    failure: Option<String>,
+}
+
+/// The watermark and the window, shared by the reader (admit), the producer's delivery
+/// callback (delivered/failed) and the checkpoint timer (safe_cursor).
+pub struct Tracker {
+    limits: Limits,
+    inner: Mutex<Inner>,
+    /// Signalled whenever room frees up or the state changes.
+    changed: Condvar,
+}
+
+impl Tracker {
+    pub fn new(limits: Limits) -> Tracker {
+        Tracker {
+            limits,
+            inner: Mutex::new(Inner::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every update is one
+        // assignment), so poisoning is not a reason to stop shipping.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits for room in the window, then registers the entry and returns its sequence
+    /// number. An entry larger than the whole byte window is admitted alone once everything
+    /// before it is settled, so it cannot wedge the pipeline.
+    pub fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
+        let mut g = self.lock();
+        loop {
+            if let Some(f) = &g.failure {
+                return Err(Refused::Failed(f.clone()));
+            }
+            if g.stopping {
+                return Err(Refused::Stopping);
+            }
+            let fits = g.in_flight_entries < self.limits.entries
+                && (g.in_flight_bytes + bytes <= self.limits.bytes || g.in_flight_entries == 0);
+            if fits {
+                g.in_flight_entries += 1;
+                g.in_flight_bytes += bytes;
+                return Ok(g.wm.push(cursor, bytes));
+            }
+            g = self
+                .changed
+                .wait_timeout(g, Duration::from_millis(200))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Registers a position that needs no delivery (entries the filters removed) so the
+    /// watermark can pass it once everything before it is delivered.
+    pub fn pass(&self, cursor: String) {
+        let mut g = self.lock();
+        let seq = g.wm.push(cursor, 0);
+        g.wm.delivered(seq);
+    }
+
+    pub fn delivered(&self, seq: u64) {
+        let mut g = self.lock();
+        let bytes = g.wm.delivered(seq);
+        self.release(&mut g, bytes);
+    }
+
+    /// Records a failed delivery: the watermark stops there and the reader is told to stop.
+    pub fn failed(&self, seq: u64, error: String) {
+        let mut g = self.lock();
+        let bytes = g.wm.failed(seq);
+        self.release(&mut g, bytes);
+        if g.failure.is_none() {
+            g.failure = Some(error);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Records a failure that concerns the producer as a whole (a fatal librdkafka error).
+    pub fn fail_all(&self, error: String) {
+        let mut g = self.lock();
+        if g.failure.is_none() {
+            g.failure = Some(error);
+        }
+        self.changed.notify_all();
+    }
+
+    fn release(&self, g: &mut Inner, bytes: usize) {
+        g.in_flight_entries = g.in_flight_entries.saturating_sub(1);
+        g.in_flight_bytes = g.in_flight_bytes.saturating_sub(bytes);
+        self.changed.notify_all();
+    }
+
+    /// Asks the reader to stop at the next entry.
+    pub fn stop(&self) {
+        self.lock().stopping = true;
+        self.changed.notify_all();
+    }
+
+    /// Whether the session should go on reading.
+    pub fn status(&self) -> Result<(), Refused> {
+        let g = self.lock();
+        match (&g.failure, g.stopping) {
+            (Some(f), _) => Err(Refused::Failed(f.clone())),
+            (None, true) => Err(Refused::Stopping),
+            (None, false) => Ok(()),
+        }
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failure.clone()
+    }
+
+    /// The cursor that may be committed, with the watermark's generation.
+    pub fn safe_cursor(&self) -> Option<(String, u64)> {
+        let g = self.lock();
+        g.wm.safe_cursor()
+            .map(|c| (c.to_string(), g.wm.generation()))
+    }
+
+    pub fn in_flight(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.in_flight_entries, g.in_flight_bytes)
+    }
+
+    /// Waits until every admitted entry has a final answer, or the deadline passes.
+    pub fn wait_settled(&self, deadline: Instant) -> bool {
+        let mut g = self.lock();
+        loop {
+            if g.wm.settled() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .changed
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn window_blocks_until_delivery() {
+        let t = Arc::new(Tracker::new(Limits {
+            entries: 2,
+            bytes: 1000,
+        }));
+        assert_eq!(t.admit("a".into(), 10), Ok(0));
+        assert_eq!(t.admit("b".into(), 10), Ok(1));
+        let t2 = t.clone();
+        let h = std::thread::spawn(move || t2.admit("c".into(), 10));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!h.is_finished(), "a full window must block the reader");
+        t.delivered(0);
+        assert_eq!(h.join().unwrap(), Ok(2));
+        assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn byte_window_and_oversized_entries() {
+        let t = Tracker::new(Limits {
+            entries: 100,
+            bytes: 100,
+        });
+        assert_eq!(t.admit("a".into(), 60), Ok(0));
+        t.delivered(0);
+        // Bigger than the whole window: admitted alone.
+        assert_eq!(t.admit("b".into(), 500), Ok(1));
+        assert_eq!(t.in_flight(), (1, 500));
+    }
+
+    #[test]
+    fn failure_stops_admission_and_the_watermark() {
+        let t = Tracker::new(Limits {
+            entries: 10,
+            bytes: 1000,
+        });
+        t.admit("a".into(), 1).unwrap();
+        t.admit("b".into(), 1).unwrap();
+        t.admit("c".into(), 1).unwrap();
+        t.delivered(0);
+        t.failed(1, "MSG_SIZE_TOO_LARGE".into());
+        t.delivered(2);
+        assert_eq!(
+            t.admit("d".into(), 1),
+            Err(Refused::Failed("MSG_SIZE_TOO_LARGE".into()))
+        );
+        assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("a"));
+        assert!(t.wait_settled(Instant::now()));
+    }
+
+    #[test]
+    fn filtered_positions_pass_only_behind_deliveries() {
+        let t = Tracker::new(Limits {
+            entries: 10,
+            bytes: 1000,
+        });
+        t.admit("a".into(), 1).unwrap();
+        t.pass("tail".into());
+        assert_eq!(t.safe_cursor(), None);
+        t.delivered(0);
+        assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("tail"));
+    }
+
+    #[test]
+    fn stop_wakes_a_waiting_reader() {
+        let t = Arc::new(Tracker::new(Limits {
+            entries: 1,
+            bytes: 1000,
+        }));
+        t.admit("a".into(), 1).unwrap();
+        let t2 = t.clone();
+        let h = std::thread::spawn(move || t2.admit("b".into(), 1));
+        std::thread::sleep(Duration::from_millis(50));
+        t.stop();
+        assert_eq!(h.join().unwrap(), Err(Refused::Stopping));
+        assert!(!t.wait_settled(Instant::now() + Duration::from_millis(10)));
+    }
+}

@@ -1,0 +1,211 @@
+//! The acknowledgement watermark: which journal position is safe to remember.
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Slot {
+    cursor: String,
+    bytes: usize,
+    state: State,
+}
+
+/// Tracks entries by sequence number (their order in the journal) and yields the cursor of
+/// the newest entry such that it and every entry before it were delivered.
+///
+/// Invariant: `safe` is only ever set from a slot at the front of the ring whose state is
+/// `Delivered`, so it never names an entry that has an undelivered predecessor. A `Failed`
+/// slot stays at the front forever: nothing after it can become safe in this session.
+#[derive(Debug, Default)]
+pub struct Watermark {
+    /// Sequence number of `ring[0]`.
+    base: u64,
+    ring: VecDeque<Slot>,
+    safe: Option<String>,
+    /// Number of the safe cursor's advances, so callers can tell whether it moved.
+    generation: u64,
+}
+
+impl Watermark {
+    pub fn new() -> Watermark {
+        Watermark::default()
+    }
+
+    /// Registers the next entry; returns its sequence number.
+    pub fn push(&mut self, cursor: String, bytes: usize) -> u64 {
+        let seq = self.base + self.ring.len() as u64;
+        self.ring.push_back(Slot {
+            cursor,
+            bytes,
+            state: State::Pending,
+        });
+        seq
+    }
+
+    fn slot(&mut self, seq: u64) -> Option<&mut Slot> {
+        let i = seq.checked_sub(self.base)?;
+        self.ring.get_mut(usize::try_from(i).ok()?)
+    }
+
+    /// Marks `seq` delivered. Returns the bytes it held, to release them from the window.
+    /// Unknown or repeated sequence numbers are ignored and return 0.
+    pub fn delivered(&mut self, seq: u64) -> usize {
+        let Some(slot) = self.slot(seq) else { return 0 };
+        if slot.state != State::Pending {
+            return 0;
+        }
+        slot.state = State::Delivered;
+        let bytes = slot.bytes;
+        while self
+            .ring
+            .front()
+            .is_some_and(|s| s.state == State::Delivered)
+        {
+            let s = self.ring.pop_front().expect("front exists");
+            self.base += 1;
+            self.safe = Some(s.cursor);
+            self.generation += 1;
+        }
+        bytes
+    }
+
+    /// Marks `seq` failed: the watermark can never move past it. Returns the bytes it held.
+    pub fn failed(&mut self, seq: u64) -> usize {
+        let Some(slot) = self.slot(seq) else { return 0 };
+        if slot.state != State::Pending {
+            return 0;
+        }
+        slot.state = State::Failed;
+        slot.bytes
+    }
+
+    /// The cursor that may be written to durable storage.
+    pub fn safe_cursor(&self) -> Option<&str> {
+        self.safe.as_deref()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Entries registered but not yet part of the safe prefix.
+    pub fn unsettled(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// Whether an entry failed: the session must end and restart from the safe cursor.
+    pub fn blocked(&self) -> bool {
+        self.ring.iter().any(|s| s.state == State::Failed)
+    }
+
+    /// Whether every registered entry has a final answer (delivered or failed).
+    pub fn settled(&self) -> bool {
+        self.ring.iter().all(|s| s.state != State::Pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(i: u64) -> String {
+        format!("c{i}")
+    }
+
+    #[test]
+    fn in_order_acks_advance() {
+        let mut w = Watermark::new();
+        for i in 0..3 {
+            assert_eq!(w.push(c(i), 10), i);
+        }
+        assert_eq!(w.safe_cursor(), None);
+        assert_eq!(w.delivered(0), 10);
+        assert_eq!(w.safe_cursor(), Some("c0"));
+        w.delivered(1);
+        w.delivered(2);
+        assert_eq!(w.safe_cursor(), Some("c2"));
+        assert_eq!(w.unsettled(), 0);
+    }
+
+    #[test]
+    fn out_of_order_acks_wait_for_the_gap() {
+        let mut w = Watermark::new();
+        for i in 0..4 {
+            w.push(c(i), 1);
+        }
+        w.delivered(2);
+        w.delivered(3);
+        assert_eq!(w.safe_cursor(), None);
+        w.delivered(0);
+        assert_eq!(w.safe_cursor(), Some("c0"));
+        w.delivered(1);
+        assert_eq!(w.safe_cursor(), Some("c3"));
+    }
+
+    #[test]
+    fn a_failure_stops_the_watermark_for_good() {
+        let mut w = Watermark::new();
+        for i in 0..4 {
+            w.push(c(i), 1);
+        }
+        w.delivered(0);
+        assert_eq!(w.failed(1), 1);
+        w.delivered(2);
+        w.delivered(3);
+        assert_eq!(w.safe_cursor(), Some("c0"));
+        assert!(w.blocked());
+        assert!(w.settled());
+        // A late success report for the failed entry must not unblock it.
+        assert_eq!(w.delivered(1), 0);
+        assert_eq!(w.safe_cursor(), Some("c0"));
+    }
+
+    #[test]
+    fn duplicate_and_unknown_reports_are_ignored() {
+        let mut w = Watermark::new();
+        w.push(c(0), 5);
+        assert_eq!(w.delivered(7), 0);
+        assert_eq!(w.delivered(0), 5);
+        assert_eq!(w.delivered(0), 0);
+        assert_eq!(w.failed(0), 0);
+        assert!(!w.blocked());
+    }
+
+    proptest! {
+        /// Under any order of acks and failures, the safe cursor is always the newest entry
+        /// whose predecessors were all delivered, never beyond the first failure.
+        #[test]
+        fn shuffled_acks(n in 1usize..200, seed in any::<u64>(), fail_at in prop::option::of(0usize..200)) {
+            let mut w = Watermark::new();
+            for i in 0..n as u64 {
+                w.push(c(i), 1);
+            }
+            let mut order: Vec<usize> = (0..n).collect();
+            // Deterministic shuffle from the seed.
+            let mut s = seed | 1;
+            for i in (1..n).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                order.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let mut done = vec![false; n];
+            for &i in &order {
+                if Some(i) == fail_at {
+                    w.failed(i as u64);
+                } else {
+                    w.delivered(i as u64);
+                    done[i] = true;
+                }
+                let prefix = done.iter().take_while(|d| **d).count();
+                let expect = if prefix == 0 { None } else { Some(c(prefix as u64 - 1)) };
+                prop_assert_eq!(w.safe_cursor().map(str::to_string), expect);
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The command line: `run`, `check` and `cursor show`.
+//!
+//! Owns argument parsing, the help text and process-level glue (signals, exit codes). It
+//! must never contain pipeline logic: every command calls into the stage modules.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::checkpoint::{FileStore, Tracker, read_cursor_file};
+use crate::config::{self, Config};
+use crate::journal::{self, Located, cursor};
+use crate::metrics::Metrics;
+use crate::pipeline::{self, Shutdown};
+use crate::{kafka, logging};
+
+const DEFAULT_CONFIG: &str = "/etc/journald-kafka/config.toml";
+
+/// Ships every systemd journal entry to Apache Kafka without losing one.
+///
+/// The journal is the buffer: the agent reads it with libsystemd, sends each entry as one
+/// Kafka record (MessagePack by default, with the entry's cursor in the `journal-cursor`
+/// header), and saves the cursor of the newest entry that the broker confirmed together
+/// with every entry before it. After a crash or restart it continues from that cursor, so
+/// nothing is lost; entries may be sent twice, and the header lets consumers drop repeats.
+///
+/// Start with `journald-kafka check --config FILE`, then `journald-kafka run --config FILE`
+/// (or `systemctl enable --now journald-kafka`).
+#[derive(Parser, Debug)]
+#[command(name = "journald-kafka", version, max_term_width = 100)]
+pub struct Cli {
+    /// Log level: error, warn, info, debug or trace [default: log.level from the config, else info]
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Ship journal entries to Kafka until stopped (SIGTERM or SIGINT).
+    ///
+    /// On SIGTERM/SIGINT the agent stops reading, waits up to pipeline.shutdown_timeout_ms for
+    /// the broker to confirm what is in flight, saves the cursor and exits 0. A second signal
+    /// exits at once; the saved cursor still only covers confirmed entries.
+    Run {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, open the journal, reach the brokers and the topic, and
+    /// print what `run` would do. Exits non-zero if anything is wrong.
+    Check {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Inspect the saved journal cursor.
+    Cursor {
+        #[command(subcommand)]
+        command: CursorCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CursorCommand {
+    /// Print the saved cursor, what it points at and whether the journal still has it.
+    Show {
+        /// The TOML configuration file (its state.directory holds the cursor file).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("journald-kafka: error: {e:#}");
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &Path, log_level: Option<&str>) -> Result<Config> {
+    let mut cfg = config::load(path)?;
+    if let Some(l) = log_level {
+        cfg.log.level = l.to_string();
+    }
+    Ok(cfg)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = load(&config, cli.log_level.as_deref())?;
+            logging::init(&cfg.log.level, cfg.log.target)?;
+            run(cfg)
+        }
+        Command::Check { config } => {
+            let cfg = load(&config, cli.log_level.as_deref())?;
+            logging::init(
+                cli.log_level.as_deref().unwrap_or("warn"),
+                config::LogTarget::Stderr,
+            )?;
+            check(&cfg)
+        }
+        Command::Cursor {
+            command: CursorCommand::Show { config },
+        } => {
+            let cfg = load(&config, cli.log_level.as_deref())?;
+            logging::init(
+                cli.log_level.as_deref().unwrap_or("warn"),
+                config::LogTarget::Stderr,
+            )?;
+            cursor_show(&cfg)
+        }
+    }
+}
+
+fn run(cfg: Config) -> Result<ExitCode> {
+    let mut store = FileStore::new(&cfg.state.directory);
+    store.prepare()?;
+    let shutdown = Shutdown::new();
+    let metrics = Arc::new(Metrics::default());
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        source = %cfg.journal.source,
+        brokers = %cfg.kafka.brokers,
+        "journald-kafka starting"
+    );
+
+    // Signals are handled by a small tokio runtime on its own thread; the pipeline itself is
+    // plain threads because sd-journal and librdkafka calls block.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler runtime")?;
+    let sig = shutdown.clone();
+    let signals = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || rt.block_on(handle_signals(sig)))
+        .context("cannot start the signal thread")?;
+    let summary = {
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("summary".into())
+            .spawn(move || {
+                let mut last = String::new();
+                while !shutdown_wait(&shutdown, Duration::from_secs(60)) {
+                    let s = metrics.summary();
+                    if s != last {
+                        tracing::info!("{s}");
+                        last = s;
+                    }
+                }
+            })
+            .context("cannot start the summary thread")?
+    };
+
+    let result = pipeline::run(&cfg, &mut store, &shutdown, &metrics);
+    shutdown.request();
+    let _ = summary.join();
+    drop(signals);
+    match result {
+        Ok(()) => {
+            tracing::info!("{}; stopped cleanly", metrics.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
+    let step = Duration::from_millis(200);
+    let mut waited = Duration::ZERO;
+    while waited < d {
+        if s.requested() {
+            return true;
+        }
+        std::thread::sleep(step);
+        waited += step;
+    }
+    s.requested()
+}
+
+async fn handle_signals(shutdown: Arc<Shutdown>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    let mut count = 0;
+    loop {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        count += 1;
+        if count == 1 {
+            tracing::info!("{name}: stopping; waiting for the broker to confirm what is in flight");
+            shutdown.request();
+        } else {
+            // The cursor file only ever holds confirmed positions, so leaving now loses
+            // nothing: what was in flight is sent again on the next start.
+            tracing::warn!("{name} again: exiting at once");
+            std::process::exit(130);
+        }
+    }
+}
+
+fn check(cfg: &Config) -> Result<ExitCode> {
+    let mut ok = true;
+    let mut report = |what: &str, r: Result<String>| match r {
+        Ok(s) => println!("ok    {what}: {s}"),
+        Err(e) => {
+            ok = false;
+            println!("FAIL  {what}: {e:#}");
+        }
+    };
+    report("config", Ok("valid".into()));
+
+    let cursor_path = cfg.state.cursor_file();
+    let cursor = read_cursor_file(&cursor_path);
+    report(
+        "cursor",
+        cursor
+            .as_ref()
+            .map(|c| match c {
+                Some(c) => format!("{} holds {c}", cursor_path.display()),
+                None => format!(
+                    "{} does not exist yet; starting at journal.start",
+                    cursor_path.display()
+                ),
+            })
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    );
+    let state_dir = &cfg.state.directory;
+    report(
+        "state directory",
+        if state_dir.exists() {
+            FileStore::new(state_dir)
+                .prepare()
+                .map(|()| format!("{} is writable", state_dir.display()))
+        } else {
+            Ok(format!("{} will be created", state_dir.display()))
+        },
+    );
+    let cursor = cursor.ok().flatten();
+    report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
+    if !cfg.journal.filter.is_empty() {
+        let mut terms = cfg.journal.filter.matches.clone();
+        terms.extend(journal::shorthand_terms(&cfg.journal.filter));
+        report("filters", Ok(terms.join(" ")));
+    }
+
+    let probe_topic = cfg
+        .kafka
+        .fixed_topic()
+        .or(cfg.kafka.topic_fallback.as_deref())
+        .unwrap_or("journal");
+    let tracker = Arc::new(Tracker::new(crate::checkpoint::Limits {
+        entries: 1,
+        bytes: 1,
+    }));
+    let kafka_result = kafka::producer(
+        &cfg.kafka,
+        &cfg.pipeline,
+        tracker,
+        Arc::new(Metrics::default()),
+    )
+    .and_then(|p| {
+        kafka::probe(
+            &p,
+            probe_topic,
+            Duration::from_millis(cfg.kafka.connect_timeout_ms.min(10_000)),
+        )
+    })
+    .map(|parts| {
+        format!(
+            "brokers {} reachable; topic {probe_topic:?} has {parts} partition(s)",
+            cfg.kafka.brokers
+        )
+    });
+    report("kafka", kafka_result);
+
+    let props = kafka::client_config(&cfg.kafka, &cfg.pipeline);
+    let mut shown: Vec<String> = props
+        .config_map()
+        .iter()
+        .map(|(k, v)| {
+            if k.contains("password") || k.contains("secret") {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    shown.sort();
+    println!("      producer: {}", shown.join(" "));
+    println!(
+        "      records: {:?} encoding, topic {}, key {}, max {} bytes per record",
+        cfg.encoding.format,
+        cfg.kafka
+            .fixed_topic()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("from template (fallback {probe_topic:?})")),
+        cfg.kafka.key_field.as_deref().unwrap_or("none"),
+        cfg.encoding.max_record_bytes
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cursor_show(cfg: &Config) -> Result<ExitCode> {
+    let path = cfg.state.cursor_file();
+    let Some(c) = read_cursor_file(&path)? else {
+        println!(
+            "no cursor: {} does not exist (the agent has not confirmed any entry yet)",
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!("file:      {}", path.display());
+    println!("cursor:    {c}");
+    if let Ok(info) = cursor::parse(&c) {
+        println!(
+            "seqnum:    {} (sequence space {})",
+            info.seqnum, info.seqnum_id
+        );
+        println!("boot:      {}", info.boot_id);
+        println!("time:      {} µs since the epoch", info.realtime_usec);
+    }
+    if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+        if let Ok(age) = m.elapsed() {
+            println!("written:   {}s ago", age.as_secs());
+        }
+    }
+    match journal::locate(&cfg.journal, &c) {
+        Ok(Located::Exists) => println!("journal:   the entry is still in the journal"),
+        Ok(Located::Missing { gap, .. }) => {
+            println!(
+                "journal:   the entry is GONE from the journal ({} entries after it are gone too)",
+                gap.map_or("unknown number of".to_string(), |g| g.to_string())
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => println!("journal:   cannot check: {e:#}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

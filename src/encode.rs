@@ -1,0 +1,694 @@
+//! The encode stage: one journal entry in, one Kafka record's bytes out (value, key, topic).
+//!
+//! Owns the wire format described in `docs/format.md` (version [`FORMAT_VERSION`]). It is
+//! a pure function of the entry and the configuration: no I/O, no clock, no global state,
+//! so that it can be tested exhaustively. It must never drop a field silently: the only
+//! lossy step is the documented truncation of oversized entries, which is marked inside the
+//! record itself and counted by the caller.
+
+use crate::config::{EncodingConfig, FieldPattern, Format, KafkaConfig, TopicPart};
+use crate::journal::{Entry, cursor};
+
+/// Version of the record layout, carried in the `journal-format` header.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Name of the field added to an entry whose fields had to be shortened to fit.
+pub const TRUNCATED_FIELD: &str = "JOURNALD_KAFKA_TRUNCATED";
+
+/// Room left for the record's key, headers and Kafka's own per-record overhead.
+const RECORD_OVERHEAD: usize = 512;
+
+/// What the encoder had to do to an entry, for the caller to count and log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Fields cut to make the record fit, with their original lengths.
+    pub truncated: Vec<(String, usize)>,
+}
+
+/// Turns entries into record values. Holds scratch space so encoding does not allocate
+/// per entry.
+pub struct Encoder {
+    format: Format,
+    include: Vec<FieldPattern>,
+    exclude: Vec<FieldPattern>,
+    max_record_bytes: usize,
+    topic: Vec<TopicPart>,
+    topic_fallback: Option<String>,
+    key_field: Option<Vec<u8>>,
+    /// Groups of selected fields: (index of first occurrence, indices of all occurrences).
+    groups: Vec<(usize, Vec<usize>)>,
+    /// Per-field byte caps used when truncating, indexed like the entry's fields.
+    caps: Vec<Option<usize>>,
+}
+
+impl Encoder {
+    pub fn new(enc: &EncodingConfig, kafka: &KafkaConfig) -> Encoder {
+        Encoder {
+            format: enc.format,
+            include: enc.include_fields.clone(),
+            exclude: enc.exclude_fields.clone(),
+            max_record_bytes: enc.max_record_bytes,
+            topic: kafka.topic.clone(),
+            topic_fallback: kafka.topic_fallback.clone(),
+            key_field: kafka.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
+            groups: Vec::new(),
+            caps: Vec::new(),
+        }
+    }
+
+    fn selected(&self, name: &[u8]) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
+
+    /// Encodes `e` into `out` (cleared first). Oversized entries are truncated per the
+    /// documented policy: the largest field is cut, repeatedly, until the record fits, and
+    /// a `JOURNALD_KAFKA_TRUNCATED` field lists what was cut.
+    pub fn encode(&mut self, e: &Entry, out: &mut Vec<u8>) -> Outcome {
+        self.group(e);
+        self.caps.clear();
+        self.caps.resize(e.len(), None);
+        let budget = self
+            .max_record_bytes
+            .saturating_sub(RECORD_OVERHEAD + e.cursor.len());
+        let mut outcome = Outcome::default();
+        loop {
+            out.clear();
+            self.write(e, &outcome, out);
+            if out.len() <= budget {
+                return outcome;
+            }
+            let excess = out.len() - budget;
+            // The largest value that is still long enough to give back what we need.
+            let Some((i, len)) = self
+                .groups
+                .iter()
+                .flat_map(|(_, idx)| idx.iter().copied())
+                .map(|i| (i, self.capped_len(e, i)))
+                .max_by_key(|&(_, len)| len)
+            else {
+                return outcome;
+            };
+            if len == 0 {
+                // Nothing left to cut: the names alone exceed the limit. Ship as is; the
+                // broker's refusal is then handled like any other permanent failure.
+                return outcome;
+            }
+            // Cut a little more than the excess: the marker field itself needs room.
+            let new_len = len.saturating_sub(excess + 64 + TRUNCATED_FIELD.len());
+            let value = e.field(i).1;
+            let new_len = utf8_floor(value, new_len);
+            self.caps[i] = Some(new_len);
+            let name = String::from_utf8_lossy(e.field(i).0).into_owned();
+            match outcome.truncated.iter_mut().find(|(n, _)| *n == name) {
+                Some(_) => {}
+                None => outcome.truncated.push((name, value.len())),
+            }
+        }
+    }
+
+    fn capped_len(&self, e: &Entry, i: usize) -> usize {
+        let len = e.field(i).1.len();
+        self.caps[i].map_or(len, |c| c.min(len))
+    }
+
+    fn value<'e>(&self, e: &'e Entry, i: usize) -> &'e [u8] {
+        let v = e.field(i).1;
+        match self.caps[i] {
+            Some(c) if c < v.len() => &v[..c],
+            _ => v,
+        }
+    }
+
+    /// Groups repeated fields, keeping the order in which names first appear.
+    fn group(&mut self, e: &Entry) {
+        // Reuse the inner vectors between entries.
+        let mut spare: Vec<Vec<usize>> = self
+            .groups
+            .drain(..)
+            .map(|(_, mut v)| {
+                v.clear();
+                v
+            })
+            .collect();
+        for i in 0..e.len() {
+            let name = e.field(i).0;
+            if !self.selected(name) {
+                continue;
+            }
+            match self
+                .groups
+                .iter_mut()
+                .find(|(first, _)| e.field(*first).0 == name)
+            {
+                Some((_, idx)) => idx.push(i),
+                None => {
+                    let mut idx = spare.pop().unwrap_or_default();
+                    idx.push(i);
+                    self.groups.push((i, idx));
+                }
+            }
+        }
+    }
+
+    fn has_boot_id(e: &Entry) -> bool {
+        e.fields().any(|(n, _)| n == b"_BOOT_ID")
+    }
+
+    fn write(&self, e: &Entry, outcome: &Outcome, out: &mut Vec<u8>) {
+        let seq = cursor::parse(&e.cursor).ok();
+        let add_boot = !Self::has_boot_id(e) && !e.boot_id.is_empty();
+        let n = 3
+            + if seq.is_some() { 2 } else { 0 }
+            + usize::from(add_boot)
+            + self.groups.len()
+            + usize::from(!outcome.truncated.is_empty());
+        let mut w = Writer::new(self.format, out);
+        w.begin_map(n);
+        w.key(b"__CURSOR");
+        w.str_value(e.cursor.as_bytes());
+        w.key(b"__REALTIME_TIMESTAMP");
+        w.uint(e.realtime_usec);
+        w.key(b"__MONOTONIC_TIMESTAMP");
+        w.uint(e.monotonic_usec);
+        if let Some(s) = &seq {
+            w.key(b"__SEQNUM");
+            w.uint(s.seqnum);
+            w.key(b"__SEQNUM_ID");
+            w.str_value(s.seqnum_id.as_bytes());
+        }
+        if add_boot {
+            w.key(b"_BOOT_ID");
+            w.str_value(e.boot_id.as_bytes());
+        }
+        for (first, idx) in &self.groups {
+            w.key(e.field(*first).0);
+            if idx.len() == 1 {
+                w.value(self.value(e, idx[0]));
+            } else {
+                w.begin_array(idx.len());
+                for &i in idx {
+                    w.value(self.value(e, i));
+                }
+                w.end_array();
+            }
+        }
+        if !outcome.truncated.is_empty() {
+            w.key(TRUNCATED_FIELD.as_bytes());
+            let mut text = String::new();
+            for (k, (name, len)) in outcome.truncated.iter().enumerate() {
+                if k > 0 {
+                    text.push(' ');
+                }
+                text.push_str(&format!("{name}={len}"));
+            }
+            w.str_value(text.as_bytes());
+        }
+        w.end_map();
+    }
+
+    /// The record key: the first value of the configured field, if the entry has it.
+    pub fn key<'e>(&self, e: &'e Entry) -> Option<&'e [u8]> {
+        self.key_field.as_ref().and_then(|k| e.get(k))
+    }
+
+    /// Fills `out` with the entry's topic.
+    pub fn topic(&self, e: &Entry, out: &mut String) {
+        out.clear();
+        for part in &self.topic {
+            match part {
+                TopicPart::Literal(l) => out.push_str(l),
+                TopicPart::Field(f) => match e.get(f.as_bytes()) {
+                    Some(v) if !v.is_empty() => {
+                        for &b in v {
+                            let c = b as char;
+                            out.push(if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                                c
+                            } else {
+                                '_'
+                            });
+                        }
+                    }
+                    _ => {
+                        out.clear();
+                        out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
+                        return;
+                    }
+                },
+            }
+        }
+        if out.len() > 249 {
+            out.truncate(249);
+        }
+    }
+}
+
+/// The largest length ≤ `len` that does not split a UTF-8 character, when `v` is text.
+fn utf8_floor(v: &[u8], len: usize) -> usize {
+    if len >= v.len() || std::str::from_utf8(v).is_err() {
+        return len.min(v.len());
+    }
+    let mut l = len;
+    while l > 0 && (v[l] & 0xC0) == 0x80 {
+        l -= 1;
+    }
+    l
+}
+
+/// Writes either MessagePack or JSON with one interface, so both formats share the layout.
+struct Writer<'a> {
+    format: Format,
+    out: &'a mut Vec<u8>,
+    /// JSON only: whether the next map entry or array element needs a comma.
+    first: Vec<bool>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(format: Format, out: &'a mut Vec<u8>) -> Self {
+        Writer {
+            format,
+            out,
+            first: Vec::new(),
+        }
+    }
+
+    fn sep(&mut self) {
+        if let Some(first) = self.first.last_mut() {
+            if !*first {
+                self.out.push(b',');
+            }
+            *first = false;
+        }
+    }
+
+    fn begin_map(&mut self, n: usize) {
+        match self.format {
+            Format::MessagePack => {
+                rmp::encode::write_map_len(self.out, n as u32).expect("Vec<u8> write");
+            }
+            Format::Json => {
+                self.sep();
+                self.out.push(b'{');
+                self.first.push(true);
+            }
+        }
+    }
+
+    fn end_map(&mut self) {
+        if self.format == Format::Json {
+            self.out.push(b'}');
+            self.first.pop();
+            self.end_value();
+        }
+    }
+
+    fn begin_array(&mut self, n: usize) {
+        match self.format {
+            Format::MessagePack => {
+                rmp::encode::write_array_len(self.out, n as u32).expect("Vec<u8> write");
+            }
+            Format::Json => {
+                self.sep();
+                self.out.push(b'[');
+                self.first.push(true);
+            }
+        }
+    }
+
+    fn end_array(&mut self) {
+        if self.format == Format::Json {
+            self.out.push(b']');
+            self.first.pop();
+            self.end_value();
+        }
+    }
+
+    fn key(&mut self, name: &[u8]) {
+        match self.format {
+            Format::MessagePack => self.value(name),
+            Format::Json => {
+                self.sep();
+                // Field names are ASCII in every valid journal; a name that is not UTF-8
+                // is written lossily rather than breaking the JSON document.
+                json_string(self.out, &String::from_utf8_lossy(name));
+                self.out.push(b':');
+                // The value follows the colon without a comma.
+                if let Some(first) = self.first.last_mut() {
+                    *first = true;
+                }
+            }
+        }
+    }
+
+    fn uint(&mut self, v: u64) {
+        match self.format {
+            Format::MessagePack => {
+                rmp::encode::write_uint(self.out, v).expect("Vec<u8> write");
+            }
+            Format::Json => {
+                self.sep();
+                self.out.extend_from_slice(v.to_string().as_bytes());
+                self.end_value();
+            }
+        }
+    }
+
+    /// A value known to be UTF-8 (cursors, ids).
+    fn str_value(&mut self, v: &[u8]) {
+        self.value(v)
+    }
+
+    /// str when valid UTF-8, bin otherwise (JSON: an array of byte values, as journalctl).
+    fn value(&mut self, v: &[u8]) {
+        match (self.format, std::str::from_utf8(v)) {
+            (Format::MessagePack, Ok(s)) => {
+                rmp::encode::write_str(self.out, s).expect("Vec<u8> write");
+            }
+            (Format::MessagePack, Err(_)) => {
+                rmp::encode::write_bin(self.out, v).expect("Vec<u8> write");
+            }
+            (Format::Json, Ok(s)) => {
+                self.sep();
+                json_string(self.out, s);
+                self.end_value();
+            }
+            (Format::Json, Err(_)) => {
+                self.sep();
+                self.out.push(b'[');
+                for (i, b) in v.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b',');
+                    }
+                    self.out.extend_from_slice(b.to_string().as_bytes());
+                }
+                self.out.push(b']');
+                self.end_value();
+            }
+        }
+    }
+
+    /// After a map value, the next key needs a comma again.
+    fn end_value(&mut self) {
+        if let Some(first) = self.first.last_mut() {
+            *first = false;
+        }
+    }
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use proptest::prelude::*;
+    use rmpv::Value;
+
+    const CURSOR: &str = "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=2a;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=4c4b40;t=60a1b2c3d4e5f;x=abcdef0123456789";
+
+    fn cfg(extra: &str) -> (EncodingConfig, KafkaConfig) {
+        let c = config::parse(&format!(
+            "[kafka]\nbrokers = \"b:1\"\ntopic = \"journal\"\nkey_field = \"_HOSTNAME\"\n{extra}"
+        ))
+        .unwrap();
+        (c.encoding, c.kafka)
+    }
+
+    fn encoder(extra: &str) -> Encoder {
+        let (e, k) = cfg(extra);
+        Encoder::new(&e, &k)
+    }
+
+    fn entry(fields: &[(&[u8], &[u8])]) -> Entry {
+        let mut e = Entry::new();
+        e.cursor = CURSOR.into();
+        e.realtime_usec = 1_700_000_000_000_001;
+        e.monotonic_usec = 5_000_000;
+        e.boot_id = "9f8e7d6c5b4a39281706f5e4d3c2b1a0".into();
+        for (n, v) in fields {
+            e.push_field(n, v);
+        }
+        e
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<(String, Value)> {
+        let v = rmpv::decode::read_value(&mut &bytes[..]).unwrap();
+        v.as_map()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn msgpack_layout() {
+        let mut enc = encoder("");
+        let e = entry(&[
+            (b"MESSAGE", b"hello\nworld"),
+            (b"TAG", b"a"),
+            (b"BLOB", &[0, 0xff, 1]),
+            (b"TAG", &[0xc3]),
+            (b"_HOSTNAME", b"web-1"),
+        ]);
+        let mut out = Vec::new();
+        let o = enc.encode(&e, &mut out);
+        assert!(o.truncated.is_empty());
+        let m = decode(&out);
+        let names: Vec<_> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "__CURSOR",
+                "__REALTIME_TIMESTAMP",
+                "__MONOTONIC_TIMESTAMP",
+                "__SEQNUM",
+                "__SEQNUM_ID",
+                "_BOOT_ID",
+                "MESSAGE",
+                "TAG",
+                "BLOB",
+                "_HOSTNAME"
+            ]
+        );
+        assert_eq!(m[0].1, Value::from(CURSOR));
+        assert_eq!(m[1].1, Value::from(1_700_000_000_000_001u64));
+        assert_eq!(m[3].1, Value::from(42u64));
+        assert_eq!(m[6].1, Value::from("hello\nworld"));
+        assert_eq!(
+            m[7].1,
+            Value::Array(vec![Value::from("a"), Value::Binary(vec![0xc3])])
+        );
+        assert_eq!(m[8].1, Value::Binary(vec![0, 0xff, 1]));
+        assert_eq!(enc.key(&e), Some(&b"web-1"[..]));
+    }
+
+    #[test]
+    fn boot_id_from_data_is_not_duplicated() {
+        let mut enc = encoder("");
+        let e = entry(&[(b"_BOOT_ID", b"00112233445566778899aabbccddeeff")]);
+        let mut out = Vec::new();
+        enc.encode(&e, &mut out);
+        let m = decode(&out);
+        let boots: Vec<_> = m.iter().filter(|(k, _)| k == "_BOOT_ID").collect();
+        assert_eq!(boots.len(), 1);
+        assert_eq!(boots[0].1, Value::from("00112233445566778899aabbccddeeff"));
+    }
+
+    #[test]
+    fn include_and_exclude() {
+        let mut enc = encoder(
+            "[encoding]\ninclude_fields = [\"MESSAGE\", \"_SYSTEMD_*\"]\nexclude_fields = [\"_SYSTEMD_CGROUP\"]\n",
+        );
+        let e = entry(&[
+            (b"MESSAGE", b"m"),
+            (b"PRIORITY", b"6"),
+            (b"_SYSTEMD_UNIT", b"u"),
+            (b"_SYSTEMD_CGROUP", b"c"),
+        ]);
+        let mut out = Vec::new();
+        enc.encode(&e, &mut out);
+        let names: Vec<_> = decode(&out)
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !k.starts_with("__"))
+            .collect();
+        assert_eq!(names, ["_BOOT_ID", "MESSAGE", "_SYSTEMD_UNIT"]);
+    }
+
+    #[test]
+    fn json_layout_and_escaping() {
+        let mut enc = encoder("[encoding]\nformat = \"json\"\n");
+        let e = entry(&[
+            (b"MESSAGE", b"quote \" backslash \\ tab \t nl \n bell \x07"),
+            (b"BLOB", &[0, 255]),
+            (b"TAG", b"a"),
+            (b"TAG", b"b"),
+            (b"UNI", "héllo".as_bytes()),
+        ]);
+        let mut out = Vec::new();
+        enc.encode(&e, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["MESSAGE"], "quote \" backslash \\ tab \t nl \n bell \x07");
+        assert_eq!(v["BLOB"], serde_json::json!([0, 255]));
+        assert_eq!(v["TAG"], serde_json::json!(["a", "b"]));
+        assert_eq!(v["UNI"], "héllo");
+        assert_eq!(v["__REALTIME_TIMESTAMP"], 1_700_000_000_000_001u64);
+        assert_eq!(v["__CURSOR"], CURSOR);
+    }
+
+    #[test]
+    fn oversized_entry_is_truncated_and_marked() {
+        let mut enc = encoder("[encoding]\nmax_record_bytes = 10000\n");
+        let big = vec![b'x'; 50_000];
+        let e = entry(&[
+            (b"MESSAGE", b"small"),
+            (b"BIG", &big),
+            (b"OTHER", &[b'y'; 3000]),
+        ]);
+        let mut out = Vec::new();
+        let o = enc.encode(&e, &mut out);
+        assert!(
+            out.len() <= 10_000 - RECORD_OVERHEAD - CURSOR.len(),
+            "{}",
+            out.len()
+        );
+        assert_eq!(o.truncated, vec![("BIG".to_string(), 50_000)]);
+        let m = decode(&out);
+        let marker = m.iter().find(|(k, _)| k == TRUNCATED_FIELD).unwrap();
+        assert_eq!(marker.1, Value::from("BIG=50000"));
+        assert_eq!(
+            m.iter()
+                .find(|(k, _)| k == "OTHER")
+                .unwrap()
+                .1
+                .as_str()
+                .unwrap()
+                .len(),
+            3000
+        );
+        let big_out = m
+            .iter()
+            .find(|(k, _)| k == "BIG")
+            .unwrap()
+            .1
+            .as_str()
+            .unwrap()
+            .len();
+        assert!(big_out > 3000 && big_out < 10_000, "{big_out}");
+    }
+
+    #[test]
+    fn truncation_keeps_utf8_valid() {
+        let mut enc = encoder("[encoding]\nmax_record_bytes = 5000\n");
+        let big = "é".repeat(10_000);
+        let e = entry(&[(b"MESSAGE", big.as_bytes())]);
+        let mut out = Vec::new();
+        let o = enc.encode(&e, &mut out);
+        assert_eq!(o.truncated.len(), 1);
+        let m = decode(&out);
+        let msg = &m.iter().find(|(k, _)| k == "MESSAGE").unwrap().1;
+        assert!(msg.is_str(), "truncated text must stay text");
+    }
+
+    #[test]
+    fn topic_templates() {
+        let c = config::parse("[kafka]\nbrokers = \"b:1\"\ntopic = \"j-{_SYSTEMD_UNIT}\"\ntopic_fallback = \"j-other\"\n").unwrap();
+        let enc = Encoder::new(&c.encoding, &c.kafka);
+        let mut t = String::new();
+        enc.topic(&entry(&[(b"_SYSTEMD_UNIT", b"getty@tty1.service")]), &mut t);
+        assert_eq!(t, "j-getty_tty1.service");
+        enc.topic(&entry(&[(b"MESSAGE", b"m")]), &mut t);
+        assert_eq!(t, "j-other");
+        enc.topic(&entry(&[(b"_SYSTEMD_UNIT", b"")]), &mut t);
+        assert_eq!(t, "j-other");
+    }
+
+    fn field_strategy() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+        (
+            prop::sample::select(vec![
+                b"MESSAGE".to_vec(),
+                b"TAG".to_vec(),
+                b"_PID".to_vec(),
+                b"BLOB".to_vec(),
+                b"X_1".to_vec(),
+            ]),
+            prop::collection::vec(any::<u8>(), 0..200),
+        )
+    }
+
+    proptest! {
+        /// decode(encode(x)) == x for any bytes, both formats, repeated fields included.
+        #[test]
+        fn round_trip(fields in prop::collection::vec(field_strategy(), 0..20), json in any::<bool>()) {
+            let mut enc = encoder(if json { "[encoding]\nformat = \"json\"\n" } else { "" });
+            let refs: Vec<(&[u8], &[u8])> = fields.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+            let e = entry(&refs);
+            let mut out = Vec::new();
+            enc.encode(&e, &mut out);
+            // Expected: values per name in order of appearance.
+            let mut expect: Vec<(Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+            for (n, v) in &fields {
+                match expect.iter_mut().find(|(k, _)| k == n) {
+                    Some((_, vs)) => vs.push(v.clone()),
+                    None => expect.push((n.clone(), vec![v.clone()])),
+                }
+            }
+            let got: Vec<(Vec<u8>, Vec<Vec<u8>>)> = if json {
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                let obj = v.as_object().unwrap();
+                let bytes = |v: &serde_json::Value| -> Vec<u8> {
+                    match v {
+                        serde_json::Value::String(s) => s.as_bytes().to_vec(),
+                        serde_json::Value::Array(a) => a.iter().map(|b| b.as_u64().unwrap() as u8).collect(),
+                        _ => panic!("unexpected {v}"),
+                    }
+                };
+                expect.iter().map(|(n, vs)| {
+                    let v = &obj[std::str::from_utf8(n).unwrap()];
+                    let values = if vs.len() == 1 { vec![bytes(v)] } else { v.as_array().unwrap().iter().map(bytes).collect() };
+                    (n.clone(), values)
+                }).collect()
+            } else {
+                let m = decode(&out);
+                let bytes = |v: &Value| -> Vec<u8> {
+                    match v {
+                        Value::String(s) => s.as_bytes().to_vec(),
+                        Value::Binary(b) => b.clone(),
+                        _ => panic!("unexpected {v}"),
+                    }
+                };
+                m.iter().filter(|(k, _)| !k.starts_with("__") && k != "_BOOT_ID").map(|(k, v)| {
+                    let n = k.as_bytes().to_vec();
+                    let count = expect.iter().find(|(e, _)| *e == n).map(|(_, vs)| vs.len()).unwrap();
+                    let values = if count == 1 { vec![bytes(v)] } else { v.as_array().unwrap().iter().map(bytes).collect() };
+                    (n, values)
+                }).collect()
+            };
+            prop_assert_eq!(got, expect);
+        }
+    }
+}

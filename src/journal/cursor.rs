@@ -1,0 +1,134 @@
+//! Journal cursors: the opaque `s=…;i=…;b=…;m=…;t=…;x=…` strings libsystemd hands out.
+//!
+//! We only look inside a cursor to report things to humans (sequence numbers for the size
+//! of a gap, the time of the entry). Positioning always goes through libsystemd.
+
+use std::fmt;
+
+/// The parts of a cursor we use for reporting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorInfo {
+    /// Identifies the sequence-number space (one per journal file writer).
+    pub seqnum_id: String,
+    pub seqnum: u64,
+    pub boot_id: String,
+    pub realtime_usec: u64,
+}
+
+/// Why a piece of text is not a journal cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorError(String);
+
+impl fmt::Display for CursorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CursorError {}
+
+/// Parses a cursor as written by `sd_journal_get_cursor`.
+pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
+    if text.is_empty() {
+        return Err(CursorError("the cursor is empty".into()));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        return Err(CursorError(format!(
+            "the cursor contains the character {c:?}, which no journal cursor has"
+        )));
+    }
+    let (mut s, mut i, mut b, mut t) = (None, None, None, None);
+    for part in text.split(';') {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(CursorError(format!("{part:?} is not a key=value part")));
+        };
+        let hex = |v: &str| {
+            u64::from_str_radix(v, 16)
+                .map_err(|_| CursorError(format!("{k}={v:?} is not a hexadecimal number")))
+        };
+        let id = |v: &str| {
+            if v.len() == 32 && v.bytes().all(|c| c.is_ascii_hexdigit()) {
+                Ok(v.to_string())
+            } else {
+                Err(CursorError(format!("{k}={v:?} is not a 128-bit id")))
+            }
+        };
+        match k {
+            "s" => s = Some(id(v)?),
+            "i" => i = Some(hex(v)?),
+            "b" => b = Some(id(v)?),
+            "t" => t = Some(hex(v)?),
+            "m" | "x" => {
+                hex(v)?;
+            }
+            _ => return Err(CursorError(format!("unknown cursor part {k:?}"))),
+        }
+    }
+    match (s, i, b, t) {
+        (Some(seqnum_id), Some(seqnum), Some(boot_id), Some(realtime_usec)) => Ok(CursorInfo {
+            seqnum_id,
+            seqnum,
+            boot_id,
+            realtime_usec,
+        }),
+        _ => Err(CursorError(
+            "the cursor lacks one of its s=, i=, b= or t= parts".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const C: &str = "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=1f;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=4c4b40;t=60a1b2c3d4e5f;x=abcdef0123456789";
+
+    #[test]
+    fn parses_systemd_cursor() {
+        let c = parse(C).unwrap();
+        assert_eq!(c.seqnum, 31);
+        assert_eq!(c.seqnum_id, "0e7a5b6d4c3b4a29a1b2c3d4e5f60718");
+        assert_eq!(c.realtime_usec, 0x60a1b2c3d4e5f);
+    }
+
+    #[test]
+    fn rejects_garbage_with_reason() {
+        assert!(parse("").unwrap_err().to_string().contains("empty"));
+        assert!(
+            parse("hello")
+                .unwrap_err()
+                .to_string()
+                .contains("key=value")
+        );
+        assert!(
+            parse("s=1;i=2")
+                .unwrap_err()
+                .to_string()
+                .contains("128-bit")
+        );
+        assert!(
+            parse(&C.replace("i=1f", "i=zz"))
+                .unwrap_err()
+                .to_string()
+                .contains("hexadecimal")
+        );
+        assert!(
+            parse(&format!("{C}\n"))
+                .unwrap_err()
+                .to_string()
+                .contains("character")
+        );
+        assert!(
+            parse(&C.replace(";t=60a1b2c3d4e5f", ""))
+                .unwrap_err()
+                .to_string()
+                .contains("lacks")
+        );
+        assert!(
+            parse(&format!("{C};q=1"))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown")
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! One journal entry as read: its raw fields plus the entry header facts.
+
+/// A journal entry with every data field as raw bytes, in storage order.
+///
+/// The buffers are reused from one entry to the next: the reader refills the same `Entry`
+/// so reading does not allocate per field.
+#[derive(Debug, Default, Clone)]
+pub struct Entry {
+    pub cursor: String,
+    pub realtime_usec: u64,
+    pub monotonic_usec: u64,
+    /// 32 lowercase hex digits, from the entry header (always present, unlike `_BOOT_ID=`).
+    pub boot_id: String,
+    data: Vec<u8>,
+    /// (start, position of '=', end) of each `NAME=value` in `data`.
+    fields: Vec<(u32, u32, u32)>,
+}
+
+impl Entry {
+    pub fn new() -> Entry {
+        Entry::default()
+    }
+
+    pub fn clear(&mut self) {
+        self.cursor.clear();
+        self.boot_id.clear();
+        self.realtime_usec = 0;
+        self.monotonic_usec = 0;
+        self.data.clear();
+        self.fields.clear();
+    }
+
+    /// Appends one `NAME=value` data object. Returns false (and stores nothing) when the
+    /// object has no '=', which libsystemd never hands out for a valid file.
+    pub fn push_data(&mut self, data: &[u8]) -> bool {
+        let Some(eq) = data.iter().position(|&b| b == b'=') else {
+            return false;
+        };
+        let start = self.data.len();
+        self.data.extend_from_slice(data);
+        self.fields.push((
+            start as u32,
+            (start + eq) as u32,
+            (start + data.len()) as u32,
+        ));
+        true
+    }
+
+    /// Convenience for tests and tools: appends `name=value`.
+    pub fn push_field(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(name);
+        self.data.push(b'=');
+        self.data.extend_from_slice(value);
+        self.fields.push((
+            start as u32,
+            (start + name.len()) as u32,
+            self.data.len() as u32,
+        ));
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The i-th field as (name, value).
+    pub fn field(&self, i: usize) -> (&[u8], &[u8]) {
+        let (s, eq, e) = self.fields[i];
+        (
+            &self.data[s as usize..eq as usize],
+            &self.data[eq as usize + 1..e as usize],
+        )
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        (0..self.fields.len()).map(|i| self.field(i))
+    }
+
+    /// The first value of the named field.
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.fields().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Bytes held by the field data, a cheap size estimate for backpressure.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_order_and_bytes() {
+        let mut e = Entry::new();
+        assert!(e.push_data(b"MESSAGE=a=b"));
+        assert!(!e.push_data(b"NOEQUALS"));
+        e.push_field(b"BIN", &[0, 255, b'=', b'\n']);
+        e.push_data(b"EMPTY=");
+        assert_eq!(e.len(), 3);
+        assert_eq!(e.field(0), (&b"MESSAGE"[..], &b"a=b"[..]));
+        assert_eq!(e.field(1), (&b"BIN"[..], &[0, 255, b'=', b'\n'][..]));
+        assert_eq!(e.get(b"EMPTY"), Some(&b""[..]));
+        assert_eq!(e.get(b"NOPE"), None);
+        e.clear();
+        assert!(e.is_empty());
+    }
+}

@@ -1,0 +1,251 @@
+//! The Kafka stage: the librdkafka producer, its configuration and its delivery reports.
+//!
+//! Owns the one producer of the process and the translation of delivery reports into
+//! watermark updates. It must never report an entry as delivered unless the broker
+//! acknowledged it (acks=all, idempotent), and never let a user property weaken that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+
+use crate::checkpoint::Tracker;
+use crate::config::{KafkaConfig, PipelineConfig};
+use crate::metrics::Metrics;
+
+/// Header carrying the entry's journal cursor on every record.
+pub const CURSOR_HEADER: &str = "journal-cursor";
+/// Header carrying the record layout version (see `docs/format.md`).
+pub const FORMAT_HEADER: &str = "journal-format";
+
+/// Properties the agent sets itself and that users may not override, with the reason.
+const RESERVED: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers instead"),
+    ("metadata.broker.list", "set kafka.brokers instead"),
+    (
+        "transactional.id",
+        "reserved for the exactly-once delivery mode",
+    ),
+    (
+        "enable.gapless.guarantee",
+        "the agent's own watermark already prevents gaps",
+    ),
+];
+
+/// Checks one user-supplied librdkafka property against the delivery guarantee.
+pub fn check_user_property(name: &str, value: &str) -> Result<(), String> {
+    if let Some((_, why)) = RESERVED.iter().find(|(n, _)| *n == name) {
+        return Err(format!("cannot be set here: {why}"));
+    }
+    match name {
+        "acks" | "request.required.acks" => {
+            if !matches!(value, "all" | "-1") {
+                return Err(format!(
+                    "{value:?} would confirm entries before every in-sync replica has them; only \"all\" is allowed"
+                ));
+            }
+        }
+        "enable.idempotence" => {
+            if value != "true" {
+                return Err(
+                    "must stay true: without it a retried batch can be duplicated or reordered"
+                        .into(),
+                );
+            }
+        }
+        "message.timeout.ms" | "delivery.timeout.ms" => {
+            let ms: u64 = value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a number of milliseconds"))?;
+            if ms != 0 && ms < 300_000 {
+                return Err(format!(
+                    "{ms} ms would give up on entries during a short broker outage; use 0 (never) or at least 300000"
+                ));
+            }
+        }
+        "max.in.flight.requests.per.connection" | "max.in.flight" => {
+            let n: u64 = value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a number"))?;
+            if !(1..=5).contains(&n) {
+                return Err("must be between 1 and 5 with the idempotent producer".into());
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The producer configuration: throughput-minded defaults, then the user's properties, then
+/// the settings the guarantee depends on (which the user cannot change, see above).
+pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    // Defaults, each chosen for an agent that ships many small records (docs/configuration.md).
+    let queue_kbytes = (p.max_in_flight_bytes / 1024 + 1024).to_string();
+    let queue_messages = (p.max_in_flight_entries + 1000).to_string();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let defaults: &[(&str, &str)] = &[
+        ("client.id", &format!("journald-kafka@{}", hostname.trim())),
+        ("compression.codec", "lz4"),
+        ("linger.ms", "20"),
+        ("batch.num.messages", "10000"),
+        ("batch.size", "1000000"),
+        ("message.max.bytes", "1000000"),
+        // The window bounds memory; librdkafka's queue only has to hold the window.
+        ("queue.buffering.max.messages", &queue_messages),
+        ("queue.buffering.max.kbytes", &queue_kbytes),
+        // Never give up on an entry because the broker is away: the reader waits instead.
+        ("message.timeout.ms", "0"),
+        ("socket.keepalive.enable", "true"),
+        ("reconnect.backoff.max.ms", "5000"),
+    ];
+    for (key, value) in defaults {
+        c.set(*key, *value);
+    }
+    for (key, value) in &k.properties {
+        c.set(key, value);
+    }
+    c.set("bootstrap.servers", &k.brokers);
+    c.set("enable.idempotence", "true");
+    c.set("acks", "all");
+    c
+}
+
+/// Receives delivery reports and global errors from librdkafka (on its polling thread).
+pub struct DeliveryContext {
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {msg}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let fatal = error
+            .rdkafka_error_code()
+            .is_some_and(|c| c == rdkafka::types::RDKafkaErrorCode::Fatal);
+        if fatal {
+            // A fatal error (for instance a broken idempotent-producer sequence) makes this
+            // producer unusable: end the session and start over from the safe cursor.
+            tracing::error!(%error, reason, "fatal producer error; restarting from the last safe cursor");
+            self.tracker
+                .fail_all(format!("fatal producer error: {reason}"));
+        } else {
+            // Transient: broker down, connection refused... librdkafka keeps retrying.
+            tracing::warn!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        match result {
+            Ok(_) => {
+                self.metrics.delivered();
+                self.tracker.delivered(seq as u64);
+            }
+            Err((e, msg)) => {
+                self.metrics.failed();
+                use rdkafka::message::Message;
+                let error = format!("delivery to topic {} failed: {e}", msg.topic());
+                // Logged once per session by the pipeline; one line per record would flood.
+                tracing::debug!(seq, "{error}");
+                self.tracker.failed(seq as u64, error);
+            }
+        }
+    }
+}
+
+pub type Producer = ThreadedProducer<DeliveryContext>;
+
+/// Creates the producer. librdkafka connects lazily; see [`probe`] to check reachability.
+pub fn producer(
+    k: &KafkaConfig,
+    p: &PipelineConfig,
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+) -> Result<Producer> {
+    client_config(k, p)
+        .create_with_context(DeliveryContext { tracker, metrics })
+        .context("cannot create the Kafka producer")
+}
+
+/// Asks the brokers for the topic's metadata: proves they are reachable and the topic exists.
+/// Returns the partition count.
+pub fn probe(producer: &Producer, topic: &str, timeout: Duration) -> Result<usize> {
+    let md = producer
+        .client()
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot reach the Kafka brokers within {timeout:?}"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        bail!("the brokers did not return metadata for topic {topic:?}");
+    };
+    if let Some(e) = t.error() {
+        bail!(
+            "topic {topic:?}: {}",
+            rdkafka::types::RDKafkaRespErr::from(e).to_string_lossy()
+        );
+    }
+    Ok(t.partitions().len())
+}
+
+trait RespErrText {
+    fn to_string_lossy(&self) -> String;
+}
+
+impl RespErrText for rdkafka::types::RDKafkaRespErr {
+    fn to_string_lossy(&self) -> String {
+        rdkafka::types::RDKafkaErrorCode::from(*self).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    #[test]
+    fn guarantee_settings_win_over_user_properties() {
+        let c = config::parse("[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n[kafka.properties]\n\"linger.ms\" = 5\n\"compression.codec\" = \"zstd\"\n").unwrap();
+        let cc = client_config(&c.kafka, &c.pipeline);
+        assert_eq!(cc.get("linger.ms"), Some("5"));
+        assert_eq!(cc.get("compression.codec"), Some("zstd"));
+        assert_eq!(cc.get("enable.idempotence"), Some("true"));
+        assert_eq!(cc.get("acks"), Some("all"));
+        assert_eq!(cc.get("bootstrap.servers"), Some("h:1"));
+        assert_eq!(cc.get("message.timeout.ms"), Some("0"));
+    }
+
+    #[test]
+    fn weakening_values_are_refused() {
+        assert!(check_user_property("acks", "1").is_err());
+        assert!(check_user_property("acks", "all").is_ok());
+        assert!(check_user_property("request.required.acks", "-1").is_ok());
+        assert!(check_user_property("enable.idempotence", "false").is_err());
+        assert!(check_user_property("message.timeout.ms", "299999").is_err());
+        assert!(check_user_property("message.timeout.ms", "0").is_ok());
+        assert!(check_user_property("delivery.timeout.ms", "600000").is_ok());
+        assert!(check_user_property("max.in.flight.requests.per.connection", "6").is_err());
+        assert!(check_user_property("transactional.id", "x").is_err());
+        assert!(check_user_property("security.protocol", "ssl").is_ok());
+    }
+}

@@ -1,0 +1,461 @@
+//! The pipeline: wires journal → encode → kafka → checkpoint, and owns backpressure,
+//! retries and shutdown.
+//!
+//! A *session* is one producer plus one reader thread, started from the last safe cursor.
+//! When a delivery fails or the producer hits a fatal error, the session ends, everything
+//! it sent is settled, the safe cursor is committed, and a new session starts from that
+//! cursor after a backoff. So a failure can cause duplicates (never more than the in-flight
+//! window) but never a gap. This module must never commit a cursor that did not come from
+//! the watermark, and never drop an admitted entry without failing it in the watermark.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _};
+
+use crate::checkpoint::{Limits, Store, Tracker};
+use crate::config::{Config, CursorLost};
+use crate::encode::{self, Encoder};
+use crate::journal::{self, Entry, Position, Reader};
+use crate::kafka::{self, Producer};
+use crate::metrics::Metrics;
+
+/// Lets a signal handler stop the pipeline from another thread.
+#[derive(Default)]
+pub struct Shutdown {
+    requested: AtomicBool,
+    tracker: Mutex<Option<Arc<Tracker>>>,
+    wake: Condvar,
+}
+
+impl Shutdown {
+    pub fn new() -> Arc<Shutdown> {
+        Arc::new(Shutdown::default())
+    }
+
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = g.as_ref() {
+            t.stop();
+        }
+        self.wake.notify_all();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn attach(&self, t: Option<Arc<Tracker>>) {
+        let mut g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = &t {
+            if self.requested() {
+                t.stop();
+            }
+        }
+        *g = t;
+    }
+
+    /// Sleeps for `d` unless shutdown is requested first. Returns true if it was.
+    fn sleep(&self, d: Duration) -> bool {
+        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .wake
+            .wait_timeout_while(g, d, |_| !self.requested())
+            .unwrap_or_else(|p| p.into_inner());
+        self.requested()
+    }
+}
+
+/// How a session ended.
+enum End {
+    /// Shutdown was requested and everything that could be settled was.
+    Stopped,
+    /// Something failed that a fresh session may get past (delivery, producer, journal read).
+    Retry(anyhow::Error),
+    /// Something an operator must fix (a policy refused to continue, the cursor is rejected).
+    Fatal(anyhow::Error),
+}
+
+/// Runs the agent until shutdown. Returns an error only for conditions an operator must fix.
+pub fn run(
+    cfg: &Config,
+    store: &mut dyn Store,
+    shutdown: &Arc<Shutdown>,
+    metrics: &Arc<Metrics>,
+) -> Result<()> {
+    let mut resume = store.load()?;
+    match &resume {
+        Some(c) => tracing::info!(cursor = %c, "restoring from {}", store.describe()),
+        None => {
+            tracing::info!(start = ?cfg.journal.start, "no saved cursor in {}; starting at the configured position", store.describe())
+        }
+    }
+    let mut backoff = Duration::from_millis(500);
+    let max_backoff = Duration::from_millis(cfg.pipeline.retry_backoff_max_ms);
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let (end, safe) = session(cfg, store, resume.clone(), shutdown, metrics, first);
+        first = false;
+        if safe.is_some() {
+            resume = safe;
+        }
+        match end {
+            End::Stopped => return Ok(()),
+            End::Fatal(e) => return Err(e),
+            End::Retry(e) => {
+                Metrics::add(&metrics.sessions_restarted, 1);
+                // A session that ran well for a while earns a fresh, short backoff.
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Duration::from_millis(500);
+                }
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    retry_in = ?backoff,
+                    cursor = resume.as_deref().unwrap_or("(none)"),
+                    "pipeline stopped; restarting from the last safe cursor"
+                );
+                if shutdown.sleep(backoff) {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}
+
+/// One producer and one reader from `resume`. Returns how it ended and the safe cursor it
+/// reached (committed, or at least safe to resume from).
+fn session(
+    cfg: &Config,
+    store: &mut dyn Store,
+    resume: Option<String>,
+    shutdown: &Arc<Shutdown>,
+    metrics: &Arc<Metrics>,
+    first: bool,
+) -> (End, Option<String>) {
+    let tracker = Arc::new(Tracker::new(Limits {
+        entries: cfg.pipeline.max_in_flight_entries,
+        bytes: cfg.pipeline.max_in_flight_bytes,
+    }));
+    shutdown.attach(Some(tracker.clone()));
+    let producer =
+        match kafka::producer(&cfg.kafka, &cfg.pipeline, tracker.clone(), metrics.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                shutdown.attach(None);
+                return (End::Fatal(e), None);
+            }
+        };
+
+    let reader = {
+        let (cfg, tracker, producer, metrics) = (
+            cfg.clone(),
+            tracker.clone(),
+            producer.clone(),
+            metrics.clone(),
+        );
+        thread::Builder::new()
+            .name("journal-reader".into())
+            .spawn(move || {
+                read_loop(
+                    &cfg,
+                    resume.as_deref(),
+                    &tracker,
+                    &producer,
+                    &metrics,
+                    first,
+                )
+            })
+            .expect("spawn the journal reader thread")
+    };
+
+    // This thread is the checkpointer: it commits the safe cursor on every tick while the
+    // reader runs.
+    let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+    let mut committed_gen = u64::MAX;
+    let mut last_summary = Instant::now();
+    while !reader.is_finished() {
+        thread::sleep(interval.min(Duration::from_millis(100)));
+        if last_summary.elapsed() >= interval {
+            commit(store, &tracker, &mut committed_gen, metrics);
+            last_summary = Instant::now();
+        }
+    }
+    let read_result = reader
+        .join()
+        .unwrap_or_else(|_| Err(ReadError::Retry(anyhow!("the journal reader panicked"))));
+
+    // Settle what is in flight: every admitted entry gets delivered or failed, within the
+    // shutdown deadline, and only then is the final cursor committed.
+    let deadline = Instant::now() + Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
+    let _ = producer.flush(deadline.saturating_duration_since(Instant::now()));
+    let settled = tracker.wait_settled(deadline);
+    if !settled {
+        let (n, bytes) = tracker.in_flight();
+        tracing::warn!(
+            entries = n,
+            bytes,
+            "entries still unconfirmed at the deadline; they will be sent again after restart"
+        );
+    }
+    commit(store, &tracker, &mut committed_gen, metrics);
+    let safe = tracker.safe_cursor().map(|(c, _)| c);
+    shutdown.attach(None);
+    drop(producer);
+
+    let end = match read_result {
+        Err(ReadError::Fatal(e)) => End::Fatal(e),
+        Err(ReadError::Retry(e)) => End::Retry(e),
+        Ok(()) => match tracker.failure() {
+            Some(f) if !shutdown.requested() => End::Retry(anyhow!(f)),
+            _ => End::Stopped,
+        },
+    };
+    (end, safe)
+}
+
+fn commit(store: &mut dyn Store, tracker: &Tracker, committed_gen: &mut u64, metrics: &Metrics) {
+    let Some((cursor, generation)) = tracker.safe_cursor() else {
+        return;
+    };
+    if generation == *committed_gen {
+        return;
+    }
+    match store.commit(&cursor) {
+        Ok(()) => {
+            *committed_gen = generation;
+            Metrics::add(&metrics.cursor_writes, 1);
+        }
+        Err(e) => {
+            // The old cursor stays valid; we retry on the next tick. Log only the first
+            // failure of a streak so a full disk does not flood the journal.
+            if Metrics::get(&metrics.cursor_write_errors) == 0
+                || Metrics::get(&metrics.cursor_writes) > 0
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot save the cursor; retrying every checkpoint interval"
+                );
+            }
+            Metrics::add(&metrics.cursor_write_errors, 1);
+        }
+    }
+}
+
+enum ReadError {
+    Retry(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+fn read_loop(
+    cfg: &Config,
+    resume: Option<&str>,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+    first: bool,
+) -> Result<(), ReadError> {
+    // Problems opening or positioning on the first start are for the operator; later the
+    // journal may just be briefly unavailable (a namespace restarting), so retry.
+    let wrap = |e: anyhow::Error| {
+        if first {
+            ReadError::Fatal(e)
+        } else {
+            ReadError::Retry(e)
+        }
+    };
+    let mut reader = Reader::open(&cfg.journal).map_err(wrap)?;
+    let position = reader.seek(&cfg.journal, resume).map_err(wrap)?;
+    match &position {
+        Position::AfterCursor | Position::AfterFilteredCursor => {
+            if first {
+                tracing::info!(
+                    ?position,
+                    "cursor found in the journal; continuing right after it"
+                );
+            }
+        }
+        Position::Start(s) => tracing::info!(start = ?s, "starting without a cursor"),
+        Position::CursorLost { gap, first: landed } => {
+            let gap_text = gap.map_or("an unknown number of".to_string(), |g| g.to_string());
+            let msg = format!(
+                "the saved cursor {:?} is no longer in the journal (vacuumed, or from another journal): {gap_text} entries between it and the oldest available entry were never shipped",
+                resume.unwrap_or_default()
+            );
+            match cfg.journal.cursor_lost {
+                CursorLost::Refuse => {
+                    return Err(ReadError::Fatal(anyhow!(
+                        "{msg}; journal.cursor_lost = \"refuse\", so not starting (set it to \"resume\" or delete the cursor file to go on)"
+                    )));
+                }
+                CursorLost::Resume => {
+                    tracing::error!(gap = ?gap, resume_at = landed.as_deref().unwrap_or("(end)"), "{msg}; resuming at the oldest available entry");
+                }
+            }
+        }
+    }
+
+    let mut encoder = Encoder::new(&cfg.encoding, &cfg.kafka);
+    let mut entry = Entry::new();
+    let mut payload = Vec::with_capacity(4096);
+    let mut topic = String::new();
+    let filtered = !cfg.journal.filter.is_empty();
+    let pass_interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+    let mut last_pass = Instant::now();
+    let mut passed: Option<String> = None;
+    let mut truncated_logged = 0u32;
+
+    loop {
+        let got = reader.next(&mut entry).map_err(ReadError::Retry)?;
+        if !got {
+            if filtered && last_pass.elapsed() >= pass_interval {
+                last_pass = Instant::now();
+                // Take the newest position first, then make sure no matching entry arrived
+                // before it: only then may the watermark move past the filtered entries.
+                let newest = journal::newest_cursor(&cfg.journal).map_err(ReadError::Retry)?;
+                reader.wait(Duration::ZERO).map_err(ReadError::Retry)?;
+                if reader.next(&mut entry).map_err(ReadError::Retry)? {
+                    ship(
+                        &mut encoder,
+                        &entry,
+                        &mut payload,
+                        &mut topic,
+                        tracker,
+                        producer,
+                        metrics,
+                        &mut truncated_logged,
+                    )?;
+                    continue;
+                }
+                if let Some(n) = newest {
+                    if passed.as_deref() != Some(n.as_str()) {
+                        tracker.pass(n.clone());
+                        passed = Some(n);
+                    }
+                }
+            }
+            if tracker.status().is_err() {
+                return Ok(());
+            }
+            reader
+                .wait(Duration::from_millis(250))
+                .map_err(ReadError::Retry)?;
+            continue;
+        }
+        if !ship(
+            &mut encoder,
+            &entry,
+            &mut payload,
+            &mut topic,
+            tracker,
+            producer,
+            metrics,
+            &mut truncated_logged,
+        )? {
+            return Ok(());
+        }
+    }
+}
+
+/// Encodes and produces one entry. Returns false when the session must end.
+#[allow(clippy::too_many_arguments)]
+fn ship(
+    encoder: &mut Encoder,
+    entry: &Entry,
+    payload: &mut Vec<u8>,
+    topic: &mut String,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+    truncated_logged: &mut u32,
+) -> Result<bool, ReadError> {
+    Metrics::add(&metrics.entries_read, 1);
+    let outcome = encoder.encode(entry, payload);
+    if !outcome.truncated.is_empty() {
+        Metrics::add(&metrics.entries_truncated, 1);
+        if *truncated_logged < 10 {
+            *truncated_logged += 1;
+            tracing::warn!(cursor = %entry.cursor, fields = ?outcome.truncated, "entry larger than encoding.max_record_bytes; truncated the largest field(s) and marked the record");
+        }
+    }
+    encoder.topic(entry, topic);
+    let seq = match tracker.admit(entry.cursor.clone(), payload.len() + entry.cursor.len()) {
+        Ok(s) => s,
+        Err(_) => return Ok(false),
+    };
+    let headers = OwnedHeaders::new_with_capacity(2)
+        .insert(Header {
+            key: kafka::CURSOR_HEADER,
+            value: Some(entry.cursor.as_bytes()),
+        })
+        .insert(Header {
+            key: kafka::FORMAT_HEADER,
+            value: Some(encode::FORMAT_VERSION.as_bytes()),
+        });
+    let mut record = BaseRecord::with_opaque_to(topic.as_str(), seq as usize)
+        .payload(payload.as_slice())
+        .headers(headers)
+        .timestamp((entry.realtime_usec / 1000) as i64);
+    if let Some(k) = encoder.key(entry) {
+        record = record.key(k);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                // librdkafka's queue is sized above our window, so this is rare; wait for
+                // deliveries to make room rather than dropping anything.
+                if tracker.status().is_err() {
+                    tracker.failed(seq, "not sent: the session is ending".into());
+                    return Ok(false);
+                }
+                record = r;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => {
+                tracker.failed(seq, format!("cannot produce to topic {topic:?}: {e}"));
+                return Ok(false);
+            }
+        }
+    }
+    Metrics::add(&metrics.entries_produced, 1);
+    Metrics::add(&metrics.bytes_produced, payload.len() as u64);
+    Ok(true)
+}
+
+/// For `check`: opens everything the agent needs and says what `run` would do.
+pub fn describe_start(cfg: &Config, cursor: Option<&str>) -> Result<String> {
+    let mut reader = Reader::open(&cfg.journal)?;
+    let usage = reader.usage().unwrap_or(0);
+    let position = reader.seek(&cfg.journal, cursor)?;
+    let mut entry = Entry::new();
+    let next = if reader.next(&mut entry)? {
+        format!("the next entry to ship is {}", entry.cursor)
+    } else {
+        "the journal has nothing new to ship yet; the agent will wait for entries".to_string()
+    };
+    let what = match position {
+        Position::AfterCursor => "resume right after the saved cursor".to_string(),
+        Position::AfterFilteredCursor => {
+            "resume at the first matching entry after the saved cursor".to_string()
+        }
+        Position::Start(s) => format!("start at {s:?} (no saved cursor)"),
+        Position::CursorLost { gap, .. } => format!(
+            "the saved cursor is gone from the journal ({} entries missed); policy journal.cursor_lost = {:?}",
+            gap.map_or("unknown".to_string(), |g| g.to_string()),
+            cfg.journal.cursor_lost
+        ),
+    };
+    Ok(format!(
+        "{} ({} MiB on disk): will {what}; {next}",
+        cfg.journal.source,
+        usage >> 20
+    ))
+}
