@@ -16,7 +16,7 @@ use crate::config::{self, Config};
 use crate::journal::{self, Located, cursor};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Shutdown};
-use crate::{kafka, logging};
+use crate::{kafka, logging, readback};
 
 const DEFAULT_CONFIG: &str = "/etc/journald-kafka/config.toml";
 
@@ -59,6 +59,27 @@ pub enum Command {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+    },
+    /// Print records from a Kafka topic, decoded, the way journalctl prints entries.
+    ///
+    /// Reads from the beginning of every partition and stops after -n records or when no
+    /// record arrived for --idle-ms. It never commits consumer offsets.
+    Cat {
+        /// Bootstrap brokers, e.g. 127.0.0.1:9092.
+        #[arg(long, value_name = "HOST:PORT")]
+        brokers: String,
+        /// The topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "short")]
+        output: readback::Output,
+        /// Stop after this many records.
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        lines: Option<usize>,
+        /// Stop when no record arrived for this long.
+        #[arg(long, value_name = "MS", default_value = "2000")]
+        idle_ms: u64,
     },
     /// Inspect the saved journal cursor.
     Cursor {
@@ -111,6 +132,26 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 config::LogTarget::Stderr,
             )?;
             check(&cfg)
+        }
+        Command::Cat {
+            brokers,
+            topic,
+            output,
+            lines,
+            idle_ms,
+        } => {
+            logging::init(
+                cli.log_level.as_deref().unwrap_or("warn"),
+                config::LogTarget::Stderr,
+            )?;
+            readback::cat(&readback::CatOptions {
+                brokers,
+                topic,
+                output,
+                lines,
+                idle: Duration::from_millis(idle_ms),
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Cursor {
             command: CursorCommand::Show { config },

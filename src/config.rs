@@ -299,14 +299,29 @@ pub fn parse(text: &str) -> Result<Config> {
     let kafka_span = kafka.span();
     let kafka = kafka.into_inner();
 
-    Ok(Config {
+    let cfg = Config {
         journal: journal(raw.journal, &at)?,
         encoding: encoding(raw.encoding, &at)?,
         kafka: kafka_section(kafka, kafka_span, &at)?,
         state: state(raw.state, &at)?,
         pipeline: pipeline(raw.pipeline, &at)?,
         log: log(raw.log, &at)?,
-    })
+    };
+    // librdkafka refuses a record above its message.max.bytes before sending it; the
+    // encoder's limit must stay below, or such an entry could never be shipped.
+    let producer_max: usize = cfg
+        .kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+    if cfg.encoding.max_record_bytes > producer_max {
+        bail!(
+            "encoding.max_record_bytes ({}) exceeds the producer's message.max.bytes ({producer_max}): raise kafka.properties.\"message.max.bytes\" (and the broker's limit) or lower encoding.max_record_bytes",
+            cfg.encoding.max_record_bytes
+        );
+    }
+    Ok(cfg)
 }
 
 /// Turns byte offsets into "line N" for messages about values that parsed but are wrong.
@@ -1100,6 +1115,8 @@ mod tests {
         assert!(e.contains("encoding.include_fields (line 5)"), "{e}");
         let e = err(&format!("{MIN}[encoding]\nformat = \"xml\"\n"));
         assert!(e.contains("encoding.format (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[encoding]\nmax_record_bytes = 2000000\n"));
+        assert!(e.contains("message.max.bytes"), "{e}");
         let e = err(&format!("{MIN}[encoding]\nmax_record_bytes = 10\n"));
         assert!(e.contains("encoding.max_record_bytes (line 5)"), "{e}");
         let e = err(&format!("{MIN}[pipeline]\nmax_in_flight_entries = 0\n"));

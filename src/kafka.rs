@@ -43,20 +43,15 @@ pub fn check_user_property(name: &str, value: &str) -> Result<(), String> {
         return Err(format!("cannot be set here: {why}"));
     }
     match name {
-        "acks" | "request.required.acks" => {
-            if !matches!(value, "all" | "-1") {
-                return Err(format!(
-                    "{value:?} would confirm entries before every in-sync replica has them; only \"all\" is allowed"
-                ));
-            }
+        "acks" | "request.required.acks" if !matches!(value, "all" | "-1") => {
+            return Err(format!(
+                "{value:?} would confirm entries before every in-sync replica has them; only \"all\" is allowed"
+            ));
         }
-        "enable.idempotence" => {
-            if value != "true" {
-                return Err(
-                    "must stay true: without it a retried batch can be duplicated or reordered"
-                        .into(),
-                );
-            }
+        "enable.idempotence" if value != "true" => {
+            return Err(
+                "must stay true: without it a retried batch can be duplicated or reordered".into(),
+            );
         }
         "message.timeout.ms" | "delivery.timeout.ms" => {
             let ms: u64 = value
@@ -202,20 +197,10 @@ pub fn probe(producer: &Producer, topic: &str, timeout: Duration) -> Result<usiz
     if let Some(e) = t.error() {
         bail!(
             "topic {topic:?}: {}",
-            rdkafka::types::RDKafkaRespErr::from(e).to_string_lossy()
+            rdkafka::types::RDKafkaErrorCode::from(e)
         );
     }
     Ok(t.partitions().len())
-}
-
-trait RespErrText {
-    fn to_string_lossy(&self) -> String;
-}
-
-impl RespErrText for rdkafka::types::RDKafkaRespErr {
-    fn to_string_lossy(&self) -> String {
-        rdkafka::types::RDKafkaErrorCode::from(*self).to_string()
-    }
 }
 
 #[cfg(test)]

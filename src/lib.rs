@@ -13,3 +13,4 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod readback;

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub entries_delivered: AtomicU64,
     pub entries_failed: AtomicU64,
     pub entries_truncated: AtomicU64,
+    /// Records whose entry was timestamped in the future and got the current time instead.
+    pub timestamps_clamped: AtomicU64,
     pub bytes_produced: AtomicU64,
     pub cursor_writes: AtomicU64,
     pub cursor_write_errors: AtomicU64,

@@ -402,7 +402,7 @@ fn ship(
     let mut record = BaseRecord::with_opaque_to(topic.as_str(), seq as usize)
         .payload(payload.as_slice())
         .headers(headers)
-        .timestamp((entry.realtime_usec / 1000) as i64);
+        .timestamp(record_timestamp(entry.realtime_usec, metrics));
     if let Some(k) = encoder.key(entry) {
         record = record.key(k);
     }
@@ -428,6 +428,33 @@ fn ship(
     Metrics::add(&metrics.entries_produced, 1);
     Metrics::add(&metrics.bytes_produced, payload.len() as u64);
     Ok(true)
+}
+
+/// How far in the future an entry's time may lie before the record gets the current time
+/// instead. Brokers refuse records from the future (Kafka's message.timestamp.after.max.ms,
+/// one hour by default) with a permanent error, and an entry written under a wrong clock
+/// must not wedge the pipeline. The entry's own time always stays in __REALTIME_TIMESTAMP.
+const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
+/// The record timestamp: the entry's realtime timestamp, unless it lies in the future.
+fn record_timestamp(realtime_usec: u64, metrics: &Metrics) -> i64 {
+    let ts = (realtime_usec / 1000) as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if ts > now + FUTURE_TOLERANCE_MS {
+        if Metrics::get(&metrics.timestamps_clamped) == 0 {
+            tracing::warn!(
+                entry_time_ms = ts,
+                now_ms = now,
+                "an entry is timestamped in the future; its record gets the current time (counted in timestamps_clamped)"
+            );
+        }
+        Metrics::add(&metrics.timestamps_clamped, 1);
+        now
+    } else {
+        ts
+    }
 }
 
 /// For `check`: opens everything the agent needs and says what `run` would do.

@@ -166,7 +166,7 @@ mod tests {
         for (content, expect) in [
             (&b""[..], "empty"),
             (b"garbage", "key=value"),
-            (C1[..C1.find(";m=").unwrap()].as_bytes(), "lacks"),
+            (&C1.as_bytes()[..C1.find(";m=").unwrap()], "lacks"),
             (&[0xff, 0xfe][..], "not text"),
         ] {
             fs::write(&path, content).unwrap();

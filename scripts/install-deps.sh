@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything needed to build and test journald-kafka on Debian (bookworm), as root:
+# the C toolchain and headers, systemd's journal tools, Python for the fixture generator,
+# and the local Kafka-protocol broker (built once, then cached in ~/.local).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: journald-kafka needs Rust >= 1.85 (https://rustup.rs)" >&2
+  exit 1
+fi
+
+pkgs=(build-essential pkg-config perl make libsystemd-dev systemd systemd-journal-remote python3 procps util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+scripts/kafka-broker.sh install

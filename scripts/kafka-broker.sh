@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A local Kafka-protocol broker for tests, benchmarks and the demo, on 127.0.0.1 only.
+#
+# Apache Kafka itself is not installable from the registries our CI reaches (no Maven
+# Central, no Docker Hub), so we use Nisshi (Apache-2.0, the continuation of Tansu) from
+# crates.io: it speaks the Kafka protocol, supports idempotent producers with acks=all,
+# and with its SQLite engine keeps messages and producer state across kill -9.
+#
+#   kafka-broker.sh install                          build once; no-op when the pinned version exists
+#   kafka-broker.sh start <port> <datadir> [sqlite|memory]   start, wait until ready, print the PID
+#   kafka-broker.sh stop  <datadir>                  SIGTERM the broker we started, then wait
+#   kafka-broker.sh kill9 <datadir>                  crash it (fault injection)
+#   kafka-broker.sh topic-create <port> <name> [partitions]
+set -euo pipefail
+NISSHI_VERSION=${NISSHI_VERSION:-0.8.1}
+NISSHI_ROOT=${NISSHI_ROOT:-$HOME/.local/nisshi-$NISSHI_VERSION}
+NISSHI=$NISSHI_ROOT/bin/nisshi
+
+install() {
+  if [ -x "$NISSHI" ] && [ "$("$NISSHI" --version 2>/dev/null)" = "nisshi $NISSHI_VERSION" ]; then return 0; fi
+  echo "building the Nisshi $NISSHI_VERSION broker from crates.io (15-20 minutes on 2 cores, once)" >&2
+  # --ignore-rust-version: one dependency declares a newer rust-version than it needs.
+  local tgt; tgt=$(mktemp -d /tmp/nisshi-build.XXXXXX)
+  cargo install nisshi --version "=$NISSHI_VERSION" --locked --ignore-rust-version \
+      --no-default-features --features dynostore,libsql \
+      --root "$NISSHI_ROOT" --target-dir "$tgt"
+  rm -rf "$tgt"
+}
+
+wait_ready() { # port pid
+  for _ in $(seq 1 400); do
+    kill -0 "$2" 2>/dev/null || { echo "broker exited during start" >&2; return 1; }
+    "$NISSHI" topic list --broker "tcp://127.0.0.1:$1" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "broker on port $1 not ready after 20 s" >&2; return 1
+}
+
+start() { # port datadir [engine]
+  local port=$1 dir=$2 engine=${3:-sqlite} url
+  mkdir -p "$dir"
+  case $engine in
+    sqlite) url=sqlite://nisshi.db ;;   # relative to the broker's cwd, i.e. $dir
+    memory) url=memory://nisshi/ ;;
+    *) echo "engine: sqlite|memory" >&2; return 2 ;;
+  esac
+  ( cd "$dir" && exec "$NISSHI" broker \
+      --listener-url "tcp://127.0.0.1:$port" \
+      --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine "$url" \
+      --group-initial-rebalance-delay 0s ) >>"$dir/broker.log" 2>&1 &
+  local pid=$!
+  echo "$pid" > "$dir/broker.pid"; echo "$port" > "$dir/broker.port"
+  wait_ready "$port" "$pid"
+  echo "$pid"
+}
+
+stop() { # datadir
+  local pid; pid=$(cat "$1/broker.pid")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+kill9() { kill -KILL "$(cat "$1/broker.pid")" 2>/dev/null || true; }
+
+topic-create() { # port name [partitions]
+  "$NISSHI" topic create "$2" --broker "tcp://127.0.0.1:$1" --partitions "${3:-1}"
+}
+
+cmd=${1:?usage: kafka-broker.sh install|start|stop|kill9|topic-create}; shift
+"$cmd" "$@"

@@ -1,0 +1,463 @@
+//! Test bed shared by the integration tests: a real Kafka-protocol broker on 127.0.0.1,
+//! real journal files written by systemd-journal-remote, the agent binary, and a consumer.
+//!
+//! Every process a test starts is remembered by PID and ended on drop, so a failing test
+//! does not leave brokers or agents behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_journald-kafka");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Nisshi broker with SQLite storage in its own directory.
+pub struct Broker {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub pid: u32,
+}
+
+impl Broker {
+    pub fn start(dir: &Path) -> Broker {
+        Self::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Broker {
+        let out = Command::new(root().join("scripts/kafka-broker.sh"))
+            .args(["start", &port.to_string(), dir.to_str().unwrap(), "sqlite"])
+            .output()
+            .expect("run scripts/kafka-broker.sh (is the broker installed? run scripts/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "broker did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Broker {
+            port,
+            dir: dir.to_path_buf(),
+            pid,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        let out = Command::new(root().join("scripts/kafka-broker.sh"))
+            .args([
+                "topic-create",
+                &self.port.to_string(),
+                name,
+                &partitions.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(root().join("scripts/kafka-broker.sh"))
+            .args(["stop", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+    }
+}
+
+/// Writes `count` entries in export format through systemd-journal-remote into `dir/name`.
+pub fn write_journal(dir: &Path, name: &str, args: &[&str]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let gen_out = Command::new("python3")
+        .arg(root().join("tests/tools/gen_export.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(gen_out.status.success(), "gen_export.py failed");
+    write_export(dir, name, &gen_out.stdout);
+}
+
+/// Feeds export-format bytes to systemd-journal-remote.
+pub fn write_export(dir: &Path, name: &str, export: &[u8]) {
+    let mut child = Command::new("/lib/systemd/systemd-journal-remote")
+        .arg("-o")
+        .arg(dir.join(name))
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-journal-remote (apt-get install systemd-journal-remote)");
+    child.stdin.take().unwrap().write_all(export).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "journal-remote: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One entry as journalctl exports it: field name → values (in order), raw bytes.
+pub type Fields = BTreeMap<String, Vec<Vec<u8>>>;
+
+/// Reads every entry of a journal directory with journalctl (systemd's own reader), as the
+/// oracle the agent's output is compared with.
+pub fn journal_entries(dir: &Path, filter: &[&str]) -> Vec<Fields> {
+    let out = Command::new("journalctl")
+        .arg("-D")
+        .arg(dir)
+        .args(["-o", "export", "--no-pager", "-m"])
+        .args(filter)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "journalctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_export(&out.stdout)
+}
+
+pub fn parse_export(mut b: &[u8]) -> Vec<Fields> {
+    let mut entries = Vec::new();
+    let mut cur = Fields::new();
+    while !b.is_empty() {
+        let nl = b.iter().position(|&c| c == b'\n').unwrap_or(b.len());
+        let line = &b[..nl];
+        if line.is_empty() {
+            if !cur.is_empty() {
+                entries.push(std::mem::take(&mut cur));
+            }
+            b = &b[(nl + 1).min(b.len())..];
+            continue;
+        }
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            let name = String::from_utf8(line[..eq].to_vec()).unwrap();
+            cur.entry(name).or_default().push(line[eq + 1..].to_vec());
+            b = &b[(nl + 1).min(b.len())..];
+        } else {
+            // Binary field: NAME\n<u64 le length><data>\n
+            let name = String::from_utf8(line.to_vec()).unwrap();
+            let rest = &b[nl + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            cur.entry(name).or_default().push(rest[8..8 + len].to_vec());
+            b = &rest[8 + len + 1..];
+        }
+    }
+    if !cur.is_empty() {
+        entries.push(cur);
+    }
+    entries
+}
+
+pub fn cursor_of(f: &Fields) -> String {
+    String::from_utf8(f["__CURSOR"][0].clone()).unwrap()
+}
+
+/// A record as read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub cursor: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub timestamp_ms: Option<i64>,
+    pub format: Option<String>,
+}
+
+/// Reads every record of `topics` from the beginning until `want` records arrived or no new
+/// record came for `idle`.
+pub fn consume(broker: &str, topics: &[&str], want: usize, idle: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", format!("test-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .unwrap();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition_offset(t, p.id(), Offset::Beginning)
+                .unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut last = Instant::now();
+    while out.len() < want && last.elapsed() < idle {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                let mut cursor = String::new();
+                let mut format = None;
+                if let Some(h) = m.headers() {
+                    for hdr in h.iter() {
+                        let v = String::from_utf8(hdr.value.unwrap_or_default().to_vec()).unwrap();
+                        match hdr.key {
+                            "journal-cursor" => cursor = v,
+                            "journal-format" => format = Some(v),
+                            _ => {}
+                        }
+                    }
+                }
+                out.push(Record {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    cursor,
+                    key: m.key().map(|k| k.to_vec()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    timestamp_ms: m.timestamp().to_millis(),
+                    format,
+                });
+            }
+            Some(Err(e)) => panic!("consume: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Decodes a MessagePack record into the same shape as [`Fields`], plus the integer fields.
+pub fn decode_msgpack(payload: &[u8]) -> (Fields, BTreeMap<String, u64>) {
+    let v = rmpv::decode::read_value(&mut &payload[..]).unwrap();
+    let mut fields = Fields::new();
+    let mut ints = BTreeMap::new();
+    let bytes = |v: &rmpv::Value| -> Vec<u8> {
+        match v {
+            rmpv::Value::String(s) => {
+                assert!(s.is_str(), "str values must be valid UTF-8");
+                s.as_bytes().to_vec()
+            }
+            rmpv::Value::Binary(b) => {
+                assert!(
+                    std::str::from_utf8(b).is_err(),
+                    "valid UTF-8 must be sent as str"
+                );
+                b.clone()
+            }
+            other => panic!("unexpected value {other}"),
+        }
+    };
+    for (k, v) in v.as_map().unwrap() {
+        let k = k.as_str().unwrap().to_string();
+        match v {
+            rmpv::Value::Integer(i) => {
+                ints.insert(k, i.as_u64().unwrap());
+            }
+            rmpv::Value::Array(a) => {
+                fields.insert(k, a.iter().map(bytes).collect());
+            }
+            v => {
+                fields.insert(k, vec![bytes(v)]);
+            }
+        }
+    }
+    (fields, ints)
+}
+
+/// The agent, started with a config file; stopped with SIGTERM (or killed) on drop.
+pub struct Agent {
+    pub child: Child,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(dir: &Path, config: &str) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("agent.log");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let state = config_state_dir(config);
+        Agent {
+            child,
+            config: path,
+            state,
+            log,
+        }
+    }
+
+    pub fn cursor(&self) -> Option<String> {
+        std::fs::read_to_string(self.state.join("cursor"))
+            .ok()
+            .map(|s| s.trim_end().to_string())
+    }
+
+    /// Waits until the cursor file holds `want`.
+    pub fn wait_cursor(&mut self, want: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.cursor().as_deref() == Some(want) {
+                return;
+            }
+            if let Some(s) = self.child.try_wait().unwrap() {
+                panic!(
+                    "agent exited with {s} before reaching the cursor:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "cursor file did not reach {want} within {timeout:?}; it holds {:?}\n{}",
+            self.cursor(),
+            self.log()
+        );
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        self.signal("-TERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                self.signal("-KILL");
+                panic!("agent did not exit within {timeout:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn config_state_dir(config: &str) -> PathBuf {
+    let mut in_state = false;
+    for line in config.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_state = l == "[state]";
+        } else if in_state && l.starts_with("directory") {
+            let v = l.split_once('=').unwrap().1.trim().trim_matches('"');
+            return PathBuf::from(v);
+        }
+    }
+    panic!("test configs must set [state] directory");
+}
+
+/// Runs the binary to completion and returns (status, stdout + stderr).
+pub fn run_cli(args: &[&str]) -> (ExitStatus, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status, s)
+}
+
+/// Lines of a file, for log assertions.
+pub fn lines(path: &Path) -> Vec<String> {
+    BufReader::new(std::fs::File::open(path).unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A scratch directory under target/, removed on drop unless JK_KEEP_TEST_DIRS is set.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let p = root()
+            .join("target/test-scratch")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.0.join(sub)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("JK_KEEP_TEST_DIRS").is_none() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! End-to-end: real journal files (systemd-journal-remote) → the agent → a real broker.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::*;
+
+fn config(
+    jdir: &std::path::Path,
+    broker: &Broker,
+    topic: &str,
+    state: &std::path::Path,
+    extra: &str,
+) -> String {
+    format!(
+        "[journal]\ndirectory = \"{}\"\n{extra}\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[log]\nlevel = \"debug\"\n",
+        jdir.display(),
+        broker.addr(),
+        state.display()
+    )
+}
+
+/// Asserts that `records` hold exactly the journal's entries, once each, field for field.
+fn assert_same(entries: &[Fields], records: &[Record]) {
+    let by_cursor: BTreeMap<&str, &Record> =
+        records.iter().map(|r| (r.cursor.as_str(), r)).collect();
+    assert_eq!(
+        by_cursor.len(),
+        records.len(),
+        "duplicate journal-cursor headers"
+    );
+    let want: BTreeSet<String> = entries.iter().map(cursor_of).collect();
+    let got: BTreeSet<String> = by_cursor.keys().map(|s| s.to_string()).collect();
+    let lost: Vec<_> = want.difference(&got).collect();
+    let extra: Vec<_> = got.difference(&want).collect();
+    assert!(
+        lost.is_empty() && extra.is_empty(),
+        "lost {} ({:?}…), extra {}",
+        lost.len(),
+        lost.first(),
+        extra.len()
+    );
+    for e in entries {
+        let c = cursor_of(e);
+        let r = by_cursor[c.as_str()];
+        assert_eq!(r.format.as_deref(), Some("1"));
+        let (fields, ints) = decode_msgpack(&r.payload);
+        let realtime: u64 = String::from_utf8_lossy(&e["__REALTIME_TIMESTAMP"][0])
+            .parse()
+            .unwrap();
+        let mono: u64 = String::from_utf8_lossy(&e["__MONOTONIC_TIMESTAMP"][0])
+            .parse()
+            .unwrap();
+        assert_eq!(ints["__REALTIME_TIMESTAMP"], realtime);
+        assert_eq!(ints["__MONOTONIC_TIMESTAMP"], mono);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        if (realtime / 1000) as i64 > now_ms + 300_000 {
+            // From the future: the broker would refuse it, so the record gets the send time.
+            assert!(
+                r.timestamp_ms.unwrap() <= now_ms,
+                "future timestamp clamped"
+            );
+        } else {
+            assert_eq!(
+                r.timestamp_ms,
+                Some((realtime / 1000) as i64),
+                "record timestamp"
+            );
+        }
+        assert_eq!(fields["__CURSOR"], vec![c.as_bytes().to_vec()]);
+        let data: Fields = e
+            .iter()
+            .filter(|(k, _)| !k.starts_with("__"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let shipped: Fields = fields
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("__"))
+            .collect();
+        assert_eq!(shipped, data, "fields of {c}");
+    }
+}
+
+#[test]
+fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
+    let s = Scratch::new("ship");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 3);
+    let jdir = s.path("journal");
+    // Binary fields, multi-line messages and repeated fields, several boots.
+    write_journal(
+        &jdir,
+        "a.journal",
+        &[
+            "-n",
+            "3000",
+            "--boots",
+            "2",
+            "--binary-every",
+            "7",
+            "--multiline-every",
+            "5",
+            "--repeat-every",
+            "11",
+        ],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    assert_eq!(entries.len(), 3000);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.get("TAG").is_some_and(|v| v.len() == 3)),
+        "fixture has repeated fields"
+    );
+    assert!(
+        entries.iter().any(|e| e.get("BINARY_BLOB").is_some()),
+        "fixture has binary fields"
+    );
+
+    let state = s.path("state");
+    let mut agent = Agent::start(
+        &s.path("agent1"),
+        &config(&jdir, &broker, "journal", &state, ""),
+    );
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
+    assert!(
+        agent.stop().success(),
+        "clean stop exits 0:\n{}",
+        agent.log()
+    );
+
+    // More entries arrive while the agent is stopped (a second writer, a later time), the
+    // last ones stamped a day in the future by a host with a wrong clock.
+    let now_usec = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    write_journal(
+        &jdir,
+        "b.journal",
+        &[
+            "-n",
+            "500",
+            "--seed",
+            "9",
+            "--start-usec",
+            &(now_usec - 60_000_000).to_string(),
+            "--host",
+            "otherhost",
+        ],
+    );
+    write_journal(
+        &jdir,
+        "c.journal",
+        &[
+            "-n",
+            "5",
+            "--seed",
+            "10",
+            "--start-usec",
+            &(now_usec + 86_400_000_000).to_string(),
+            "--host",
+            "skewed",
+        ],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    assert_eq!(entries.len(), 3505);
+    let mut agent = Agent::start(
+        &s.path("agent2"),
+        &config(&jdir, &broker, "journal", &state, ""),
+    );
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    assert!(
+        agent.log().contains("cursor found in the journal"),
+        "{}",
+        agent.log()
+    );
+
+    // Exactly the journal, once each: no gap, no duplicate across the restart.
+    let records = consume(
+        &broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(4),
+    );
+    assert_same(&entries, &records);
+}
+
+#[test]
+fn filters_key_topic_template_and_json() {
+    let s = Scratch::new("filters");
+    let broker = Broker::start(&s.path("broker"));
+    for t in ["j-nginx", "j-sshd", "j-other"] {
+        broker.create_topic(t, 2);
+    }
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "2000"]);
+    let all = journal_entries(&jdir, &[]);
+    let want = journal_entries(
+        &jdir,
+        &[
+            "_SYSTEMD_UNIT=nginx.service",
+            "_SYSTEMD_UNIT=sshd.service",
+            "PRIORITY=0",
+            "PRIORITY=1",
+            "PRIORITY=2",
+            "PRIORITY=3",
+            "PRIORITY=4",
+            "PRIORITY=5",
+            "PRIORITY=6",
+        ],
+    );
+    assert!(
+        !want.is_empty() && want.len() < all.len() / 2,
+        "{} of {}",
+        want.len(),
+        all.len()
+    );
+
+    let state = s.path("state");
+    let extra = "units = [\"nginx.service\", \"sshd.service\"]\npriority = \"info\"\n";
+    let mut cfg = config(&jdir, &broker, "j-{SYSLOG_IDENTIFIER}", &state, extra);
+    cfg = cfg.replace(
+        "topic = \"j-{SYSLOG_IDENTIFIER}\"",
+        "topic = \"j-{SYSLOG_IDENTIFIER}\"\ntopic_fallback = \"j-other\"\nkey_field = \"_SYSTEMD_UNIT\"",
+    );
+    cfg = cfg.replace(
+        "[state]",
+        "[encoding]\nformat = \"json\"\nexclude_fields = [\"_SOURCE_*\"]\n[state]",
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    // Filtered-out entries must not hold the cursor back: once idle, the cursor reaches the
+    // newest entry of the journal even though it does not match.
+    agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+
+    let records = consume(
+        &broker.addr(),
+        &["j-nginx", "j-sshd", "j-other"],
+        usize::MAX,
+        Duration::from_secs(4),
+    );
+    let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
+    let expect: BTreeSet<_> = want.iter().map(cursor_of).collect();
+    assert_eq!(records.len(), want.len(), "each matching entry once");
+    assert_eq!(got, expect);
+    let by_cursor: BTreeMap<_, _> = want.iter().map(|e| (cursor_of(e), e)).collect();
+    for r in &records {
+        let e = by_cursor[&r.cursor];
+        let ident = String::from_utf8_lossy(&e["SYSLOG_IDENTIFIER"][0]).into_owned();
+        assert_eq!(r.topic, format!("j-{ident}"));
+        assert_eq!(r.key.as_deref(), Some(&e["_SYSTEMD_UNIT"][0][..]));
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).expect("valid JSON");
+        assert_eq!(v["__CURSOR"], r.cursor.as_str());
+        assert!(
+            v.get("_SOURCE_REALTIME_TIMESTAMP").is_none(),
+            "excluded field shipped"
+        );
+        assert_eq!(
+            v["MESSAGE"].as_str().map(str::as_bytes),
+            Some(&e["MESSAGE"][0][..])
+        );
+    }
+}
+
+#[test]
+fn broker_down_at_start_then_up_loses_nothing() {
+    let s = Scratch::new("late-broker");
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "1000"]);
+    let entries = journal_entries(&jdir, &[]);
+    let port = free_port();
+    let fake = Broker {
+        port,
+        dir: s.path("nobroker"),
+        pid: 0,
+    };
+    let state = s.path("state");
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &config(&jdir, &fake, "journal", &state, ""),
+    );
+    std::mem::forget(fake);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        agent.cursor(),
+        None,
+        "nothing may be checkpointed while the broker is away"
+    );
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the agent waits for the broker:\n{}",
+        agent.log()
+    );
+
+    let broker = Broker::start_on(&s.path("broker"), port);
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(90));
+    assert!(agent.stop().success());
+    let records = consume(
+        &broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(4),
+    );
+    assert_same(&entries, &records);
+}
+
+#[test]
+fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
+    let s = Scratch::new("refused");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 1);
+    let jdir = s.path("journal");
+    // 100 normal entries, then one with a 1.5 MB field (the broker's limit is 1 MB), then more.
+    write_journal(&jdir, "a.journal", &["-n", "100"]);
+    let mut big = Vec::new();
+    big.extend_from_slice(b"__REALTIME_TIMESTAMP=1700000100000000\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=big\n");
+    big.extend_from_slice(b"HUGE\n");
+    big.extend_from_slice(&(1_500_000u64).to_le_bytes());
+    // Incompressible, so the broker sees more than its limit even after lz4.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    big.extend((0..1_500_000).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    }));
+    big.extend_from_slice(b"\n\n");
+    write_export(&jdir, "b.journal", &big);
+    write_journal(
+        &jdir,
+        "c.journal",
+        &[
+            "-n",
+            "50",
+            "--seed",
+            "3",
+            "--start-usec",
+            "1700000200000000",
+        ],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    assert_eq!(entries.len(), 151);
+    let big_at = entries.iter().position(|e| e.contains_key("HUGE")).unwrap();
+    assert_eq!(big_at, 100);
+
+    // Let the producer send what the encoder allows, so the broker is the one refusing.
+    let cfg = format!(
+        "[journal]\ndirectory = \"{}\"\n[encoding]\nmax_record_bytes = 4000000\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[kafka.properties]\n\"message.max.bytes\" = 5000000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nretry_backoff_max_ms = 500\n",
+        jdir.display(),
+        broker.addr(),
+        s.path("state").display()
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor(&cursor_of(&entries[99]), Duration::from_secs(60));
+    // It keeps retrying and never skips the refused entry.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        agent.cursor().as_deref(),
+        Some(cursor_of(&entries[99]).as_str())
+    );
+    assert!(agent.child.try_wait().unwrap().is_none());
+    assert!(agent.stop().success());
+    assert_eq!(
+        agent.cursor().as_deref(),
+        Some(cursor_of(&entries[99]).as_str())
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("restarting from the last safe cursor"),
+        "{log}"
+    );
+    assert!(
+        log.matches("restarting from the last safe cursor").count() >= 2,
+        "retries with backoff: {log}"
+    );
+}
