@@ -284,19 +284,29 @@ fn read_loop(
         }
         Position::Start(s) => tracing::info!(start = ?s, "starting without a cursor"),
         Position::CursorLost { gap, first: landed } => {
-            let gap_text = gap.map_or("an unknown number of".to_string(), |g| g.to_string());
-            let msg = format!(
-                "the saved cursor {:?} is no longer in the journal (vacuumed, or from another journal): {gap_text} entries between it and the oldest available entry were never shipped",
-                resume.unwrap_or_default()
-            );
+            let msg = match gap {
+                Some(g) => format!(
+                    "the saved cursor {:?} is no longer in the journal (vacuumed before it was shipped): {g} entries between it and the oldest remaining entry were never shipped",
+                    resume.unwrap_or_default()
+                ),
+                None => format!(
+                    "the saved cursor {:?} is no longer in the journal and does not belong to its sequence of entries (another machine's journal, or the journal was recreated): an unknown number of entries may be missing",
+                    resume.unwrap_or_default()
+                ),
+            };
             match cfg.journal.cursor_lost {
                 CursorLost::Refuse => {
                     return Err(ReadError::Fatal(anyhow!(
                         "{msg}; journal.cursor_lost = \"refuse\", so not starting (set it to \"resume\" or delete the cursor file to go on)"
                     )));
                 }
+                CursorLost::Resume if gap.is_some() => {
+                    tracing::error!(gap = ?gap, resume_at = landed.as_deref().unwrap_or("(end)"), "{msg}; resuming at the oldest remaining entry after it");
+                }
                 CursorLost::Resume => {
-                    tracing::error!(gap = ?gap, resume_at = landed.as_deref().unwrap_or("(end)"), "{msg}; resuming at the oldest available entry");
+                    tracing::error!(
+                        "{msg}; shipping the journal from its oldest entry (some entries may be sent twice)"
+                    );
                 }
             }
         }

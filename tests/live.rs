@@ -184,3 +184,114 @@ fn follows_a_live_journald_across_rotation() {
         .expect("SEQ=700 shipped");
     assert_eq!(multi["MESSAGE"][0], b"live 700\nsecond line\x01".to_vec());
 }
+
+#[test]
+fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
+    let s = Scratch::new("vacuum");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("vac", 1);
+    let ns = format!("jkvac{}", std::process::id());
+    let jd = Journald::start(&ns, &s.path("journald.log"));
+    let client = UnixDatagram::unbound().unwrap();
+    for i in 0..300 {
+        jd.send(
+            &client,
+            &format!("MESSAGE=old {i}\nSYSLOG_IDENTIFIER=jk-vac\n"),
+        );
+    }
+    let wait_for = |n: usize| {
+        let start = Instant::now();
+        loop {
+            let e = jd.entries();
+            if e.iter()
+                .filter(|f| {
+                    f.get("SYSLOG_IDENTIFIER")
+                        .is_some_and(|v| v[0] == b"jk-vac")
+                })
+                .count()
+                >= n
+            {
+                return e;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "journald is slow"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let old = wait_for(300);
+    // Pretend the agent had shipped up to the 50th entry, then was down while journald
+    // rotated and vacuumed the file holding the rest.
+    let saved = cursor_of(&old[50]);
+    jd.rotate();
+    for i in 0..100 {
+        jd.send(
+            &client,
+            &format!("MESSAGE=new {i}\nSYSLOG_IDENTIFIER=jk-vac\n"),
+        );
+    }
+    let all = wait_for(400);
+    let st = Command::new("journalctl")
+        .args(["--namespace", &ns, "--vacuum-files=1"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let left = jd.entries();
+    assert!(
+        left.len() < all.len() && left.len() >= 100,
+        "vacuum removed the archived file ({} → {})",
+        all.len(),
+        left.len()
+    );
+    let seq = |c: &str| {
+        u64::from_str_radix(c.split(';').find_map(|p| p.strip_prefix("i=")).unwrap(), 16).unwrap()
+    };
+    let gap = seq(&cursor_of(&left[0])) - seq(&saved) - 1;
+
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("cursor"), &saved).unwrap();
+    let cfg = |policy: &str| {
+        format!(
+            "[journal]\nnamespace = \"{ns}\"\ncursor_lost = \"{policy}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"vac\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n",
+            broker.addr(),
+            state.display()
+        )
+    };
+    let mut agent = Agent::start(&s.path("refuse"), &cfg("refuse"));
+    assert!(!agent.wait(Duration::from_secs(30)).success());
+    let log = agent.log();
+    assert!(
+        log.contains(&format!(
+            "{gap} entries between it and the oldest remaining entry were never shipped"
+        )),
+        "gap {gap}: {log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("cursor")).unwrap(),
+        saved
+    );
+    let (st, out) = run_cli(&["cursor", "show", "--config", agent.config.to_str().unwrap()]);
+    assert!(
+        !st.success() && out.contains(&format!("GONE from the journal ({gap} entries")),
+        "{out}"
+    );
+
+    let mut agent = Agent::start(&s.path("resume"), &cfg("resume"));
+    let now = jd.entries();
+    agent.wait_cursor(&cursor_of(now.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    assert!(
+        agent
+            .log()
+            .contains("resuming at the oldest remaining entry"),
+        "{}",
+        agent.log()
+    );
+    let records = consume(&broker.addr(), &["vac"], usize::MAX, Duration::from_secs(3));
+    let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
+    let want: BTreeSet<_> = now.iter().map(cursor_of).collect();
+    assert_eq!(got, want, "every surviving entry, once");
+    assert_eq!(records.len(), want.len());
+}

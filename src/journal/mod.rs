@@ -140,22 +140,44 @@ impl Reader {
         self.j
             .seek_cursor(c)
             .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-        if self.j.next()? == 0 {
-            // Nothing at or after the cursor. Either we are up to date, or everything after the
-            // cursor is gone; tell them apart with an unfiltered look.
-            return match locate(cfg, c)? {
-                Located::Exists => Ok(Position::AfterCursor),
-                Located::Missing { gap, first } => Ok(Position::CursorLost { gap, first }),
-            };
-        }
-        if self.j.test_cursor(c)? {
+        let landed = self.j.next()? > 0;
+        if landed && self.j.test_cursor(c)? {
             return Ok(Position::AfterCursor);
         }
-        // We landed on a later entry: it has not been shipped and must be read first.
-        self.deliver_current = true;
         match locate(cfg, c)? {
-            Located::Exists => Ok(Position::AfterFilteredCursor),
-            Located::Missing { gap, first } => Ok(Position::CursorLost { gap, first }),
+            // The cursor's entry exists but does not pass the filters: what we landed on (if
+            // anything) comes after it and has not been shipped.
+            Located::Exists => {
+                self.deliver_current = landed;
+                Ok(if landed {
+                    Position::AfterFilteredCursor
+                } else {
+                    Position::AfterCursor
+                })
+            }
+            // Gone, in the same sequence-number space: libsystemd put us on the first entry
+            // after it that survives, which is exactly where the unshipped data resumes.
+            Located::Missing {
+                gap: Some(gap),
+                first,
+            } => {
+                self.deliver_current = landed;
+                Ok(Position::CursorLost {
+                    gap: Some(gap),
+                    first,
+                })
+            }
+            // Gone, and we cannot tell where it stood relative to what is left (another
+            // machine's journal, or a journal that was recreated). libsystemd would place us
+            // by timestamp and silently pass older entries that were never shipped, so
+            // start from the oldest entry instead: duplicates are better than loss.
+            Located::Missing { gap: None, .. } => {
+                self.j.seek_head()?;
+                Ok(Position::CursorLost {
+                    gap: None,
+                    first: None,
+                })
+            }
         }
     }
 

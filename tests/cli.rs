@@ -1,0 +1,316 @@
+//! The command line against real parts: check, cursor show, refusing bad input, signals.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn config(jdir: &Path, brokers: &str, state: &Path, extra: &str) -> String {
+    format!(
+        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"journal\"\nconnect_timeout_ms = 3000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n{extra}",
+        jdir.display(),
+        state.display()
+    )
+}
+
+#[test]
+fn check_reports_what_works_and_what_does_not() {
+    let s = Scratch::new("check");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 2);
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "10"]);
+    let first = cursor_of(&journal_entries(&jdir, &[])[0]);
+    let cfg = s.path("ok.toml");
+    std::fs::write(&cfg, config(&jdir, &broker.addr(), &s.path("state"), "")).unwrap();
+    let (st, out) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(
+        out.contains("ok    kafka: brokers") && out.contains("2 partition(s)"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("the next entry to ship is {first}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("enable.idempotence=true") && out.contains("acks=all"),
+        "{out}"
+    );
+
+    let bad = s.path("bad.toml");
+    std::fs::write(
+        &bad,
+        config(
+            &jdir,
+            &format!("127.0.0.1:{}", free_port()),
+            &s.path("state"),
+            "",
+        ),
+    )
+    .unwrap();
+    let (st, out) = run_cli(&["check", "--config", bad.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        out.contains("FAIL  kafka: cannot reach the Kafka brokers"),
+        "{out}"
+    );
+
+    let missing = s.path("missing.toml");
+    std::fs::write(
+        &missing,
+        config(&s.path("nope"), &broker.addr(), &s.path("state"), ""),
+    )
+    .unwrap();
+    let (st, out) = run_cli(&["check", "--config", missing.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        out.contains("FAIL  journal") && out.contains("does not exist"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_config_refuses_to_start_naming_key_and_line() {
+    let s = Scratch::new("badcfg");
+    let cfg = s.path("c.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\n[kafka.properties]\n\"acks\" = \"1\"\n",
+    )
+    .unwrap();
+    let (st, out) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(out.contains("kafka.properties.\"acks\" (line 5)"), "{out}");
+    assert!(out.contains(cfg.to_str().unwrap()), "names the file: {out}");
+
+    std::fs::write(
+        &cfg,
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\nbatch = 5\n",
+    )
+    .unwrap();
+    let (st, out) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(out.contains("batch") && out.contains("line 4"), "{out}");
+
+    let (st, out) = run_cli(&["run", "--config", s.path("absent.toml").to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(out.contains("cannot read config file"), "{out}");
+}
+
+#[test]
+fn bad_cursor_file_refuses_to_start_and_is_left_alone() {
+    let s = Scratch::new("badcursor");
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "10"]);
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let cursor = state.join("cursor");
+    for garbage in ["", "not a cursor", "s=zz;i=1"] {
+        std::fs::write(&cursor, garbage).unwrap();
+        let cfg = s.path("c.toml");
+        std::fs::write(
+            &cfg,
+            config(&jdir, &format!("127.0.0.1:{}", free_port()), &state, ""),
+        )
+        .unwrap();
+        let (st, out) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+        assert!(!st.success(), "{garbage:?}: {out}");
+        assert!(
+            out.contains(&format!("cursor file {}", cursor.display())),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&cursor).unwrap(),
+            garbage,
+            "the file is not touched"
+        );
+        let (st, out) = run_cli(&["cursor", "show", "--config", cfg.to_str().unwrap()]);
+        assert!(
+            !st.success() && out.contains("does not hold a journal cursor"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn cursor_from_another_journal_follows_the_policy() {
+    let s = Scratch::new("foreign");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 1);
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "200"]);
+    let other = s.path("other");
+    write_journal(&other, "o.journal", &["-n", "5", "--seed", "77"]);
+    let foreign = cursor_of(&journal_entries(&other, &[])[2]);
+    let state = s.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("cursor"), format!("{foreign}\n")).unwrap();
+
+    let refuse = config(&jdir, &broker.addr(), &state, "").replacen(
+        &format!("directory = \"{}\"\n", jdir.display()),
+        &format!(
+            "directory = \"{}\"\ncursor_lost = \"refuse\"\n",
+            jdir.display()
+        ),
+        1,
+    );
+    let mut agent = Agent::start(&s.path("refuse"), &refuse);
+    let st = agent.wait(Duration::from_secs(30));
+    assert!(!st.success());
+    let log = agent.log();
+    assert!(
+        log.contains("no longer in the journal") && log.contains("refuse"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(state.join("cursor")).unwrap(),
+        format!("{foreign}\n")
+    );
+
+    // With "resume" it reports the gap and ships everything the journal has.
+    let entries = journal_entries(&jdir, &[]);
+    let mut agent = Agent::start(
+        &s.path("resume"),
+        &config(&jdir, &broker.addr(), &state, ""),
+    );
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    assert!(
+        agent.log().contains("no longer in the journal"),
+        "{}",
+        agent.log()
+    );
+    let records = consume(
+        &broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    assert_eq!(records.len(), 200);
+    let (st, out) = run_cli(&["cursor", "show", "--config", agent.config.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(
+        out.contains("seqnum:    200") && out.contains("still in the journal"),
+        "{out}"
+    );
+}
+
+#[test]
+fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
+    let s = Scratch::new("sigterm");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 3);
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "40000"]);
+    let entries = journal_entries(&jdir, &[]);
+    let state = s.path("state");
+    // A small window so the stop happens with entries genuinely in flight.
+    let cfg = config(
+        &jdir,
+        &broker.addr(),
+        &state,
+        "[pipeline]\nmax_in_flight_entries = 2000\n",
+    );
+    let mut agent = Agent::start(&s.path("a1"), &cfg);
+    let start = Instant::now();
+    while agent.cursor().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no progress:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop_at = Instant::now();
+    let st = agent.stop();
+    assert!(st.success(), "{}", agent.log());
+    assert!(
+        stop_at.elapsed() < Duration::from_secs(11),
+        "stopped within the shutdown deadline"
+    );
+    let saved = agent.cursor().unwrap();
+    let idx = entries
+        .iter()
+        .position(|e| cursor_of(e) == saved)
+        .expect("saved cursor is a journal entry");
+    assert!(
+        idx + 1 < entries.len(),
+        "the stop happened mid-stream (at {idx})"
+    );
+
+    // Everything up to the saved cursor is in Kafka: the cursor never runs ahead.
+    let records = consume(
+        &broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
+    let missing = entries[..=idx]
+        .iter()
+        .filter(|e| !got.contains(&cursor_of(e)))
+        .count();
+    assert_eq!(
+        missing, 0,
+        "entries at or before the saved cursor missing from Kafka"
+    );
+
+    let mut agent = Agent::start(&s.path("a2"), &cfg);
+    agent.wait_cursor(
+        &cursor_of(entries.last().unwrap()),
+        Duration::from_secs(120),
+    );
+    assert!(agent.stop().success());
+    let records = consume(
+        &broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
+    assert_eq!(
+        got.len(),
+        entries.len(),
+        "lost = {}",
+        entries.len() - got.len()
+    );
+    let duplicates = records.len() - got.len();
+    // A clean stop settles everything in flight before saving, so a restart resends nothing.
+    assert_eq!(duplicates, 0, "duplicates after a clean stop");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_moving_the_cursor() {
+    let s = Scratch::new("twice");
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "500"]);
+    let state = s.path("state");
+    // No broker: nothing can be confirmed, so the first SIGTERM waits for the deadline.
+    let cfg = config(
+        &jdir,
+        &format!("127.0.0.1:{}", free_port()),
+        &state,
+        "[pipeline]\nshutdown_timeout_ms = 30000\n",
+    );
+    let mut agent = Agent::start(&s.path("a"), &cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    agent.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "still waiting for confirmations"
+    );
+    let t = Instant::now();
+    agent.signal("-INT");
+    let st = agent.wait(Duration::from_secs(5));
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "second signal exits at once"
+    );
+    assert_eq!(st.code(), Some(130));
+    assert_eq!(agent.cursor(), None, "nothing was confirmed, so no cursor");
+}
