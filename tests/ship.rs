@@ -273,21 +273,27 @@ fn filters_key_topic_template_and_json() {
 fn broker_down_at_start_then_up_loses_nothing() {
     let s = Scratch::new("late-broker");
     let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "1000"]);
+    write_journal(&jdir, "a.journal", &["-n", "20000"]);
     let entries = journal_entries(&jdir, &[]);
     let port = free_port();
-    let fake = Broker {
-        port,
-        dir: s.path("nobroker"),
-        pid: 0,
-    };
     let state = s.path("state");
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &config(&jdir, &fake, "journal", &state, ""),
+    let cfg = format!(
+        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"127.0.0.1:{port}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nmax_in_flight_entries = 2000\n",
+        jdir.display(),
+        state.display()
     );
-    std::mem::forget(fake);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    // While the broker is away the reader fills the window and waits: memory stays flat.
+    std::thread::sleep(Duration::from_secs(1));
+    let early = rss_anon_kib(agent.child.id());
     std::thread::sleep(Duration::from_secs(3));
+    let late = rss_anon_kib(agent.child.id());
+    eprintln!("anonymous RSS with the broker away: {early} KiB after 1 s, {late} KiB after 4 s");
+    assert!(
+        late <= early + 2048,
+        "memory grows while the broker is away: {early} → {late} KiB"
+    );
+    assert!(late < 64 * 1024, "anonymous RSS {late} KiB");
     assert_eq!(
         agent.cursor(),
         None,
@@ -300,7 +306,10 @@ fn broker_down_at_start_then_up_loses_nothing() {
     );
 
     let broker = Broker::start_on(&s.path("broker"), port);
-    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(90));
+    agent.wait_cursor(
+        &cursor_of(entries.last().unwrap()),
+        Duration::from_secs(120),
+    );
     assert!(agent.stop().success());
     let records = consume(
         &broker.addr(),
@@ -309,6 +318,16 @@ fn broker_down_at_start_then_up_loses_nothing() {
         Duration::from_secs(4),
     );
     assert_same(&entries, &records);
+}
+
+/// Anonymous resident memory of a process: journal mmaps excluded, unlike VmRSS.
+fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 #[test]
@@ -380,4 +399,117 @@ fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
         log.matches("restarting from the last safe cursor").count() >= 2,
         "retries with backoff: {log}"
     );
+}
+
+/// Formats µs since the epoch as RFC 3339 (UTC, whole seconds).
+fn rfc3339(usec: u64) -> String {
+    let secs = (usec / 1_000_000) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn realtime(e: &Fields) -> u64 {
+    String::from_utf8_lossy(&e["__REALTIME_TIMESTAMP"][0])
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn files_source_with_since_and_directory_with_tail() {
+    let s = Scratch::new("start");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("since", 1);
+    broker.create_topic("tail", 1);
+    let jdir = s.path("journal");
+    // ~2 s of entries, 20 ms apart, so `since` can cut at a whole second.
+    write_journal(&jdir, "a.journal", &["-n", "100", "--rate-usec", "20000"]);
+    let entries = journal_entries(&jdir, &[]);
+    let cut = realtime(&entries[60]) / 1_000_000 * 1_000_000;
+    let want: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| realtime(e) >= cut)
+        .map(cursor_of)
+        .collect();
+    assert!(want.len() > 10 && want.len() < 90, "{}", want.len());
+
+    let file = jdir.join("a.journal");
+    let cfg = format!(
+        "[journal]\nfiles = [\"{}\"]\nstart = \"since\"\nsince = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"since\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n",
+        file.display(),
+        rfc3339(cut),
+        broker.addr(),
+        s.path("state-since").display()
+    );
+    let mut agent = Agent::start(&s.path("a-since"), &cfg);
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    let got: BTreeSet<String> = consume(
+        &broker.addr(),
+        &["since"],
+        usize::MAX,
+        Duration::from_secs(3),
+    )
+    .into_iter()
+    .map(|r| r.cursor)
+    .collect();
+    assert_eq!(got, want, "exactly the entries at or after journal.since");
+
+    // tail: only what is written after the agent started, here a new file in the directory.
+    let mut agent = Agent::start(
+        &s.path("a-tail"),
+        &config(
+            &jdir,
+            &broker,
+            "tail",
+            &s.path("state-tail"),
+            "start = \"tail\"",
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.cursor(), None, "nothing new yet");
+    write_journal(
+        &jdir,
+        "b.journal",
+        &[
+            "-n",
+            "50",
+            "--seed",
+            "5",
+            "--start-usec",
+            "1700000900000000",
+        ],
+    );
+    let after = journal_entries(&jdir, &[]);
+    let new: BTreeSet<String> = after
+        .iter()
+        .map(cursor_of)
+        .filter(|c| !entries.iter().any(|e| cursor_of(e) == *c))
+        .collect();
+    assert_eq!(new.len(), 50);
+    agent.wait_cursor(&cursor_of(after.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    let got: BTreeSet<String> = consume(
+        &broker.addr(),
+        &["tail"],
+        usize::MAX,
+        Duration::from_secs(3),
+    )
+    .into_iter()
+    .map(|r| r.cursor)
+    .collect();
+    assert_eq!(got, new, "tail ships only entries written after the start");
 }
