@@ -13,4 +13,6 @@ cargo clippy --release --all-targets -- -D warnings
 echo "== cargo test"
 # Integration tests start their own brokers and journald instances and end them by PID.
 cargo test --release -- --test-threads "${JK_TEST_THREADS:-2}"
+echo "== packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
+tests/packaging/check.sh
 echo "== all tests passed"

@@ -15,8 +15,17 @@ use crate::checkpoint::{FileStore, Tracker, read_cursor_file};
 use crate::config::{self, Config};
 use crate::journal::{self, Located, cursor};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::pipeline::{self, Shutdown};
 use crate::{kafka, logging, readback};
+
+/// Prints to stdout; a closed pipe (`| head`, `| grep -q`) ends output quietly.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 
 const DEFAULT_CONFIG: &str = "/etc/journald-kafka/config.toml";
 
@@ -80,6 +89,12 @@ pub enum Command {
         /// Stop when no record arrived for this long.
         #[arg(long, value_name = "MS", default_value = "2000")]
         idle_ms: u64,
+    },
+    /// Write the man page and shell completions into a directory (used for packaging).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory.
+        dir: PathBuf,
     },
     /// Inspect the saved journal cursor.
     Cursor {
@@ -153,6 +168,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::GenerateAssets { dir } => {
+            generate_assets(&dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cursor {
             command: CursorCommand::Show { config },
         } => {
@@ -171,6 +190,7 @@ fn run(cfg: Config) -> Result<ExitCode> {
     store.prepare()?;
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
+    let notifier = Arc::new(Notifier::from_env());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         source = %cfg.journal.source,
@@ -184,10 +204,10 @@ fn run(cfg: Config) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the signal handler runtime")?;
-    let sig = shutdown.clone();
+    let (sig, sig_notifier) = (shutdown.clone(), notifier.clone());
     let signals = std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || rt.block_on(handle_signals(sig)))
+        .spawn(move || rt.block_on(handle_signals(sig, sig_notifier)))
         .context("cannot start the signal thread")?;
     let summary = {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
@@ -206,7 +226,8 @@ fn run(cfg: Config) -> Result<ExitCode> {
             .context("cannot start the summary thread")?
     };
 
-    let result = pipeline::run(&cfg, &mut store, &shutdown, &metrics);
+    let result = pipeline::run(&cfg, &mut store, &shutdown, &metrics, &notifier);
+    notifier.stopping();
     shutdown.request();
     let _ = summary.join();
     drop(signals);
@@ -232,7 +253,7 @@ fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
     s.requested()
 }
 
-async fn handle_signals(shutdown: Arc<Shutdown>) {
+async fn handle_signals(shutdown: Arc<Shutdown>, notifier: Arc<Notifier>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -250,6 +271,7 @@ async fn handle_signals(shutdown: Arc<Shutdown>) {
         count += 1;
         if count == 1 {
             tracing::info!("{name}: stopping; waiting for the broker to confirm what is in flight");
+            notifier.stopping();
             shutdown.request();
         } else {
             // The cursor file only ever holds confirmed positions, so leaving now loses
@@ -263,10 +285,10 @@ async fn handle_signals(shutdown: Arc<Shutdown>) {
 fn check(cfg: &Config) -> Result<ExitCode> {
     let mut ok = true;
     let mut report = |what: &str, r: Result<String>| match r {
-        Ok(s) => println!("ok    {what}: {s}"),
+        Ok(s) => say!("ok    {what}: {s}"),
         Err(e) => {
             ok = false;
-            println!("FAIL  {what}: {e:#}");
+            say!("FAIL  {what}: {e:#}");
         }
     };
     report("config", Ok("valid".into()));
@@ -348,8 +370,8 @@ fn check(cfg: &Config) -> Result<ExitCode> {
         })
         .collect();
     shown.sort();
-    println!("      producer: {}", shown.join(" "));
-    println!(
+    say!("      producer: {}", shown.join(" "));
+    say!(
         "      records: {:?} encoding, topic {}, key {}, max {} bytes per record",
         cfg.encoding.format,
         cfg.kafka
@@ -369,37 +391,59 @@ fn check(cfg: &Config) -> Result<ExitCode> {
 fn cursor_show(cfg: &Config) -> Result<ExitCode> {
     let path = cfg.state.cursor_file();
     let Some(c) = read_cursor_file(&path)? else {
-        println!(
+        say!(
             "no cursor: {} does not exist (the agent has not confirmed any entry yet)",
             path.display()
         );
         return Ok(ExitCode::SUCCESS);
     };
-    println!("file:      {}", path.display());
-    println!("cursor:    {c}");
+    say!("file:      {}", path.display());
+    say!("cursor:    {c}");
     if let Ok(info) = cursor::parse(&c) {
-        println!(
+        say!(
             "seqnum:    {} (sequence space {})",
-            info.seqnum, info.seqnum_id
+            info.seqnum,
+            info.seqnum_id
         );
-        println!("boot:      {}", info.boot_id);
-        println!("time:      {} µs since the epoch", info.realtime_usec);
+        say!("boot:      {}", info.boot_id);
+        say!("time:      {} µs since the epoch", info.realtime_usec);
     }
     if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
         if let Ok(age) = m.elapsed() {
-            println!("written:   {}s ago", age.as_secs());
+            say!("written:   {}s ago", age.as_secs());
         }
     }
     match journal::locate(&cfg.journal, &c) {
-        Ok(Located::Exists) => println!("journal:   the entry is still in the journal"),
+        Ok(Located::Exists) => say!("journal:   the entry is still in the journal"),
         Ok(Located::Missing { gap, .. }) => {
-            println!(
+            say!(
                 "journal:   the entry is GONE from the journal ({} entries after it are gone too)",
                 gap.map_or("unknown number of".to_string(), |g| g.to_string())
             );
             return Ok(ExitCode::FAILURE);
         }
-        Err(e) => println!("journal:   cannot check: {e:#}"),
+        Err(e) => say!("journal:   cannot check: {e:#}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The man page (from the same clap definitions as `--help`) and completions for bash, zsh
+/// and fish.
+fn generate_assets(dir: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let cmd = Cli::command();
+    let mut man = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut man)?;
+    std::fs::write(dir.join("journald-kafka.1"), man)?;
+    for (shell, name) in [
+        (clap_complete::Shell::Bash, "journald-kafka.bash"),
+        (clap_complete::Shell::Zsh, "_journald-kafka"),
+        (clap_complete::Shell::Fish, "journald-kafka.fish"),
+    ] {
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut cmd.clone(), "journald-kafka", &mut out);
+        std::fs::write(dir.join(name), out)?;
+    }
+    Ok(())
 }

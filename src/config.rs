@@ -68,6 +68,8 @@ pub struct JournalConfig {
     pub start: Start,
     pub cursor_lost: CursorLost,
     pub filter: Filter,
+    /// Skip the agent's own log entries so it never ships (and logs about) itself.
+    pub exclude_own_entries: bool,
 }
 
 /// Entry filters, evaluated by libsystemd as journal matches.
@@ -220,6 +222,7 @@ struct RawJournal {
     start: Option<Spanned<String>>,
     since: Option<Spanned<String>>,
     cursor_lost: Option<Spanned<String>>,
+    exclude_own_entries: Option<bool>,
     #[serde(default)]
     units: Vec<Spanned<String>>,
     #[serde(default)]
@@ -497,6 +500,7 @@ fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
         start,
         cursor_lost,
         filter,
+        exclude_own_entries: raw.exclude_own_entries.unwrap_or(true),
     })
 }
 

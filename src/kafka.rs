@@ -23,6 +23,9 @@ pub const CURSOR_HEADER: &str = "journal-cursor";
 /// Header carrying the record layout version (see `docs/format.md`).
 pub const FORMAT_HEADER: &str = "journal-format";
 
+/// librdkafka statistics interval: the producer's heartbeat.
+pub const STATS_INTERVAL_MS: &str = "5000";
+
 /// Properties the agent sets itself and that users may not override, with the reason.
 const RESERVED: &[(&str, &str)] = &[
     ("bootstrap.servers", "set kafka.brokers instead"),
@@ -83,7 +86,8 @@ pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
     // Defaults, each chosen for an agent that ships many small records (docs/configuration.md).
     let queue_kbytes = (p.max_in_flight_bytes / 1024 + 1024).to_string();
     let queue_messages = (p.max_in_flight_entries + 1000).to_string();
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // gethostname(2), not /proc/sys: the unit's ProcSubset=pid hides /proc/sys.
+    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     let defaults: &[(&str, &str)] = &[
         ("client.id", &format!("journald-kafka@{}", hostname.trim())),
         ("compression.codec", "lz4"),
@@ -98,6 +102,8 @@ pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
         ("message.timeout.ms", "0"),
         ("socket.keepalive.enable", "true"),
         ("reconnect.backoff.max.ms", "5000"),
+        // Statistics double as the producer's heartbeat for the systemd watchdog.
+        ("statistics.interval.ms", STATS_INTERVAL_MS),
     ];
     for (key, value) in defaults {
         c.set(*key, *value);
@@ -130,6 +136,11 @@ impl ClientContext for DeliveryContext {
             }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
         }
+    }
+
+    fn stats_raw(&self, _statistics: &[u8]) {
+        // Statistics arrive from librdkafka's polling thread: proof that it is not wedged.
+        self.tracker.producer_beat();
     }
 
     fn error(&self, error: KafkaError, reason: &str) {

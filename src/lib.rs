@@ -12,5 +12,6 @@ pub mod journal;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod readback;

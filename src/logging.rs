@@ -9,6 +9,9 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::LogTarget;
 
+/// SYSLOG_IDENTIFIER of the agent's own journal entries, which it does not ship.
+pub const IDENTIFIER: &str = "journald-kafka";
+
 pub fn init(level: &str, target: LogTarget) -> Result<()> {
     // librdkafka's own debug lines are very verbose; keep them one level quieter.
     let filter = EnvFilter::try_from_env("JOURNALD_KAFKA_LOG")
@@ -24,7 +27,7 @@ pub fn init(level: &str, target: LogTarget) -> Result<()> {
         match tracing_journald::layer() {
             Ok(layer) => {
                 registry
-                    .with(layer.with_syslog_identifier("journald-kafka".into()))
+                    .with(layer.with_syslog_identifier(IDENTIFIER.into()))
                     .try_init()?;
                 return Ok(());
             }

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub entries_read: AtomicU64,
+    /// The agent's own log entries, skipped (journal.exclude_own_entries).
+    pub entries_own_skipped: AtomicU64,
     pub entries_produced: AtomicU64,
     pub entries_delivered: AtomicU64,
     pub entries_failed: AtomicU64,

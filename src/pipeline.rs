@@ -24,6 +24,7 @@ use crate::encode::{self, Encoder};
 use crate::journal::{self, Entry, Position, Reader};
 use crate::kafka::{self, Producer};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 
 /// Lets a signal handler stop the pipeline from another thread.
 #[derive(Default)]
@@ -82,12 +83,129 @@ enum End {
     Fatal(anyhow::Error),
 }
 
+/// What the service manager hears: readiness once, watchdog pings while the pipeline is
+/// healthy, and a one-line status.
+pub struct Service<'a> {
+    notifier: &'a Notifier,
+    started: Instant,
+    ready: bool,
+    last_ping: Instant,
+    last_status: Instant,
+    /// The producer's heartbeat may be older than this before the watchdog goes quiet.
+    producer_grace: Option<Duration>,
+}
+
+impl<'a> Service<'a> {
+    pub fn new(notifier: &'a Notifier, cfg: &Config) -> Service<'a> {
+        let stats_ms: u64 = cfg
+            .kafka
+            .properties
+            .get("statistics.interval.ms")
+            .map(String::as_str)
+            .unwrap_or(kafka::STATS_INTERVAL_MS)
+            .parse()
+            .unwrap_or(0);
+        let watchdog = notifier.watchdog().unwrap_or(Duration::from_secs(30));
+        Service {
+            notifier,
+            started: Instant::now(),
+            ready: false,
+            last_ping: Instant::now(),
+            last_status: Instant::now(),
+            // Without statistics there is no heartbeat to check; trust the reader alone.
+            producer_grace: (stats_ms > 0)
+                .then(|| watchdog.max(Duration::from_millis(3 * stats_ms + 1000))),
+        }
+    }
+
+    fn ping_due(&self) -> bool {
+        self.notifier
+            .watchdog()
+            .is_some_and(|w| self.last_ping.elapsed() >= w / 3)
+    }
+
+    /// Called every ~100 ms while a session runs.
+    fn tick(&mut self, cfg: &Config, tracker: &Tracker, probe: &Probe, metrics: &Metrics) {
+        if !self.ready && tracker.opened() {
+            let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+            let status = match probe.get() {
+                Some(Ok(parts)) => Some(format!(
+                    "journal open; brokers reachable ({parts} partitions)"
+                )),
+                Some(Err(e)) if self.started.elapsed() >= timeout => {
+                    Some(format!("journal open; brokers NOT reachable yet: {e}"))
+                }
+                None if self.started.elapsed() >= timeout => {
+                    Some("journal open; brokers NOT reachable yet".to_string())
+                }
+                _ => None,
+            };
+            if let Some(st) = status {
+                tracing::info!("ready: {st}");
+                self.notifier.ready(&st);
+                self.ready = true;
+            }
+        }
+        if self.ping_due() {
+            let w = self.notifier.watchdog().unwrap_or_default();
+            let (reader_age, producer_age) = tracker.beat_ages();
+            let producer_ok = self.producer_grace.is_none_or(|g| producer_age < g);
+            if reader_age < w / 2 && producer_ok {
+                self.notifier.watchdog_ping();
+                self.last_ping = Instant::now();
+            } else {
+                tracing::error!(
+                    ?reader_age,
+                    ?producer_age,
+                    "pipeline shows no sign of life; withholding the watchdog ping"
+                );
+            }
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
+            let (n, _) = tracker.in_flight();
+            self.notifier.status(&format!(
+                "shipping: {} entries delivered, {n} in flight, {} restarts",
+                Metrics::get(&metrics.entries_delivered),
+                Metrics::get(&metrics.sessions_restarted)
+            ));
+            self.last_status = Instant::now();
+        }
+    }
+
+    /// Called while waiting to retry: deliberate waiting is healthy.
+    fn waiting(&mut self, why: &str) {
+        if self.ping_due() {
+            self.notifier.watchdog_ping();
+            self.last_ping = Instant::now();
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
+            self.notifier.status(why);
+            self.last_status = Instant::now();
+        }
+    }
+}
+
+/// The outcome of the startup metadata request, shared with the thread that makes it.
+#[derive(Default)]
+struct Probe(Mutex<Option<Result<usize, String>>>);
+
+impl Probe {
+    fn get(&self) -> Option<Result<usize, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, r: Result<usize, String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+}
+
 /// Runs the agent until shutdown. Returns an error only for conditions an operator must fix.
 pub fn run(
     cfg: &Config,
     store: &mut dyn Store,
     shutdown: &Arc<Shutdown>,
     metrics: &Arc<Metrics>,
+    notifier: &Notifier,
 ) -> Result<()> {
     let mut resume = store.load()?;
     match &resume {
@@ -96,12 +214,21 @@ pub fn run(
             tracing::info!(start = ?cfg.journal.start, "no saved cursor in {}; starting at the configured position", store.describe())
         }
     }
+    let mut svc = Service::new(notifier, cfg);
     let mut backoff = Duration::from_millis(500);
     let max_backoff = Duration::from_millis(cfg.pipeline.retry_backoff_max_ms);
     let mut first = true;
     loop {
         let started = Instant::now();
-        let (end, safe) = session(cfg, store, resume.clone(), shutdown, metrics, first);
+        let (end, safe) = session(
+            cfg,
+            store,
+            resume.clone(),
+            shutdown,
+            metrics,
+            first,
+            &mut svc,
+        );
         first = false;
         if safe.is_some() {
             resume = safe;
@@ -115,14 +242,26 @@ pub fn run(
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(500);
                 }
+                let error = format!("{e:#}");
                 tracing::error!(
-                    error = format!("{e:#}"),
+                    error,
                     retry_in = ?backoff,
                     cursor = resume.as_deref().unwrap_or("(none)"),
                     "pipeline stopped; restarting from the last safe cursor"
                 );
-                if shutdown.sleep(backoff) {
-                    return Ok(());
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    svc.waiting(&format!(
+                        "retrying in {}s after: {error}",
+                        until.saturating_duration_since(Instant::now()).as_secs()
+                    ));
+                    if shutdown.sleep(
+                        until
+                            .saturating_duration_since(Instant::now())
+                            .min(Duration::from_secs(1)),
+                    ) {
+                        return Ok(());
+                    }
                 }
                 backoff = (backoff * 2).min(max_backoff);
             }
@@ -139,6 +278,7 @@ fn session(
     shutdown: &Arc<Shutdown>,
     metrics: &Arc<Metrics>,
     first: bool,
+    svc: &mut Service,
 ) -> (End, Option<String>) {
     let tracker = Arc::new(Tracker::new(Limits {
         entries: cfg.pipeline.max_in_flight_entries,
@@ -153,6 +293,25 @@ fn session(
                 return (End::Fatal(e), None);
             }
         };
+
+    // Readiness needs one successful metadata round trip; ask in the background so the
+    // checkpointer below keeps ticking.
+    let probe = Arc::new(Probe::default());
+    if !svc.ready {
+        let (probe, producer) = (probe.clone(), producer.clone());
+        let topic = cfg
+            .kafka
+            .fixed_topic()
+            .or(cfg.kafka.topic_fallback.as_deref())
+            .unwrap_or("journal")
+            .to_string();
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+        let _ = thread::Builder::new()
+            .name("broker-probe".into())
+            .spawn(move || {
+                probe.set(kafka::probe(&producer, &topic, timeout).map_err(|e| format!("{e:#}")));
+            });
+    }
 
     let reader = {
         let (cfg, tracker, producer, metrics) = (
@@ -177,16 +336,17 @@ fn session(
     };
 
     // This thread is the checkpointer: it commits the safe cursor on every tick while the
-    // reader runs.
+    // reader runs, and speaks to the service manager.
     let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
     let mut committed_gen = u64::MAX;
-    let mut last_summary = Instant::now();
+    let mut last_commit = Instant::now();
     while !reader.is_finished() {
         thread::sleep(interval.min(Duration::from_millis(100)));
-        if last_summary.elapsed() >= interval {
+        if last_commit.elapsed() >= interval {
             commit(store, &tracker, &mut committed_gen, metrics);
-            last_summary = Instant::now();
+            last_commit = Instant::now();
         }
+        svc.tick(cfg, &tracker, &probe, metrics);
     }
     let read_result = reader
         .join()
@@ -273,6 +433,8 @@ fn read_loop(
     };
     let mut reader = Reader::open(&cfg.journal).map_err(wrap)?;
     let position = reader.seek(&cfg.journal, resume).map_err(wrap)?;
+    tracker.set_opened();
+    tracker.reader_beat();
     match &position {
         Position::AfterCursor | Position::AfterFilteredCursor => {
             if first {
@@ -322,9 +484,23 @@ fn read_loop(
     let mut passed: Option<String> = None;
     let mut truncated_logged = 0u32;
 
+    let own_pid = std::process::id().to_string();
+    let mut count = 0u32;
     loop {
+        count = count.wrapping_add(1);
+        if count % 1024 == 0 {
+            tracker.reader_beat();
+        }
         let got = reader.next(&mut entry).map_err(ReadError::Retry)?;
+        if got && cfg.journal.exclude_own_entries && is_own(&entry, &own_pid) {
+            // Our own log lines: shipping them would let the agent feed on itself. They
+            // still move the watermark like any filtered-out entry.
+            Metrics::add(&metrics.entries_own_skipped, 1);
+            tracker.pass(entry.cursor.clone());
+            continue;
+        }
         if !got {
+            tracker.reader_beat();
             if filtered && last_pass.elapsed() >= pass_interval {
                 last_pass = Instant::now();
                 // Take the newest position first, then make sure no matching entry arrived
@@ -372,6 +548,15 @@ fn read_loop(
             return Ok(());
         }
     }
+}
+
+/// Whether an entry was logged by journald-kafka itself (this process or an earlier run).
+fn is_own(entry: &Entry, own_pid: &str) -> bool {
+    entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes())
+        || (entry.get(b"_PID") == Some(own_pid.as_bytes())
+            && entry
+                .get(b"_COMM")
+                .is_some_and(|c| c.starts_with(b"journald-kafka")))
 }
 
 /// Encodes and produces one entry. Returns false when the session must end.

@@ -158,6 +158,19 @@ pub struct CatOptions {
 /// Prints the topic's records from the beginning until `lines` records or `idle` passes
 /// without a new one.
 pub fn cat(o: &CatOptions) -> Result<()> {
+    match cat_inner(o) {
+        // The reader of our output went away (`| head`): that is a normal end.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn cat_inner(o: &CatOptions) -> Result<()> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &o.brokers)
         .set(

@@ -12,6 +12,7 @@
 mod file;
 mod watermark;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,12 @@ pub struct Tracker {
     inner: Mutex<Inner>,
     /// Signalled whenever room frees up or the state changes.
     changed: Condvar,
+    /// Liveness, for the watchdog: milliseconds since `born` of the reader's and the
+    /// producer's last sign of life.
+    born: Instant,
+    reader_beat: AtomicU64,
+    producer_beat: AtomicU64,
+    opened: AtomicBool,
 }
 
 impl Tracker {
@@ -70,7 +77,42 @@ impl Tracker {
             limits,
             inner: Mutex::new(Inner::default()),
             changed: Condvar::new(),
+            born: Instant::now(),
+            reader_beat: AtomicU64::new(0),
+            producer_beat: AtomicU64::new(0),
+            opened: AtomicBool::new(false),
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// The reader is alive (reading, waiting for the journal, or waiting for room).
+    pub fn reader_beat(&self) {
+        self.reader_beat.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// librdkafka's polling thread is alive (it delivered statistics).
+    pub fn producer_beat(&self) {
+        self.producer_beat.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the reader and the producer last showed life.
+    pub fn beat_ages(&self) -> (Duration, Duration) {
+        let now = self.now_ms();
+        let age =
+            |b: &AtomicU64| Duration::from_millis(now.saturating_sub(b.load(Ordering::Relaxed)));
+        (age(&self.reader_beat), age(&self.producer_beat))
+    }
+
+    /// The journal is open and positioned.
+    pub fn set_opened(&self) {
+        self.opened.store(true, Ordering::Relaxed);
+    }
+
+    pub fn opened(&self) -> bool {
+        self.opened.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -91,6 +133,8 @@ impl Tracker {
             if g.stopping {
                 return Err(Refused::Stopping);
             }
+            // Waiting for room is not being stuck: keep the watchdog fed.
+            self.reader_beat();
             let fits = g.in_flight_entries < self.limits.entries
                 && (g.in_flight_bytes + bytes <= self.limits.bytes || g.in_flight_entries == 0);
             if fits {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds target/packages/journald-kafka_<version>_amd64.deb and journald-kafka-<version>.x86_64.rpm.
+#   scripts/package.sh [--deb-version V]   (V overrides the .deb version, for upgrade tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_DEB_VERSION=3.8.0
+CARGO_GENERATE_RPM_VERSION=0.21.1
+
+have() { command -v "$1" >/dev/null 2>&1; }
+if ! have cargo-deb || [ "$(cargo deb --version | awk '{print $2}')" != "$CARGO_DEB_VERSION" ]; then
+  cargo install cargo-deb --version "=$CARGO_DEB_VERSION" --locked
+fi
+if ! have cargo-generate-rpm; then
+  cargo install cargo-generate-rpm --version "=$CARGO_GENERATE_RPM_VERSION" --locked
+fi
+
+cargo build --release --locked
+# The man page and completions come from the same clap definitions as --help.
+rm -rf target/assets
+target/release/journald-kafka generate-assets target/assets
+gzip -9n target/assets/journald-kafka.1
+# Release builds keep line tables for profiling; packages ship without them.
+objcopy --strip-debug target/release/journald-kafka target/assets/journald-kafka
+mkdir -p target/packages
+cargo deb --no-build --output target/packages/ "$@"
+cargo generate-rpm --output target/packages/
+ls -l target/packages/

@@ -1,0 +1,145 @@
+//! The systemd notification protocol, with a real datagram socket standing in for systemd.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts the agent with NOTIFY_SOCKET and WATCHDOG_USEC set; returns it and the socket.
+fn start(s: &Scratch, config: &str, watchdog_usec: u64) -> (std::process::Child, UnixDatagram) {
+    let sock_path = s.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = s.path("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", watchdog_usec.to_string())
+        .env_remove("JOURNAL_STREAM")
+        .stderr(std::fs::File::create(s.path("agent.log")).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, sock)
+}
+
+/// Collects notification messages for `d`, with the time each arrived.
+fn collect(sock: &UnixDatagram, d: Duration, into: &mut Vec<(Instant, String)>) {
+    let end = Instant::now() + d;
+    let mut buf = [0u8; 4096];
+    while Instant::now() < end {
+        if let Ok(n) = sock.recv(&mut buf) {
+            into.push((
+                Instant::now(),
+                String::from_utf8_lossy(&buf[..n]).into_owned(),
+            ));
+        }
+    }
+}
+
+fn first(msgs: &[(Instant, String)], what: &str) -> usize {
+    msgs.iter()
+        .position(|(_, m)| m.lines().any(|l| l == what))
+        .unwrap_or_else(|| panic!("no {what} in {msgs:?}"))
+}
+
+#[test]
+fn ready_status_watchdog_and_stopping_arrive_in_order() {
+    let s = Scratch::new("notify");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 1);
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "1000"]);
+    let cfg = format!(
+        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\n",
+        jdir.display(),
+        broker.addr(),
+        s.path("state").display()
+    );
+    // A 1.5 s watchdog: pings are due every 0.5 s.
+    let (mut child, sock) = start(&s, &cfg, 1_500_000);
+    let mut msgs = Vec::new();
+    collect(&sock, Duration::from_secs(7), &mut msgs);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    collect(&sock, Duration::from_secs(2), &mut msgs);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+
+    let ready = first(&msgs, "READY=1");
+    assert!(
+        msgs[ready]
+            .1
+            .contains("STATUS=journal open; brokers reachable"),
+        "{:?}",
+        msgs[ready]
+    );
+    let pings: Vec<_> = msgs
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, m))| m == "WATCHDOG=1")
+        .collect();
+    assert!(
+        pings.len() >= 5,
+        "watchdog pings every WatchdogSec/3: {msgs:?}"
+    );
+    for w in pings.windows(2) {
+        let gap = w[1].1.0 - w[0].1.0;
+        assert!(
+            gap < Duration::from_millis(1500),
+            "pings further apart than the watchdog: {gap:?}"
+        );
+    }
+    assert!(pings.iter().any(|(i, _)| *i > ready), "pings after READY");
+    let status_line = msgs
+        .iter()
+        .position(|(_, m)| m.starts_with("STATUS=shipping:"))
+        .expect("a STATUS= summary");
+    assert!(
+        msgs[status_line].1.contains("1000 entries delivered"),
+        "{:?}",
+        msgs[status_line]
+    );
+    let stopping = first(&msgs, "STOPPING=1");
+    assert!(
+        ready < status_line && status_line < stopping,
+        "order READY < STATUS < STOPPING: {msgs:?}"
+    );
+}
+
+#[test]
+fn ready_is_not_held_back_forever_by_an_unreachable_broker() {
+    let s = Scratch::new("notify-nobroker");
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "10"]);
+    let cfg = format!(
+        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"journal\"\nconnect_timeout_ms = 1500\n[state]\ndirectory = \"{}\"\n",
+        jdir.display(),
+        free_port(),
+        s.path("state").display()
+    );
+    let started = Instant::now();
+    let (mut child, sock) = start(&s, &cfg, 0);
+    let mut msgs = Vec::new();
+    collect(&sock, Duration::from_secs(4), &mut msgs);
+    let ready = first(&msgs, "READY=1");
+    let at = msgs[ready].0 - started;
+    assert!(
+        at >= Duration::from_millis(1400) && at < Duration::from_secs(4),
+        "READY after the connect timeout, got {at:?}"
+    );
+    assert!(
+        msgs[ready].1.contains("brokers NOT reachable"),
+        "{:?}",
+        msgs[ready]
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

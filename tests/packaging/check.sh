@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Package test, run by scripts/test.sh as root on a throwaway machine: builds the .deb and
+# .rpm, installs an older .deb, edits its config and writes a cursor, upgrades to the new
+# .deb and checks nothing of the user's was lost, inspects files, account, permissions,
+# unit and rpm metadata, and finally purges.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "ok    $*"; }
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+dpkg --purge journald-kafka >/dev/null 2>&1 || true
+
+# The "previous release": same contents, lower version.
+scripts/package.sh --deb-version 0.0.1 >/dev/null
+mv target/packages/journald-kafka_0.0.1-1_amd64.deb /tmp/journald-kafka-prev.deb 2>/dev/null \
+  || mv target/packages/journald-kafka_0.0.1_amd64.deb /tmp/journald-kafka-prev.deb
+scripts/package.sh >/dev/null
+deb=$(ls target/packages/journald-kafka_"$version"*_amd64.deb)
+rpm=$(ls target/packages/journald-kafka-"$version"*.rpm)
+pass "built $deb and $rpm"
+
+dpkg -i /tmp/journald-kafka-prev.deb >/dev/null
+[ "$(dpkg-query -W -f='${Version}' journald-kafka)" = "0.0.1" ] || fail "previous version not installed"
+
+# Files, modes, owners.
+check_stat() { # path mode owner:group
+  local got; got=$(stat -c '%a %U:%G' "$1") || fail "$1 missing"
+  [ "$got" = "$2 $3" ] || fail "$1 is $got, want $2 $3"
+}
+check_stat /usr/bin/journald-kafka 755 root:root
+check_stat /etc/journald-kafka/config.toml 640 root:journald-kafka
+check_stat /var/lib/journald-kafka 750 journald-kafka:journald-kafka
+unit=$(dpkg -L journald-kafka | grep 'systemd/system/journald-kafka.service$') || fail "unit not installed"
+for f in /usr/share/man/man1/journald-kafka.1.gz /usr/share/bash-completion/completions/journald-kafka \
+         /usr/share/zsh/vendor-completions/_journald-kafka /usr/share/fish/vendor_completions.d/journald-kafka.fish \
+         /usr/share/doc/journald-kafka/README.md /usr/share/doc/journald-kafka/copyright; do
+  [ -s "$f" ] || fail "$f missing"
+done
+zcat /usr/share/man/man1/journald-kafka.1.gz | grep -q 'Ships every systemd journal entry' || fail "man page content"
+dpkg-query -W -f='${Conffiles}\n' journald-kafka | grep -q /etc/journald-kafka/config.toml || fail "config is not a conffile"
+pass "files, modes and conffile"
+
+# Account.
+getent passwd journald-kafka | grep -q ':/var/lib/journald-kafka:/usr/sbin/nologin$' || fail "user journald-kafka"
+id -nG journald-kafka | tr ' ' '\n' | grep -qx journald-kafka || fail "primary group"
+if getent group systemd-journal >/dev/null; then
+  id -nG journald-kafka | tr ' ' '\n' | grep -qx systemd-journal || fail "not in systemd-journal"
+fi
+pass "system user journald-kafka in groups: $(id -nG journald-kafka)"
+
+# The installed binary runs, as the service user too.
+/usr/bin/journald-kafka --version | grep -q "$version" || fail "--version"
+runuser -u journald-kafka -- /usr/bin/journald-kafka --help >/dev/null || fail "--help as the service user"
+
+# A user's edits and the agent's cursor survive an upgrade.
+echo '# edited by the operator' >> /etc/journald-kafka/config.toml
+sed -i 's/^topic = "journal"/topic = "edited-topic"/' /etc/journald-kafka/config.toml
+cursor='s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=2a;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=1;t=1;x=1'
+echo "$cursor" > /var/lib/journald-kafka/cursor
+chown journald-kafka:journald-kafka /var/lib/journald-kafka/cursor
+dpkg -i "$deb" >/dev/null
+[ "$(dpkg-query -W -f='${Version}' journald-kafka)" != "0.0.1" ] || fail "upgrade did not happen"
+grep -q 'edited by the operator' /etc/journald-kafka/config.toml || fail "upgrade overwrote the config"
+grep -q '^topic = "edited-topic"' /etc/journald-kafka/config.toml || fail "upgrade overwrote the config"
+[ "$(cat /var/lib/journald-kafka/cursor)" = "$cursor" ] || fail "upgrade lost the cursor"
+check_stat /etc/journald-kafka/config.toml 640 root:journald-kafka
+show=$(/usr/bin/journald-kafka cursor show --config /etc/journald-kafka/config.toml || true)
+grep -q "seqnum:    42" <<<"$show" || fail "cursor show after upgrade: $show"
+pass "upgrade kept the edited config and the cursor"
+
+# The unit.
+systemd-analyze verify "$unit" || fail "systemd-analyze verify"
+exposure=$(systemd-analyze security --offline=true "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }' || fail "exposure $exposure > 2.0"
+for k in Type=notify WatchdogSec= Restart=on-failure StateDirectory=journald-kafka User=journald-kafka \
+         SupplementaryGroups=systemd-journal ProtectSystem=strict NoNewPrivileges=yes CapabilityBoundingSet=; do
+  grep -q "^$k" "$unit" || fail "unit lacks $k"
+done
+pass "unit verifies; systemd-analyze security exposure $exposure"
+
+# The rpm.
+rpm -qpl "$rpm" > /tmp/jk-rpm-files
+for f in /usr/bin/journald-kafka /etc/journald-kafka/config.toml /usr/lib/systemd/system/journald-kafka.service \
+         /usr/share/man/man1/journald-kafka.1.gz; do
+  grep -qx "$f" /tmp/jk-rpm-files || fail "rpm lacks $f"
+done
+rpm -qp --scripts "$rpm" | grep -q 'useradd --system' || fail "rpm scripts do not create the user"
+rpm -qp --configfiles "$rpm" | grep -qx /etc/journald-kafka/config.toml || fail "rpm config file"
+pass "rpm contents and scripts"
+
+# Purge removes the state.
+dpkg --purge journald-kafka >/dev/null
+[ ! -e /usr/bin/journald-kafka ] || fail "binary left after purge"
+[ ! -e /var/lib/journald-kafka ] || fail "state left after purge"
+pass "purge removed the package and its state"
+echo "== packaging checks passed"
