@@ -90,6 +90,25 @@ pub enum Command {
         #[arg(long, value_name = "MS", default_value = "2000")]
         idle_ms: u64,
     },
+    /// Compare the journal with what reached Kafka: lost, duplicated and out-of-order entries.
+    ///
+    /// Reads the journal from its oldest entry with the config's source and filters, and every
+    /// record of the topic(s) from the beginning, matching them by the journal-cursor header.
+    /// Exits 0 when nothing is lost or out of order (duplicates are allowed: at-least-once).
+    Verify {
+        /// The TOML configuration file (journal source, filters, brokers, topic).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Topic(s) to read [default: kafka.topic, which must then be a fixed name].
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Stop reading when no record arrived for this long.
+        #[arg(long, value_name = "MS", default_value = "3000")]
+        idle_ms: u64,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the man page and shell completions into a directory (used for packaging).
     #[command(hide = true)]
     GenerateAssets {
@@ -167,6 +186,25 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 idle: Duration::from_millis(idle_ms),
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { config, topic, idle_ms, json } => {
+            let cfg = load(&config, cli.log_level.as_deref())?;
+            logging::init(cli.log_level.as_deref().unwrap_or("warn"), config::LogTarget::Stderr)?;
+            let topics = if topic.is_empty() {
+                match cfg.kafka.fixed_topic() {
+                    Some(t) => vec![t.to_string()],
+                    None => anyhow::bail!("kafka.topic is a template: name the topics to read with --topic"),
+                }
+            } else {
+                topic
+            };
+            let report = crate::verify::verify(&cfg, &topics, Duration::from_millis(idle_ms))?;
+            if json {
+                say!("{}", report.json());
+            } else {
+                say!("{report}");
+            }
+            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::GenerateAssets { dir } => {
             generate_assets(&dir)?;

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod readback;
+pub mod verify;

@@ -19,6 +19,9 @@ pub struct Metrics {
     pub timestamps_clamped: AtomicU64,
     pub bytes_produced: AtomicU64,
     pub cursor_writes: AtomicU64,
+    /// Jumps in the journal's sequence numbers seen while reading, and the entries missing.
+    pub journal_gaps: AtomicU64,
+    pub entries_missed: AtomicU64,
     pub cursor_write_errors: AtomicU64,
     pub sessions_restarted: AtomicU64,
 }

@@ -485,13 +485,20 @@ fn read_loop(
     let mut truncated_logged = 0u32;
 
     let own_pid = std::process::id().to_string();
+    let mut gaps = GapDetector::default();
     let mut count = 0u32;
+    // An entry already read (by the idle check below) and not yet handled.
+    let mut pending = false;
     loop {
         count = count.wrapping_add(1);
         if count % 1024 == 0 {
             tracker.reader_beat();
         }
-        let got = reader.next(&mut entry).map_err(ReadError::Retry)?;
+        let got = pending || reader.next(&mut entry).map_err(ReadError::Retry)?;
+        pending = false;
+        if got && !filtered {
+            gaps.check(&entry.cursor, metrics);
+        }
         if got && cfg.journal.exclude_own_entries && is_own(&entry, &own_pid) {
             // Our own log lines: shipping them would let the agent feed on itself. They
             // still move the watermark like any filtered-out entry.
@@ -508,16 +515,7 @@ fn read_loop(
                 let newest = journal::newest_cursor(&cfg.journal).map_err(ReadError::Retry)?;
                 reader.wait(Duration::ZERO).map_err(ReadError::Retry)?;
                 if reader.next(&mut entry).map_err(ReadError::Retry)? {
-                    ship(
-                        &mut encoder,
-                        &entry,
-                        &mut payload,
-                        &mut topic,
-                        tracker,
-                        producer,
-                        metrics,
-                        &mut truncated_logged,
-                    )?;
+                    pending = true;
                     continue;
                 }
                 if let Some(n) = newest {
@@ -546,6 +544,38 @@ fn read_loop(
             &mut truncated_logged,
         )? {
             return Ok(());
+        }
+    }
+}
+
+/// Notices entries that vanished under the reader: within one sequence-number space,
+/// consecutive entries of an unfiltered read have consecutive numbers, so a jump means
+/// entries were deleted (vacuumed, or their file removed) before we could read them, or sit
+/// in files we may not read. They cannot be shipped any more; we say so, with the size.
+#[derive(Default)]
+struct GapDetector {
+    /// Last sequence number seen per sequence-number space (few: one per writer).
+    last: Vec<(String, u64)>,
+    reported: u32,
+}
+
+impl GapDetector {
+    fn check(&mut self, cursor: &str, metrics: &Metrics) {
+        let Some((id, n)) = journal::cursor::seqnum(cursor) else { return };
+        match self.last.iter_mut().find(|(i, _)| i == id) {
+            Some((_, last)) => {
+                if n > *last + 1 {
+                    let gap = n - *last - 1;
+                    Metrics::add(&metrics.journal_gaps, 1);
+                    Metrics::add(&metrics.entries_missed, gap);
+                    if self.reported < 10 {
+                        self.reported += 1;
+                        tracing::error!(gap, at = cursor, "{gap} journal entries vanished before they could be read (vacuumed or deleted files, or files this user may not read); continuing after them");
+                    }
+                }
+                *last = n;
+            }
+            None => self.last.push((id.to_string(), n)),
         }
     }
 }

@@ -170,29 +170,39 @@ pub fn cat(o: &CatOptions) -> Result<()> {
     }
 }
 
-fn cat_inner(o: &CatOptions) -> Result<()> {
+/// A consumer assigned to every partition of `topics`, from the beginning, with a
+/// throwaway group and no offset commits.
+pub fn consumer_from_beginning(brokers: &str, topics: &[String]) -> Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &o.brokers)
+        .set("bootstrap.servers", brokers)
         .set(
             "group.id",
-            format!("journald-kafka-cat-{}", std::process::id()),
+            format!("journald-kafka-read-{}", std::process::id()),
         )
         .set("enable.auto.commit", "false")
         .create()
         .context("cannot create the Kafka consumer")?;
-    let md = consumer
-        .fetch_metadata(Some(&o.topic), Duration::from_secs(10))
-        .with_context(|| format!("cannot reach the brokers {}", o.brokers))?;
     let mut tpl = TopicPartitionList::new();
-    for t in md.topics() {
-        for p in t.partitions() {
-            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+    for topic in topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("cannot reach the brokers {brokers}"))?;
+        let before = tpl.count();
+        for t in md.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+            }
+        }
+        if tpl.count() == before {
+            bail!("topic {topic:?} has no partitions (does it exist?)");
         }
     }
-    if tpl.count() == 0 {
-        bail!("topic {:?} has no partitions (does it exist?)", o.topic);
-    }
     consumer.assign(&tpl)?;
+    Ok(consumer)
+}
+
+fn cat_inner(o: &CatOptions) -> Result<()> {
+    let consumer = consumer_from_beginning(&o.brokers, std::slice::from_ref(&o.topic))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut n = 0;

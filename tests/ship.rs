@@ -320,15 +320,6 @@ fn broker_down_at_start_then_up_loses_nothing() {
     assert_same(&entries, &records);
 }
 
-/// Anonymous resident memory of a process: journal mmaps excluded, unlike VmRSS.
-fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 #[test]
 fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {

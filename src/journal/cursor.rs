@@ -27,6 +27,20 @@ impl fmt::Display for CursorError {
 
 impl std::error::Error for CursorError {}
 
+/// The sequence-number space and number of a cursor, without allocating (hot path).
+pub fn seqnum(text: &str) -> Option<(&str, u64)> {
+    let mut id = None;
+    let mut n = None;
+    for part in text.split(';') {
+        if let Some(v) = part.strip_prefix("s=") {
+            id = Some(v);
+        } else if let Some(v) = part.strip_prefix("i=") {
+            n = u64::from_str_radix(v, 16).ok();
+        }
+    }
+    Some((id?, n?))
+}
+
 /// Parses a cursor as written by `sd_journal_get_cursor`.
 pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
     if text.is_empty() {
@@ -89,6 +103,12 @@ mod tests {
         assert_eq!(c.seqnum, 31);
         assert_eq!(c.seqnum_id, "0e7a5b6d4c3b4a29a1b2c3d4e5f60718");
         assert_eq!(c.realtime_usec, 0x60a1b2c3d4e5f);
+    }
+
+    #[test]
+    fn seqnum_fast_path() {
+        assert_eq!(seqnum(C), Some(("0e7a5b6d4c3b4a29a1b2c3d4e5f60718", 31)));
+        assert_eq!(seqnum("garbage"), None);
     }
 
     #[test]

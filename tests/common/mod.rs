@@ -35,7 +35,7 @@ pub fn free_port() -> u16 {
 pub struct Broker {
     pub port: u16,
     pub dir: PathBuf,
-    pub pid: u32,
+    pub pid: std::cell::Cell<u32>,
 }
 
 impl Broker {
@@ -460,4 +460,14 @@ impl Drop for Scratch {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// Anonymous resident memory of a process: journal mmaps excluded, unlike VmRSS.
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

@@ -1,0 +1,138 @@
+//! The checker (`journald-kafka verify`): compares the journal with what reached Kafka.
+//!
+//! Owns the definition of "lost", "duplicated" and "out of order" that the fault tests and
+//! operators rely on. It only reads — the journal through the same source and filters as the
+//! agent, the topics from the beginning — and must never produce or move a cursor.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Headers, Message};
+
+use crate::config::{Config, Start};
+use crate::journal::{Entry, Reader};
+use crate::kafka::CURSOR_HEADER;
+
+/// What the checker found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Journal entries that pass the filters.
+    pub entries: u64,
+    /// Records read from Kafka.
+    pub records: u64,
+    /// Journal entries with no record.
+    pub lost: u64,
+    /// Records whose cursor was already seen.
+    pub duplicates: u64,
+    /// First occurrences that arrived after a later journal entry in the same partition.
+    pub out_of_order: u64,
+    /// Records whose cursor is not in the journal (vacuumed since, or another source).
+    pub foreign: u64,
+    /// Records without a `journal-cursor` header.
+    pub unmarked: u64,
+    /// The first lost cursors, to start an investigation from.
+    pub first_lost: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.out_of_order == 0 && self.unmarked == 0
+    }
+
+    pub fn json(&self) -> String {
+        format!(
+            "{{\"entries\":{},\"records\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"foreign\":{},\"unmarked\":{},\"first_lost\":[{}]}}",
+            self.entries,
+            self.records,
+            self.lost,
+            self.duplicates,
+            self.out_of_order,
+            self.foreign,
+            self.unmarked,
+            self.first_lost.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(",")
+        )
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "journal entries: {}\nrecords: {}\nlost: {}\nduplicates: {}\nout of order: {}\nnot in the journal: {}\nwithout cursor header: {}",
+            self.entries, self.records, self.lost, self.duplicates, self.out_of_order, self.foreign, self.unmarked
+        )?;
+        for c in &self.first_lost {
+            write!(f, "\n  lost: {c}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the whole journal (as the agent would from `head`, filters applied) and every
+/// record of `topics`, and compares them.
+pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report> {
+    let mut jcfg = cfg.journal.clone();
+    jcfg.start = Start::Head;
+    let mut reader = Reader::open(&jcfg)?;
+    reader.seek(&jcfg, None)?;
+    let mut entry = Entry::new();
+    let mut index: HashMap<String, u64> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    while reader.next(&mut entry)? {
+        if jcfg.exclude_own_entries && entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes()) {
+            continue;
+        }
+        index.insert(entry.cursor.clone(), order.len() as u64);
+        order.push(std::mem::take(&mut entry.cursor));
+    }
+
+    let consumer = crate::readback::consumer_from_beginning(&cfg.kafka.brokers, topics)?;
+    let mut report = Report {
+        entries: order.len() as u64,
+        ..Report::default()
+    };
+    let mut seen: HashSet<u64> = HashSet::new();
+    let mut max_in_partition: HashMap<(String, i32), u64> = HashMap::new();
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m?;
+        last = Instant::now();
+        report.records += 1;
+        let cursor = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == CURSOR_HEADER))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        let Some(cursor) = cursor else {
+            report.unmarked += 1;
+            continue;
+        };
+        let Some(&i) = index.get(&cursor) else {
+            report.foreign += 1;
+            continue;
+        };
+        if !seen.insert(i) {
+            report.duplicates += 1;
+            continue;
+        }
+        let max = max_in_partition.entry((m.topic().to_string(), m.partition())).or_insert(0);
+        if i < *max {
+            report.out_of_order += 1;
+        } else {
+            *max = i;
+        }
+    }
+    drop(consumer.unassign());
+    for (i, c) in order.iter().enumerate() {
+        if !seen.contains(&(i as u64)) {
+            report.lost += 1;
+            if report.first_lost.len() < 5 {
+                report.first_lost.push(c.clone());
+            }
+        }
+    }
+    Ok(report)
+}
