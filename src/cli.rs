@@ -187,13 +187,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { config, topic, idle_ms, json } => {
+        Command::Verify {
+            config,
+            topic,
+            idle_ms,
+            json,
+        } => {
             let cfg = load(&config, cli.log_level.as_deref())?;
-            logging::init(cli.log_level.as_deref().unwrap_or("warn"), config::LogTarget::Stderr)?;
+            logging::init(
+                cli.log_level.as_deref().unwrap_or("warn"),
+                config::LogTarget::Stderr,
+            )?;
             let topics = if topic.is_empty() {
                 match cfg.kafka.fixed_topic() {
                     Some(t) => vec![t.to_string()],
-                    None => anyhow::bail!("kafka.topic is a template: name the topics to read with --topic"),
+                    None => anyhow::bail!(
+                        "kafka.topic is a template: name the topics to read with --topic"
+                    ),
                 }
             } else {
                 topic
@@ -204,7 +214,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 say!("{report}");
             }
-            Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::GenerateAssets { dir } => {
             generate_assets(&dir)?;

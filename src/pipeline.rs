@@ -561,7 +561,9 @@ struct GapDetector {
 
 impl GapDetector {
     fn check(&mut self, cursor: &str, metrics: &Metrics) {
-        let Some((id, n)) = journal::cursor::seqnum(cursor) else { return };
+        let Some((id, n)) = journal::cursor::seqnum(cursor) else {
+            return;
+        };
         match self.last.iter_mut().find(|(i, _)| i == id) {
             Some((_, last)) => {
                 if n > *last + 1 {
@@ -570,7 +572,11 @@ impl GapDetector {
                     Metrics::add(&metrics.entries_missed, gap);
                     if self.reported < 10 {
                         self.reported += 1;
-                        tracing::error!(gap, at = cursor, "{gap} journal entries vanished before they could be read (vacuumed or deleted files, or files this user may not read); continuing after them");
+                        tracing::error!(
+                            gap,
+                            at = cursor,
+                            "{gap} journal entries vanished before they could be read (vacuumed or deleted files, or files this user may not read); continuing after them"
+                        );
                     }
                 }
                 *last = n;

@@ -26,7 +26,8 @@ pub struct Report {
     pub lost: u64,
     /// Records whose cursor was already seen.
     pub duplicates: u64,
-    /// First occurrences that arrived after a later journal entry in the same partition.
+    /// First occurrences that arrived after a later journal entry with the same key. Records
+    /// without a key carry no order promise (the partitioner spreads them) and are not counted.
     pub out_of_order: u64,
     /// Records whose cursor is not in the journal (vacuumed since, or another source).
     pub foreign: u64,
@@ -51,7 +52,11 @@ impl Report {
             self.out_of_order,
             self.foreign,
             self.unmarked,
-            self.first_lost.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>().join(",")
+            self.first_lost
+                .iter()
+                .map(|c| format!("{c:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
         )
     }
 }
@@ -61,7 +66,13 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "journal entries: {}\nrecords: {}\nlost: {}\nduplicates: {}\nout of order: {}\nnot in the journal: {}\nwithout cursor header: {}",
-            self.entries, self.records, self.lost, self.duplicates, self.out_of_order, self.foreign, self.unmarked
+            self.entries,
+            self.records,
+            self.lost,
+            self.duplicates,
+            self.out_of_order,
+            self.foreign,
+            self.unmarked
         )?;
         for c in &self.first_lost {
             write!(f, "\n  lost: {c}")?;
@@ -81,7 +92,9 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     let mut index: HashMap<String, u64> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     while reader.next(&mut entry)? {
-        if jcfg.exclude_own_entries && entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes()) {
+        if jcfg.exclude_own_entries
+            && entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes())
+        {
             continue;
         }
         index.insert(entry.cursor.clone(), order.len() as u64);
@@ -94,10 +107,12 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
         ..Report::default()
     };
     let mut seen: HashSet<u64> = HashSet::new();
-    let mut max_in_partition: HashMap<(String, i32), u64> = HashMap::new();
+    let mut max_per_key: HashMap<(String, Vec<u8>), u64> = HashMap::new();
     let mut last = Instant::now();
     while last.elapsed() < idle {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let m = m?;
         last = Instant::now();
         report.records += 1;
@@ -118,11 +133,15 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
             report.duplicates += 1;
             continue;
         }
-        let max = max_in_partition.entry((m.topic().to_string(), m.partition())).or_insert(0);
-        if i < *max {
-            report.out_of_order += 1;
-        } else {
-            *max = i;
+        if let Some(key) = m.key() {
+            let max = max_per_key
+                .entry((m.topic().to_string(), key.to_vec()))
+                .or_insert(0);
+            if i < *max {
+                report.out_of_order += 1;
+            } else {
+                *max = i;
+            }
         }
     }
     drop(consumer.unassign());

@@ -320,7 +320,6 @@ fn broker_down_at_start_then_up_loses_nothing() {
     assert_same(&entries, &records);
 }
 
-
 #[test]
 fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
     let s = Scratch::new("refused");

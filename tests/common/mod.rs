@@ -64,8 +64,27 @@ impl Broker {
         Broker {
             port,
             dir: dir.to_path_buf(),
-            pid,
+            pid: std::cell::Cell::new(pid),
         }
+    }
+
+    /// Crashes the broker (SIGKILL); its SQLite storage survives.
+    pub fn kill9(&self) {
+        let pid = self.pid.get().to_string();
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!("while kill -0 {pid} 2>/dev/null; do sleep 0.05; done"),
+            ])
+            .status();
+    }
+
+    /// Starts the broker again on the same port with the same storage.
+    pub fn restart(&self) {
+        let again = Broker::start_on(&self.dir, self.port);
+        self.pid.set(again.pid.get());
+        std::mem::forget(again);
     }
 
     pub fn addr(&self) -> String {
@@ -99,7 +118,7 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new("kill")
-            .args(["-KILL", &self.pid.to_string()])
+            .args(["-KILL", &self.pid.get().to_string()])
             .status();
     }
 }
@@ -118,6 +137,7 @@ pub fn write_journal(dir: &Path, name: &str, args: &[&str]) {
 
 /// Feeds export-format bytes to systemd-journal-remote.
 pub fn write_export(dir: &Path, name: &str, export: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
     let mut child = Command::new("/lib/systemd/systemd-journal-remote")
         .arg("-o")
         .arg(dir.join(name))
@@ -127,11 +147,11 @@ pub fn write_export(dir: &Path, name: &str, export: &[u8]) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("systemd-journal-remote (apt-get install systemd-journal-remote)");
-    child.stdin.take().unwrap().write_all(export).unwrap();
+    let written = child.stdin.take().unwrap().write_all(export);
     let out = child.wait_with_output().unwrap();
     assert!(
-        out.status.success(),
-        "journal-remote: {}",
+        out.status.success() && written.is_ok(),
+        "journal-remote ({written:?}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
