@@ -1134,4 +1134,42 @@ mod tests {
         let e = err(&format!("{MIN}[journal]\ncursor_lost = \"skip\"\n"));
         assert!(e.contains("journal.cursor_lost (line 5)"), "{e}");
     }
+
+    mod fuzz {
+        use super::super::parse;
+        use proptest::prelude::*;
+
+        const EXAMPLE: &str = include_str!("../packaging/config.toml");
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any text: no panic, and an error always says something.
+            #[test]
+            fn arbitrary_text(s in ".{0,400}") {
+                if let Err(e) = parse(&s) {
+                    let msg = format!("{:#}", e);
+                    prop_assert!(!msg.is_empty());
+                }
+            }
+
+            /// The real example with one byte range replaced: no panic; errors that come
+            /// from a line of the file name it.
+            #[test]
+            fn mutated_example(at in 0usize..EXAMPLE.len(), len in 0usize..40, with in "[a-z0-9=\\[\\]\"., \n_*{}+-]{0,12}") {
+                let start = (0..=at).rev().find(|&i| EXAMPLE.is_char_boundary(i)).unwrap();
+                let end = (start + len).min(EXAMPLE.len());
+                let end = (end..=EXAMPLE.len()).find(|&i| EXAMPLE.is_char_boundary(i)).unwrap();
+                let text = format!("{}{}{}", &EXAMPLE[..start], with, &EXAMPLE[end..]);
+                if let Err(e) = parse(&text) {
+                    let msg = format!("{:#}", e);
+                    prop_assert!(!msg.is_empty());
+                    prop_assert!(
+                        msg.contains("line") || msg.contains("missing") || msg.contains("exceeds") || msg.contains("cannot be first or last"),
+                        "error without a location: {}", msg
+                    );
+                }
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub fn init(level: &str, target: LogTarget) -> Result<()> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour only on a terminal: log files and pipes get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false),
         )
         .try_init()?;

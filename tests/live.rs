@@ -295,3 +295,81 @@ fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
     assert_eq!(got, want, "every surviving entry, once");
     assert_eq!(records.len(), want.len());
 }
+
+#[test]
+fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
+    let s = Scratch::new("vacuum-live");
+    let ns = format!("jkvl{}", std::process::id());
+    let jd = Journald::start(&ns, &s.path("journald.log"));
+    let client = UnixDatagram::unbound().unwrap();
+    let port = free_port();
+    let state = s.path("state");
+    // No broker yet and a tiny window: the reader stops after a few entries.
+    let cfg = format!(
+        "[journal]\nnamespace = \"{ns}\"\n[kafka]\nbrokers = \"127.0.0.1:{port}\"\ntopic = \"vl\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nmax_in_flight_entries = 20\n",
+        state.display()
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    for i in 0..500 {
+        jd.send(
+            &client,
+            &format!("MESSAGE=doomed {i}\nSYSLOG_IDENTIFIER=jk-vl\n"),
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    jd.rotate();
+    for i in 0..50 {
+        jd.send(
+            &client,
+            &format!("MESSAGE=kept {i}\nSYSLOG_IDENTIFIER=jk-vl\n"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let st = Command::new("journalctl")
+        .args(["--namespace", &ns, "--vacuum-files=1"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let left = jd.entries();
+    assert!(
+        left.len() < 100,
+        "the archived file is gone ({} left)",
+        left.len()
+    );
+
+    let broker = Broker::start_on(&s.path("broker"), port);
+    agent.wait_cursor(&cursor_of(left.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    let log = agent.log();
+    let gap_line = log
+        .lines()
+        .find(|l| l.contains("vanished before they could be read"))
+        .unwrap_or_else(|| panic!("no gap reported:\n{log}"));
+    // The entries read before the pause went out; what the vacuum took is reported with its size.
+    let records = consume(&broker.addr(), &["vl"], usize::MAX, Duration::from_secs(3));
+    let shipped_doomed = records
+        .iter()
+        .filter(|r| {
+            decode_msgpack(&r.payload)
+                .0
+                .get("MESSAGE")
+                .is_some_and(|m| m[0].starts_with(b"doomed"))
+        })
+        .count();
+    let reported: u64 = gap_line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("gap="))
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("gap size in {gap_line}"));
+    assert!(
+        reported >= (500 - shipped_doomed) as u64 - 5,
+        "gap {reported} vs {} unread: {gap_line}",
+        500 - shipped_doomed
+    );
+    let want: BTreeSet<_> = left.iter().map(cursor_of).collect();
+    let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
+    assert!(
+        want.is_subset(&got),
+        "everything still in the journal was shipped"
+    );
+}

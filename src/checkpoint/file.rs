@@ -217,4 +217,22 @@ mod tests {
             .map(|m| m.uid() == 0)
             .unwrap_or(false)
     }
+
+    proptest::proptest! {
+        /// Whatever bytes the cursor file holds: no panic, and a refusal names the file.
+        #[test]
+        fn arbitrary_cursor_files(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cursor");
+            fs::write(&path, &bytes).unwrap();
+            match read_cursor_file(&path) {
+                Ok(Some(c)) => proptest::prop_assert!(cursor::parse(&c).is_ok()),
+                Ok(None) => proptest::prop_assert!(false, "an existing file is never 'no cursor'"),
+                Err(e) => {
+                    let msg = format!("{:#}", e);
+                    proptest::prop_assert!(msg.contains(&path.display().to_string()), "{}", msg);
+                }
+            }
+        }
+    }
 }
