@@ -69,26 +69,56 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// Print records from a Kafka topic, decoded, the way journalctl prints entries.
+    /// Print records from Kafka, decoded, the way journalctl prints entries.
     ///
-    /// Reads from the beginning of every partition and stops after -n records or when no
-    /// record arrived for --idle-ms. It never commits consumer offsets.
+    /// Reads every partition of the topic(s) from the beginning (or the end, or --since) and
+    /// stops after -n records or when no record arrived for --idle-ms, unless --follow. It
+    /// decodes both encodings; a record it cannot decode is reported with its
+    /// topic/partition/offset and skipped. It never commits consumer offsets.
+    ///
+    /// Examples:
+    ///   journald-kafka cat --brokers k1:9092 --topic journal -u nginx.service -p warning
+    ///   journald-kafka cat --brokers k1:9092 --topic journal -o export | systemd-journal-remote -o /tmp/x.journal -
     Cat {
         /// Bootstrap brokers, e.g. 127.0.0.1:9092.
         #[arg(long, value_name = "HOST:PORT")]
         brokers: String,
-        /// The topic to read.
-        #[arg(long)]
-        topic: String,
+        /// Topic(s) to read.
+        #[arg(long, required = true)]
+        topic: Vec<String>,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "short")]
         output: readback::Output,
-        /// Stop after this many records.
+        /// Stop after printing this many records.
         #[arg(short = 'n', long = "lines", value_name = "N")]
         lines: Option<usize>,
-        /// Stop when no record arrived for this long.
+        /// Keep waiting for new records.
+        #[arg(short, long)]
+        follow: bool,
+        /// Where to start when --since is not given.
+        #[arg(long, value_enum, default_value = "beginning")]
+        from: readback::From,
+        /// Only entries at or after this time (RFC 3339, e.g. 2026-11-22T10:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only entries of this unit (_SYSTEMD_UNIT=); repeatable.
+        #[arg(short, long, value_name = "UNIT")]
+        unit: Vec<String>,
+        /// Only entries of this priority or more severe (0-7 or emerg..debug).
+        #[arg(short, long, value_name = "PRIORITY")]
+        priority: Option<String>,
+        /// Drop records whose journal-cursor was already printed (after an agent crash).
+        #[arg(long)]
+        dedup: bool,
+        /// Without --follow, stop when no record arrived for this long.
         #[arg(long, value_name = "MS", default_value = "2000")]
         idle_ms: u64,
+        /// FIELD=value matches, as journalctl: ORed for one field, ANDed across fields.
+        #[arg(value_name = "FIELD=VALUE")]
+        matches: Vec<String>,
     },
     /// Compare the journal with what reached Kafka: lost, duplicated and out-of-order entries.
     ///
@@ -172,18 +202,55 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             topic,
             output,
             lines,
+            follow,
+            from,
+            since,
+            until,
+            unit,
+            priority,
+            dedup,
             idle_ms,
+            matches,
         } => {
             logging::init(
                 cli.log_level.as_deref().unwrap_or("warn"),
                 config::LogTarget::Stderr,
             )?;
+            let time = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
+                v.map(|t| config::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+                    .transpose()
+            };
+            let mut terms = Vec::new();
+            for m in &matches {
+                let Some((k, v)) = m.split_once('=') else {
+                    anyhow::bail!("{m:?} is not FIELD=VALUE");
+                };
+                if !config::is_valid_field_name(k) {
+                    anyhow::bail!("{k:?} in {m:?} is not a journal field name");
+                }
+                terms.push((k.to_string(), v.as_bytes().to_vec()));
+            }
+            for u in unit {
+                terms.push(("_SYSTEMD_UNIT".to_string(), u.into_bytes()));
+            }
+            let max_priority = priority
+                .map(|p| {
+                    config::parse_priority_text(&p).map_err(|e| anyhow::anyhow!("--priority: {e}"))
+                })
+                .transpose()?;
             readback::cat(&readback::CatOptions {
                 brokers,
-                topic,
+                topics: topic,
                 output,
                 lines,
                 idle: Duration::from_millis(idle_ms),
+                follow,
+                from,
+                since: time("since", since)?,
+                until: time("until", until)?,
+                matches: terms,
+                max_priority,
+                dedup,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -530,6 +530,14 @@ fn check_match_term(term: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A priority given on the command line: a number 0-7 or a name.
+pub fn parse_priority_text(s: &str) -> std::result::Result<u8, String> {
+    match s.parse::<i64>() {
+        Ok(n) => parse_priority(&toml::Value::Integer(n)),
+        Err(_) => parse_priority(&toml::Value::String(s.to_string())),
+    }
+}
+
 fn parse_priority(v: &toml::Value) -> std::result::Result<u8, String> {
     const NAMES: [&str; 8] = [
         "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",

@@ -135,28 +135,84 @@ fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
     Ok(out)
 }
 
-fn decode_json(_p: &[u8]) -> Result<Vec<(String, Value)>> {
-    bail!("JSON records are printed as they are; decoding them is not supported yet")
+fn decode_json(p: &[u8]) -> Result<Vec<(String, Value)>> {
+    let v: serde_json::Value = serde_json::from_slice(p).context("not a JSON record")?;
+    let serde_json::Value::Object(map) = v else {
+        bail!("not a JSON object");
+    };
+    fn one(v: &serde_json::Value) -> Result<Value> {
+        Ok(match v {
+            serde_json::Value::String(s) => Value::Text(s.clone()),
+            serde_json::Value::Number(n) => {
+                Value::Int(n.as_u64().context("negative or fractional number")?)
+            }
+            // An array of byte values is one binary value; an array of strings or arrays is
+            // a repeated field (docs/format.md).
+            serde_json::Value::Array(a) if a.iter().all(|x| x.is_u64()) => Value::Bytes(
+                a.iter()
+                    .map(|x| {
+                        u8::try_from(x.as_u64().unwrap_or(256)).context("byte value above 255")
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            serde_json::Value::Array(a) => Value::Many(a.iter().map(one).collect::<Result<_>>()?),
+            other => bail!("unexpected JSON value {other}"),
+        })
+    }
+    // serde_json keeps insertion order only with its preserve_order feature; restore the
+    // documented layout instead: the __ fields first, then the rest by name.
+    let mut out: Vec<(String, Value)> = map
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), one(v)?)))
+        .collect::<Result<_>>()?;
+    out.sort_by_key(|(k, _)| !k.starts_with("__"));
+    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
-    /// journalctl's default: time host identifier[pid]: message
+    /// journalctl's default: local time, host, identifier[pid]: message
     Short,
-    /// One JSON object per line; binary values as arrays of bytes.
+    /// Like short, with an ISO 8601 timestamp.
+    ShortIso,
+    /// One JSON object per line (binary values as arrays of bytes).
     Json,
+    /// JSON, indented.
+    JsonPretty,
+    /// The message only.
+    Cat,
+    /// The journal export format, binary fields included: feed it to systemd-journal-remote.
+    Export,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum From {
+    /// The oldest record of every partition.
+    Beginning,
+    /// Only records produced from now on (use with --follow).
+    End,
 }
 
 pub struct CatOptions {
     pub brokers: String,
-    pub topic: String,
+    pub topics: Vec<String>,
     pub output: Output,
     pub lines: Option<usize>,
     pub idle: Duration,
+    pub follow: bool,
+    pub from: From,
+    /// µs since the epoch, inclusive.
+    pub since: Option<u64>,
+    /// µs since the epoch, exclusive.
+    pub until: Option<u64>,
+    /// `FIELD=value` terms: ORed for one field, ANDed across fields (as journalctl).
+    pub matches: Vec<(String, Vec<u8>)>,
+    pub max_priority: Option<u8>,
+    pub dedup: bool,
 }
 
-/// Prints the topic's records from the beginning until `lines` records or `idle` passes
-/// without a new one.
+/// Prints records, decoded, until `lines` are printed or (without --follow) no record came
+/// for `idle`.
 pub fn cat(o: &CatOptions) -> Result<()> {
     match cat_inner(o) {
         // The reader of our output went away (`| head`): that is a normal end.
@@ -173,6 +229,15 @@ pub fn cat(o: &CatOptions) -> Result<()> {
 /// A consumer assigned to every partition of `topics`, from the beginning, with a
 /// throwaway group and no offset commits.
 pub fn consumer_from_beginning(brokers: &str, topics: &[String]) -> Result<BaseConsumer> {
+    consumer_at(brokers, topics, From::Beginning, None)
+}
+
+fn consumer_at(
+    brokers: &str,
+    topics: &[String],
+    from: From,
+    since_ms: Option<i64>,
+) -> Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -190,11 +255,28 @@ pub fn consumer_from_beginning(brokers: &str, topics: &[String]) -> Result<BaseC
         let before = tpl.count();
         for t in md.topics() {
             for p in t.partitions() {
-                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                let offset = match (from, since_ms) {
+                    (_, Some(ms)) => Offset::Offset(ms),
+                    (From::Beginning, None) => Offset::Beginning,
+                    (From::End, None) => Offset::End,
+                };
+                tpl.add_partition_offset(t.name(), p.id(), offset)?;
             }
         }
         if tpl.count() == before {
             bail!("topic {topic:?} has no partitions (does it exist?)");
+        }
+    }
+    if since_ms.is_some() {
+        // Record timestamps are the entries' times: let the broker find the first offset at
+        // or after --since in each partition, then filter exactly on __REALTIME_TIMESTAMP.
+        tpl = consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .context("cannot look up offsets for --since")?;
+        for e in tpl.clone().elements() {
+            if e.offset() == Offset::End || matches!(e.offset(), Offset::Invalid) {
+                tpl.set_partition_offset(e.topic(), e.partition(), Offset::End)?;
+            }
         }
     }
     consumer.assign(&tpl)?;
@@ -202,32 +284,41 @@ pub fn consumer_from_beginning(brokers: &str, topics: &[String]) -> Result<BaseC
 }
 
 fn cat_inner(o: &CatOptions) -> Result<()> {
-    let consumer = consumer_from_beginning(&o.brokers, std::slice::from_ref(&o.topic))?;
+    let consumer = consumer_at(
+        &o.brokers,
+        &o.topics,
+        o.from,
+        o.since.map(|u| (u / 1000) as i64),
+    )?;
+    let tz = jiff::tz::TimeZone::system();
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut seen = std::collections::HashSet::new();
     let mut n = 0;
     let mut last = Instant::now();
-    while o.lines.is_none_or(|l| n < l) && last.elapsed() < o.idle {
+    while o.lines.is_none_or(|l| n < l) && (o.follow || last.elapsed() < o.idle) {
         let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            out.flush()?;
             continue;
         };
         let m = m?;
         last = Instant::now();
-        n += 1;
-        let payload = m.payload().unwrap_or_default();
-        if o.output == Output::Json && payload.first() == Some(&b'{') {
-            out.write_all(payload)?;
-            out.write_all(b"\n")?;
-            continue;
+        let cursor = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == crate::kafka::CURSOR_HEADER))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if o.dedup {
+            if let Some(c) = &cursor {
+                if !seen.insert(c.clone()) {
+                    continue;
+                }
+            }
         }
+        let payload = m.payload().unwrap_or_default();
         let fields = match decode(payload) {
             Ok(f) => f,
             Err(e) => {
-                let cursor = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == crate::kafka::CURSOR_HEADER))
-                    .and_then(|h| h.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned());
                 eprintln!(
                     "journald-kafka: cannot decode record {}/{}@{} (cursor {}): {e:#}",
                     m.topic(),
@@ -238,12 +329,95 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
                 continue;
             }
         };
+        if !selected(o, &fields) {
+            continue;
+        }
+        n += 1;
         match o.output {
-            Output::Short => writeln!(out, "{}", short(&fields))?,
-            Output::Json => writeln!(out, "{}", json(&fields))?,
+            Output::Short => writeln!(out, "{}", short(&fields, &tz, false))?,
+            Output::ShortIso => writeln!(out, "{}", short(&fields, &tz, true))?,
+            Output::Cat => writeln!(out, "{}", get(&fields, "MESSAGE").unwrap_or_default())?,
+            Output::Json => writeln!(out, "{}", serde_json::to_string(&json(&fields))?)?,
+            Output::JsonPretty => {
+                writeln!(out, "{}", serde_json::to_string_pretty(&json(&fields))?)?
+            }
+            Output::Export => export(&mut out, &fields)?,
         }
     }
+    out.flush()?;
     Ok(())
+}
+
+/// The --since/--until, field and priority filters.
+fn selected(o: &CatOptions, fields: &[(String, Value)]) -> bool {
+    let time: u64 = get(fields, "__REALTIME_TIMESTAMP")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if o.since.is_some_and(|s| time < s) || o.until.is_some_and(|u| time >= u) {
+        return false;
+    }
+    if let Some(max) = o.max_priority {
+        match get(fields, "PRIORITY").and_then(|p| p.parse::<u8>().ok()) {
+            Some(p) if p <= max => {}
+            _ => return false,
+        }
+    }
+    // Group the terms by field: any value of a field may match; every field must.
+    let mut names: Vec<&str> = o.matches.iter().map(|(k, _)| k.as_str()).collect();
+    names.dedup();
+    names.iter().all(|name| {
+        let wanted: Vec<&[u8]> = o
+            .matches
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .flat_map(|(_, v)| values(v))
+            .any(|v| wanted.contains(&v.as_slice()))
+    })
+}
+
+/// Every value of a field as bytes (a repeated field has several).
+fn values(v: &Value) -> Vec<Vec<u8>> {
+    match v {
+        Value::Text(s) => vec![s.as_bytes().to_vec()],
+        Value::Bytes(b) => vec![b.clone()],
+        Value::Int(i) => vec![i.to_string().into_bytes()],
+        Value::Many(vs) => vs.iter().flat_map(values).collect(),
+    }
+}
+
+/// Writes one entry in the journal export format. The cursor and the realtime and monotonic
+/// timestamps come first; `__SEQNUM`/`__SEQNUM_ID` describe the source journal and are left
+/// out, so systemd-journal-remote can import the output as new entries.
+pub fn export(out: &mut impl Write, fields: &[(String, Value)]) -> std::io::Result<()> {
+    for name in ["__CURSOR", "__REALTIME_TIMESTAMP", "__MONOTONIC_TIMESTAMP"] {
+        if let Some(v) = get(fields, name) {
+            writeln!(out, "{name}={v}")?;
+        }
+    }
+    for (k, v) in fields.iter().filter(|(k, _)| !k.starts_with("__")) {
+        for value in values(v) {
+            let text_safe = std::str::from_utf8(&value).is_ok()
+                && !value.iter().any(|&b| b < 0x20 || b == 0x7f);
+            if text_safe {
+                out.write_all(k.as_bytes())?;
+                out.write_all(b"=")?;
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            } else {
+                out.write_all(k.as_bytes())?;
+                out.write_all(b"\n")?;
+                out.write_all(&(value.len() as u64).to_le_bytes())?;
+                out.write_all(&value)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.write_all(b"\n")
 }
 
 fn get(fields: &[(String, Value)], name: &str) -> Option<String> {
@@ -253,9 +427,9 @@ fn get(fields: &[(String, Value)], name: &str) -> Option<String> {
         .and_then(|(_, v)| v.first_text())
 }
 
-/// `Nov 22 04:42:55 host ident[pid]: message`, in UTC.
-pub fn short(fields: &[(String, Value)]) -> String {
-    let usec: u64 = get(fields, "__REALTIME_TIMESTAMP")
+/// `Nov 22 04:42:55 host ident[pid]: message` in the local time zone, as journalctl.
+pub fn short(fields: &[(String, Value)], tz: &jiff::tz::TimeZone, iso: bool) -> String {
+    let usec: i64 = get(fields, "__REALTIME_TIMESTAMP")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let ident = get(fields, "SYSLOG_IDENTIFIER")
@@ -264,77 +438,36 @@ pub fn short(fields: &[(String, Value)]) -> String {
     let pid = get(fields, "_PID")
         .map(|p| format!("[{p}]"))
         .unwrap_or_default();
+    let time = jiff::Timestamp::from_microsecond(usec)
+        .map(|t| t.to_zoned(tz.clone()))
+        .map(|z| {
+            z.strftime(if iso {
+                "%Y-%m-%dT%H:%M:%S%z"
+            } else {
+                "%b %d %H:%M:%S"
+            })
+            .to_string()
+        })
+        .unwrap_or_else(|_| usec.to_string());
     format!(
-        "{} {} {ident}{pid}: {}",
-        format_time(usec),
+        "{time} {} {ident}{pid}: {}",
         get(fields, "_HOSTNAME").unwrap_or_else(|| "localhost".into()),
         get(fields, "MESSAGE").unwrap_or_default()
     )
 }
 
-fn format_time(usec: u64) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = (usec / 1_000_000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!(
-        "{} {:02} {:02}:{:02}:{:02}",
-        MONTHS[(m - 1) as usize],
-        d,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn json(fields: &[(String, Value)]) -> String {
-    fn v(out: &mut String, val: &Value) {
+fn json(fields: &[(String, Value)]) -> serde_json::Value {
+    fn v(val: &Value) -> serde_json::Value {
         match val {
-            Value::Text(s) => out.push_str(&format!("{s:?}")),
-            Value::Int(i) => out.push_str(&i.to_string()),
+            Value::Text(s) => serde_json::Value::String(s.clone()),
+            Value::Int(i) => serde_json::Value::from(*i),
             Value::Bytes(b) => {
-                out.push('[');
-                out.push_str(
-                    &b.iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-                out.push(']');
+                serde_json::Value::Array(b.iter().map(|x| serde_json::Value::from(*x)).collect())
             }
-            Value::Many(vs) => {
-                out.push('[');
-                for (i, x) in vs.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v(out, x);
-                }
-                out.push(']');
-            }
+            Value::Many(vs) => serde_json::Value::Array(vs.iter().map(v).collect()),
         }
     }
-    let mut out = String::from("{");
-    for (i, (k, val)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!("{k:?}:"));
-        v(&mut out, val);
-    }
-    out.push('}');
-    out
+    serde_json::Value::Object(fields.iter().map(|(k, val)| (k.clone(), v(val))).collect())
 }
 
 #[cfg(test)]
@@ -361,14 +494,50 @@ mod tests {
         let mut out = Vec::new();
         enc.encode(&e, &mut out);
         let f = decode(&out).unwrap();
-        assert_eq!(short(&f), "Nov 14 22:13:20 web-1 app[42]: hi");
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(short(&f, &utc, false), "Nov 14 22:13:20 web-1 app[42]: hi");
+        assert_eq!(
+            short(&f, &utc, true),
+            "2023-11-14T22:13:20+0000 web-1 app[42]: hi"
+        );
+        let mut ex = Vec::new();
+        export(&mut ex, &f).unwrap();
+        let ex = String::from_utf8_lossy(&ex).into_owned();
+        assert!(ex.starts_with("__CURSOR=s=0e7a"), "{ex}");
+        assert!(
+            ex.contains("__REALTIME_TIMESTAMP=1700000000000000\n"),
+            "{ex}"
+        );
+        assert!(
+            ex.contains("T=a\nT=b\n"),
+            "repeated fields as repeated lines: {ex}"
+        );
+        assert!(!ex.contains("__SEQNUM"), "{ex}");
+        assert!(ex.contains("B\n\u{1}\0\0\0\0\0\0\0"), "binary form: {ex:?}");
         assert!(f.contains(&("B".into(), Value::Bytes(vec![0xff]))));
         assert!(f.contains(&(
             "T".into(),
             Value::Many(vec![Value::Text("a".into()), Value::Text("b".into())])
         )));
-        assert!(json(&f).contains("\"B\":[255]"));
+        assert!(
+            serde_json::to_string(&json(&f))
+                .unwrap()
+                .contains("\"B\":[255]")
+        );
         assert!(decode(&out[..out.len() - 1]).is_err());
+        // The JSON encoding decodes to the same fields.
+        let c = config::parse(
+            "[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n[encoding]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let mut jenc = Encoder::new(&c.encoding, &c.kafka);
+        let mut jout = Vec::new();
+        jenc.encode(&e, &mut jout);
+        let mut a = decode(&jout).unwrap();
+        let mut b = f.clone();
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(a, b);
         assert!(decode(b"").is_err());
     }
 }
