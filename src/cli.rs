@@ -305,29 +305,39 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 fn run(cfg: Config) -> Result<ExitCode> {
+    // Signals first: a SIGTERM that arrives while we open things must stop us cleanly, not
+    // kill us. The handlers are registered here, synchronously, and served by a small tokio
+    // runtime on its own thread; the pipeline itself is plain threads because sd-journal and
+    // librdkafka calls block.
+    let shutdown = Shutdown::new();
+    let notifier = Arc::new(Notifier::from_env());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal handler runtime")?;
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _enter = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        )
+    };
+    let (sig, sig_notifier) = (shutdown.clone(), notifier.clone());
+    let signals = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || rt.block_on(handle_signals(term, int, sig, sig_notifier)))
+        .context("cannot start the signal thread")?;
+
     let mut store = FileStore::new(&cfg.state.directory);
     store.prepare()?;
-    let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
-    let notifier = Arc::new(Notifier::from_env());
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         source = %cfg.journal.source,
         brokers = %cfg.kafka.brokers,
         "journald-kafka starting"
     );
-
-    // Signals are handled by a small tokio runtime on its own thread; the pipeline itself is
-    // plain threads because sd-journal and librdkafka calls block.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal handler runtime")?;
-    let (sig, sig_notifier) = (shutdown.clone(), notifier.clone());
-    let signals = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || rt.block_on(handle_signals(sig, sig_notifier)))
-        .context("cannot start the signal thread")?;
     let summary = {
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         std::thread::Builder::new()
@@ -372,15 +382,12 @@ fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
     s.requested()
 }
 
-async fn handle_signals(shutdown: Arc<Shutdown>, notifier: Arc<Notifier>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn handle_signals(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    shutdown: Arc<Shutdown>,
+    notifier: Arc<Notifier>,
+) {
     let mut count = 0;
     loop {
         let name = tokio::select! {

@@ -384,8 +384,18 @@ impl Agent {
             .status();
     }
 
-    /// SIGTERM and wait for the exit status.
+    /// SIGTERM and wait for the exit status. Waits for the agent to have started first: a
+    /// process killed by a signal before it installed its handlers proves nothing.
     pub fn stop(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        while !self.log().contains("journald-kafka starting")
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         self.signal("-TERM");
         self.wait(Duration::from_secs(30))
     }
