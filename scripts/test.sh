@@ -15,4 +15,6 @@ echo "== cargo test"
 cargo test --release -- --test-threads "${JK_TEST_THREADS:-2}"
 echo "== packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
 tests/packaging/check.sh
+echo "== benchmark harness, short mode (prints figures, asserts no timing)"
+scripts/bench.sh --quick
 echo "== all tests passed"

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Throughput, CPU and memory of journald-kafka beside the raw read ceiling and a baseline,
+# on the same journal, in one invocation. Prints medians of several repetitions.
+#   scripts/bench.sh                 1,000,000 entries, 3 repetitions
+#   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
+#   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
+# The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
+# The broker is Nisshi with in-memory storage (the SQLite engine tops out near 40k msg/s
+# and would measure itself, not the agent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ENTRIES=${BENCH_ENTRIES:-1000000}; REPS=${BENCH_REPS:-3}
+if [ "${1:-}" = "--quick" ]; then ENTRIES=${BENCH_ENTRIES:-20000}; REPS=${BENCH_REPS:-1}; fi
+CACHE=${BENCH_CACHE:-$HOME/.cache/journald-kafka-bench}
+WORK=$(mktemp -d /tmp/jk-bench.XXXXXX)
+PORT=${BENCH_PORT:-29192}
+TCK=$(getconf CLK_TCK)
+broker_dir=""
+cleanup() { [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+scripts/install-deps.sh >/dev/null
+command -v /usr/bin/time >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq time >/dev/null; }
+cargo build --release --quiet --bin journald-kafka --example raw_scan
+BIN=$ROOT/target/release/journald-kafka
+SCAN=$ROOT/target/release/examples/raw_scan
+
+JDIR=$CACHE/$ENTRIES
+if [ ! -f "$JDIR/.complete" ]; then
+  echo "generating $ENTRIES journal entries (~17 fields, ~500 B payload, binary and multi-line fields) into $JDIR" >&2
+  rm -rf "$JDIR"; mkdir -p "$JDIR"
+  python3 tests/tools/gen_export.py -n "$ENTRIES" --msg-len 40 --start-usec "$(( ($(date +%s) - 86400) * 1000000 ))" \
+    | /lib/systemd/systemd-journal-remote -o "$JDIR/bench.journal" - 2>/dev/null
+  touch "$JDIR/.complete"
+fi
+LAST=$(journalctl -D "$JDIR" -n 1 -o export | sed -n 's/^__CURSOR=//p')
+N=$("$SCAN" "$JDIR" | awk '{print $1}')
+
+fresh_broker() {
+  [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir"
+  broker_dir=$WORK/broker-$1; "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" memory >/dev/null
+  "$ROOT/scripts/kafka-broker.sh" topic-create "$PORT" bench 4 >/dev/null
+}
+
+# Each run appends "seconds cpu_seconds peak_rss_kib anon_rss_kib" to its results file.
+run_scan() {
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/t" "$SCAN" "$JDIR" >/dev/null
+  read -r e u s m < "$WORK/t"
+  echo "$e $(echo "$u + $s" | bc) $m -" >> "$WORK/scan"
+}
+
+run_agent() {
+  local state=$WORK/state-$1 cfg=$WORK/agent-$1.toml
+  cat > "$cfg" <<TOML
+[journal]
+directory = "$JDIR"
+[kafka]
+brokers = "127.0.0.1:$PORT"
+topic = "bench"
+[state]
+directory = "$state"
+checkpoint_interval_ms = 50
+[log]
+target = "stderr"
+TOML
+  local start end pid anon=0 a
+  start=$(date +%s.%N)
+  "$BIN" run --config "$cfg" 2>"$WORK/agent-$1.log" & pid=$!
+  while [ "$(cat "$state/cursor" 2>/dev/null)" != "$LAST" ]; do
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/agent-$1.log" >&2; exit 1; }
+    a=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${a:-0}" -gt "$anon" ] && anon=$a
+    sleep 0.05
+  done
+  end=$(date +%s.%N)
+  local cpu hwm
+  cpu=$(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat")
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  kill -TERM "$pid"; wait "$pid"
+  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon" >> "$WORK/agent"
+}
+
+run_baseline() {
+  if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+    python3 -m pip install -q confluent-kafka >/dev/null 2>&1 || { echo "baseline skipped: cannot install confluent-kafka from PyPI" >&2; return; }
+  fi
+  /usr/bin/time -f "%e %U %S %M" -o "$WORK/t" sh -c \
+    "journalctl -D '$JDIR' -o json --no-pager | python3 '$ROOT/tests/tools/json_to_kafka.py' 127.0.0.1:$PORT bench-baseline >/dev/null"
+  read -r e u s m < "$WORK/t"
+  echo "$e $(echo "$u + $s" | bc) $m -" >> "$WORK/baseline"
+}
+
+for r in $(seq 1 "$REPS"); do
+  echo "repetition $r/$REPS" >&2
+  run_scan
+  fresh_broker "a$r"; run_agent "$r"
+  fresh_broker "b$r"; run_baseline
+done
+
+median() { # file column
+  [ -f "$1" ] || { echo "-"; return; }
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
+}
+row() { # name file
+  local secs cpu hwm anon
+  secs=$(median "$2" 1); cpu=$(median "$2" 2); hwm=$(median "$2" 3); anon=$(median "$2" 4)
+  if [ "$secs" = "-" ]; then printf "%-34s %12s\n" "$1" "(not run)"; return; fi
+  printf "%-34s %12.0f %14.2f %13.1f %13s\n" "$1" "$(echo "$N / $secs" | bc -l)" "$(echo "$cpu * 1000000 / $N" | bc -l)" \
+    "$(echo "$hwm / 1024" | bc -l)" "$( [ "$anon" = "-" ] && echo - || printf "%.1f" "$(echo "$anon / 1024" | bc -l)")"
+}
+echo
+echo "journald-kafka benchmark: $N entries, $REPS repetition(s), medians; $(nproc) cores, $(uname -r)"
+printf "%-34s %12s %14s %13s %13s\n" "run" "entries/s" "CPU s / 1M" "peak RSS MiB" "anon RSS MiB"
+row "raw sd-journal scan (ceiling)" "$WORK/scan"
+row "journald-kafka -> Kafka" "$WORK/agent"
+row "journalctl -o json | producer.py" "$WORK/baseline"
+rate() { [ -f "$1" ] && echo "$N / $(median "$1" 1)" | bc -l || echo 0; }
+a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline")
+printf "journald-kafka / ceiling:  %.0f%%\n" "$(echo "100 * $a / $c" | bc -l)"
+[ "$b" != "0" ] && printf "journald-kafka / baseline: %.1fx\n" "$(echo "$a / $b" | bc -l)"
+exit 0
