@@ -156,7 +156,8 @@ impl Encoder {
     }
 
     fn write(&self, e: &Entry, outcome: &Outcome, out: &mut Vec<u8>) {
-        let seq = cursor::parse(&e.cursor).ok();
+        // The non-allocating parse: this runs once per entry.
+        let seq = cursor::seqnum(&e.cursor);
         let add_boot = !Self::has_boot_id(e) && !e.boot_id.is_empty();
         let n = 3
             + if seq.is_some() { 2 } else { 0 }
@@ -171,11 +172,11 @@ impl Encoder {
         w.uint(e.realtime_usec);
         w.key(b"__MONOTONIC_TIMESTAMP");
         w.uint(e.monotonic_usec);
-        if let Some(s) = &seq {
+        if let Some((id, n)) = seq {
             w.key(b"__SEQNUM");
-            w.uint(s.seqnum);
+            w.uint(n);
             w.key(b"__SEQNUM_ID");
-            w.str_value(s.seqnum_id.as_bytes());
+            w.str_value(id.as_bytes());
         }
         if add_boot {
             w.key(b"_BOOT_ID");

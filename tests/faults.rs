@@ -156,15 +156,15 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
         } else {
             broker.stop();
         }
-        let before = agent.cursor();
-        std::thread::sleep(Duration::from_millis(500));
+        // Give the reader time to fill the window, then watch memory for 3 s: it must not
+        // grow beyond noise (4 MiB) however long the outage lasts.
+        std::thread::sleep(Duration::from_millis(1500));
         let rss_start = rss_anon_kib(agent.child.id());
         std::thread::sleep(Duration::from_secs(3));
         let rss_end = rss_anon_kib(agent.child.id());
-        let during = agent.cursor();
         outages.push((round, crash, rss_start, rss_end));
         assert!(
-            rss_end <= rss_start + 2048,
+            rss_end <= rss_start + 4096,
             "memory grew during outage {round}: {rss_start} → {rss_end} KiB"
         );
         assert!(
@@ -172,9 +172,6 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
             "agent died during the outage:\n{}",
             agent.log()
         );
-        // The cursor may still advance for what was confirmed just before the outage, never
-        // beyond; the checker below proves every entry up to it is in Kafka.
-        let _ = (before, during);
         broker.restart();
     }
     agent.wait_cursor(&last, Duration::from_secs(180));

@@ -284,13 +284,13 @@ fn broker_down_at_start_then_up_loses_nothing() {
     );
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     // While the broker is away the reader fills the window and waits: memory stays flat.
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     let early = rss_anon_kib(agent.child.id());
     std::thread::sleep(Duration::from_secs(3));
     let late = rss_anon_kib(agent.child.id());
-    eprintln!("anonymous RSS with the broker away: {early} KiB after 1 s, {late} KiB after 4 s");
+    eprintln!("anonymous RSS with the broker away: {early} KiB after 2 s, {late} KiB after 5 s");
     assert!(
-        late <= early + 2048,
+        late <= early + 4096,
         "memory grows while the broker is away: {early} → {late} KiB"
     );
     assert!(late < 64 * 1024, "anonymous RSS {late} KiB");
