@@ -22,6 +22,15 @@ pub struct Config {
     pub state: StateConfig,
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint (/metrics, /health/*); `None` keeps it off.
+    pub listen: Option<String>,
+    /// Not ready once the cursor has not moved for this long while entries are in flight.
+    pub stall_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +220,15 @@ struct RawConfig {
     pipeline: RawPipeline,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<Spanned<String>>,
+    stall_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -309,6 +327,7 @@ pub fn parse(text: &str) -> Result<Config> {
         state: state(raw.state, &at)?,
         pipeline: pipeline(raw.pipeline, &at)?,
         log: log(raw.log, &at)?,
+        metrics: metrics_section(raw.metrics, &at)?,
     };
     // librdkafka refuses a record above its message.max.bytes before sending it; the
     // encoder's limit must stay below, or such an entry could never be shipped.
@@ -814,6 +833,34 @@ fn pipeline(raw: RawPipeline, at: &Locator) -> Result<PipelineConfig> {
     })
 }
 
+fn metrics_section(raw: RawMetrics, at: &Locator) -> Result<MetricsConfig> {
+    let listen = match raw.listen {
+        None => None,
+        Some(l) => {
+            if l.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                return at.err(
+                    "metrics.listen",
+                    l.span(),
+                    format!(
+                        "{:?} is not an address such as \"127.0.0.1:9464\"",
+                        l.get_ref()
+                    ),
+                );
+            }
+            Some(l.into_inner())
+        }
+    };
+    let stall_seconds = match raw.stall_seconds {
+        None => 60,
+        Some(v) if *v.get_ref() >= 1 => *v.get_ref(),
+        Some(v) => return at.err("metrics.stall_seconds", v.span(), "must be at least 1"),
+    };
+    Ok(MetricsConfig {
+        listen,
+        stall_seconds,
+    })
+}
+
 fn log(raw: RawLog, at: &Locator) -> Result<LogConfig> {
     let level = match raw.level {
         None => "info".to_string(),
@@ -1139,6 +1186,11 @@ mod tests {
         assert!(e.contains("log.level (line 5)"), "{e}");
         let e = err(&format!("{MIN}[log]\ntarget = \"file\"\n"));
         assert!(e.contains("log.target (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[metrics]\nlisten = \"everywhere\"\n"));
+        assert!(e.contains("metrics.listen (line 5)"), "{e}");
+        let c = parse(&format!("{MIN}[metrics]\nlisten = \"127.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(c.metrics.stall_seconds, 60);
         let e = err(&format!("{MIN}[journal]\ncursor_lost = \"skip\"\n"));
         assert!(e.contains("journal.cursor_lost (line 5)"), "{e}");
     }

@@ -104,6 +104,9 @@ pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
         ("reconnect.backoff.max.ms", "5000"),
         // Statistics double as the producer's heartbeat for the systemd watchdog.
         ("statistics.interval.ms", STATS_INTERVAL_MS),
+        // librdkafka connects only when it needs to; a metadata refresh every 30 s keeps a
+        // connection, so readiness tells whether a broker is reachable even when idle.
+        ("topic.metadata.refresh.interval.ms", "30000"),
     ];
     for (key, value) in defaults {
         c.set(*key, *value);
@@ -138,9 +141,10 @@ impl ClientContext for DeliveryContext {
         }
     }
 
-    fn stats_raw(&self, _statistics: &[u8]) {
+    fn stats_raw(&self, statistics: &[u8]) {
         // Statistics arrive from librdkafka's polling thread: proof that it is not wedged.
         self.tracker.producer_beat();
+        self.metrics.librdkafka_stats(statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -167,10 +171,15 @@ impl ProducerContext for DeliveryContext {
         match result {
             Ok(_) => {
                 self.metrics.delivered();
-                self.tracker.delivered(seq as u64);
+                if let Some(latency) = self.tracker.delivered(seq as u64) {
+                    self.metrics.delivery_latency.observe(latency.as_secs_f64());
+                }
             }
             Err((e, msg)) => {
-                self.metrics.failed();
+                let kind = e
+                    .rdkafka_error_code()
+                    .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
+                self.metrics.failed(&kind);
                 use rdkafka::message::Message;
                 let error = format!("delivery to topic {} failed: {e}", msg.topic());
                 // Logged once per session by the pipeline; one line per record would flood.

@@ -1,12 +1,25 @@
-//! Counters of what the agent did, shared by every stage.
+//! What the agent did and how it is doing, shared by every stage, and its exposition.
 //!
-//! Owns plain atomic counters that any thread may bump without locking. It must never
-//! block or allocate on the hot path; exposition (logs now, an HTTP endpoint later) reads
-//! them from the outside.
+//! Owns plain atomic counters and gauges that any thread may update without locking, the
+//! delivery-latency histogram, and the Prometheus rendering (`prometheus-client`) served by
+//! [`server`]. It must never block the pipeline: the hot path only touches atomics, and all
+//! formatting happens at scrape time.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+pub mod server;
 
-#[derive(Debug, Default)]
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug)]
 pub struct Metrics {
     pub entries_read: AtomicU64,
     /// The agent's own log entries, skipped (journal.exclude_own_entries).
@@ -24,6 +37,76 @@ pub struct Metrics {
     pub entries_missed: AtomicU64,
     pub cursor_write_errors: AtomicU64,
     pub sessions_restarted: AtomicU64,
+    /// Failed deliveries by librdkafka error code name.
+    pub failures_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Seconds from reading an entry to the broker's acknowledgement.
+    pub delivery_latency: Histogram,
+
+    // Gauges, refreshed by the checkpointer and the reader.
+    pub in_flight_entries: AtomicU64,
+    pub in_flight_bytes: AtomicU64,
+    /// Unix seconds of the last successful cursor write (0: never).
+    pub last_cursor_write: AtomicU64,
+    /// Realtime (µs) of the entry named by the last durable cursor (0: none).
+    pub checkpoint_realtime_usec: AtomicU64,
+    /// Realtime (µs) of the newest entry read.
+    pub read_realtime_usec: AtomicU64,
+    /// Realtime (µs) of the oldest entry still in the journal.
+    pub journal_oldest_usec: AtomicU64,
+    pub journal_usage_bytes: AtomicU64,
+    /// Unix seconds when the safe cursor last advanced.
+    pub last_progress: AtomicU64,
+    pub journal_open: AtomicBool,
+    /// librdkafka's view: at least one broker connection is up.
+    pub broker_up: AtomicBool,
+    // From librdkafka statistics.
+    pub broker_rtt_usec: AtomicU64,
+    pub producer_queue_messages: AtomicU64,
+    pub producer_retries: AtomicU64,
+    pub producer_request_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            entries_read: AtomicU64::new(0),
+            entries_own_skipped: AtomicU64::new(0),
+            entries_produced: AtomicU64::new(0),
+            entries_delivered: AtomicU64::new(0),
+            entries_failed: AtomicU64::new(0),
+            entries_truncated: AtomicU64::new(0),
+            timestamps_clamped: AtomicU64::new(0),
+            bytes_produced: AtomicU64::new(0),
+            cursor_writes: AtomicU64::new(0),
+            journal_gaps: AtomicU64::new(0),
+            entries_missed: AtomicU64::new(0),
+            cursor_write_errors: AtomicU64::new(0),
+            sessions_restarted: AtomicU64::new(0),
+            failures_by_kind: Mutex::new(BTreeMap::new()),
+            // 1 ms to ~65 s.
+            delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            in_flight_entries: AtomicU64::new(0),
+            in_flight_bytes: AtomicU64::new(0),
+            last_cursor_write: AtomicU64::new(0),
+            checkpoint_realtime_usec: AtomicU64::new(0),
+            read_realtime_usec: AtomicU64::new(0),
+            journal_oldest_usec: AtomicU64::new(0),
+            journal_usage_bytes: AtomicU64::new(0),
+            last_progress: AtomicU64::new(0),
+            journal_open: AtomicBool::new(false),
+            broker_up: AtomicBool::new(false),
+            broker_rtt_usec: AtomicU64::new(0),
+            producer_queue_messages: AtomicU64::new(0),
+            producer_retries: AtomicU64::new(0),
+            producer_request_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Metrics {
@@ -31,8 +114,13 @@ impl Metrics {
         self.entries_delivered.fetch_add(1, Relaxed);
     }
 
-    pub fn failed(&self) {
+    pub fn failed(&self, kind: &str) {
         self.entries_failed.fetch_add(1, Relaxed);
+        let mut m = self
+            .failures_by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *m.entry(kind.to_string()).or_default() += 1;
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -41,6 +129,51 @@ impl Metrics {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
+    }
+
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Relaxed);
+    }
+
+    /// Updates the librdkafka-derived gauges from a statistics JSON document.
+    pub fn librdkafka_stats(&self, json: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
+            return;
+        };
+        Self::set(
+            &self.producer_queue_messages,
+            v["msg_cnt"].as_u64().unwrap_or(0),
+        );
+        let (mut up, mut rtt, mut retries, mut errors) = (false, 0u64, 0u64, 0u64);
+        if let Some(brokers) = v["brokers"].as_object() {
+            for b in brokers.values() {
+                // Internal pseudo-brokers (":0/internal") have no node id.
+                if b["nodeid"].as_i64().unwrap_or(-1) < 0 {
+                    continue;
+                }
+                up |= b["state"].as_str() == Some("UP");
+                rtt = rtt.max(b["rtt"]["avg"].as_u64().unwrap_or(0));
+                retries += b["txretries"].as_u64().unwrap_or(0);
+                errors += b["txerrs"].as_u64().unwrap_or(0);
+            }
+        }
+        self.broker_up.store(up, Relaxed);
+        Self::set(&self.broker_rtt_usec, rtt);
+        Self::set(&self.producer_retries, retries);
+        Self::set(&self.producer_request_errors, errors);
+    }
+
+    /// Seconds between now and the entry named by the durable cursor: how far behind the
+    /// saved position is. 0 before the first checkpoint.
+    pub fn lag_seconds(&self) -> f64 {
+        let t = Self::get(&self.checkpoint_realtime_usec);
+        if t == 0 {
+            return 0.0;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        now.saturating_sub(t) as f64 / 1e6
     }
 
     /// One line for the periodic log and for `STATUS=`.
@@ -54,5 +187,191 @@ impl Metrics {
             Self::get(&self.entries_truncated),
             Self::get(&self.bytes_produced),
         )
+    }
+
+    /// A registry exposing these metrics (and the latency histogram) in Prometheus format.
+    pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
+        let mut r = Registry::default();
+        r.register(
+            "journald_kafka_delivery_latency_seconds",
+            "Time from reading an entry to the broker's acknowledgement",
+            self.delivery_latency.clone(),
+        );
+        r.register_collector(Box::new(self.clone()));
+        r
+    }
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters: [(&str, &str, &AtomicU64); 12] = [
+            (
+                "journald_kafka_entries_read",
+                "Journal entries read (after the journal matches)",
+                &self.entries_read,
+            ),
+            (
+                "journald_kafka_entries_filtered_out",
+                "Entries read but not shipped (the agent's own log entries)",
+                &self.entries_own_skipped,
+            ),
+            (
+                "journald_kafka_entries_produced",
+                "Records handed to the producer",
+                &self.entries_produced,
+            ),
+            (
+                "journald_kafka_entries_delivered",
+                "Records acknowledged by the broker",
+                &self.entries_delivered,
+            ),
+            (
+                "journald_kafka_entries_truncated",
+                "Entries truncated to encoding.max_record_bytes",
+                &self.entries_truncated,
+            ),
+            (
+                "journald_kafka_timestamps_clamped",
+                "Records given the send time because the entry was dated in the future",
+                &self.timestamps_clamped,
+            ),
+            (
+                "journald_kafka_produced_bytes",
+                "Record value bytes handed to the producer",
+                &self.bytes_produced,
+            ),
+            (
+                "journald_kafka_cursor_writes",
+                "Durable cursor writes",
+                &self.cursor_writes,
+            ),
+            (
+                "journald_kafka_cursor_write_errors",
+                "Failed cursor writes (the previous cursor stays)",
+                &self.cursor_write_errors,
+            ),
+            (
+                "journald_kafka_journal_gaps",
+                "Jumps in journal sequence numbers seen while reading",
+                &self.journal_gaps,
+            ),
+            (
+                "journald_kafka_entries_missed",
+                "Entries that vanished from the journal before they could be read",
+                &self.entries_missed,
+            ),
+            (
+                "journald_kafka_pipeline_restarts",
+                "Pipeline restarts from the last safe cursor after a failure",
+                &self.sessions_restarted,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(Self::get(v));
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        {
+            let failures = self
+                .failures_by_kind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let c = ConstCounter::new(0u64);
+            let mut m = enc.encode_descriptor(
+                "journald_kafka_entries_failed",
+                "Failed deliveries, by librdkafka error",
+                None,
+                c.metric_type(),
+            )?;
+            for (kind, n) in failures.iter() {
+                let labels = [("error", kind.as_str())];
+                ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let now = unix_now();
+        let last_write = Self::get(&self.last_cursor_write);
+        let oldest = Self::get(&self.journal_oldest_usec);
+        let checkpoint = Self::get(&self.checkpoint_realtime_usec);
+        let gauges: Vec<(&str, &str, f64)> = vec![
+            (
+                "journald_kafka_in_flight_entries",
+                "Records sent and not yet acknowledged",
+                Self::get(&self.in_flight_entries) as f64,
+            ),
+            (
+                "journald_kafka_in_flight_bytes",
+                "Bytes sent and not yet acknowledged",
+                Self::get(&self.in_flight_bytes) as f64,
+            ),
+            (
+                "journald_kafka_watermark_lag_entries",
+                "Entries read but not yet behind the durable cursor",
+                Self::get(&self.entries_read).saturating_sub(
+                    Self::get(&self.entries_delivered) + Self::get(&self.entries_failed),
+                ) as f64,
+            ),
+            (
+                "journald_kafka_watermark_lag_seconds",
+                "Now minus the time of the entry named by the durable cursor",
+                self.lag_seconds(),
+            ),
+            (
+                "journald_kafka_cursor_age_seconds",
+                "Seconds since the cursor file was last written (-1: never)",
+                if last_write == 0 {
+                    -1.0
+                } else {
+                    now.saturating_sub(last_write) as f64
+                },
+            ),
+            (
+                "journald_kafka_journal_disk_usage_bytes",
+                "Bytes of journal files the agent reads",
+                Self::get(&self.journal_usage_bytes) as f64,
+            ),
+            (
+                "journald_kafka_retention_headroom_seconds",
+                "Time between the oldest entry left in the journal and the durable cursor: when it reaches 0, journald's retention overtakes the agent",
+                if oldest == 0 || checkpoint == 0 {
+                    -1.0
+                } else {
+                    (checkpoint as f64 - oldest as f64) / 1e6
+                },
+            ),
+            (
+                "journald_kafka_journal_open",
+                "1 when the journal is open",
+                f64::from(u8::from(self.journal_open.load(Relaxed))),
+            ),
+            (
+                "journald_kafka_broker_up",
+                "1 when librdkafka has a broker connection up",
+                f64::from(u8::from(self.broker_up.load(Relaxed))),
+            ),
+            (
+                "journald_kafka_broker_rtt_seconds",
+                "Average broker round-trip time (librdkafka statistics)",
+                Self::get(&self.broker_rtt_usec) as f64 / 1e6,
+            ),
+            (
+                "journald_kafka_producer_queue_messages",
+                "Messages in librdkafka's queues",
+                Self::get(&self.producer_queue_messages) as f64,
+            ),
+            (
+                "journald_kafka_producer_retries",
+                "Request retries (librdkafka statistics, since the producer started)",
+                Self::get(&self.producer_retries) as f64,
+            ),
+            (
+                "journald_kafka_producer_request_errors",
+                "Request errors (librdkafka statistics, since the producer started)",
+                Self::get(&self.producer_request_errors) as f64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
     }
 }

@@ -346,6 +346,9 @@ fn session(
             commit(store, &tracker, &mut committed_gen, metrics);
             last_commit = Instant::now();
         }
+        let (n, bytes) = tracker.in_flight();
+        Metrics::set(&metrics.in_flight_entries, n as u64);
+        Metrics::set(&metrics.in_flight_bytes, bytes as u64);
         svc.tick(cfg, &tracker, &probe, metrics);
     }
     let read_result = reader
@@ -392,6 +395,11 @@ fn commit(store: &mut dyn Store, tracker: &Tracker, committed_gen: &mut u64, met
         Ok(()) => {
             *committed_gen = generation;
             Metrics::add(&metrics.cursor_writes, 1);
+            Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
+            Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
+            if let Ok(info) = journal::cursor::parse(&cursor) {
+                Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
+            }
         }
         Err(e) => {
             // The old cursor stays valid; we retry on the next tick. Log only the first
@@ -435,6 +443,10 @@ fn read_loop(
     let position = reader.seek(&cfg.journal, resume).map_err(wrap)?;
     tracker.set_opened();
     tracker.reader_beat();
+    metrics
+        .journal_open
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut last_usage = Instant::now() - Duration::from_secs(3600);
     match &position {
         Position::AfterCursor | Position::AfterFilteredCursor => {
             if first {
@@ -493,6 +505,10 @@ fn read_loop(
         count = count.wrapping_add(1);
         if count % 1024 == 0 {
             tracker.reader_beat();
+            if last_usage.elapsed() >= Duration::from_secs(10) {
+                last_usage = Instant::now();
+                reader.refresh_gauges(metrics);
+            }
         }
         let got = pending || reader.next(&mut entry).map_err(ReadError::Retry)?;
         pending = false;
@@ -508,6 +524,10 @@ fn read_loop(
         }
         if !got {
             tracker.reader_beat();
+            if last_usage.elapsed() >= Duration::from_secs(10) {
+                last_usage = Instant::now();
+                reader.refresh_gauges(metrics);
+            }
             if filtered && last_pass.elapsed() >= pass_interval {
                 last_pass = Instant::now();
                 // Take the newest position first, then make sure no matching entry arrived
@@ -608,6 +628,7 @@ fn ship(
     truncated_logged: &mut u32,
 ) -> Result<bool, ReadError> {
     Metrics::add(&metrics.entries_read, 1);
+    Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
     let outcome = encoder.encode(entry, payload);
     if !outcome.truncated.is_empty() {
         Metrics::add(&metrics.entries_truncated, 1);

@@ -158,10 +158,12 @@ impl Tracker {
         g.wm.delivered(seq);
     }
 
-    pub fn delivered(&self, seq: u64) {
+    /// Records a delivery; returns the time since the entry was admitted.
+    pub fn delivered(&self, seq: u64) -> Option<Duration> {
         let mut g = self.lock();
-        let bytes = g.wm.delivered(seq);
+        let (bytes, latency) = g.wm.delivered_at(seq);
         self.release(&mut g, bytes);
+        latency
     }
 
     /// Records a failed delivery: the watermark stops there and the reader is told to stop.

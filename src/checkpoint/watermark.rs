@@ -1,6 +1,7 @@
 //! The acknowledgement watermark: which journal position is safe to remember.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -14,6 +15,7 @@ struct Slot {
     cursor: String,
     bytes: usize,
     state: State,
+    read_at: Instant,
 }
 
 /// Tracks entries by sequence number (their order in the journal) and yields the cursor of
@@ -44,6 +46,7 @@ impl Watermark {
             cursor,
             bytes,
             state: State::Pending,
+            read_at: Instant::now(),
         });
         seq
     }
@@ -56,12 +59,20 @@ impl Watermark {
     /// Marks `seq` delivered. Returns the bytes it held, to release them from the window.
     /// Unknown or repeated sequence numbers are ignored and return 0.
     pub fn delivered(&mut self, seq: u64) -> usize {
-        let Some(slot) = self.slot(seq) else { return 0 };
+        self.delivered_at(seq).0
+    }
+
+    /// Like [`Self::delivered`], also returning how long ago the entry was registered.
+    pub fn delivered_at(&mut self, seq: u64) -> (usize, Option<Duration>) {
+        let Some(slot) = self.slot(seq) else {
+            return (0, None);
+        };
         if slot.state != State::Pending {
-            return 0;
+            return (0, None);
         }
         slot.state = State::Delivered;
         let bytes = slot.bytes;
+        let latency = slot.read_at.elapsed();
         while self
             .ring
             .front()
@@ -72,7 +83,7 @@ impl Watermark {
             self.safe = Some(s.cursor);
             self.generation += 1;
         }
-        bytes
+        (bytes, Some(latency))
     }
 
     /// Marks `seq` failed: the watermark can never move past it. Returns the bytes it held.

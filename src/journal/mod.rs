@@ -245,6 +245,17 @@ impl Reader {
         Ok(self.j.wait(Some(timeout))?)
     }
 
+    /// Refreshes the journal disk usage and oldest-entry gauges (cheap, but not per entry).
+    pub fn refresh_gauges(&self, metrics: &crate::metrics::Metrics) {
+        use crate::metrics::Metrics;
+        if let Ok(u) = self.j.usage() {
+            Metrics::set(&metrics.journal_usage_bytes, u);
+        }
+        if let Ok(Some((oldest, _))) = self.j.cutoff_realtime_usec() {
+            Metrics::set(&metrics.journal_oldest_usec, oldest);
+        }
+    }
+
     /// The total bytes of journal files this handle sees.
     pub fn usage(&self) -> Result<u64> {
         Ok(self.j.usage()?)

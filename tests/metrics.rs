@@ -1,0 +1,175 @@
+//! The metrics and health endpoint and `status`, scraped during real runs.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    let code = r.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .sum()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn counters_health_and_status_follow_the_pipeline() {
+    let s = Scratch::new("metrics");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic("journal", 2);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &[
+            "-n",
+            "2000",
+            "--start-usec",
+            &((std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64)
+                - 600_000_000)
+                .to_string(),
+        ],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    let port = free_port();
+    let cfg = format!(
+        "[journal]\ndirectory = \"{}\"\n[encoding]\nmax_record_bytes = 4000000\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[kafka.properties]\n\"message.max.bytes\" = 5000000\n\"topic.metadata.refresh.interval.ms\" = 2000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nretry_backoff_max_ms = 1000\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nstall_seconds = 5\n",
+        jdir.display(),
+        broker.addr(),
+        s.path("state").display()
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
+    let config = agent.config.to_str().unwrap().to_string();
+
+    // Counters agree with what was shipped.
+    let (code, text) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        value(&text, "journald_kafka_entries_read_total"),
+        2000.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "journald_kafka_entries_produced_total"),
+        2000.0
+    );
+    assert_eq!(
+        value(&text, "journald_kafka_entries_delivered_total"),
+        2000.0
+    );
+    assert_eq!(value(&text, "journald_kafka_entries_failed_total"), 0.0);
+    assert_eq!(
+        value(&text, "journald_kafka_delivery_latency_seconds_count"),
+        2000.0
+    );
+    assert_eq!(value(&text, "journald_kafka_in_flight_entries"), 0.0);
+    assert_eq!(value(&text, "journald_kafka_journal_open"), 1.0);
+    assert!(value(&text, "journald_kafka_cursor_writes_total") >= 1.0);
+    assert!(value(&text, "journald_kafka_journal_disk_usage_bytes") > 0.0);
+    let lag = value(&text, "journald_kafka_watermark_lag_seconds");
+    assert!(
+        lag > 500.0 && lag < 700.0,
+        "lag of a journal written 10 minutes ago: {lag}"
+    );
+    assert_eq!(get(port, "/health/live").0, 200);
+    wait_for(
+        "broker_up from librdkafka statistics",
+        Duration::from_secs(15),
+        || value(&get(port, "/metrics").1, "journald_kafka_broker_up") == 1.0,
+    );
+    assert_eq!(get(port, "/health/ready").0, 200);
+    let (st, out) = run_cli(&["status", "--json", "--config", &config]);
+    assert!(st.success(), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert_eq!(v["healthy"], true);
+    assert_eq!(v["entries_delivered_total"], 2000.0);
+
+    // Break the broker: readiness and status turn, within the statistics interval.
+    broker.kill9();
+    wait_for(
+        "not ready while the broker is down",
+        Duration::from_secs(30),
+        || get(port, "/health/ready").0 == 503,
+    );
+    let (st, out) = run_cli(&["status", "--config", &config]);
+    assert!(
+        !st.success(),
+        "status must fail while the broker is down: {out}"
+    );
+    assert!(
+        out.contains("UNHEALTHY") && out.contains("no broker connection"),
+        "{out}"
+    );
+
+    // Restore it: they recover.
+    broker.restart();
+    wait_for("ready again", Duration::from_secs(30), || {
+        get(port, "/health/ready").0 == 200
+    });
+    assert!(run_cli(&["status", "--config", &config]).0.success());
+
+    // A record the broker refuses shows up in the failure counters, by error.
+    let mut big = Vec::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    big.extend_from_slice(format!("__REALTIME_TIMESTAMP={now}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=big\nHUGE\n").as_bytes());
+    big.extend_from_slice(&(1_500_000u64).to_le_bytes());
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    big.extend((0..1_500_000).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    }));
+    big.extend_from_slice(b"\n\n");
+    write_export(&jdir, "big.journal", &big);
+    wait_for("a failure counted", Duration::from_secs(30), || {
+        let t = get(port, "/metrics").1;
+        value(&t, "journald_kafka_entries_failed_total") >= 1.0
+            && value(&t, "journald_kafka_pipeline_restarts_total") >= 1.0
+    });
+    let text = get(port, "/metrics").1;
+    assert!(
+        text.contains("journald_kafka_entries_failed_total{error=\"MessageSizeTooLarge\"}"),
+        "{text}"
+    );
+    wait_for(
+        "not ready: the cursor is stalled behind the refused entry",
+        Duration::from_secs(30),
+        || get(port, "/health/ready").1.contains("stalled"),
+    );
+    assert!(agent.stop().success());
+}
