@@ -124,16 +124,62 @@ pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
 pub struct DeliveryContext {
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
+    repeats: RateLimit,
+}
+
+/// Keeps repeating messages (a broker that stays down is reported on every reconnect
+/// attempt, often as two alternating errors) to one line per message per minute, with the
+/// number of repeats in between.
+#[derive(Default)]
+pub struct RateLimit(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u64)>>,
+);
+
+impl RateLimit {
+    /// Returns `Some(repeats suppressed since the last line)` when `msg` should be logged.
+    pub fn admit(&self, msg: &str) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 64 {
+            // Messages with ever-changing text: forget old ones rather than grow.
+            g.clear();
+        }
+        match g.get_mut(msg) {
+            Some((at, n)) if at.elapsed() < Duration::from_secs(60) => {
+                *n += 1;
+                None
+            }
+            Some((at, n)) => {
+                let suppressed = *n;
+                *at = std::time::Instant::now();
+                *n = 0;
+                Some(suppressed)
+            }
+            None => {
+                g.insert(msg.to_string(), (std::time::Instant::now(), 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        // librdkafka repeats connection failures on every attempt; one line a minute per
+        // kind of message is enough (the key ignores its "N identical suppressed" suffix).
+        let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
+        let Some(repeats) = self.repeats.admit(&key) else {
+            return;
+        };
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", "{fac}: {msg}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {msg}"),
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", repeats, "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", repeats, "{fac}: {msg}")
+            }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", "{fac}: {msg}")
             }
@@ -157,9 +203,9 @@ impl ClientContext for DeliveryContext {
             tracing::error!(%error, reason, "fatal producer error; restarting from the last safe cursor");
             self.tracker
                 .fail_all(format!("fatal producer error: {reason}"));
-        } else {
+        } else if let Some(repeats) = self.repeats.admit(&error.to_string()) {
             // Transient: broker down, connection refused... librdkafka keeps retrying.
-            tracing::warn!(%error, reason, "kafka client error");
+            tracing::warn!(%error, reason, repeats_in_last_minute = repeats, "kafka client error");
         }
     }
 }
@@ -200,7 +246,11 @@ pub fn producer(
     metrics: Arc<Metrics>,
 ) -> Result<Producer> {
     client_config(k, p)
-        .create_with_context(DeliveryContext { tracker, metrics })
+        .create_with_context(DeliveryContext {
+            tracker,
+            metrics,
+            repeats: RateLimit::default(),
+        })
         .context("cannot create the Kafka producer")
 }
 
@@ -238,6 +288,21 @@ mod tests {
         assert_eq!(cc.get("acks"), Some("all"));
         assert_eq!(cc.get("bootstrap.servers"), Some("h:1"));
         assert_eq!(cc.get("message.timeout.ms"), Some("0"));
+    }
+
+    #[test]
+    fn repeated_errors_are_rate_limited() {
+        let r = RateLimit::default();
+        assert_eq!(r.admit("down"), Some(0));
+        assert_eq!(r.admit("down"), None);
+        assert_eq!(r.admit("down"), None);
+        assert_eq!(r.admit("other"), Some(0));
+        assert_eq!(
+            r.admit("down"),
+            None,
+            "alternating messages are limited each on its own"
+        );
+        assert_eq!(r.admit("other"), None);
     }
 
     #[test]

@@ -157,7 +157,16 @@ impl Metrics {
                 errors += b["txerrs"].as_u64().unwrap_or(0);
             }
         }
-        self.broker_up.store(up, Relaxed);
+        // One line per state change, not per statistics tick.
+        if self.broker_up.swap(up, Relaxed) != up {
+            if up {
+                tracing::info!("connected to the brokers");
+            } else {
+                tracing::warn!(
+                    "no broker connection; librdkafka keeps retrying, the reader waits once the window is full"
+                );
+            }
+        }
         Self::set(&self.broker_rtt_usec, rtt);
         Self::set(&self.producer_retries, retries);
         Self::set(&self.producer_request_errors, errors);

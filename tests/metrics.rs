@@ -132,12 +132,31 @@ fn counters_health_and_status_follow_the_pipeline() {
         "{out}"
     );
 
+    let log = agent.log();
+    assert!(
+        log.contains("no broker connection"),
+        "one line for the state change: {log}"
+    );
+    let repeats = log
+        .lines()
+        .filter(|l| l.contains("kafka client error"))
+        .count();
+    assert!(
+        repeats <= 6,
+        "transient errors are rate-limited, got {repeats} lines:\n{log}"
+    );
+
     // Restore it: they recover.
     broker.restart();
     wait_for("ready again", Duration::from_secs(30), || {
         get(port, "/health/ready").0 == 200
     });
     assert!(run_cli(&["status", "--config", &config]).0.success());
+    assert!(
+        agent.log().matches("connected to the brokers").count() >= 2,
+        "{}",
+        agent.log()
+    );
 
     // A record the broker refuses shows up in the failure counters, by error.
     let mut big = Vec::new();

@@ -305,12 +305,25 @@ fn broker_down_at_start_then_up_loses_nothing() {
         agent.log()
     );
 
+    assert!(
+        agent.log().contains("backpressure engaged"),
+        "{}",
+        agent.log()
+    );
+
     let broker = Broker::start_on(&s.path("broker"), port);
     agent.wait_cursor(
         &cursor_of(entries.last().unwrap()),
         Duration::from_secs(120),
     );
     assert!(agent.stop().success());
+    let log = agent.log();
+    assert!(log.contains("backpressure released"), "{log}");
+    assert_eq!(
+        log.matches("backpressure engaged").count(),
+        1,
+        "one line per state change: {log}"
+    );
     let records = consume(
         &broker.addr(),
         &["journal"],

@@ -69,6 +69,8 @@ pub struct Tracker {
     reader_beat: AtomicU64,
     producer_beat: AtomicU64,
     opened: AtomicBool,
+    /// At most one "backpressure engaged" line a minute.
+    backpressure_log: crate::kafka::RateLimit,
 }
 
 impl Tracker {
@@ -81,6 +83,7 @@ impl Tracker {
             reader_beat: AtomicU64::new(0),
             producer_beat: AtomicU64::new(0),
             opened: AtomicBool::new(false),
+            backpressure_log: crate::kafka::RateLimit::default(),
         }
     }
 
@@ -126,6 +129,8 @@ impl Tracker {
     /// before it is settled, so it cannot wedge the pipeline.
     pub fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
         let mut g = self.lock();
+        let mut waiting_since: Option<Instant> = None;
+        let mut engaged = false;
         loop {
             if let Some(f) = &g.failure {
                 return Err(Refused::Failed(f.clone()));
@@ -138,9 +143,25 @@ impl Tracker {
             let fits = g.in_flight_entries < self.limits.entries
                 && (g.in_flight_bytes + bytes <= self.limits.bytes || g.in_flight_entries == 0);
             if fits {
+                if engaged {
+                    let waited = waiting_since.map(|w| w.elapsed()).unwrap_or_default();
+                    tracing::info!(waited = ?waited, "backpressure released: the broker confirmed entries; reading again");
+                }
                 g.in_flight_entries += 1;
                 g.in_flight_bytes += bytes;
                 return Ok(g.wm.push(cursor, bytes));
+            }
+            // A full window for a moment is normal batching; say so only when it lasts.
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if !engaged && since.elapsed() >= Duration::from_secs(2) {
+                engaged = self.backpressure_log.admit("engaged").is_some();
+                if engaged {
+                    tracing::warn!(
+                        entries = g.in_flight_entries,
+                        bytes = g.in_flight_bytes,
+                        "backpressure engaged: the in-flight window is full; reading paused until the broker confirms"
+                    );
+                }
             }
             g = self
                 .changed
