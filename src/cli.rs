@@ -557,7 +557,11 @@ fn cursor_show(cfg: &Config) -> Result<ExitCode> {
             info.seqnum_id
         );
         say!("boot:      {}", info.boot_id);
-        say!("time:      {} µs since the epoch", info.realtime_usec);
+        let when = jiff::Timestamp::from_microsecond(info.realtime_usec as i64).map_or_else(
+            |_| format!("{} µs since the epoch", info.realtime_usec),
+            |t| t.to_string(),
+        );
+        say!("time:      {when} (of the entry the cursor names)");
     }
     if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
         if let Ok(age) = m.elapsed() {

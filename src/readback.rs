@@ -159,8 +159,8 @@ fn decode_json(p: &[u8]) -> Result<Vec<(String, Value)>> {
             other => bail!("unexpected JSON value {other}"),
         })
     }
-    // serde_json keeps insertion order only with its preserve_order feature; restore the
-    // documented layout instead: the __ fields first, then the rest by name.
+    // With serde_json's preserve_order the record's own order survives; the stable sort only
+    // guarantees the __ fields come first for records written by other tools.
     let mut out: Vec<(String, Value)> = map
         .iter()
         .map(|(k, v)| Ok((k.clone(), one(v)?)))
