@@ -44,11 +44,7 @@ fn config(jdir: &Path, broker: &str, state: &Path, extra: &str) -> String {
 
 /// Microseconds since the epoch, `secs` seconds ago.
 fn recent_usec(secs: u64) -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-        - secs * 1_000_000
+    now_usec() - secs * 1_000_000
 }
 
 /// A small deterministic generator for kill timings.

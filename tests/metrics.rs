@@ -51,12 +51,7 @@ fn counters_health_and_status_follow_the_pipeline() {
             "-n",
             "2000",
             "--start-usec",
-            &((std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_micros() as u64)
-                - 600_000_000)
-                .to_string(),
+            &(now_usec() - 600_000_000).to_string(),
         ],
     );
     let entries = journal_entries(&jdir, &[]);
@@ -159,21 +154,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     );
 
     // A record the broker refuses shows up in the failure counters, by error.
-    let mut big = Vec::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros();
-    big.extend_from_slice(format!("__REALTIME_TIMESTAMP={now}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=big\nHUGE\n").as_bytes());
-    big.extend_from_slice(&(1_500_000u64).to_le_bytes());
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    big.extend((0..1_500_000).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 24) as u8
-    }));
-    big.extend_from_slice(b"\n\n");
+    let big = huge_entry_export(now_usec(), 1_500_000);
     write_export(&jdir, "big.journal", &big);
     wait_for("a failure counted", Duration::from_secs(30), || {
         let t = get(port, "/metrics").1;

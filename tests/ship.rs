@@ -136,10 +136,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
 
     // More entries arrive while the agent is stopped (a second writer, a later time), the
     // last ones stamped a day in the future by a host with a wrong clock.
-    let now_usec = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64;
+    let now_usec = now_usec();
     write_journal(
         &jdir,
         "b.journal",
@@ -341,19 +338,7 @@ fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
     let jdir = s.path("journal");
     // 100 normal entries, then one with a 1.5 MB field (the broker's limit is 1 MB), then more.
     write_journal(&jdir, "a.journal", &["-n", "100"]);
-    let mut big = Vec::new();
-    big.extend_from_slice(b"__REALTIME_TIMESTAMP=1700000100000000\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=big\n");
-    big.extend_from_slice(b"HUGE\n");
-    big.extend_from_slice(&(1_500_000u64).to_le_bytes());
-    // Incompressible, so the broker sees more than its limit even after lz4.
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    big.extend((0..1_500_000).map(|_| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 24) as u8
-    }));
-    big.extend_from_slice(b"\n\n");
+    let big = huge_entry_export(1_700_000_100_000_000, 1_500_000);
     write_export(&jdir, "b.journal", &big);
     write_journal(
         &jdir,

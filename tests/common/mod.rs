@@ -501,3 +501,30 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Microseconds since the epoch, now.
+pub fn now_usec() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// One entry in export format with a `HUGE` binary field of `size` incompressible bytes, so
+/// that a broker sees more than its limit even after lz4.
+pub fn huge_entry_export(realtime_usec: u64, size: usize) -> Vec<u8> {
+    let mut big = format!(
+        "__REALTIME_TIMESTAMP={realtime_usec}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=big\nHUGE\n"
+    )
+    .into_bytes();
+    big.extend_from_slice(&(size as u64).to_le_bytes());
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    big.extend((0..size).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    }));
+    big.extend_from_slice(b"\n\n");
+    big
+}
