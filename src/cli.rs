@@ -193,6 +193,18 @@ fn load(path: &Path, log_level: Option<&str>) -> Result<Config> {
     Ok(cfg)
 }
 
+/// Commands other than `run` report on stderr, quietly unless asked (`--log-level`).
+fn tool_logging(log_level: Option<&str>) -> Result<()> {
+    logging::init(log_level.unwrap_or("warn"), config::LogTarget::Stderr)
+}
+
+/// The config and logging of a command other than `run`.
+fn load_for_tool(path: &Path, log_level: Option<&str>) -> Result<Config> {
+    let cfg = load(path, log_level)?;
+    tool_logging(log_level)?;
+    Ok(cfg)
+}
+
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
@@ -201,11 +213,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             run(cfg)
         }
         Command::Check { config } => {
-            let cfg = load(&config, cli.log_level.as_deref())?;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or("warn"),
-                config::LogTarget::Stderr,
-            )?;
+            let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
             check(&cfg)
         }
         Command::Cat {
@@ -223,10 +231,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             idle_ms,
             matches,
         } => {
-            logging::init(
-                cli.log_level.as_deref().unwrap_or("warn"),
-                config::LogTarget::Stderr,
-            )?;
+            tool_logging(cli.log_level.as_deref())?;
             let time = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
                 v.map(|t| config::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
                     .transpose()
@@ -271,11 +276,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             idle_ms,
             json,
         } => {
-            let cfg = load(&config, cli.log_level.as_deref())?;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or("warn"),
-                config::LogTarget::Stderr,
-            )?;
+            let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
             let topics = if topic.is_empty() {
                 match cfg.kafka.fixed_topic() {
                     Some(t) => vec![t.to_string()],
@@ -299,11 +300,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Status { config, json } => {
-            let cfg = load(&config, cli.log_level.as_deref())?;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or("warn"),
-                config::LogTarget::Stderr,
-            )?;
+            let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
             status(&cfg, json)
         }
         Command::GenerateAssets { dir } => {
@@ -313,11 +310,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cursor {
             command: CursorCommand::Show { config },
         } => {
-            let cfg = load(&config, cli.log_level.as_deref())?;
-            logging::init(
-                cli.log_level.as_deref().unwrap_or("warn"),
-                config::LogTarget::Stderr,
-            )?;
+            let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
             cursor_show(&cfg)
         }
     }
@@ -655,9 +648,7 @@ fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         .ok()
         .and_then(|m| m.elapsed().ok())
         .map(|d| d.as_secs());
-    let now_usec = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64);
+    let now_usec = crate::metrics::unix_now_usec();
     let lag = cursor
         .as_deref()
         .and_then(|c| cursor::parse(c).ok())

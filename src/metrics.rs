@@ -104,9 +104,13 @@ impl Default for Metrics {
 }
 
 pub fn unix_now() -> u64 {
+    unix_now_usec() / 1_000_000
+}
+
+pub fn unix_now_usec() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Metrics {
@@ -179,10 +183,7 @@ impl Metrics {
         if t == 0 {
             return 0.0;
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        now.saturating_sub(t) as f64 / 1e6
+        unix_now_usec().saturating_sub(t) as f64 / 1e6
     }
 
     /// One line for the periodic log and for `STATUS=`.

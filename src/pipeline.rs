@@ -606,9 +606,14 @@ impl GapDetector {
     }
 }
 
+/// Whether an entry carries the agent's own log identifier (any run of the agent).
+pub fn logged_by_agent(entry: &Entry) -> bool {
+    entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes())
+}
+
 /// Whether an entry was logged by journald-kafka itself (this process or an earlier run).
 fn is_own(entry: &Entry, own_pid: &str) -> bool {
-    entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes())
+    logged_by_agent(entry)
         || (entry.get(b"_PID") == Some(own_pid.as_bytes())
             && entry
                 .get(b"_COMM")
@@ -691,9 +696,7 @@ const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 /// The record timestamp: the entry's realtime timestamp, unless it lies in the future.
 fn record_timestamp(realtime_usec: u64, metrics: &Metrics) -> i64 {
     let ts = (realtime_usec / 1000) as i64;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = (crate::metrics::unix_now_usec() / 1000) as i64;
     if ts > now + FUTURE_TOLERANCE_MS {
         if Metrics::get(&metrics.timestamps_clamped) == 0 {
             tracing::warn!(

@@ -92,9 +92,7 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     let mut index: HashMap<String, u64> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     while reader.next(&mut entry)? {
-        if jcfg.exclude_own_entries
-            && entry.get(b"SYSLOG_IDENTIFIER") == Some(crate::logging::IDENTIFIER.as_bytes())
-        {
+        if jcfg.exclude_own_entries && crate::pipeline::logged_by_agent(&entry) {
             continue;
         }
         index.insert(entry.cursor.clone(), order.len() as u64);
