@@ -10,7 +10,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm passwd time bc)
+pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm passwd time bc kcat)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,3 +23,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 scripts/kafka-broker.sh install
+# The exactly-once tests need a broker with transactions (see kafka-broker.sh).
+scripts/kafka-broker.sh install-noida

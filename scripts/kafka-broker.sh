@@ -6,8 +6,11 @@
 # crates.io: it speaks the Kafka protocol, supports idempotent producers with acks=all,
 # and with its SQLite engine keeps messages and producer state across kill -9.
 #
+# Nisshi has no transactions, so the exactly-once tests use noida-db (PyPI, one binary that
+# speaks the Kafka protocol with transactions, read_committed and fencing): engine "noida".
+#
 #   kafka-broker.sh install                          build once; no-op when the pinned version exists
-#   kafka-broker.sh start <port> <datadir> [sqlite|memory]   start, wait until ready, print the PID
+#   kafka-broker.sh start <port> <datadir> [sqlite|memory|noida]   start, wait until ready, print the PID
 #   kafka-broker.sh stop  <datadir>                  SIGTERM the broker we started, then wait
 #   kafka-broker.sh kill9 <datadir>                  crash it (fault injection)
 #   kafka-broker.sh topic-create <port> <name> [partitions]
@@ -27,6 +30,26 @@ install() {
   rm -rf "$tgt"
 }
 
+NOIDA_VERSION=${NOIDA_VERSION:-0.2.3}
+
+install-noida() {
+  python3 -c "import noida_db" 2>/dev/null && [ "$(pip show noida-db 2>/dev/null | sed -n 's/^Version: //p')" = "$NOIDA_VERSION" ] && return 0
+  pip install --quiet "noida-db==$NOIDA_VERSION"
+}
+
+# The server binary itself, not the Python wrapper: the PID we record must be the process
+# that holds the port, so that kill -9 really crashes the broker.
+noida_bin() { python3 -c 'import noida_db, os; print(os.path.join(os.path.dirname(noida_db.__file__), "noida-db"))'; }
+
+wait_port() { # port pid
+  for _ in $(seq 1 400); do
+    kill -0 "$2" 2>/dev/null || { echo "broker exited during start" >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "broker on port $1 not ready after 20 s" >&2; return 1
+}
+
 wait_ready() { # port pid
   for _ in $(seq 1 400); do
     kill -0 "$2" 2>/dev/null || { echo "broker exited during start" >&2; return 1; }
@@ -42,7 +65,15 @@ start() { # port datadir [engine]
   case $engine in
     sqlite) url=sqlite://nisshi.db ;;   # relative to the broker's cwd, i.e. $dir
     memory) url=memory://nisshi/ ;;
-    *) echo "engine: sqlite|memory" >&2; return 2 ;;
+    noida)
+      # It prints a harmless GLIBC_2.39 "weak version" warning on Debian 12 and runs.
+      "$(noida_bin)" start --only kafka --kafka-port "$port" --data-dir "$dir/data" >>"$dir/broker.log" 2>&1 &
+      local pid=$!
+      echo "$pid" > "$dir/broker.pid"; echo "$port" > "$dir/broker.port"
+      wait_port "$port" "$pid"
+      echo "$pid"
+      return 0 ;;
+    *) echo "engine: sqlite|memory|noida" >&2; return 2 ;;
   esac
   ( cd "$dir" && exec "$NISSHI" broker \
       --listener-url "tcp://127.0.0.1:$port" \
@@ -68,5 +99,5 @@ topic-create() { # port name [partitions]
   "$NISSHI" topic create "$2" --broker "tcp://127.0.0.1:$1" --partitions "${3:-1}"
 }
 
-cmd=${1:?usage: kafka-broker.sh install|start|stop|kill9|topic-create}; shift
+cmd=${1:?usage: kafka-broker.sh install|install-noida|start|stop|kill9|topic-create}; shift
 "$cmd" "$@"

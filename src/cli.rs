@@ -173,6 +173,11 @@ pub enum CursorCommand {
     },
 }
 
+/// Exit status of an exactly-once agent fenced by another one with the same transactional
+/// id. The unit lists it in RestartPreventExitStatus: restarting would fence the other
+/// agent in turn, and the two would take turns forever.
+pub const EXIT_FENCED: u8 = 3;
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -180,7 +185,11 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("journald-kafka: error: {e:#}");
             tracing::error!("{e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<crate::checkpoint::Fenced>().is_some() {
+                ExitCode::from(EXIT_FENCED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -483,6 +492,7 @@ fn check(cfg: &Config) -> Result<ExitCode> {
     let kafka_result = kafka::producer(
         &cfg.kafka,
         &cfg.pipeline,
+        None,
         tracker,
         Arc::new(Metrics::default()),
     )
@@ -500,6 +510,12 @@ fn check(cfg: &Config) -> Result<ExitCode> {
         )
     });
     report("kafka", kafka_result);
+    if cfg.delivery.mode == config::Mode::ExactlyOnce {
+        report(
+            "delivery",
+            crate::checkpoint::transaction::check(cfg).map(|s| format!("exactly-once: {s}")),
+        );
+    }
 
     let props = kafka::client_config(&cfg.kafka, &cfg.pipeline);
     let mut shown: Vec<String> = props

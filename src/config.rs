@@ -23,7 +23,32 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub delivery: DeliveryConfig,
 }
+
+/// The delivery guarantee and, for exactly-once, its transaction settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The cursor lives in a file written after the broker confirmed the entries.
+    AtLeastOnce,
+    /// The cursor is committed inside the Kafka transaction that carries the entries.
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub mode: Mode,
+    /// `None`: derived from the machine id and the journal source at start.
+    pub transactional_id: Option<String>,
+    pub cursor_topic: String,
+    /// Create the cursor topic (compacted) when it does not exist.
+    pub create_cursor_topic: bool,
+    pub transaction_max_entries: usize,
+    pub transaction_max_ms: u64,
+    pub transaction_timeout_ms: u64,
+}
+
+pub const DEFAULT_CURSOR_TOPIC: &str = "journald-kafka-cursors";
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
@@ -222,6 +247,20 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    mode: Option<Spanned<String>>,
+    transactional_id: Option<Spanned<String>>,
+    cursor_topic: Option<Spanned<String>>,
+    create_cursor_topic: Option<bool>,
+    transaction_max_entries: Option<Spanned<u64>>,
+    transaction_max_ms: Option<Spanned<u64>>,
+    transaction_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -328,6 +367,7 @@ pub fn parse(text: &str) -> Result<Config> {
         pipeline: pipeline(raw.pipeline, &at)?,
         log: log(raw.log, &at)?,
         metrics: metrics_section(raw.metrics, &at)?,
+        delivery: delivery(raw.delivery, &at)?,
     };
     // librdkafka refuses a record above its message.max.bytes before sending it; the
     // encoder's limit must stay below, or such an entry could never be shipped.
@@ -830,6 +870,77 @@ fn pipeline(raw: RawPipeline, at: &Locator) -> Result<PipelineConfig> {
         max_in_flight_bytes,
         shutdown_timeout_ms: raw.shutdown_timeout_ms.unwrap_or(10_000),
         retry_backoff_max_ms,
+    })
+}
+
+fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig> {
+    let mode = match raw.mode {
+        None => Mode::AtLeastOnce,
+        Some(m) => match m.get_ref().as_str() {
+            "at-least-once" => Mode::AtLeastOnce,
+            "exactly-once" => Mode::ExactlyOnce,
+            other => {
+                return at.err(
+                    "delivery.mode",
+                    m.span(),
+                    format!("{other:?} is not \"at-least-once\" or \"exactly-once\""),
+                );
+            }
+        },
+    };
+    let transactional_id = match raw.transactional_id {
+        None => None,
+        Some(t) if !t.get_ref().is_empty() && t.get_ref().len() <= 200 => Some(t.into_inner()),
+        Some(t) => {
+            return at.err(
+                "delivery.transactional_id",
+                t.span(),
+                "must be 1 to 200 characters",
+            );
+        }
+    };
+    let cursor_topic = match raw.cursor_topic {
+        None => DEFAULT_CURSOR_TOPIC.to_string(),
+        Some(t) => {
+            if let Err(e) = check_topic_name(t.get_ref()) {
+                return at.err("delivery.cursor_topic", t.span(), e);
+            }
+            t.into_inner()
+        }
+    };
+    let bounded = |v: Option<Spanned<u64>>, key: &str, default: u64, lo: u64, hi: u64| match v {
+        None => Ok(default),
+        Some(v) if (lo..=hi).contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => at.err(key, v.span(), format!("must be between {lo} and {hi}")),
+    };
+    let transaction_timeout_ms = bounded(
+        raw.transaction_timeout_ms,
+        "delivery.transaction_timeout_ms",
+        60_000,
+        1_000,
+        900_000,
+    )?;
+    Ok(DeliveryConfig {
+        mode,
+        transactional_id,
+        cursor_topic,
+        create_cursor_topic: raw.create_cursor_topic.unwrap_or(true),
+        transaction_max_entries: bounded(
+            raw.transaction_max_entries,
+            "delivery.transaction_max_entries",
+            100_000,
+            1,
+            10_000_000,
+        )? as usize,
+        // A transaction must close well within its timeout, or the coordinator aborts it.
+        transaction_max_ms: bounded(
+            raw.transaction_max_ms,
+            "delivery.transaction_max_ms",
+            1_000,
+            10,
+            transaction_timeout_ms / 2,
+        )?,
+        transaction_timeout_ms,
     })
 }
 

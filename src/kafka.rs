@@ -23,6 +23,10 @@ pub const CURSOR_HEADER: &str = "journal-cursor";
 /// Header carrying the record layout version (see `docs/format.md`).
 pub const FORMAT_HEADER: &str = "journal-format";
 
+/// Delivery opaque of records that are not journal entries (the exactly-once cursor
+/// record): their reports never touch the watermark.
+pub const CONTROL: usize = usize::MAX;
+
 /// librdkafka statistics interval: the producer's heartbeat.
 pub const STATS_INTERVAL_MS: &str = "5000";
 
@@ -214,6 +218,14 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if seq == CONTROL {
+            if let Err((e, _)) = result {
+                // The transaction that carries it cannot commit; say why.
+                self.tracker
+                    .fail_all(format!("the cursor record was not delivered: {e}"));
+            }
+            return;
+        }
         match result {
             Ok(_) => {
                 self.metrics.delivered();
@@ -238,20 +250,34 @@ impl ProducerContext for DeliveryContext {
 
 pub type Producer = ThreadedProducer<DeliveryContext>;
 
+/// What makes a producer transactional (exactly-once mode).
+pub struct Transactional<'a> {
+    pub id: &'a str,
+    pub timeout_ms: u64,
+}
+
 /// Creates the producer. librdkafka connects lazily; see [`probe`] to check reachability.
 pub fn producer(
     k: &KafkaConfig,
     p: &PipelineConfig,
+    transactional: Option<Transactional<'_>>,
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
 ) -> Result<Producer> {
-    client_config(k, p)
-        .create_with_context(DeliveryContext {
-            tracker,
-            metrics,
-            repeats: RateLimit::default(),
-        })
-        .context("cannot create the Kafka producer")
+    let mut c = client_config(k, p);
+    if let Some(t) = transactional {
+        c.set("transactional.id", t.id);
+        c.set("transaction.timeout.ms", t.timeout_ms.to_string());
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms. A record that
+        // times out aborts its transaction and the reader rewinds, so nothing is lost.
+        c.set("message.timeout.ms", t.timeout_ms.to_string());
+    }
+    c.create_with_context(DeliveryContext {
+        tracker,
+        metrics,
+        repeats: RateLimit::default(),
+    })
+    .context("cannot create the Kafka producer")
 }
 
 /// Asks the brokers for the topic's metadata: proves they are reachable and the topic exists.

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub journal_gaps: AtomicU64,
     pub entries_missed: AtomicU64,
     pub cursor_write_errors: AtomicU64,
+    /// Exactly-once mode: transactions aborted (their entries are sent again).
+    pub transactions_aborted: AtomicU64,
     pub sessions_restarted: AtomicU64,
     /// Failed deliveries by librdkafka error code name.
     pub failures_by_kind: Mutex<BTreeMap<String, u64>>,
@@ -81,6 +83,7 @@ impl Default for Metrics {
             journal_gaps: AtomicU64::new(0),
             entries_missed: AtomicU64::new(0),
             cursor_write_errors: AtomicU64::new(0),
+            transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
             failures_by_kind: Mutex::new(BTreeMap::new()),
             // 1 ms to ~65 s.
@@ -214,7 +217,7 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
             (
                 "journald_kafka_entries_read",
                 "Journal entries read (after the journal matches)",
@@ -252,13 +255,18 @@ impl Collector for Metrics {
             ),
             (
                 "journald_kafka_cursor_writes",
-                "Durable cursor writes",
+                "Durable cursor commits (cursor file writes, or committed transactions in exactly-once mode)",
                 &self.cursor_writes,
             ),
             (
                 "journald_kafka_cursor_write_errors",
                 "Failed cursor writes (the previous cursor stays)",
                 &self.cursor_write_errors,
+            ),
+            (
+                "journald_kafka_transactions_aborted",
+                "Exactly-once mode: transactions aborted; their entries are read and sent again",
+                &self.transactions_aborted,
             ),
             (
                 "journald_kafka_journal_gaps",

@@ -18,8 +18,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
 
-use crate::checkpoint::{Limits, Store, Tracker};
-use crate::config::{Config, CursorLost};
+use crate::checkpoint::transaction::{self, TransactionStore};
+use crate::checkpoint::{Fenced, Limits, Store, Tracker};
+use crate::config::{Config, CursorLost, Mode};
 use crate::encode::{self, Encoder};
 use crate::journal::{self, Entry, Position, Reader};
 use crate::kafka::{self, Producer};
@@ -207,13 +208,17 @@ pub fn run(
     metrics: &Arc<Metrics>,
     notifier: &Notifier,
 ) -> Result<()> {
-    let mut resume = store.load()?;
-    match &resume {
-        Some(c) => tracing::info!(cursor = %c, "restoring from {}", store.describe()),
-        None => {
-            tracing::info!(start = ?cfg.journal.start, "no saved cursor in {}; starting at the configured position", store.describe())
+    // In exactly-once mode every session reads its place from the cursor topic, because an
+    // aborted transaction takes back what the watermark had already seen confirmed.
+    let mut resume = match cfg.delivery.mode {
+        Mode::AtLeastOnce => {
+            let resume = store.load()?;
+            log_restore(resume.as_deref(), &store.describe(), cfg);
+            resume
         }
-    }
+        Mode::ExactlyOnce => None,
+    };
+    let mut cursor_topic_ready = false;
     let mut svc = Service::new(notifier, cfg);
     let mut backoff = Duration::from_millis(500);
     let max_backoff = Duration::from_millis(cfg.pipeline.retry_backoff_max_ms);
@@ -228,6 +233,7 @@ pub fn run(
             metrics,
             first,
             &mut svc,
+            &mut cursor_topic_ready,
         );
         first = false;
         if safe.is_some() {
@@ -269,8 +275,30 @@ pub fn run(
     }
 }
 
+fn log_restore(resume: Option<&str>, from: &str, cfg: &Config) {
+    match resume {
+        Some(c) => tracing::info!(cursor = %c, "restoring from {from}"),
+        None => {
+            tracing::info!(start = ?cfg.journal.start, "no saved cursor in {from}; starting at the configured position")
+        }
+    }
+}
+
+/// How a failure to set up the exactly-once store ends the session.
+fn setup_failure(e: anyhow::Error) -> End {
+    if e.downcast_ref::<Fenced>().is_some()
+        || e.downcast_ref::<transaction::Unsupported>().is_some()
+    {
+        End::Fatal(e)
+    } else {
+        // A broker that is down at start is waited for, as in at-least-once mode.
+        End::Retry(e)
+    }
+}
+
 /// One producer and one reader from `resume`. Returns how it ended and the safe cursor it
 /// reached (committed, or at least safe to resume from).
+#[allow(clippy::too_many_arguments)]
 fn session(
     cfg: &Config,
     store: &mut dyn Store,
@@ -279,20 +307,71 @@ fn session(
     metrics: &Arc<Metrics>,
     first: bool,
     svc: &mut Service,
+    cursor_topic_ready: &mut bool,
 ) -> (End, Option<String>) {
     let tracker = Arc::new(Tracker::new(Limits {
         entries: cfg.pipeline.max_in_flight_entries,
         bytes: cfg.pipeline.max_in_flight_bytes,
     }));
-    shutdown.attach(Some(tracker.clone()));
-    let producer =
-        match kafka::producer(&cfg.kafka, &cfg.pipeline, tracker.clone(), metrics.clone()) {
-            Ok(p) => p,
-            Err(e) => {
-                shutdown.attach(None);
-                return (End::Fatal(e), None);
+    let exactly_once = cfg.delivery.mode == Mode::ExactlyOnce;
+    let txn_id = if exactly_once {
+        match transaction::transactional_id(cfg) {
+            Ok(id) => Some(id),
+            Err(e) => return (End::Fatal(e), None),
+        }
+    } else {
+        None
+    };
+    if exactly_once && !*cursor_topic_ready {
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
+        match transaction::ensure_cursor_topic(cfg, timeout, true) {
+            Ok(warning) => {
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                *cursor_topic_ready = true;
             }
-        };
+            Err(e) => return (End::Retry(e), None),
+        }
+    }
+    shutdown.attach(Some(tracker.clone()));
+    let transactional = txn_id.as_deref().map(|id| kafka::Transactional {
+        id,
+        timeout_ms: cfg.delivery.transaction_timeout_ms,
+    });
+    let producer = match kafka::producer(
+        &cfg.kafka,
+        &cfg.pipeline,
+        transactional,
+        tracker.clone(),
+        metrics.clone(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            shutdown.attach(None);
+            return (End::Fatal(e), None);
+        }
+    };
+    // Exactly-once: fence older instances, then ask Kafka where we are.
+    let (txn, resume) = match txn_id {
+        None => (None, resume),
+        Some(id) => {
+            let setup = TransactionStore::init(producer.clone(), cfg, id).and_then(|mut s| {
+                let r = s.load()?;
+                if first {
+                    log_restore(r.as_deref(), &s.describe(), cfg);
+                }
+                Ok((s, r))
+            });
+            match setup {
+                Ok((s, r)) => (Some(Transaction::new(s, cfg)), r),
+                Err(e) => {
+                    shutdown.attach(None);
+                    return (setup_failure(e), None);
+                }
+            }
+        }
+    };
 
     // Readiness needs one successful metadata round trip; ask in the background so the
     // checkpointer below keeps ticking.
@@ -323,14 +402,20 @@ fn session(
         thread::Builder::new()
             .name("journal-reader".into())
             .spawn(move || {
-                read_loop(
+                let mut txn = txn;
+                let result = read_loop(
                     &cfg,
                     resume.as_deref(),
                     &tracker,
                     &producer,
                     &metrics,
                     first,
-                )
+                    txn.as_mut(),
+                );
+                match txn.as_mut() {
+                    Some(t) => t.finish(result, &tracker, &producer, &metrics),
+                    None => result,
+                }
             })
             .expect("spawn the journal reader thread")
     };
@@ -342,7 +427,7 @@ fn session(
     let mut last_commit = Instant::now();
     while !reader.is_finished() {
         thread::sleep(interval.min(Duration::from_millis(100)));
-        if last_commit.elapsed() >= interval {
+        if !exactly_once && last_commit.elapsed() >= interval {
             commit(store, &tracker, &mut committed_gen, metrics);
             last_commit = Instant::now();
         }
@@ -368,10 +453,22 @@ fn session(
             "entries still unconfirmed at the deadline; they will be sent again after restart"
         );
     }
-    commit(store, &tracker, &mut committed_gen, metrics);
-    let safe = tracker.safe_cursor().map(|(c, _)| c);
+    // In exactly-once mode the reader committed or aborted its last transaction itself, and
+    // the watermark's view is not what Kafka kept: the next session asks the cursor topic.
+    let safe = if exactly_once {
+        None
+    } else {
+        commit(store, &tracker, &mut committed_gen, metrics);
+        tracker.safe_cursor().map(|(c, _)| c)
+    };
     shutdown.attach(None);
+    let fenced = exactly_once
+        .then(|| transaction::fenced(&producer))
+        .flatten();
     drop(producer);
+    if let Some(f) = fenced {
+        return (End::Fatal(anyhow!(f)), safe);
+    }
 
     let end = match read_result {
         Err(ReadError::Fatal(e)) => End::Fatal(e),
@@ -429,6 +526,7 @@ fn read_loop(
     producer: &Producer,
     metrics: &Metrics,
     first: bool,
+    mut txn: Option<&mut Transaction>,
 ) -> Result<(), ReadError> {
     // Problems opening or positioning on the first start are for the operator; later the
     // journal may just be briefly unavailable (a namespace restarting), so retry.
@@ -548,10 +646,18 @@ fn read_loop(
             if tracker.status().is_err() {
                 return Ok(());
             }
+            if let Some(t) = txn.as_deref_mut() {
+                // Nothing to read: close the transaction now rather than hold its entries
+                // back from read_committed consumers.
+                t.idle(tracker, producer, metrics)?;
+            }
             reader
                 .wait(Duration::from_millis(250))
                 .map_err(ReadError::Retry)?;
             continue;
+        }
+        if let Some(t) = txn.as_deref_mut() {
+            t.before_send()?;
         }
         if !ship(
             &mut encoder,
@@ -565,6 +671,139 @@ fn read_loop(
         )? {
             return Ok(());
         }
+        if let Some(t) = txn.as_deref_mut() {
+            t.sent += 1;
+            if t.due() {
+                t.commit(tracker, producer, metrics)?;
+            }
+        }
+    }
+}
+
+/// Exactly-once mode: the reader's open transaction and when to close it.
+struct Transaction {
+    store: TransactionStore,
+    /// Entries sent in the open transaction.
+    sent: usize,
+    opened: Option<Instant>,
+    max_entries: usize,
+    max_age: Duration,
+    timeout: Duration,
+    /// Watermark generation of the last committed cursor.
+    committed_gen: u64,
+    last_commit: Instant,
+    /// How often a cursor that moved only over filtered entries is committed.
+    pass_interval: Duration,
+}
+
+impl Transaction {
+    fn new(store: TransactionStore, cfg: &Config) -> Transaction {
+        Transaction {
+            store,
+            sent: 0,
+            opened: None,
+            max_entries: cfg.delivery.transaction_max_entries,
+            max_age: Duration::from_millis(cfg.delivery.transaction_max_ms),
+            timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
+            committed_gen: u64::MAX,
+            last_commit: Instant::now(),
+            pass_interval: Duration::from_millis(cfg.state.checkpoint_interval_ms),
+        }
+    }
+
+    fn error(e: anyhow::Error) -> ReadError {
+        if e.downcast_ref::<Fenced>().is_some() {
+            ReadError::Fatal(e)
+        } else {
+            ReadError::Retry(e)
+        }
+    }
+
+    fn before_send(&mut self) -> Result<(), ReadError> {
+        if !self.store.is_open() {
+            self.store.begin().map_err(Self::error)?;
+            self.opened = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.sent >= self.max_entries || self.opened.is_some_and(|o| o.elapsed() >= self.max_age)
+    }
+
+    fn idle(
+        &mut self,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> Result<(), ReadError> {
+        let moved = tracker
+            .safe_cursor()
+            .is_some_and(|(_, g)| g != self.committed_gen);
+        if self.sent > 0 || (moved && self.last_commit.elapsed() >= self.pass_interval) {
+            self.commit(tracker, producer, metrics)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every entry sent is confirmed, then commits the watermark's cursor in
+    /// the same transaction. Any failure leaves the transaction to be aborted.
+    fn commit(
+        &mut self,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> Result<(), ReadError> {
+        let deadline = Instant::now() + self.timeout;
+        let _ = producer.flush(self.timeout);
+        if !tracker.wait_settled(deadline) {
+            return Err(ReadError::Retry(anyhow!(
+                "entries of the transaction were not confirmed within delivery.transaction_timeout_ms"
+            )));
+        }
+        if let Some(f) = tracker.failure() {
+            return Err(ReadError::Retry(anyhow!(f)));
+        }
+        match tracker.safe_cursor() {
+            Some((cursor, generation)) if generation != self.committed_gen => {
+                self.store.commit(&cursor).map_err(Self::error)?;
+                self.committed_gen = generation;
+                Metrics::add(&metrics.cursor_writes, 1);
+                Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
+                Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
+                if let Ok(info) = journal::cursor::parse(&cursor) {
+                    Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
+                }
+            }
+            // Nothing new to commit: an open transaction holds no entry.
+            _ => self.store.abort(),
+        }
+        self.sent = 0;
+        self.opened = None;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// Ends the session's last transaction: committed after a clean stop, aborted after
+    /// a failure (its entries are read again by the next session).
+    fn finish(
+        &mut self,
+        result: Result<(), ReadError>,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> Result<(), ReadError> {
+        let result = match result {
+            Ok(()) if tracker.failure().is_none() && (self.sent > 0 || self.store.is_open()) => {
+                self.commit(tracker, producer, metrics)
+            }
+            other => other,
+        };
+        if self.store.is_open() {
+            Metrics::add(&metrics.transactions_aborted, 1);
+            self.store.abort();
+        }
+        result
     }
 }
 

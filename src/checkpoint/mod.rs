@@ -10,6 +10,7 @@
 //! the entries. Both are fed by the same watermark, so the rule above holds for both.
 
 mod file;
+pub mod transaction;
 mod watermark;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 pub use file::{FileStore, read_cursor_file};
+pub use transaction::{Fenced, TransactionStore};
 pub use watermark::Watermark;
 
 /// Durable storage for the safe cursor.

@@ -31,21 +31,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Nisshi broker with SQLite storage in its own directory.
+/// A broker in its own directory: Nisshi with SQLite storage, or noida-db where the test
+/// needs transactions (see scripts/kafka-broker.sh).
 pub struct Broker {
     pub port: u16,
     pub dir: PathBuf,
     pub pid: std::cell::Cell<u32>,
+    engine: &'static str,
 }
 
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
-        Self::start_on(dir, free_port())
+        Self::start_engine(dir, free_port(), "sqlite")
+    }
+
+    /// A broker with transactions, read_committed and fencing (for exactly-once tests).
+    pub fn start_transactional(dir: &Path) -> Broker {
+        Self::start_engine(dir, free_port(), "noida")
     }
 
     pub fn start_on(dir: &Path, port: u16) -> Broker {
+        Self::start_engine(dir, port, "sqlite")
+    }
+
+    fn start_engine(dir: &Path, port: u16, engine: &'static str) -> Broker {
         let out = Command::new(root().join("scripts/kafka-broker.sh"))
-            .args(["start", &port.to_string(), dir.to_str().unwrap(), "sqlite"])
+            .args(["start", &port.to_string(), dir.to_str().unwrap(), engine])
             .output()
             .expect("run scripts/kafka-broker.sh (is the broker installed? run scripts/install-deps.sh)");
         assert!(
@@ -65,6 +76,7 @@ impl Broker {
             port,
             dir: dir.to_path_buf(),
             pid: std::cell::Cell::new(pid),
+            engine,
         }
     }
 
@@ -82,7 +94,7 @@ impl Broker {
 
     /// Starts the broker again on the same port with the same storage.
     pub fn restart(&self) {
-        let again = Broker::start_on(&self.dir, self.port);
+        let again = Broker::start_engine(&self.dir, self.port, self.engine);
         self.pid.set(again.pid.get());
         std::mem::forget(again);
     }
@@ -228,8 +240,21 @@ pub struct Record {
 /// Reads every record of `topics` from the beginning until `want` records arrived or no new
 /// record came for `idle`.
 pub fn consume(broker: &str, topics: &[&str], want: usize, idle: Duration) -> Vec<Record> {
+    consume_isolated(broker, topics, want, idle, "read_committed")
+}
+
+/// [`consume`] with an explicit isolation.level (read_uncommitted also sees records of
+/// aborted and open transactions).
+pub fn consume_isolated(
+    broker: &str,
+    topics: &[&str],
+    want: usize,
+    idle: Duration,
+    isolation: &str,
+) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
+        .set("isolation.level", isolation)
         .set("group.id", format!("test-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")

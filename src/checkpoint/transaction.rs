@@ -1,0 +1,526 @@
+//! The exactly-once checkpoint store: the cursor committed inside the Kafka transaction
+//! that carries the entries (the model of KIP-618, Kafka Connect's exactly-once sources).
+//!
+//! A transaction holds a run of journal entries and, last, one record on the compacted
+//! cursor topic, keyed by the transactional id, whose value is the cursor of the newest
+//! entry of the run. Committing it makes the entries and the cursor visible to
+//! `read_committed` consumers together, or neither. So after any crash the cursor topic
+//! says exactly which entries are in Kafka, and the agent resumes right after them.
+//!
+//! Unlike the file store, `commit` here must be called by the thread that produces, between
+//! entries: a transaction cannot be committed while another thread adds records to it.
+//! It must never commit a cursor that did not come from the watermark's safe prefix, and
+//! never hide a fencing error behind a retry.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{FileStore, Store};
+use crate::config::{Config, KafkaConfig, Source};
+use crate::journal::cursor;
+use crate::kafka::{self, Producer};
+
+/// Another agent with the same transactional id took over; this one must stop for good
+/// (restarting would fence the other one back, and the two would take turns forever).
+#[derive(Debug)]
+pub struct Fenced(pub String);
+
+impl fmt::Display for Fenced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fenced: another journald-kafka with the same transactional id started and took over ({}); two agents must never ship the same journal with one delivery.transactional_id",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Fenced {}
+
+/// The brokers cannot give this agent transactions: exactly-once mode cannot run until an
+/// operator changes something, so retrying is pointless.
+#[derive(Debug)]
+pub struct Unsupported(pub String);
+
+impl fmt::Display for Unsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unsupported {}
+
+/// Classifies an `init_transactions` failure: a broker without transactions, or one that
+/// refuses them to us, is [`Unsupported`]; anything else (broker down) may pass.
+fn init_error(id: &str, e: KafkaError) -> anyhow::Error {
+    let code = e.rdkafka_error_code();
+    let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+    let why = match code {
+        Some(
+            RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedForMessageFormat,
+        ) => Some(
+            "the brokers do not support transactions; exactly-once needs Kafka 0.11 or later"
+                .to_string(),
+        ),
+        Some(RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => Some(format!(
+            "the brokers refused transactional id {id:?} (TransactionalIdAuthorizationFailed): grant this client Write on that TransactionalId, or use a broker with transaction support (some Kafka-protocol brokers, Nisshi among them, answer this way because they have none)"
+        )),
+        Some(RDKafkaErrorCode::ClusterAuthorizationFailed) => Some(format!(
+            "the brokers refused the idempotent transactional producer (ClusterAuthorizationFailed) for id {id:?}: grant IdempotentWrite on the cluster"
+        )),
+        _ if fatal => Some(format!("the brokers refused a transactional producer: {e}")),
+        _ => None,
+    };
+    match why {
+        Some(w) => anyhow!(Unsupported(format!(
+            "{w}; delivery.mode = \"exactly-once\" cannot run against these brokers (\"at-least-once\" can)"
+        ))),
+        None => txn_error("cannot initialise the transactional producer", e),
+    }
+}
+
+/// Whether a librdkafka error code means this producer was fenced.
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+    )
+}
+
+/// The fencing error, if the producer's fatal error is one.
+pub fn fenced(producer: &Producer) -> Option<Fenced> {
+    producer
+        .client()
+        .fatal_error()
+        .filter(|(code, _)| is_fencing(*code))
+        .map(|(_, reason)| Fenced(reason))
+}
+
+/// Turns a transactional API error into an `anyhow` error, typed [`Fenced`] when it is one.
+fn txn_error(what: &str, e: KafkaError) -> anyhow::Error {
+    if let KafkaError::Transaction(t) = &e {
+        if is_fencing(t.code()) {
+            return anyhow!(Fenced(t.to_string()));
+        }
+    }
+    if e.rdkafka_error_code().is_some_and(is_fencing) {
+        return anyhow!(Fenced(e.to_string()));
+    }
+    anyhow!("{what}: {e}")
+}
+
+/// The default transactional id: one per machine and journal source, stable across
+/// reinstalls (machine-id survives them unless the host is re-imaged, and then the
+/// operator should set it explicitly to keep the place).
+pub fn default_transactional_id(source: &Source) -> Result<String> {
+    let machine = std::fs::read_to_string("/etc/machine-id").context(
+        "cannot read /etc/machine-id to derive delivery.transactional_id (set it in the config)",
+    )?;
+    let machine = machine.trim();
+    if machine.is_empty() {
+        bail!("/etc/machine-id is empty; set delivery.transactional_id in the config");
+    }
+    Ok(match source {
+        Source::Local => format!("journald-kafka.{machine}"),
+        Source::Namespace(ns) => format!("journald-kafka.{machine}.{ns}"),
+        Source::Directory(d) => format!(
+            "journald-kafka.{machine}.dir-{:016x}",
+            fnv1a(d.as_os_str().as_encoded_bytes())
+        ),
+        Source::Files(files) => {
+            let mut all = Vec::new();
+            for f in files {
+                all.extend_from_slice(f.as_os_str().as_encoded_bytes());
+                all.push(0);
+            }
+            format!("journald-kafka.{machine}.files-{:016x}", fnv1a(&all))
+        }
+    })
+}
+
+/// A stable, dependency-free hash for naming (not for security).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The transactional id in effect for a configuration.
+pub fn transactional_id(cfg: &Config) -> Result<String> {
+    match &cfg.delivery.transactional_id {
+        Some(id) => Ok(id.clone()),
+        None => default_transactional_id(&cfg.journal.source),
+    }
+}
+
+/// Properties that concern reaching the brokers (address, TLS, SASL), for the helper
+/// clients (admin, cursor reader) that must connect like the producer does.
+pub fn connection_config(k: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    for (key, value) in &k.properties {
+        if ["security.", "sasl.", "ssl.", "socket.", "broker.address."]
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            c.set(key, value);
+        }
+    }
+    c.set("bootstrap.servers", &k.brokers);
+    c
+}
+
+/// The cursor topic exists (created compacted when missing and allowed). Returns a warning
+/// for an existing topic that is not compacted.
+/// With `create` false (for `check`), a missing topic is reported, not created.
+pub fn ensure_cursor_topic(
+    cfg: &Config,
+    timeout: Duration,
+    create: bool,
+) -> Result<Option<String>> {
+    let topic = &cfg.delivery.cursor_topic;
+    let admin: AdminClient<DefaultClientContext> = connection_config(&cfg.kafka)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let opts = AdminOptions::new().request_timeout(Some(timeout));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime for the admin client")?;
+    if create && cfg.delivery.create_cursor_topic {
+        // One partition: one record per agent per transaction is little traffic, and a
+        // single partition keeps restore to one short read.
+        let new =
+            NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+        let results = rt
+            .block_on(admin.create_topics([&new], &opts))
+            .with_context(|| format!("cannot create the cursor topic {topic:?}"))?;
+        for r in results {
+            match r {
+                Ok(_) => tracing::info!(topic, "created the compacted cursor topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => bail!(
+                    "cannot create the cursor topic {topic:?}: {code}; create it yourself with cleanup.policy=compact, or allow this client to create topics (delivery.cursor_topic, delivery.create_cursor_topic)"
+                ),
+            }
+        }
+    }
+    let described = rt
+        .block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))
+        .with_context(|| format!("cannot describe the cursor topic {topic:?}"))?;
+    for r in described {
+        match r {
+            Ok(res) => {
+                let policy = res.get("cleanup.policy").and_then(|e| e.value.clone());
+                if policy.is_none() && res.entries.is_empty() {
+                    // Some brokers answer for a missing topic with an empty config list.
+                    bail!("cursor topic {topic:?} does not exist");
+                }
+                if !policy.as_deref().is_some_and(|p| p.contains("compact")) {
+                    return Ok(Some(format!(
+                        "cursor topic {topic:?} has cleanup.policy={} instead of compact: its records are deleted by retention, and an agent restarted after that loses its place (it then starts from the cursor file or journal.start)",
+                        policy.as_deref().unwrap_or("(unknown)")
+                    )));
+                }
+            }
+            Err(code) => bail!(
+                "cursor topic {topic:?} is not usable: {code}{}",
+                if cfg.delivery.create_cursor_topic {
+                    ""
+                } else {
+                    " (delivery.create_cursor_topic = false: create it with cleanup.policy=compact)"
+                }
+            ),
+        }
+    }
+    Ok(None)
+}
+
+/// The restore reader's context: reaching the end of a partition is what it waits for,
+/// not an error worth a log line.
+struct QuietEof;
+
+impl rdkafka::ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(%error, reason, "cursor topic reader");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+/// Reads the newest committed cursor for `id` from the cursor topic (read_committed).
+pub fn read_committed_cursor(
+    k: &KafkaConfig,
+    topic: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let consumer: BaseConsumer<QuietEof> = connection_config(k)
+        .set("group.id", format!("journald-kafka-restore-{id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create_with_context(QuietEof)
+        .context("cannot create the cursor topic reader")?;
+    let md = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot read metadata of the cursor topic {topic:?}"))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        if let Some(e) = t.error() {
+            bail!("cursor topic {topic:?}: {}", RDKafkaErrorCode::from(e));
+        }
+        for p in t.partitions() {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+        }
+    }
+    if tpl.count() == 0 {
+        bail!("cursor topic {topic:?} has no partitions");
+    }
+    let mut open = tpl.count();
+    consumer.assign(&tpl)?;
+    // (timestamp, partition, offset, cursor) of the newest record with our key.
+    let mut newest: Option<(i64, i32, i64, String)> = None;
+    let deadline = Instant::now() + timeout;
+    while open > 0 {
+        if Instant::now() >= deadline {
+            bail!(
+                "reading the cursor topic {topic:?} did not reach its end within {timeout:?} (an open transaction of another agent holds it back?)"
+            );
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
+            Some(Err(e)) => return Err(e).context(format!("reading the cursor topic {topic:?}")),
+            Some(Ok(m)) => {
+                if m.key() != Some(id.as_bytes()) {
+                    continue;
+                }
+                let Some(value) = m.payload() else {
+                    // A tombstone: someone deleted our place on purpose.
+                    newest = None;
+                    continue;
+                };
+                let text = std::str::from_utf8(value)
+                    .ok()
+                    .filter(|t| cursor::parse(t).is_ok())
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "cursor topic {topic:?} partition {} offset {}: the record for {id:?} does not hold a journal cursor",
+                            m.partition(),
+                            m.offset()
+                        )
+                    })?;
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                if newest.as_ref().is_none_or(|(t, ..)| ts >= *t) {
+                    newest = Some((ts, m.partition(), m.offset(), text.to_string()));
+                }
+            }
+        }
+    }
+    Ok(newest.map(|(.., c)| c))
+}
+
+/// For `check`: the brokers support transactions, and what the cursor topic holds. Uses a
+/// separate transactional id (`<id>.check`) so that a running agent is not fenced.
+pub fn check(cfg: &Config) -> Result<String> {
+    let id = transactional_id(cfg)?;
+    let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.clamp(1_000, 10_000));
+    let producer: rdkafka::producer::BaseProducer = connection_config(&cfg.kafka)
+        .set("transactional.id", format!("{id}.check"))
+        .create()
+        .context("cannot create a transactional producer")?;
+    producer
+        .init_transactions(timeout)
+        .map_err(|e| init_error(&format!("{id}.check"), e))?;
+    let topic = &cfg.delivery.cursor_topic;
+    let topic_state = match ensure_cursor_topic(cfg, timeout, false) {
+        Ok(None) => format!("cursor topic {topic:?} is compacted"),
+        Ok(Some(w)) => w,
+        Err(_) if cfg.delivery.create_cursor_topic => {
+            format!("cursor topic {topic:?} will be created (compacted)")
+        }
+        Err(e) => return Err(e),
+    };
+    let place = match read_committed_cursor(&cfg.kafka, topic, &id, timeout) {
+        Ok(Some(c)) => format!("committed cursor {c}"),
+        Ok(None) => "no committed cursor yet".to_string(),
+        Err(_) => "no committed cursor yet (topic not readable)".to_string(),
+    };
+    Ok(format!(
+        "transactions supported; transactional id {id:?}; {topic_state}; {place}"
+    ))
+}
+
+/// The exactly-once store. Owned by the reader thread of a session.
+pub struct TransactionStore {
+    producer: Producer,
+    kafka: KafkaConfig,
+    topic: String,
+    id: String,
+    timeout: Duration,
+    /// The cursor file, kept as a cache for `cursor show` and for a first switch from
+    /// at-least-once; Kafka is the authority.
+    cache: FileStore,
+    open: bool,
+}
+
+impl TransactionStore {
+    /// Registers the transactional id with the coordinator: this fences any older agent
+    /// with the same id and aborts its unfinished transaction, so what the cursor topic
+    /// says afterwards is final.
+    pub fn init(producer: Producer, cfg: &Config, id: String) -> Result<TransactionStore> {
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
+        producer
+            .init_transactions(timeout)
+            .map_err(|e| init_error(&id, e))?;
+        Ok(TransactionStore {
+            producer,
+            kafka: cfg.kafka.clone(),
+            topic: cfg.delivery.cursor_topic.clone(),
+            id,
+            timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
+            cache: FileStore::new(&cfg.state.directory),
+            open: false,
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens a transaction unless one is open.
+    pub fn begin(&mut self) -> Result<()> {
+        if !self.open {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| txn_error("cannot begin a transaction", e))?;
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Drops the open transaction: none of its records become visible to read_committed
+    /// consumers, and its cursor record neither.
+    pub fn abort(&mut self) {
+        if self.open {
+            self.open = false;
+            if let Err(e) = self.producer.abort_transaction(self.timeout) {
+                // The next session's init_transactions aborts it on the coordinator anyway.
+                tracing::warn!(error = %e, "cannot abort the transaction; the next start aborts it");
+            }
+        }
+    }
+}
+
+impl Store for TransactionStore {
+    fn load(&mut self) -> Result<Option<String>> {
+        let from_kafka = read_committed_cursor(&self.kafka, &self.topic, &self.id, self.timeout)?;
+        let cached = self.cache.load().unwrap_or_else(|e| {
+            tracing::warn!(error = format!("{e:#}"), "ignoring the cursor file cache");
+            None
+        });
+        match (from_kafka, cached) {
+            (Some(k), cached) => {
+                if cached.as_deref() != Some(k.as_str()) {
+                    if cached.is_some() {
+                        tracing::info!(
+                            "the cursor file differs from the cursor topic; the cursor topic wins (it is committed with the entries)"
+                        );
+                    }
+                    // Keep the cache (what `cursor show` reads) in step with Kafka.
+                    if let Err(e) = self.cache.commit(&k) {
+                        tracing::debug!(
+                            error = format!("{e:#}"),
+                            "cannot update the cursor file cache"
+                        );
+                    }
+                }
+                Ok(Some(k))
+            }
+            (None, Some(c)) => {
+                // First start in exactly-once mode after at-least-once: continue from the
+                // file (entries up to it are in Kafka already, at least once).
+                tracing::info!(
+                    "no cursor for this transactional id in the cursor topic; continuing from the cursor file"
+                );
+                Ok(Some(c))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn commit(&mut self, cursor: &str) -> Result<()> {
+        self.begin()?;
+        let record = BaseRecord::with_opaque_to(&self.topic, kafka::CONTROL)
+            .key(self.id.as_str())
+            .payload(cursor);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| txn_error("cannot produce the cursor record", e))?;
+        // Flushes every record of the transaction, then commits them with the cursor.
+        // On failure the transaction stays open, for the caller to abort.
+        self.producer
+            .commit_transaction(self.timeout)
+            .map_err(|e| txn_error("cannot commit the transaction", e))?;
+        self.open = false;
+        if let Err(e) = self.cache.commit(cursor) {
+            tracing::debug!(
+                error = format!("{e:#}"),
+                "cannot update the cursor file cache"
+            );
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("cursor topic {:?} (key {:?})", self.topic, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_are_stable_and_tell_sources_apart() {
+        if std::fs::read_to_string("/etc/machine-id").is_err() {
+            return;
+        }
+        let local = default_transactional_id(&Source::Local).unwrap();
+        assert!(local.starts_with("journald-kafka."));
+        assert_eq!(local, default_transactional_id(&Source::Local).unwrap());
+        let a = default_transactional_id(&Source::Directory("/a".into())).unwrap();
+        let b = default_transactional_id(&Source::Directory("/b".into())).unwrap();
+        assert_ne!(a, b);
+        let ns = default_transactional_id(&Source::Namespace("audit".into())).unwrap();
+        assert!(ns.ends_with(".audit"));
+    }
+
+    #[test]
+    fn fencing_codes() {
+        assert!(is_fencing(RDKafkaErrorCode::Fenced));
+        assert!(is_fencing(RDKafkaErrorCode::ProducerFenced));
+        assert!(!is_fencing(RDKafkaErrorCode::MessageTimedOut));
+        let e = txn_error(
+            "x",
+            KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
+        );
+        assert!(e.downcast_ref::<Fenced>().is_some());
+    }
+}
