@@ -219,11 +219,13 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
         if seq == CONTROL {
-            if let Err((e, _)) = result {
-                // The transaction that carries it cannot commit; say why.
-                self.tracker
-                    .fail_all(format!("the cursor record was not delivered: {e}"));
-            }
+            // A failure means the transaction that carries it cannot commit; say why.
+            self.tracker.control_answered(
+                result
+                    .as_ref()
+                    .err()
+                    .map(|(e, _)| format!("the cursor record was not delivered: {e}")),
+            );
             return;
         }
         match result {

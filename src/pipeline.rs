@@ -356,13 +356,14 @@ fn session(
     let (txn, resume) = match txn_id {
         None => (None, resume),
         Some(id) => {
-            let setup = TransactionStore::init(producer.clone(), cfg, id).and_then(|mut s| {
-                let r = s.load()?;
-                if first {
-                    log_restore(r.as_deref(), &s.describe(), cfg);
-                }
-                Ok((s, r))
-            });
+            let setup = TransactionStore::init(producer.clone(), tracker.clone(), cfg, id)
+                .and_then(|mut s| {
+                    let r = s.load()?;
+                    if first {
+                        log_restore(r.as_deref(), &s.describe(), cfg);
+                    }
+                    Ok((s, r))
+                });
             match setup {
                 Ok((s, r)) => (Some(Transaction::new(s, cfg)), r),
                 Err(e) => {
@@ -413,7 +414,7 @@ fn session(
                     txn.as_mut(),
                 );
                 match txn.as_mut() {
-                    Some(t) => t.finish(result, &tracker, &producer, &metrics),
+                    Some(t) => t.finish(result, &tracker, &metrics),
                     None => result,
                 }
             })
@@ -599,6 +600,7 @@ fn read_loop(
     let mut count = 0u32;
     // An entry already read (by the idle check below) and not yet handled.
     let mut pending = false;
+    let mut last_entry = Instant::now();
     loop {
         count = count.wrapping_add(1);
         if count % 1024 == 0 {
@@ -610,6 +612,9 @@ fn read_loop(
         }
         let got = pending || reader.next(&mut entry).map_err(ReadError::Retry)?;
         pending = false;
+        if got {
+            last_entry = Instant::now();
+        }
         if got && !filtered {
             gaps.check(&entry.cursor, metrics);
         }
@@ -647,9 +652,19 @@ fn read_loop(
                 return Ok(());
             }
             if let Some(t) = txn.as_deref_mut() {
+                // A writer still in the middle of a burst leaves the end of the journal
+                // for a moment between entries: wait for a short quiet spell before
+                // committing, or a trickle turns into one small transaction per entry.
+                let quiet = last_entry.elapsed();
+                if t.sent > 0 && quiet < QUIET_BEFORE_COMMIT && !t.due() {
+                    reader
+                        .wait(QUIET_BEFORE_COMMIT - quiet)
+                        .map_err(ReadError::Retry)?;
+                    continue;
+                }
                 // Nothing to read: close the transaction now rather than hold its entries
                 // back from read_committed consumers.
-                t.idle(tracker, producer, metrics)?;
+                t.idle(tracker, metrics)?;
             }
             reader
                 .wait(Duration::from_millis(250))
@@ -674,11 +689,14 @@ fn read_loop(
         if let Some(t) = txn.as_deref_mut() {
             t.sent += 1;
             if t.due() {
-                t.commit(tracker, producer, metrics)?;
+                t.commit(tracker, metrics)?;
             }
         }
     }
 }
+
+/// Exactly-once mode: how long the journal must stay quiet before an idle reader commits.
+const QUIET_BEFORE_COMMIT: Duration = Duration::from_millis(10);
 
 /// Exactly-once mode: the reader's open transaction and when to close it.
 struct Transaction {
@@ -731,31 +749,23 @@ impl Transaction {
         self.sent >= self.max_entries || self.opened.is_some_and(|o| o.elapsed() >= self.max_age)
     }
 
-    fn idle(
-        &mut self,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> Result<(), ReadError> {
+    fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), ReadError> {
         let moved = tracker
             .safe_cursor()
             .is_some_and(|(_, g)| g != self.committed_gen);
         if self.sent > 0 || (moved && self.last_commit.elapsed() >= self.pass_interval) {
-            self.commit(tracker, producer, metrics)?;
+            self.commit(tracker, metrics)?;
         }
         Ok(())
     }
 
     /// Waits until every entry sent is confirmed, then commits the watermark's cursor in
     /// the same transaction. Any failure leaves the transaction to be aborted.
-    fn commit(
-        &mut self,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> Result<(), ReadError> {
-        let deadline = Instant::now() + self.timeout;
-        let _ = producer.flush(self.timeout);
+    fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), ReadError> {
+        // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
+        // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
+        let began = Instant::now();
+        let deadline = began + self.timeout;
         if !tracker.wait_settled(deadline) {
             return Err(ReadError::Retry(anyhow!(
                 "entries of the transaction were not confirmed within delivery.transaction_timeout_ms"
@@ -767,6 +777,12 @@ impl Transaction {
         match tracker.safe_cursor() {
             Some((cursor, generation)) if generation != self.committed_gen => {
                 self.store.commit(&cursor).map_err(Self::error)?;
+                tracing::debug!(
+                    entries = self.sent,
+                    open_for = ?self.opened.map(|o| o.elapsed()),
+                    took = ?began.elapsed(),
+                    "transaction committed"
+                );
                 self.committed_gen = generation;
                 Metrics::add(&metrics.cursor_writes, 1);
                 Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
@@ -790,12 +806,11 @@ impl Transaction {
         &mut self,
         result: Result<(), ReadError>,
         tracker: &Tracker,
-        producer: &Producer,
         metrics: &Metrics,
     ) -> Result<(), ReadError> {
         let result = match result {
             Ok(()) if tracker.failure().is_none() && (self.sent > 0 || self.store.is_open()) => {
-                self.commit(tracker, producer, metrics)
+                self.commit(tracker, metrics)
             }
             other => other,
         };

@@ -56,6 +56,8 @@ struct Inner {
     in_flight_bytes: usize,
     stopping: bool,
     failure: Option<String>,
+    /// Records outside the watermark (the exactly-once cursor record) not yet answered.
+    controls_pending: usize,
 }
 
 /// The watermark and the window, shared by the reader (admit), the producer's delivery
@@ -198,6 +200,42 @@ impl Tracker {
             g.failure = Some(error);
         }
         self.changed.notify_all();
+    }
+
+    /// A record outside the watermark was handed to the producer.
+    pub fn control_sent(&self) {
+        self.lock().controls_pending += 1;
+    }
+
+    /// The broker answered a record outside the watermark (`error` if it failed).
+    pub fn control_answered(&self, error: Option<String>) {
+        let mut g = self.lock();
+        g.controls_pending = g.controls_pending.saturating_sub(1);
+        if let Some(e) = error {
+            if g.failure.is_none() {
+                g.failure = Some(e);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until every record outside the watermark is answered; false at the deadline.
+    pub fn wait_controls(&self, deadline: Instant) -> bool {
+        let mut g = self.lock();
+        loop {
+            if g.controls_pending == 0 {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .changed
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Records a failure that concerns the producer as a whole (a fatal librdkafka error).

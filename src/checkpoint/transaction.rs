@@ -24,7 +24,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{FileStore, Store};
+use super::{FileStore, Store, Tracker};
 use crate::config::{Config, KafkaConfig, Source};
 use crate::journal::cursor;
 use crate::kafka::{self, Producer};
@@ -370,6 +370,7 @@ pub fn check(cfg: &Config) -> Result<String> {
 /// The exactly-once store. Owned by the reader thread of a session.
 pub struct TransactionStore {
     producer: Producer,
+    tracker: std::sync::Arc<Tracker>,
     kafka: KafkaConfig,
     topic: String,
     id: String,
@@ -384,13 +385,19 @@ impl TransactionStore {
     /// Registers the transactional id with the coordinator: this fences any older agent
     /// with the same id and aborts its unfinished transaction, so what the cursor topic
     /// says afterwards is final.
-    pub fn init(producer: Producer, cfg: &Config, id: String) -> Result<TransactionStore> {
+    pub fn init(
+        producer: Producer,
+        tracker: std::sync::Arc<Tracker>,
+        cfg: &Config,
+        id: String,
+    ) -> Result<TransactionStore> {
         let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
         producer
             .init_transactions(timeout)
             .map_err(|e| init_error(&id, e))?;
         Ok(TransactionStore {
             producer,
+            tracker,
             kafka: cfg.kafka.clone(),
             topic: cfg.delivery.cursor_topic.clone(),
             id,
@@ -473,7 +480,20 @@ impl Store for TransactionStore {
         self.producer
             .send(record)
             .map_err(|(e, _)| txn_error("cannot produce the cursor record", e))?;
-        // Flushes every record of the transaction, then commits them with the cursor.
+        self.tracker.control_sent();
+        // Wait for the cursor record's answer ourselves: rdkafka's commit_transaction
+        // flushes first, and its flush polls in 100 ms steps for events that the
+        // producer's own polling thread takes, so anything outstanding costs 100 ms.
+        if !self.tracker.wait_controls(Instant::now() + self.timeout) {
+            bail!(
+                "the cursor record was not confirmed within {:?}",
+                self.timeout
+            );
+        }
+        if let Some(f) = self.tracker.failure() {
+            bail!("{f}");
+        }
+        // Every record of the transaction is confirmed now; commit them with the cursor.
         // On failure the transaction stays open, for the caller to abort.
         self.producer
             .commit_transaction(self.timeout)
