@@ -40,6 +40,8 @@ LAST=$(journalctl -D "$JDIR" -n 1 -o export | sed -n 's/^__CURSOR=//p')
 
 fresh_broker() {
   [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir"
+  # A new port each time: the previous broker's port may still be in TIME_WAIT.
+  PORT=$((PORT + 1))
   broker_dir=$WORK/broker-$1; "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" noida >/dev/null
 }
 

@@ -4,6 +4,7 @@
 #   scripts/bench.sh                 1,000,000 entries, 3 repetitions
 #   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
+#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs
 # The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
 # The broker (fresh for every run) is noida-db by default: Debian's kcat and rsyslog link
 # librdkafka 2.0.2, which cannot talk to Nisshi, and every contender must use the same
@@ -42,6 +43,8 @@ N=$("$SCAN" "$JDIR" | awk '{print $1}')
 
 fresh_broker() {
   [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir"
+  # A new port each time: the previous broker's port may still be in TIME_WAIT.
+  PORT=$((PORT + 1))
   broker_dir=$WORK/broker-$1
   if [ "$BROKER" = nisshi ]; then
     "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" memory >/dev/null
@@ -108,12 +111,15 @@ run_kcat() {
   echo "$e $(echo "$u + $s" | bc) $m -" >> "$WORK/kcat"
 }
 
+# BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
+RUNS=${BENCH_RUNS:-scan agent baseline kcat}
+want() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$REPS"); do
   echo "repetition $r/$REPS" >&2
-  run_scan
-  fresh_broker "a$r"; run_agent "$r"
-  fresh_broker "b$r"; run_baseline
-  fresh_broker "c$r"; run_kcat
+  if want scan; then run_scan; fi
+  if want agent; then fresh_broker "a$r"; run_agent "$r"; fi
+  if want baseline; then fresh_broker "b$r"; run_baseline; fi
+  if want kcat; then fresh_broker "c$r"; run_kcat; fi
 done
 
 median() { # file column

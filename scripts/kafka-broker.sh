@@ -44,7 +44,8 @@ noida_bin() { python3 -c 'import noida_db, os; print(os.path.join(os.path.dirnam
 wait_port() { # port pid
   for _ in $(seq 1 400); do
     kill -0 "$2" 2>/dev/null || { echo "broker exited during start" >&2; return 1; }
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    # An open port is not yet a broker that answers: ask for metadata.
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && kcat -L -b "127.0.0.1:$1" -m 2 >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   echo "broker on port $1 not ready after 20 s" >&2; return 1

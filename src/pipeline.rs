@@ -585,15 +585,12 @@ fn read_loop(
         }
     }
 
-    let mut encoder = Encoder::new(&cfg.encoding, &cfg.kafka);
+    let mut shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
     let mut entry = Entry::new();
-    let mut payload = Vec::with_capacity(4096);
-    let mut topic = String::new();
     let filtered = !cfg.journal.filter.is_empty();
     let pass_interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
     let mut last_pass = Instant::now();
     let mut passed: Option<String> = None;
-    let mut truncated_logged = 0u32;
 
     let own_pid = std::process::id().to_string();
     let mut gaps = GapDetector::default();
@@ -612,7 +609,7 @@ fn read_loop(
         }
         let got = pending || reader.next(&mut entry).map_err(ReadError::Retry)?;
         pending = false;
-        if got {
+        if got && txn.is_some() {
             last_entry = Instant::now();
         }
         if got && !filtered {
@@ -674,16 +671,7 @@ fn read_loop(
         if let Some(t) = txn.as_deref_mut() {
             t.before_send()?;
         }
-        if !ship(
-            &mut encoder,
-            &entry,
-            &mut payload,
-            &mut topic,
-            tracker,
-            producer,
-            metrics,
-            &mut truncated_logged,
-        )? {
+        if !shipper.ship(&mut entry, tracker, producer, metrics)? {
             return Ok(());
         }
         if let Some(t) = txn.as_deref_mut() {
@@ -874,71 +862,120 @@ fn is_own(entry: &Entry, own_pid: &str) -> bool {
                 .is_some_and(|c| c.starts_with(b"journald-kafka")))
 }
 
-/// Encodes and produces one entry. Returns false when the session must end.
-#[allow(clippy::too_many_arguments)]
-fn ship(
-    encoder: &mut Encoder,
-    entry: &Entry,
-    payload: &mut Vec<u8>,
-    topic: &mut String,
-    tracker: &Tracker,
-    producer: &Producer,
-    metrics: &Metrics,
-    truncated_logged: &mut u32,
-) -> Result<bool, ReadError> {
-    Metrics::add(&metrics.entries_read, 1);
-    Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
-    let outcome = encoder.encode(entry, payload);
-    if !outcome.truncated.is_empty() {
-        Metrics::add(&metrics.entries_truncated, 1);
-        if *truncated_logged < 10 {
-            *truncated_logged += 1;
-            tracing::warn!(cursor = %entry.cursor, fields = ?outcome.truncated, "entry larger than encoding.max_record_bytes; truncated the largest field(s) and marked the record");
+/// Encodes and produces entries, reusing its buffers from one entry to the next.
+struct Shipper {
+    encoder: Encoder,
+    payload: Vec<u8>,
+    topic: String,
+    truncated_logged: u32,
+    /// A recent reading of the clock (ms since the epoch), never ahead of the real time:
+    /// the future-timestamp check re-reads the clock only when an entry looks too new.
+    clock_ms: i64,
+}
+
+impl Shipper {
+    fn new(encoder: Encoder) -> Shipper {
+        Shipper {
+            encoder,
+            payload: Vec::with_capacity(4096),
+            topic: String::new(),
+            truncated_logged: 0,
+            clock_ms: now_ms(),
         }
     }
-    encoder.topic(entry, topic);
-    let seq = match tracker.admit(entry.cursor.clone(), payload.len() + entry.cursor.len()) {
-        Ok(s) => s,
-        Err(_) => return Ok(false),
-    };
-    let headers = OwnedHeaders::new_with_capacity(2)
-        .insert(Header {
-            key: kafka::CURSOR_HEADER,
-            value: Some(entry.cursor.as_bytes()),
-        })
-        .insert(Header {
-            key: kafka::FORMAT_HEADER,
-            value: Some(encode::FORMAT_VERSION.as_bytes()),
-        });
-    let mut record = BaseRecord::with_opaque_to(topic.as_str(), seq as usize)
-        .payload(payload.as_slice())
-        .headers(headers)
-        .timestamp(record_timestamp(entry.realtime_usec, metrics));
-    if let Some(k) = encoder.key(entry) {
-        record = record.key(k);
-    }
-    loop {
-        match producer.send(record) {
-            Ok(()) => break,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                // librdkafka's queue is sized above our window, so this is rare; wait for
-                // deliveries to make room rather than dropping anything.
-                if tracker.status().is_err() {
-                    tracker.failed(seq, "not sent: the session is ending".into());
+
+    /// Encodes and produces one entry; its cursor moves into the watermark. Returns false
+    /// when the session must end.
+    fn ship(
+        &mut self,
+        entry: &mut Entry,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> Result<bool, ReadError> {
+        Metrics::add(&metrics.entries_read, 1);
+        Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
+        let outcome = self.encoder.encode(entry, &mut self.payload);
+        if !outcome.truncated.is_empty() {
+            Metrics::add(&metrics.entries_truncated, 1);
+            if self.truncated_logged < 10 {
+                self.truncated_logged += 1;
+                tracing::warn!(cursor = %entry.cursor, fields = ?outcome.truncated, "entry larger than encoding.max_record_bytes; truncated the largest field(s) and marked the record");
+            }
+        }
+        self.encoder.topic(entry, &mut self.topic);
+        // The headers copy the cursor; then the watermark takes the string itself.
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: kafka::CURSOR_HEADER,
+                value: Some(entry.cursor.as_bytes()),
+            })
+            .insert(Header {
+                key: kafka::FORMAT_HEADER,
+                value: Some(encode::FORMAT_VERSION.as_bytes()),
+            });
+        let bytes = self.payload.len() + entry.cursor.len();
+        let seq = match tracker.admit(std::mem::take(&mut entry.cursor), bytes) {
+            Ok(s) => s,
+            Err(_) => return Ok(false),
+        };
+        let timestamp = self.record_timestamp(entry.realtime_usec, metrics);
+        let topic = self.topic.as_str();
+        let mut record = BaseRecord::with_opaque_to(topic, seq as usize)
+            .payload(self.payload.as_slice())
+            .headers(headers)
+            .timestamp(timestamp);
+        if let Some(k) = self.encoder.key(entry) {
+            record = record.key(k);
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // librdkafka's queue is sized above our window, so this is rare; wait for
+                    // deliveries to make room rather than dropping anything.
+                    if tracker.status().is_err() {
+                        tracker.failed(seq, "not sent: the session is ending".into());
+                        return Ok(false);
+                    }
+                    record = r;
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => {
+                    tracker.failed(seq, format!("cannot produce to topic {topic:?}: {e}"));
                     return Ok(false);
                 }
-                record = r;
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err((e, _)) => {
-                tracker.failed(seq, format!("cannot produce to topic {topic:?}: {e}"));
-                return Ok(false);
             }
         }
+        Metrics::add(&metrics.entries_produced, 1);
+        Metrics::add(&metrics.bytes_produced, self.payload.len() as u64);
+        Ok(true)
     }
-    Metrics::add(&metrics.entries_produced, 1);
-    Metrics::add(&metrics.bytes_produced, payload.len() as u64);
-    Ok(true)
+
+    /// The record timestamp: the entry's realtime timestamp, unless it lies in the future.
+    fn record_timestamp(&mut self, realtime_usec: u64, metrics: &Metrics) -> i64 {
+        let ts = (realtime_usec / 1000) as i64;
+        if ts <= self.clock_ms + FUTURE_TOLERANCE_MS {
+            return ts;
+        }
+        self.clock_ms = now_ms();
+        if ts <= self.clock_ms + FUTURE_TOLERANCE_MS {
+            return ts;
+        }
+        if Metrics::get(&metrics.timestamps_clamped) == 0 {
+            tracing::warn!(
+                entry_time_ms = ts,
+                now_ms = self.clock_ms,
+                "an entry is timestamped in the future; its record gets the current time (counted in timestamps_clamped)"
+            );
+        }
+        Metrics::add(&metrics.timestamps_clamped, 1);
+        self.clock_ms
+    }
+}
+
+fn now_ms() -> i64 {
+    (crate::metrics::unix_now_usec() / 1000) as i64
 }
 
 /// How far in the future an entry's time may lie before the record gets the current time
@@ -946,25 +983,6 @@ fn ship(
 /// one hour by default) with a permanent error, and an entry written under a wrong clock
 /// must not wedge the pipeline. The entry's own time always stays in __REALTIME_TIMESTAMP.
 const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
-
-/// The record timestamp: the entry's realtime timestamp, unless it lies in the future.
-fn record_timestamp(realtime_usec: u64, metrics: &Metrics) -> i64 {
-    let ts = (realtime_usec / 1000) as i64;
-    let now = (crate::metrics::unix_now_usec() / 1000) as i64;
-    if ts > now + FUTURE_TOLERANCE_MS {
-        if Metrics::get(&metrics.timestamps_clamped) == 0 {
-            tracing::warn!(
-                entry_time_ms = ts,
-                now_ms = now,
-                "an entry is timestamped in the future; its record gets the current time (counted in timestamps_clamped)"
-            );
-        }
-        Metrics::add(&metrics.timestamps_clamped, 1);
-        now
-    } else {
-        ts
-    }
-}
 
 /// For `check`: opens everything the agent needs and says what `run` would do.
 pub fn describe_start(cfg: &Config, cursor: Option<&str>) -> Result<String> {

@@ -142,8 +142,6 @@ impl Tracker {
             if g.stopping {
                 return Err(Refused::Stopping);
             }
-            // Waiting for room is not being stuck: keep the watchdog fed.
-            self.reader_beat();
             let fits = g.in_flight_entries < self.limits.entries
                 && (g.in_flight_bytes + bytes <= self.limits.bytes || g.in_flight_entries == 0);
             if fits {
@@ -155,6 +153,8 @@ impl Tracker {
                 g.in_flight_bytes += bytes;
                 return Ok(g.wm.push(cursor, bytes));
             }
+            // Waiting for room is not being stuck: keep the watchdog fed.
+            self.reader_beat();
             // A full window for a moment is normal batching; say so only when it lasts.
             let since = *waiting_since.get_or_insert_with(Instant::now);
             if !engaged && since.elapsed() >= Duration::from_secs(2) {

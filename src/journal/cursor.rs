@@ -29,6 +29,16 @@ impl std::error::Error for CursorError {}
 
 /// The sequence-number space and number of a cursor, without allocating (hot path).
 pub fn seqnum(text: &str) -> Option<(&str, u64)> {
+    // Fast path for the layout sd_journal_get_cursor writes ("s=<32 hex>;i=<hex>;..."):
+    // this runs for every entry read.
+    let b = text.as_bytes();
+    if b.len() > 37 && b.starts_with(b"s=") && &b[34..37] == b";i=" {
+        let rest = &text[37..];
+        let end = rest.find(';').unwrap_or(rest.len());
+        if let Ok(n) = u64::from_str_radix(&rest[..end], 16) {
+            return Some((&text[2..34], n));
+        }
+    }
     let mut id = None;
     let mut n = None;
     for part in text.split(';') {

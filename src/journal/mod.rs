@@ -29,6 +29,9 @@ pub struct Reader {
     /// Consecutive failures of `sd_journal_next`, to give up on a journal that cannot be read.
     next_errors: u32,
     pub stats: ReadStats,
+    /// The last boot id seen and its text: consecutive entries share it, and formatting
+    /// 16 bytes as hex for every entry showed up in profiles.
+    boot: Option<(systemd::id128::Id128, String)>,
 }
 
 /// Things the reader had to step over, counted for metrics and logs.
@@ -117,6 +120,7 @@ impl Reader {
             deliver_current: false,
             next_errors: 0,
             stats: ReadStats::default(),
+            boot: None,
         })
     }
 
@@ -219,8 +223,14 @@ impl Reader {
             .monotonic_timestamp()
             .context("sd_journal_get_monotonic_usec")?;
         entry.monotonic_usec = mono;
-        use std::fmt::Write;
-        let _ = write!(entry.boot_id, "{boot}");
+        match &self.boot {
+            Some((id, text)) if *id == boot => entry.boot_id.push_str(text),
+            _ => {
+                let text = boot.to_string();
+                entry.boot_id.push_str(&text);
+                self.boot = Some((boot, text));
+            }
+        }
         self.j.restart_data();
         loop {
             match self.j.enumerate_data() {
