@@ -5,6 +5,8 @@
 #   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
 #   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs
+#   BENCH_PROPS='"linger.ms" = 5' scripts/bench.sh   producer properties for the agent (TOML lines)
+#   BENCH_CONFIG=$'[pipeline]\nmax_in_flight_bytes = 8388608' scripts/bench.sh   other agent settings
 # The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
 # The broker (fresh for every run) is noida-db by default: Debian's kcat and rsyslog link
 # librdkafka 2.0.2, which cannot talk to Nisshi, and every contender must use the same
@@ -72,10 +74,14 @@ topic = "bench"
 [state]
 directory = "$state"
 checkpoint_interval_ms = 50
+${BENCH_CONFIG:-}
 [log]
 target = "stderr"
+[kafka.properties]
+${BENCH_PROPS:-}
 TOML
-  local start end pid anon=0 a
+  local start end pid anon=0 a bpid b0
+  bpid=$(cat "$broker_dir/broker.pid"); b0=$(proc_cpu "/proc/$bpid/stat")
   start=$(date +%s.%N)
   "$BIN" run --config "$cfg" 2>"$WORK/agent-$1.log" & pid=$!
   while [ "$(cat "$state/cursor" 2>/dev/null)" != "$LAST" ]; do
@@ -88,9 +94,23 @@ TOML
   local cpu hwm
   cpu=$(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat")
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  # Where the CPU went: the reader thread, librdkafka's broker threads (compression,
+  # requests), the delivery-report thread, and the broker process on the same cores.
+  local reader=0 rdk=0 poll=0 t c
+  for t in /proc/"$pid"/task/*; do
+    c=$(proc_cpu "$t/stat")
+    case "$(cat "$t/comm")" in
+      journal-reader) reader=$(echo "$reader + $c" | bc) ;;
+      rdk:*) rdk=$(echo "$rdk + $c" | bc) ;;
+      producer*) poll=$(echo "$poll + $c" | bc) ;;
+    esac
+  done
+  local broker; broker=$(echo "$(proc_cpu "/proc/$bpid/stat") - $b0" | bc)
   kill -TERM "$pid"; wait "$pid"
-  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon" >> "$WORK/agent"
+  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon $reader $rdk $poll $broker" >> "$WORK/agent"
 }
+
+proc_cpu() { awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "$1"; }
 
 run_baseline() {
   if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
@@ -142,7 +162,11 @@ row "journalctl -o json | producer.py" "$WORK/baseline"
 row "journalctl -o json | kcat -P" "$WORK/kcat"
 rate() { [ -f "$1" ] && echo "$N / $(median "$1" 1)" | bc -l || echo 0; }
 a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline"); k=$(rate "$WORK/kcat")
-printf "journald-kafka / ceiling:  %.0f%%\n" "$(echo "100 * $a / $c" | bc -l)"
+if [ -f "$WORK/agent" ]; then
+  per() { printf "%.2f" "$(echo "$(median "$WORK/agent" "$1") * 1000000 / $N" | bc -l)"; }
+  echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
+fi
+[ "$c" != "0" ] && [ "$a" != "0" ] && printf "journald-kafka / ceiling:  %.0f%%\n" "$(echo "100 * $a / $c" | bc -l)"
 [ "$b" != "0" ] && printf "journald-kafka / producer.py baseline: %.1fx\n" "$(echo "$a / $b" | bc -l)"
 [ "$k" != "0" ] && printf "journald-kafka / kcat baseline: %.1fx\n" "$(echo "$a / $k" | bc -l)"
 exit 0

@@ -95,7 +95,7 @@ pub fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
     let defaults: &[(&str, &str)] = &[
         ("client.id", &format!("journald-kafka@{}", hostname.trim())),
         ("compression.codec", "lz4"),
-        ("linger.ms", "20"),
+        ("linger.ms", "100"),
         ("batch.num.messages", "10000"),
         ("batch.size", "1000000"),
         ("message.max.bytes", "1000000"),
