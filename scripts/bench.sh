@@ -53,6 +53,8 @@ fresh_broker() {
     "$ROOT/scripts/kafka-broker.sh" topic-create "$PORT" bench 4 >/dev/null
   else
     "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" noida >/dev/null
+    # An open port is not yet a broker that answers, and kcat gives up at once.
+    for _ in $(seq 1 100); do kcat -L -b "127.0.0.1:$PORT" -m 2 >/dev/null 2>&1 && break; sleep 0.1; done
   fi
 }
 

@@ -33,8 +33,8 @@ install() {
 NOIDA_VERSION=${NOIDA_VERSION:-0.2.3}
 
 install-noida() {
-  python3 -c "import noida_db" 2>/dev/null && [ "$(pip show noida-db 2>/dev/null | sed -n 's/^Version: //p')" = "$NOIDA_VERSION" ] && return 0
-  pip install --quiet "noida-db==$NOIDA_VERSION"
+  python3 -c "import noida_db" 2>/dev/null && [ "$(python3 -m pip show noida-db 2>/dev/null | sed -n 's/^Version: //p')" = "$NOIDA_VERSION" ] && return 0
+  python3 -m pip install --quiet "noida-db==$NOIDA_VERSION"
 }
 
 # The server binary itself, not the Python wrapper: the PID we record must be the process
@@ -44,8 +44,7 @@ noida_bin() { python3 -c 'import noida_db, os; print(os.path.join(os.path.dirnam
 wait_port() { # port pid
   for _ in $(seq 1 400); do
     kill -0 "$2" 2>/dev/null || { echo "broker exited during start" >&2; return 1; }
-    # An open port is not yet a broker that answers: ask for metadata.
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && kcat -L -b "127.0.0.1:$1" -m 2 >/dev/null 2>&1 && return 0
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
   echo "broker on port $1 not ready after 20 s" >&2; return 1
@@ -71,7 +70,8 @@ start() { # port datadir [engine]
       "$(noida_bin)" start --only kafka --kafka-port "$port" --data-dir "$dir/data" >>"$dir/broker.log" 2>&1 &
       local pid=$!
       echo "$pid" > "$dir/broker.pid"; echo "$port" > "$dir/broker.port"
-      wait_port "$port" "$pid"
+      # Never leave a broker behind that the caller does not know about.
+      wait_port "$port" "$pid" || { kill -KILL "$pid" 2>/dev/null; return 1; }
       echo "$pid"
       return 0 ;;
     *) echo "engine: sqlite|memory|noida" >&2; return 2 ;;
@@ -83,7 +83,7 @@ start() { # port datadir [engine]
       --group-initial-rebalance-delay 0s ) >>"$dir/broker.log" 2>&1 &
   local pid=$!
   echo "$pid" > "$dir/broker.pid"; echo "$port" > "$dir/broker.port"
-  wait_ready "$port" "$pid"
+  wait_ready "$port" "$pid" || { kill -KILL "$pid" 2>/dev/null; return 1; }
   echo "$pid"
 }
 

@@ -695,8 +695,8 @@ struct Transaction {
     max_entries: usize,
     max_age: Duration,
     timeout: Duration,
-    /// Watermark generation of the last committed cursor.
-    committed_gen: u64,
+    /// The last cursor this session committed.
+    committed: Option<String>,
     last_commit: Instant,
     /// How often a cursor that moved only over filtered entries is committed.
     pass_interval: Duration,
@@ -711,7 +711,7 @@ impl Transaction {
             max_entries: cfg.delivery.transaction_max_entries,
             max_age: Duration::from_millis(cfg.delivery.transaction_max_ms),
             timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
-            committed_gen: u64::MAX,
+            committed: None,
             last_commit: Instant::now(),
             pass_interval: Duration::from_millis(cfg.state.checkpoint_interval_ms),
         }
@@ -738,22 +738,28 @@ impl Transaction {
     }
 
     fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), ReadError> {
-        let moved = tracker
-            .safe_cursor()
-            .is_some_and(|(_, g)| g != self.committed_gen);
+        let moved = tracker.newest_cursor() != self.committed;
         if self.sent > 0 || (moved && self.last_commit.elapsed() >= self.pass_interval) {
             self.commit(tracker, metrics)?;
         }
         Ok(())
     }
 
-    /// Waits until every entry sent is confirmed, then commits the watermark's cursor in
-    /// the same transaction. Any failure leaves the transaction to be aborted.
+    /// Commits the transaction with the watermark's cursor. The cursor record is produced
+    /// first, naming the newest registered position, so that it lingers in librdkafka with
+    /// the transaction's last entries rather than after them; the commit then goes ahead
+    /// only if the watermark, once everything is settled, stands exactly there. Any failure
+    /// leaves the transaction to be aborted.
     fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), ReadError> {
-        // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
-        // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
         let began = Instant::now();
         let deadline = began + self.timeout;
+        let target = tracker.newest_cursor();
+        let fresh = target.is_some() && target != self.committed;
+        if let (true, Some(t)) = (fresh, &target) {
+            self.store.send_cursor(t).map_err(Self::error)?;
+        }
+        // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
+        // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
         if !tracker.wait_settled(deadline) {
             return Err(ReadError::Retry(anyhow!(
                 "entries of the transaction were not confirmed within delivery.transaction_timeout_ms"
@@ -762,25 +768,32 @@ impl Transaction {
         if let Some(f) = tracker.failure() {
             return Err(ReadError::Retry(anyhow!(f)));
         }
-        match tracker.safe_cursor() {
-            Some((cursor, generation)) if generation != self.committed_gen => {
-                self.store.commit(&cursor).map_err(Self::error)?;
+        match target.filter(|_| fresh) {
+            Some(cursor) => {
+                // The rule of every store: only the watermark's safe cursor is committed.
+                let safe = tracker.safe_cursor().map(|(c, _)| c);
+                if safe.as_deref() != Some(cursor.as_str()) {
+                    return Err(ReadError::Retry(anyhow!(
+                        "the watermark stopped at {safe:?}, before the transaction's cursor {cursor:?}"
+                    )));
+                }
+                self.store.finish_commit(&cursor).map_err(Self::error)?;
                 tracing::debug!(
                     entries = self.sent,
                     open_for = ?self.opened.map(|o| o.elapsed()),
                     took = ?began.elapsed(),
                     "transaction committed"
                 );
-                self.committed_gen = generation;
                 Metrics::add(&metrics.cursor_writes, 1);
                 Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
                 Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
                 if let Ok(info) = journal::cursor::parse(&cursor) {
                     Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
                 }
+                self.committed = Some(cursor);
             }
             // Nothing new to commit: an open transaction holds no entry.
-            _ => self.store.abort(),
+            None => self.store.abort(),
         }
         self.sent = 0;
         self.opened = None;

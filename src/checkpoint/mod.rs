@@ -280,6 +280,11 @@ impl Tracker {
             .map(|c| (c.to_string(), g.wm.generation()))
     }
 
+    /// The cursor the watermark will reach once everything registered is delivered.
+    pub fn newest_cursor(&self) -> Option<String> {
+        self.lock().wm.newest_cursor().map(str::to_string)
+    }
+
     pub fn in_flight(&self) -> (usize, usize) {
         let g = self.lock();
         (g.in_flight_entries, g.in_flight_bytes)

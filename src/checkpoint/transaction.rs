@@ -473,6 +473,20 @@ impl Store for TransactionStore {
     }
 
     fn commit(&mut self, cursor: &str) -> Result<()> {
+        self.send_cursor(cursor)?;
+        self.finish_commit(cursor)
+    }
+
+    fn describe(&self) -> String {
+        format!("cursor topic {:?} (key {:?})", self.topic, self.id)
+    }
+}
+
+impl TransactionStore {
+    /// First half of `commit`: adds the cursor record to the open transaction. It may be
+    /// sent before the entries are confirmed (it then shares their batch's linger time);
+    /// `finish_commit` is only called once the watermark has reached this very cursor.
+    pub fn send_cursor(&mut self, cursor: &str) -> Result<()> {
         self.begin()?;
         let record = BaseRecord::with_opaque_to(&self.topic, kafka::CONTROL)
             .key(self.id.as_str())
@@ -481,6 +495,11 @@ impl Store for TransactionStore {
             .send(record)
             .map_err(|(e, _)| txn_error("cannot produce the cursor record", e))?;
         self.tracker.control_sent();
+        Ok(())
+    }
+
+    /// Second half of `commit`: once the cursor record is confirmed, commits the transaction.
+    pub fn finish_commit(&mut self, cursor: &str) -> Result<()> {
         // Wait for the cursor record's answer ourselves: rdkafka's commit_transaction
         // flushes first, and its flush polls in 100 ms steps for events that the
         // producer's own polling thread takes, so anything outstanding costs 100 ms.
@@ -506,10 +525,6 @@ impl Store for TransactionStore {
             );
         }
         Ok(())
-    }
-
-    fn describe(&self) -> String {
-        format!("cursor topic {:?} (key {:?})", self.topic, self.id)
     }
 }
 

@@ -101,6 +101,14 @@ impl Watermark {
         self.safe.as_deref()
     }
 
+    /// The cursor of the newest registered position, settled or not.
+    pub fn newest_cursor(&self) -> Option<&str> {
+        self.ring
+            .back()
+            .map(|s| s.cursor.as_str())
+            .or(self.safe.as_deref())
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation
     }
