@@ -17,4 +17,5 @@ echo "== packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
 tests/packaging/check.sh
 echo "== benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
+scripts/bench-delivery.sh --quick
 echo "== all tests passed"
