@@ -98,18 +98,19 @@ TOML
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
   # Where the CPU went: the reader thread, librdkafka's broker threads (compression,
   # requests), the delivery-report thread, and the broker process on the same cores.
-  local reader=0 rdk=0 poll=0 t c
+  local reader=0 ship=0 rdk=0 poll=0 t c
   for t in /proc/"$pid"/task/*; do
     c=$(proc_cpu "$t/stat")
     case "$(cat "$t/comm")" in
       journal-reader) reader=$(echo "$reader + $c" | bc) ;;
+      shipper) ship=$(echo "$ship + $c" | bc) ;;
       rdk:*) rdk=$(echo "$rdk + $c" | bc) ;;
       producer*) poll=$(echo "$poll + $c" | bc) ;;
     esac
   done
   local broker; broker=$(echo "$(proc_cpu "/proc/$bpid/stat") - $b0" | bc)
   kill -TERM "$pid"; wait "$pid"
-  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon $reader $rdk $poll $broker" >> "$WORK/agent"
+  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon $reader $rdk $poll $broker $ship" >> "$WORK/agent"
 }
 
 proc_cpu() { awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "$1"; }
@@ -166,7 +167,7 @@ rate() { [ -f "$1" ] && echo "$N / $(median "$1" 1)" | bc -l || echo 0; }
 a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline"); k=$(rate "$WORK/kcat")
 if [ -f "$WORK/agent" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/agent" "$1") * 1000000 / $N" | bc -l)"; }
-  echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
+  echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
 fi
 [ "$c" != "0" ] && [ "$a" != "0" ] && printf "journald-kafka / ceiling:  %.0f%%\n" "$(echo "100 * $a / $c" | bc -l)"
 [ "$b" != "0" ] && printf "journald-kafka / producer.py baseline: %.1fx\n" "$(echo "$a / $b" | bc -l)"

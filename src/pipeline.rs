@@ -9,7 +9,7 @@
 //! the watermark, and never drop an admitted entry without failing it in the watermark.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -527,7 +527,7 @@ fn read_loop(
     producer: &Producer,
     metrics: &Metrics,
     first: bool,
-    mut txn: Option<&mut Transaction>,
+    txn: Option<&mut Transaction>,
 ) -> Result<(), ReadError> {
     // Problems opening or positioning on the first start are for the operator; later the
     // journal may just be briefly unavailable (a namespace restarting), so retry.
@@ -545,7 +545,7 @@ fn read_loop(
     metrics
         .journal_open
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut last_usage = Instant::now() - Duration::from_secs(3600);
+    let last_usage = Instant::now() - Duration::from_secs(3600);
     match &position {
         Position::AfterCursor | Position::AfterFilteredCursor => {
             if first {
@@ -585,7 +585,150 @@ fn read_loop(
         }
     }
 
-    let mut shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+    let shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+    if txn.is_some() {
+        // Exactly-once: the reader owns the transaction, and a commit must fall between
+        // two sends, so reading and shipping stay on this one thread.
+        let mut out = Out::Inline(Box::new(shipper));
+        return follow(
+            &mut reader,
+            cfg,
+            tracker,
+            producer,
+            metrics,
+            txn,
+            &mut out,
+            last_usage,
+        );
+    }
+    // At-least-once: reading (libsystemd) and shipping (encoding, librdkafka's enqueue)
+    // each take about half of the per-entry work; a short queue lets them use two cores.
+    thread::scope(|scope| {
+        let (tx, rx) = mpsc::sync_channel::<Item>(SHIP_QUEUE);
+        let (recycle_tx, recycle_rx) = mpsc::sync_channel::<Entry>(SHIP_QUEUE);
+        let shipping = thread::Builder::new()
+            .name("shipper".into())
+            .spawn_scoped(scope, move || {
+                ship_queue(rx, recycle_tx, shipper, tracker, producer, metrics)
+            })
+            .expect("spawn the shipping thread");
+        let mut out = Out::Queue {
+            tx,
+            recycle: recycle_rx,
+        };
+        let result = follow(
+            &mut reader,
+            cfg,
+            tracker,
+            producer,
+            metrics,
+            None,
+            &mut out,
+            last_usage,
+        );
+        // Closing the queue lets the shipping thread finish what it holds, in order.
+        drop(out);
+        if shipping.join().is_err() {
+            return Err(ReadError::Retry(anyhow!("the shipping thread panicked")));
+        }
+        result
+    })
+}
+
+/// Entries waiting between the reader and the shipping thread. Small: the in-flight window
+/// is the real buffer; this only smooths the hand-over.
+const SHIP_QUEUE: usize = 256;
+
+/// What the reader hands over, in journal order: the watermark must see filtered positions
+/// in the same order as the entries around them.
+enum Item {
+    Entry(Entry),
+    Pass(String),
+}
+
+/// Where the reader's entries go: shipped on the reader's thread, or queued for the
+/// shipping thread.
+enum Out {
+    Inline(Box<Shipper>),
+    Queue {
+        tx: mpsc::SyncSender<Item>,
+        recycle: mpsc::Receiver<Entry>,
+    },
+}
+
+impl Out {
+    /// Ships `entry` (or queues it; `entry` is then replaced by a recycled buffer).
+    /// Returns false when the session must end.
+    fn ship(
+        &mut self,
+        entry: &mut Entry,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> Result<bool, ReadError> {
+        match self {
+            Out::Inline(shipper) => shipper.ship(entry, tracker, producer, metrics),
+            Out::Queue { tx, recycle } => {
+                let spare = recycle.try_recv().unwrap_or_default();
+                let full = std::mem::replace(entry, spare);
+                // The shipping thread hangs up when the session ends.
+                Ok(tx.send(Item::Entry(full)).is_ok())
+            }
+        }
+    }
+
+    /// Registers a position that needs no delivery, behind every entry handed over so far.
+    fn pass(&mut self, cursor: String, tracker: &Tracker) {
+        match self {
+            Out::Inline(_) => tracker.pass(cursor),
+            Out::Queue { tx, .. } => {
+                let _ = tx.send(Item::Pass(cursor));
+            }
+        }
+    }
+}
+
+/// The shipping thread: encodes and produces queued entries until the queue closes or the
+/// session ends, handing the buffers back for reuse.
+fn ship_queue(
+    rx: mpsc::Receiver<Item>,
+    recycle: mpsc::SyncSender<Entry>,
+    mut shipper: Shipper,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+) {
+    for item in rx {
+        match item {
+            Item::Entry(mut entry) => {
+                if !matches!(
+                    shipper.ship(&mut entry, tracker, producer, metrics),
+                    Ok(true)
+                ) {
+                    // Dropping the queue makes the reader stop; what it still holds was
+                    // never admitted, so the watermark cannot pass it.
+                    return;
+                }
+                entry.clear();
+                let _ = recycle.try_send(entry);
+            }
+            Item::Pass(cursor) => tracker.pass(cursor),
+        }
+    }
+}
+
+/// The read loop proper: follows the journal and hands every entry to `out`.
+#[allow(clippy::too_many_arguments)]
+fn follow(
+    reader: &mut Reader,
+    cfg: &Config,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+    mut txn: Option<&mut Transaction>,
+    out: &mut Out,
+    mut last_usage: Instant,
+) -> Result<(), ReadError> {
     let mut entry = Entry::new();
     let filtered = !cfg.journal.filter.is_empty();
     let pass_interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
@@ -619,7 +762,7 @@ fn read_loop(
             // Our own log lines: shipping them would let the agent feed on itself. They
             // still move the watermark like any filtered-out entry.
             Metrics::add(&metrics.entries_own_skipped, 1);
-            tracker.pass(entry.cursor.clone());
+            out.pass(entry.cursor.clone(), tracker);
             continue;
         }
         if !got {
@@ -640,7 +783,7 @@ fn read_loop(
                 }
                 if let Some(n) = newest {
                     if passed.as_deref() != Some(n.as_str()) {
-                        tracker.pass(n.clone());
+                        out.pass(n.clone(), tracker);
                         passed = Some(n);
                     }
                 }
@@ -671,7 +814,7 @@ fn read_loop(
         if let Some(t) = txn.as_deref_mut() {
             t.before_send()?;
         }
-        if !shipper.ship(&mut entry, tracker, producer, metrics)? {
+        if !out.ship(&mut entry, tracker, producer, metrics)? {
             return Ok(());
         }
         if let Some(t) = txn.as_deref_mut() {
