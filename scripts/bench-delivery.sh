@@ -4,6 +4,7 @@
 #   scripts/bench-delivery.sh            200,000 entries, 3 repetitions
 #   scripts/bench-delivery.sh --quick    20,000 entries, 1 repetition
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench-delivery.sh
+#   BENCH_CONFIG='transaction_max_ms = 5000' scripts/bench-delivery.sh   (lines for [delivery])
 # Two figures per mode:
 #   bulk     shipping the whole journal: entries/s and agent CPU seconds per 1M entries;
 #   latency  the agent idle and following a live directory, a burst of 1,000 entries is
@@ -58,6 +59,7 @@ checkpoint_interval_ms = 50
 [delivery]
 mode = "$1"
 transactional_id = "bench-$4"
+${BENCH_CONFIG:-}
 [log]
 target = "stderr"
 TOML

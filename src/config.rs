@@ -936,7 +936,8 @@ fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig> {
         transaction_max_ms: bounded(
             raw.transaction_max_ms,
             "delivery.transaction_max_ms",
-            1_000,
+            // Well inside a shortened transaction timeout too.
+            5_000u64.min(transaction_timeout_ms / 2),
             10,
             transaction_timeout_ms / 2,
         )?,
@@ -1101,6 +1102,33 @@ mod tests {
         );
         assert_eq!(c.pipeline.max_in_flight_entries, 50_000);
         assert_eq!(c.log.target, LogTarget::Auto);
+    }
+
+    #[test]
+    fn delivery_section() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.delivery.mode, Mode::AtLeastOnce);
+        assert_eq!(c.delivery.cursor_topic, DEFAULT_CURSOR_TOPIC);
+        assert_eq!(c.delivery.transaction_max_ms, 5_000);
+        let c = parse(&format!(
+            "{MIN}[delivery]\nmode = \"exactly-once\"\ntransactional_id = \"web-01\"\ntransaction_timeout_ms = 4000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.delivery.mode, Mode::ExactlyOnce);
+        assert_eq!(c.delivery.transactional_id.as_deref(), Some("web-01"));
+        // The default transaction length stays inside a shortened timeout.
+        assert_eq!(c.delivery.transaction_max_ms, 2_000);
+        let e = err(&format!("{MIN}[delivery]\nmode = \"exactly-twice\"\n"));
+        assert!(e.contains("delivery.mode") && e.contains("line 5"), "{e}");
+        let e = err(&format!(
+            "{MIN}[delivery]\ntransaction_timeout_ms = 10000\ntransaction_max_ms = 9000\n"
+        ));
+        assert!(
+            e.contains("delivery.transaction_max_ms") && e.contains("line 6"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[delivery]\ncursor_topic = \"a b\"\n"));
+        assert!(e.contains("delivery.cursor_topic"), "{e}");
     }
 
     #[test]
