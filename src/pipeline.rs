@@ -403,20 +403,15 @@ fn session(
         thread::Builder::new()
             .name("journal-reader".into())
             .spawn(move || {
-                let mut txn = txn;
-                let result = read_loop(
+                read_loop(
                     &cfg,
                     resume.as_deref(),
                     &tracker,
                     &producer,
                     &metrics,
                     first,
-                    txn.as_mut(),
-                );
-                match txn.as_mut() {
-                    Some(t) => t.finish(result, &tracker, &metrics),
-                    None => result,
-                }
+                    txn,
+                )
             })
             .expect("spawn the journal reader thread")
     };
@@ -527,7 +522,7 @@ fn read_loop(
     producer: &Producer,
     metrics: &Metrics,
     first: bool,
-    txn: Option<&mut Transaction>,
+    txn: Option<Transaction>,
 ) -> Result<(), ReadError> {
     // Problems opening or positioning on the first start are for the operator; later the
     // journal may just be briefly unavailable (a namespace restarting), so retry.
@@ -586,52 +581,53 @@ fn read_loop(
     }
 
     let shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
-    if txn.is_some() {
-        // Exactly-once: the reader owns the transaction, and a commit must fall between
-        // two sends, so reading and shipping stay on this one thread.
-        let mut out = Out::Inline(Box::new(shipper));
-        return follow(
-            &mut reader,
-            cfg,
-            tracker,
-            producer,
-            metrics,
-            txn,
-            &mut out,
-            last_usage,
-        );
-    }
-    // At-least-once: reading (libsystemd) and shipping (encoding, librdkafka's enqueue)
-    // each take about half of the per-entry work; a short queue lets them use two cores.
+    // Reading (libsystemd) and shipping (encoding, librdkafka's enqueue and, in exactly-once
+    // mode, the transaction) each take about half of the per-entry work; a short queue lets
+    // them use two cores. The shipping thread owns the transaction: commits fall between
+    // two of its sends, and the reader tells it when the journal has gone quiet.
+    let commit_on_idle = txn.is_some();
     thread::scope(|scope| {
         let (tx, rx) = mpsc::sync_channel::<Item>(SHIP_QUEUE);
         let (recycle_tx, recycle_rx) = mpsc::sync_channel::<Entry>(SHIP_QUEUE);
         let shipping = thread::Builder::new()
             .name("shipper".into())
             .spawn_scoped(scope, move || {
-                ship_queue(rx, recycle_tx, shipper, tracker, producer, metrics)
+                let mut txn = txn;
+                let result = ship_queue(
+                    rx,
+                    recycle_tx,
+                    shipper,
+                    txn.as_mut(),
+                    tracker,
+                    producer,
+                    metrics,
+                );
+                match txn.as_mut() {
+                    Some(t) => t.finish(result, tracker, metrics),
+                    None => result,
+                }
             })
             .expect("spawn the shipping thread");
-        let mut out = Out::Queue {
+        let mut out = Out {
             tx,
             recycle: recycle_rx,
         };
-        let result = follow(
+        let read = follow(
             &mut reader,
             cfg,
             tracker,
-            producer,
             metrics,
-            None,
+            commit_on_idle,
             &mut out,
             last_usage,
         );
         // Closing the queue lets the shipping thread finish what it holds, in order.
         drop(out);
-        if shipping.join().is_err() {
-            return Err(ReadError::Retry(anyhow!("the shipping thread panicked")));
-        }
-        result
+        let shipped = shipping
+            .join()
+            .unwrap_or_else(|_| Err(ReadError::Retry(anyhow!("the shipping thread panicked"))));
+        // The shipping side's error explains why the reader was told to stop.
+        shipped.and(read)
     })
 }
 
@@ -644,77 +640,79 @@ const SHIP_QUEUE: usize = 256;
 enum Item {
     Entry(Entry),
     Pass(String),
+    /// The journal has nothing more for now (exactly-once: time to commit).
+    Idle,
 }
 
-/// Where the reader's entries go: shipped on the reader's thread, or queued for the
-/// shipping thread.
-enum Out {
-    Inline(Box<Shipper>),
-    Queue {
-        tx: mpsc::SyncSender<Item>,
-        recycle: mpsc::Receiver<Entry>,
-    },
+/// The reader's end of the queue to the shipping thread. Every method returns false once
+/// the shipping thread has hung up (the session is ending).
+struct Out {
+    tx: mpsc::SyncSender<Item>,
+    recycle: mpsc::Receiver<Entry>,
 }
 
 impl Out {
-    /// Ships `entry` (or queues it; `entry` is then replaced by a recycled buffer).
-    /// Returns false when the session must end.
-    fn ship(
-        &mut self,
-        entry: &mut Entry,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> Result<bool, ReadError> {
-        match self {
-            Out::Inline(shipper) => shipper.ship(entry, tracker, producer, metrics),
-            Out::Queue { tx, recycle } => {
-                let spare = recycle.try_recv().unwrap_or_default();
-                let full = std::mem::replace(entry, spare);
-                // The shipping thread hangs up when the session ends.
-                Ok(tx.send(Item::Entry(full)).is_ok())
-            }
-        }
+    /// Queues `entry`, which is replaced by a recycled buffer.
+    fn ship(&mut self, entry: &mut Entry) -> bool {
+        let spare = self.recycle.try_recv().unwrap_or_default();
+        let full = std::mem::replace(entry, spare);
+        self.tx.send(Item::Entry(full)).is_ok()
     }
 
-    /// Registers a position that needs no delivery, behind every entry handed over so far.
-    fn pass(&mut self, cursor: String, tracker: &Tracker) {
-        match self {
-            Out::Inline(_) => tracker.pass(cursor),
-            Out::Queue { tx, .. } => {
-                let _ = tx.send(Item::Pass(cursor));
-            }
-        }
+    /// Registers a position that needs no delivery, behind every entry queued so far.
+    fn pass(&mut self, cursor: String) -> bool {
+        self.tx.send(Item::Pass(cursor)).is_ok()
+    }
+
+    fn idle(&mut self) -> bool {
+        self.tx.send(Item::Idle).is_ok()
     }
 }
 
-/// The shipping thread: encodes and produces queued entries until the queue closes or the
-/// session ends, handing the buffers back for reuse.
+/// The shipping thread: encodes and produces queued entries (and runs the transaction)
+/// until the queue closes or the session ends, handing the buffers back for reuse. Returns
+/// with the queue closed, so a reader blocked on it wakes up.
+#[allow(clippy::too_many_arguments)]
 fn ship_queue(
     rx: mpsc::Receiver<Item>,
     recycle: mpsc::SyncSender<Entry>,
     mut shipper: Shipper,
+    mut txn: Option<&mut Transaction>,
     tracker: &Tracker,
     producer: &Producer,
     metrics: &Metrics,
-) {
+) -> Result<(), ReadError> {
     for item in rx {
         match item {
             Item::Entry(mut entry) => {
-                if !matches!(
-                    shipper.ship(&mut entry, tracker, producer, metrics),
-                    Ok(true)
-                ) {
-                    // Dropping the queue makes the reader stop; what it still holds was
-                    // never admitted, so the watermark cannot pass it.
-                    return;
+                if let Some(t) = txn.as_deref_mut() {
+                    t.before_send()?;
+                }
+                // False: admission was refused (stop or failure). What is still queued was
+                // never admitted, so the watermark cannot pass it.
+                if !shipper.ship(&mut entry, tracker, producer, metrics)? {
+                    return Ok(());
+                }
+                if let Some(t) = txn.as_deref_mut() {
+                    t.sent += 1;
+                    if t.due() {
+                        t.commit(tracker, metrics)?;
+                    }
                 }
                 entry.clear();
                 let _ = recycle.try_send(entry);
             }
             Item::Pass(cursor) => tracker.pass(cursor),
+            Item::Idle => {
+                if let Some(t) = txn.as_deref_mut() {
+                    // Nothing to read: close the transaction now rather than hold its
+                    // entries back from read_committed consumers.
+                    t.idle(tracker, metrics)?;
+                }
+            }
         }
     }
+    Ok(())
 }
 
 /// The read loop proper: follows the journal and hands every entry to `out`.
@@ -723,9 +721,8 @@ fn follow(
     reader: &mut Reader,
     cfg: &Config,
     tracker: &Tracker,
-    producer: &Producer,
     metrics: &Metrics,
-    mut txn: Option<&mut Transaction>,
+    commit_on_idle: bool,
     out: &mut Out,
     mut last_usage: Instant,
 ) -> Result<(), ReadError> {
@@ -741,6 +738,8 @@ fn follow(
     // An entry already read (by the idle check below) and not yet handled.
     let mut pending = false;
     let mut last_entry = Instant::now();
+    // Entries were read since the shipping thread last heard that the journal is quiet.
+    let mut fresh = false;
     loop {
         count = count.wrapping_add(1);
         if count % 1024 == 0 {
@@ -752,8 +751,9 @@ fn follow(
         }
         let got = pending || reader.next(&mut entry).map_err(ReadError::Retry)?;
         pending = false;
-        if got && txn.is_some() {
+        if got && commit_on_idle {
             last_entry = Instant::now();
+            fresh = true;
         }
         if got && !filtered {
             gaps.check(&entry.cursor, metrics);
@@ -762,7 +762,9 @@ fn follow(
             // Our own log lines: shipping them would let the agent feed on itself. They
             // still move the watermark like any filtered-out entry.
             Metrics::add(&metrics.entries_own_skipped, 1);
-            out.pass(entry.cursor.clone(), tracker);
+            if !out.pass(entry.cursor.clone()) {
+                return Ok(());
+            }
             continue;
         }
         if !got {
@@ -783,7 +785,9 @@ fn follow(
                 }
                 if let Some(n) = newest {
                     if passed.as_deref() != Some(n.as_str()) {
-                        out.pass(n.clone(), tracker);
+                        if !out.pass(n.clone()) {
+                            return Ok(());
+                        }
                         passed = Some(n);
                     }
                 }
@@ -791,37 +795,29 @@ fn follow(
             if tracker.status().is_err() {
                 return Ok(());
             }
-            if let Some(t) = txn.as_deref_mut() {
+            if commit_on_idle {
                 // A writer still in the middle of a burst leaves the end of the journal
                 // for a moment between entries: wait for a short quiet spell before
                 // committing, or a trickle turns into one small transaction per entry.
                 let quiet = last_entry.elapsed();
-                if t.sent > 0 && quiet < QUIET_BEFORE_COMMIT && !t.due() {
+                if fresh && quiet < QUIET_BEFORE_COMMIT {
                     reader
                         .wait(QUIET_BEFORE_COMMIT - quiet)
                         .map_err(ReadError::Retry)?;
                     continue;
                 }
-                // Nothing to read: close the transaction now rather than hold its entries
-                // back from read_committed consumers.
-                t.idle(tracker, metrics)?;
+                fresh = false;
+                if !out.idle() {
+                    return Ok(());
+                }
             }
             reader
                 .wait(Duration::from_millis(250))
                 .map_err(ReadError::Retry)?;
             continue;
         }
-        if let Some(t) = txn.as_deref_mut() {
-            t.before_send()?;
-        }
-        if !out.ship(&mut entry, tracker, producer, metrics)? {
+        if !out.ship(&mut entry) {
             return Ok(());
-        }
-        if let Some(t) = txn.as_deref_mut() {
-            t.sent += 1;
-            if t.due() {
-                t.commit(tracker, metrics)?;
-            }
         }
     }
 }
