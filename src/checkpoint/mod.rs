@@ -379,6 +379,38 @@ mod tests {
     }
 
     #[test]
+    fn newest_cursor_and_control_records() {
+        let t = Arc::new(Tracker::new(Limits {
+            entries: 10,
+            bytes: 1000,
+        }));
+        assert_eq!(t.newest_cursor(), None);
+        t.admit("a".into(), 1).unwrap();
+        t.pass("b".into());
+        // Newest registered, whether settled or not; safe only once "a" is delivered.
+        assert_eq!(t.newest_cursor().as_deref(), Some("b"));
+        assert_eq!(t.safe_cursor(), None);
+        t.delivered(0);
+        assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("b"));
+        assert_eq!(t.newest_cursor().as_deref(), Some("b"));
+
+        // A control record (the cursor record) is waited for apart from the watermark.
+        t.control_sent();
+        assert!(!t.wait_controls(Instant::now() + Duration::from_millis(20)));
+        let t2 = t.clone();
+        let h =
+            std::thread::spawn(move || t2.wait_controls(Instant::now() + Duration::from_secs(5)));
+        t.control_answered(None);
+        assert!(h.join().unwrap());
+        assert_eq!(t.failure(), None);
+        // A failed control record fails the session.
+        t.control_sent();
+        t.control_answered(Some("cursor record refused".into()));
+        assert!(t.wait_controls(Instant::now()));
+        assert_eq!(t.failure().as_deref(), Some("cursor record refused"));
+    }
+
+    #[test]
     fn stop_wakes_a_waiting_reader() {
         let t = Arc::new(Tracker::new(Limits {
             entries: 1,
