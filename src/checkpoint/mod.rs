@@ -221,9 +221,15 @@ impl Tracker {
 
     /// Waits until every record outside the watermark is answered; false at the deadline.
     pub fn wait_controls(&self, deadline: Instant) -> bool {
+        self.wait_for(deadline, |g| g.controls_pending == 0)
+    }
+
+    /// Waits until `done` holds or the deadline passes; false at the deadline. Every state
+    /// change signals `changed`; the 100 ms cap only bounds a missed wake-up.
+    fn wait_for(&self, deadline: Instant, done: impl Fn(&Inner) -> bool) -> bool {
         let mut g = self.lock();
         loop {
-            if g.controls_pending == 0 {
+            if done(&g) {
                 return true;
             }
             let now = Instant::now();
@@ -232,7 +238,7 @@ impl Tracker {
             }
             g = self
                 .changed
-                .wait_timeout(g, deadline - now)
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -292,21 +298,7 @@ impl Tracker {
 
     /// Waits until every admitted entry has a final answer, or the deadline passes.
     pub fn wait_settled(&self, deadline: Instant) -> bool {
-        let mut g = self.lock();
-        loop {
-            if g.wm.settled() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = self
-                .changed
-                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.wait_for(deadline, |g| g.wm.settled())
     }
 }
 
