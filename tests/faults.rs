@@ -10,52 +10,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Runs `journald-kafka verify --json` and returns (lost, duplicates, out_of_order, records).
-fn verify(config: &Path) -> (u64, u64, u64, u64) {
-    let (st, out) = run_cli(&[
-        "verify",
-        "--json",
-        "--idle-ms",
-        "3000",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let json = out
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("verify printed no report: {out}"));
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    let n = |k: &str| v[k].as_u64().unwrap();
-    assert_eq!(
-        st.success(),
-        n("lost") == 0 && n("out_of_order") == 0,
-        "{out}"
-    );
-    (n("lost"), n("duplicates"), n("out_of_order"), n("records"))
-}
-
 fn config(jdir: &Path, broker: &str, state: &Path, extra: &str) -> String {
     format!(
         "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{broker}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n{extra}",
         jdir.display(),
         state.display()
     )
-}
-
-/// Microseconds since the epoch, `secs` seconds ago.
-fn recent_usec(secs: u64) -> u64 {
-    now_usec() - secs * 1_000_000
-}
-
-/// A small deterministic generator for kill timings.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        lo + self.0 % (hi - lo)
-    }
 }
 
 #[test]

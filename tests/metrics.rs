@@ -47,12 +47,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     write_journal(
         &jdir,
         "a.journal",
-        &[
-            "-n",
-            "2000",
-            "--start-usec",
-            &(now_usec() - 600_000_000).to_string(),
-        ],
+        &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
     );
     let entries = journal_entries(&jdir, &[]);
     let port = free_port();
