@@ -20,31 +20,16 @@ if [ "${1:-}" = "--quick" ]; then ENTRIES=${BENCH_ENTRIES:-20000}; REPS=${BENCH_
 CACHE=${BENCH_CACHE:-$HOME/.cache/journald-kafka-bench}
 WORK=$(mktemp -d /tmp/jk-bench-delivery.XXXXXX)
 PORT=${BENCH_PORT:-29292}
-TCK=$(getconf CLK_TCK)
-broker_dir=""
-cleanup() { [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir" 2>/dev/null; rm -rf "$WORK"; }
+BROKER=noida
+. "$ROOT/scripts/bench-lib.sh"
+cleanup() { stop_broker; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 scripts/install-deps.sh >/dev/null
 cargo build --release --quiet --bin journald-kafka
 BIN=$ROOT/target/release/journald-kafka
 
-JDIR=$CACHE/$ENTRIES
-if [ ! -f "$JDIR/.complete" ]; then
-  echo "generating $ENTRIES journal entries into $JDIR" >&2
-  rm -rf "$JDIR"; mkdir -p "$JDIR"
-  python3 tests/tools/gen_export.py -n "$ENTRIES" --msg-len 40 --start-usec "$(( ($(date +%s) - 86400) * 1000000 ))" \
-    | /lib/systemd/systemd-journal-remote -o "$JDIR/bench.journal" - 2>/dev/null
-  touch "$JDIR/.complete"
-fi
-LAST=$(journalctl -D "$JDIR" -n 1 -o export | sed -n 's/^__CURSOR=//p')
-
-fresh_broker() {
-  [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir"
-  # A new port each time: the previous broker's port may still be in TIME_WAIT.
-  PORT=$((PORT + 1))
-  broker_dir=$WORK/broker-$1; "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" noida >/dev/null
-}
+bench_journal "$ENTRIES"
 
 config() { # mode dir state topic
   cat <<TOML
@@ -78,7 +63,7 @@ bulk() { # mode rep
     sleep 0.05
   done
   end=$(date +%s.%N)
-  local cpu; cpu=$(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat")
+  local cpu; cpu=$(proc_cpu "/proc/$pid/stat")
   kill -TERM "$pid"; wait "$pid"
   echo "$(echo "$end - $start" | bc) $cpu" >> "$WORK/bulk-$1"
 }
@@ -118,9 +103,6 @@ for r in $(seq 1 "$REPS"); do
   done
 done
 
-median() { # file column
-  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
-}
 N=$ENTRIES
 echo
 echo "delivery modes: $N entries, $REPS repetition(s), medians; broker noida-db on 127.0.0.1; $(nproc) cores, $(uname -r)"

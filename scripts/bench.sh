@@ -21,9 +21,8 @@ CACHE=${BENCH_CACHE:-$HOME/.cache/journald-kafka-bench}
 WORK=$(mktemp -d /tmp/jk-bench.XXXXXX)
 PORT=${BENCH_PORT:-29192}
 BROKER=${BENCH_BROKER:-noida}
-TCK=$(getconf CLK_TCK)
-broker_dir=""
-cleanup() { [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir" 2>/dev/null; rm -rf "$WORK"; }
+. "$ROOT/scripts/bench-lib.sh"
+cleanup() { stop_broker; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 scripts/install-deps.sh >/dev/null
@@ -32,31 +31,8 @@ cargo build --release --quiet --bin journald-kafka --example raw_scan
 BIN=$ROOT/target/release/journald-kafka
 SCAN=$ROOT/target/release/examples/raw_scan
 
-JDIR=$CACHE/$ENTRIES
-if [ ! -f "$JDIR/.complete" ]; then
-  echo "generating $ENTRIES journal entries (~17 fields, ~500 B payload, binary and multi-line fields) into $JDIR" >&2
-  rm -rf "$JDIR"; mkdir -p "$JDIR"
-  python3 tests/tools/gen_export.py -n "$ENTRIES" --msg-len 40 --start-usec "$(( ($(date +%s) - 86400) * 1000000 ))" \
-    | /lib/systemd/systemd-journal-remote -o "$JDIR/bench.journal" - 2>/dev/null
-  touch "$JDIR/.complete"
-fi
-LAST=$(journalctl -D "$JDIR" -n 1 -o export | sed -n 's/^__CURSOR=//p')
+bench_journal "$ENTRIES"
 N=$("$SCAN" "$JDIR" | awk '{print $1}')
-
-fresh_broker() {
-  [ -n "$broker_dir" ] && "$ROOT/scripts/kafka-broker.sh" stop "$broker_dir"
-  # A new port each time: the previous broker's port may still be in TIME_WAIT.
-  PORT=$((PORT + 1))
-  broker_dir=$WORK/broker-$1
-  if [ "$BROKER" = nisshi ]; then
-    "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" memory >/dev/null
-    "$ROOT/scripts/kafka-broker.sh" topic-create "$PORT" bench 4 >/dev/null
-  else
-    "$ROOT/scripts/kafka-broker.sh" start "$PORT" "$broker_dir" noida >/dev/null
-    # An open port is not yet a broker that answers, and kcat gives up at once.
-    for _ in $(seq 1 100); do kcat -L -b "127.0.0.1:$PORT" -m 2 >/dev/null 2>&1 && break; sleep 0.1; done
-  fi
-}
 
 # Each run appends "seconds cpu_seconds peak_rss_kib anon_rss_kib" to its results file.
 run_scan() {
@@ -94,7 +70,7 @@ TOML
   done
   end=$(date +%s.%N)
   local cpu hwm
-  cpu=$(awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$pid/stat")
+  cpu=$(proc_cpu "/proc/$pid/stat")
   hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
   # Where the CPU went: the reader thread, librdkafka's broker threads (compression,
   # requests), the delivery-report thread, and the broker process on the same cores.
@@ -112,8 +88,6 @@ TOML
   kill -TERM "$pid"; wait "$pid"
   echo "$(echo "$end - $start" | bc) $cpu $hwm $anon $reader $rdk $poll $broker $ship" >> "$WORK/agent"
 }
-
-proc_cpu() { awk -v t="$TCK" '{printf "%.2f", ($14 + $15) / t}' "$1"; }
 
 run_baseline() {
   if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
@@ -145,10 +119,6 @@ for r in $(seq 1 "$REPS"); do
   if want kcat; then fresh_broker "c$r"; run_kcat; fi
 done
 
-median() { # file column
-  [ -f "$1" ] || { echo "-"; return; }
-  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
-}
 row() { # name file
   local secs cpu hwm anon
   secs=$(median "$2" 1); cpu=$(median "$2" 2); hwm=$(median "$2" 3); anon=$(median "$2" 4)
