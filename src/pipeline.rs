@@ -210,15 +210,20 @@ pub fn run(
 ) -> Result<()> {
     // In exactly-once mode every session reads its place from the cursor topic, because an
     // aborted transaction takes back what the watermark had already seen confirmed.
-    let mut resume = match cfg.delivery.mode {
+    let (mut resume, mut eo) = match cfg.delivery.mode {
         Mode::AtLeastOnce => {
             let resume = store.load()?;
             log_restore(resume.as_deref(), &store.describe(), cfg);
-            resume
+            (resume, None)
         }
-        Mode::ExactlyOnce => None,
+        Mode::ExactlyOnce => (
+            None,
+            Some(ExactlyOnce {
+                id: transaction::transactional_id(cfg)?,
+                cursor_topic_ready: false,
+            }),
+        ),
     };
-    let mut cursor_topic_ready = false;
     let mut svc = Service::new(notifier, cfg);
     let mut backoff = Duration::from_millis(500);
     let max_backoff = Duration::from_millis(cfg.pipeline.retry_backoff_max_ms);
@@ -233,7 +238,7 @@ pub fn run(
             metrics,
             first,
             &mut svc,
-            &mut cursor_topic_ready,
+            eo.as_mut(),
         );
         first = false;
         if safe.is_some() {
@@ -284,6 +289,14 @@ fn log_restore(resume: Option<&str>, from: &str, cfg: &Config) {
     }
 }
 
+/// What exactly-once sessions share across restarts.
+struct ExactlyOnce {
+    /// The transactional id, also the cursor record's key.
+    id: String,
+    /// The cursor topic was found or created (once per run, retried until it works).
+    cursor_topic_ready: bool,
+}
+
 /// How a failure to set up the exactly-once store ends the session.
 fn setup_failure(e: anyhow::Error) -> End {
     if e.downcast_ref::<Fenced>().is_some()
@@ -307,35 +320,28 @@ fn session(
     metrics: &Arc<Metrics>,
     first: bool,
     svc: &mut Service,
-    cursor_topic_ready: &mut bool,
+    mut eo: Option<&mut ExactlyOnce>,
 ) -> (End, Option<String>) {
     let tracker = Arc::new(Tracker::new(Limits {
         entries: cfg.pipeline.max_in_flight_entries,
         bytes: cfg.pipeline.max_in_flight_bytes,
     }));
-    let exactly_once = cfg.delivery.mode == Mode::ExactlyOnce;
-    let txn_id = if exactly_once {
-        match transaction::transactional_id(cfg) {
-            Ok(id) => Some(id),
-            Err(e) => return (End::Fatal(e), None),
-        }
-    } else {
-        None
-    };
-    if exactly_once && !*cursor_topic_ready {
+    let exactly_once = eo.is_some();
+    if let Some(eo) = eo.as_deref_mut().filter(|eo| !eo.cursor_topic_ready) {
         let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
         match transaction::ensure_cursor_topic(cfg, timeout, true) {
             Ok(warning) => {
                 if let Some(w) = warning {
                     tracing::warn!("{w}");
                 }
-                *cursor_topic_ready = true;
+                eo.cursor_topic_ready = true;
             }
             Err(e) => return (End::Retry(e), None),
         }
     }
+    let txn_id = eo.map(|eo| eo.id.as_str());
     shutdown.attach(Some(tracker.clone()));
-    let transactional = txn_id.as_deref().map(|id| kafka::Transactional {
+    let transactional = txn_id.map(|id| kafka::Transactional {
         id,
         timeout_ms: cfg.delivery.transaction_timeout_ms,
     });
@@ -356,14 +362,15 @@ fn session(
     let (txn, resume) = match txn_id {
         None => (None, resume),
         Some(id) => {
-            let setup = TransactionStore::init(producer.clone(), tracker.clone(), cfg, id)
-                .and_then(|mut s| {
-                    let r = s.load()?;
-                    if first {
-                        log_restore(r.as_deref(), &s.describe(), cfg);
-                    }
-                    Ok((s, r))
-                });
+            let setup =
+                TransactionStore::init(producer.clone(), tracker.clone(), cfg, id.to_string())
+                    .and_then(|mut s| {
+                        let r = s.load()?;
+                        if first {
+                            log_restore(r.as_deref(), &s.describe(), cfg);
+                        }
+                        Ok((s, r))
+                    });
             match setup {
                 Ok((s, r)) => (Some(Transaction::new(s, cfg)), r),
                 Err(e) => {
@@ -449,7 +456,7 @@ fn session(
             "entries still unconfirmed at the deadline; they will be sent again after restart"
         );
     }
-    // In exactly-once mode the reader committed or aborted its last transaction itself, and
+    // In exactly-once mode the shipping thread committed or aborted the last transaction, and
     // the watermark's view is not what Kafka kept: the next session asks the cursor topic.
     let safe = if exactly_once {
         None
@@ -822,10 +829,11 @@ fn follow(
     }
 }
 
-/// Exactly-once mode: how long the journal must stay quiet before an idle reader commits.
+/// Exactly-once mode: how long the journal must stay quiet before the open transaction is
+/// committed.
 const QUIET_BEFORE_COMMIT: Duration = Duration::from_millis(10);
 
-/// Exactly-once mode: the reader's open transaction and when to close it.
+/// Exactly-once mode: the shipping thread's open transaction and when to close it.
 struct Transaction {
     store: TransactionStore,
     /// Entries sent in the open transaction.
