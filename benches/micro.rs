@@ -5,7 +5,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use journald_kafka::checkpoint::Watermark;
 use journald_kafka::config;
-use journald_kafka::encode::Encoder;
+use journald_kafka::format::Encoder;
 use journald_kafka::journal::Entry;
 
 /// A typical entry: 17 fields, ~500 bytes, like the benchmark journal.

@@ -1,18 +1,34 @@
 //! journald-kafka: ships every systemd journal entry to Apache Kafka and saves the journal
 //! cursor only after the broker has confirmed the entry and every entry before it.
 //!
-//! Data flows one way: [`journal`] → [`encode`] → [`kafka`] → [`checkpoint`], wired by
-//! [`pipeline`]. See `docs/design.md` for the reasoning behind the shape.
+//! Data flows one way, one module per stage:
+//!
+//! ```text
+//! journal ──▶ pipeline (reader thread ─queue─▶ shipping thread) ──▶ format ──▶ kafka
+//!                                                                       │ delivery reports
+//!                                         checkpoint (watermark, stores) ◀┘
+//! ```
+//!
+//! Module dependencies point one way too (no cycles): `config`, `error`, `logging`,
+//! `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on `journal`;
+//! `checkpoint` on `journal` and `logging`; `kafka` on `checkpoint` and `format`;
+//! `pipeline` on all of them; `cli`, `readback` and `verify` sit on top. See
+//! `docs/design.md` for the reasoning behind the shape.
+//!
+//! Only what the benchmarks use is public; everything else is `pub(crate)`.
 
 pub mod checkpoint;
-pub mod cli;
+mod cli;
 pub mod config;
-pub mod encode;
+mod error;
+pub mod format;
 pub mod journal;
-pub mod kafka;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod pipeline;
-pub mod readback;
-pub mod verify;
+mod kafka;
+mod logging;
+mod metrics;
+mod notify;
+mod pipeline;
+mod readback;
+mod verify;
+
+pub use cli::main;

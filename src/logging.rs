@@ -1,7 +1,13 @@
 //! The agent's own logs: to the journal when systemd started us, to stderr otherwise.
 //!
-//! Owns the tracing subscriber. It must never log per entry: the agent's logs land in the
-//! journal it reads, so chatty logging would feed on itself.
+//! Owns the tracing subscriber and the policy against log floods ([`RateLimit`]). It must
+//! never log per entry: the agent's logs land in the journal it reads, so chatty logging
+//! would feed on itself. Which entries are the agent's own is the journal input's rule
+//! (`journal::is_own`), keyed on [`IDENTIFIER`].
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tracing_subscriber::EnvFilter;
@@ -10,9 +16,9 @@ use tracing_subscriber::prelude::*;
 use crate::config::LogTarget;
 
 /// SYSLOG_IDENTIFIER of the agent's own journal entries, which it does not ship.
-pub const IDENTIFIER: &str = "journald-kafka";
+pub(crate) const IDENTIFIER: &str = "journald-kafka";
 
-pub fn init(level: &str, target: LogTarget) -> Result<()> {
+pub(crate) fn init(level: &str, target: LogTarget) -> Result<()> {
     // librdkafka's own debug lines are very verbose; keep them one level quieter.
     let filter = EnvFilter::try_from_env("JOURNALD_KAFKA_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("{level},librdkafka=warn")));
@@ -44,4 +50,57 @@ pub fn init(level: &str, target: LogTarget) -> Result<()> {
         )
         .try_init()?;
     Ok(())
+}
+
+/// Keeps repeating messages (a broker that stays down is reported on every reconnect
+/// attempt, often as two alternating errors) to one line per message per minute, with the
+/// number of repeats in between.
+#[derive(Default)]
+pub(crate) struct RateLimit(Mutex<HashMap<String, (Instant, u64)>>);
+
+impl RateLimit {
+    /// Returns `Some(repeats suppressed since the last line)` when `msg` should be logged.
+    pub(crate) fn admit(&self, msg: &str) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() > 64 {
+            // Messages with ever-changing text: forget old ones rather than grow.
+            g.clear();
+        }
+        match g.get_mut(msg) {
+            Some((at, n)) if at.elapsed() < Duration::from_secs(60) => {
+                *n += 1;
+                None
+            }
+            Some((at, n)) => {
+                let suppressed = *n;
+                *at = Instant::now();
+                *n = 0;
+                Some(suppressed)
+            }
+            None => {
+                g.insert(msg.to_string(), (Instant::now(), 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_errors_are_rate_limited() {
+        let r = RateLimit::default();
+        assert_eq!(r.admit("down"), Some(0));
+        assert_eq!(r.admit("down"), None);
+        assert_eq!(r.admit("down"), None);
+        assert_eq!(r.admit("other"), Some(0));
+        assert_eq!(
+            r.admit("down"),
+            None,
+            "alternating messages are limited each on its own"
+        );
+        assert_eq!(r.admit("other"), None);
+    }
 }

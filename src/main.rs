@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    journald_kafka::cli::main()
+    journald_kafka::main()
 }

@@ -35,6 +35,9 @@ pub struct Metrics {
     /// Jumps in the journal's sequence numbers seen while reading, and the entries missing.
     pub journal_gaps: AtomicU64,
     pub entries_missed: AtomicU64,
+    /// Fields libsystemd could not return, and entries it could not read (corrupt files).
+    pub journal_corrupt_fields: AtomicU64,
+    pub journal_unreadable_entries: AtomicU64,
     pub cursor_write_errors: AtomicU64,
     /// Exactly-once mode: transactions aborted (their entries are sent again).
     pub transactions_aborted: AtomicU64,
@@ -82,6 +85,8 @@ impl Default for Metrics {
             cursor_writes: AtomicU64::new(0),
             journal_gaps: AtomicU64::new(0),
             entries_missed: AtomicU64::new(0),
+            journal_corrupt_fields: AtomicU64::new(0),
+            journal_unreadable_entries: AtomicU64::new(0),
             cursor_write_errors: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
@@ -217,7 +222,7 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "journald_kafka_entries_read",
                 "Journal entries read (after the journal matches)",
@@ -277,6 +282,16 @@ impl Collector for Metrics {
                 "journald_kafka_entries_missed",
                 "Entries that vanished from the journal before they could be read",
                 &self.entries_missed,
+            ),
+            (
+                "journald_kafka_journal_corrupt_fields",
+                "Fields of read entries that libsystemd could not return (corrupt journal data)",
+                &self.journal_corrupt_fields,
+            ),
+            (
+                "journald_kafka_journal_unreadable_entries",
+                "Entries libsystemd could not read and stepped over (corrupt journal data)",
+                &self.journal_unreadable_entries,
             ),
             (
                 "journald_kafka_pipeline_restarts",

@@ -40,10 +40,6 @@ impl Notifier {
         Notifier { target, watchdog }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.target.is_some()
-    }
-
     /// The watchdog interval systemd expects pings within, if any.
     pub fn watchdog(&self) -> Option<Duration> {
         self.watchdog

@@ -12,8 +12,8 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 
 use crate::config::{Config, Start};
+use crate::format::CURSOR_HEADER;
 use crate::journal::{Entry, Reader};
-use crate::kafka::CURSOR_HEADER;
 
 /// What the checker found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -92,14 +92,17 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     let mut index: HashMap<String, u64> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     while reader.next(&mut entry)? {
-        if jcfg.exclude_own_entries && crate::pipeline::logged_by_agent(&entry) {
+        if jcfg.exclude_own_entries && crate::journal::logged_by_agent(&entry) {
             continue;
         }
         index.insert(entry.cursor.clone(), order.len() as u64);
         order.push(std::mem::take(&mut entry.cursor));
     }
 
-    let consumer = crate::readback::consumer_from_beginning(&cfg.kafka.brokers, topics)?;
+    let consumer = crate::readback::consumer_from_beginning(
+        crate::kafka::connection_config(&cfg.kafka),
+        topics,
+    )?;
     let mut report = Report {
         entries: order.len() as u64,
         ..Report::default()

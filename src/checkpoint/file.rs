@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::Store;
+use super::{SafeCursor, Store};
 use crate::journal::cursor;
 
 /// The cursor file: one line holding the cursor text verbatim, replaced atomically
 /// (temp file, fsync, rename, fsync of the directory) so that after a crash it holds either
 /// the old or the new cursor, never a torn mix.
-pub struct FileStore {
+pub(crate) struct FileStore {
     dir: PathBuf,
     path: PathBuf,
     tmp: PathBuf,
@@ -27,10 +27,6 @@ impl FileStore {
             tmp: dir.join(".cursor.tmp"),
             last: None,
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Creates the state directory if needed and checks that we can write there, so that a
@@ -48,7 +44,7 @@ impl FileStore {
 }
 
 /// Reads and validates a cursor file. `Ok(None)` when it does not exist.
-pub fn read_cursor_file(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -81,7 +77,24 @@ impl Store for FileStore {
         Ok(c)
     }
 
-    fn commit(&mut self, cursor: &str) -> Result<()> {
+    fn commit(&mut self, cursor: &SafeCursor) -> Result<()> {
+        self.write(cursor)
+    }
+
+    fn describe(&self) -> String {
+        format!("cursor file {}", self.path.display())
+    }
+}
+
+impl FileStore {
+    /// Keeps the file in step with a cursor that another store already committed (the
+    /// exactly-once cursor topic, which accepts only safe cursors): a cache, never the
+    /// authority, for `cursor show` and a later switch back to at-least-once.
+    pub(crate) fn mirror_committed(&mut self, cursor: &str) -> Result<()> {
+        self.write(cursor)
+    }
+
+    fn write(&mut self, cursor: &str) -> Result<()> {
         if self.last.as_deref() == Some(cursor) {
             return Ok(());
         }
@@ -107,10 +120,6 @@ impl Store for FileStore {
         self.last = Some(cursor.to_string());
         Ok(())
     }
-
-    fn describe(&self) -> String {
-        format!("cursor file {}", self.path.display())
-    }
 }
 
 #[cfg(test)]
@@ -128,9 +137,9 @@ mod tests {
         let mut s = FileStore::new(dir.path());
         s.prepare().unwrap();
         assert_eq!(s.load().unwrap(), None);
-        s.commit(C1).unwrap();
-        assert_eq!(fs::read_to_string(s.path()).unwrap(), format!("{C1}\n"));
-        s.commit(C2).unwrap();
+        s.commit(&SafeCursor(C1.into())).unwrap();
+        assert_eq!(fs::read_to_string(&s.path).unwrap(), format!("{C1}\n"));
+        s.commit(&SafeCursor(C2.into())).unwrap();
         let mut again = FileStore::new(dir.path());
         assert_eq!(again.load().unwrap().as_deref(), Some(C2));
         // No temp file is left behind.
@@ -146,13 +155,13 @@ mod tests {
         // A crash between writing the temp file and renaming it leaves the old cursor valid.
         let dir = tempfile::tempdir().unwrap();
         let mut s = FileStore::new(dir.path());
-        s.commit(C1).unwrap();
+        s.commit(&SafeCursor(C1.into())).unwrap();
         fs::write(dir.path().join(".cursor.tmp"), "s=half-writ").unwrap();
         assert_eq!(
             FileStore::new(dir.path()).load().unwrap().as_deref(),
             Some(C1)
         );
-        s.commit(C2).unwrap();
+        s.commit(&SafeCursor(C2.into())).unwrap();
         assert_eq!(
             FileStore::new(dir.path()).load().unwrap().as_deref(),
             Some(C2)
@@ -194,7 +203,7 @@ mod tests {
     fn failed_write_keeps_the_old_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = FileStore::new(dir.path());
-        s.commit(C1).unwrap();
+        s.commit(&SafeCursor(C1.into())).unwrap();
         // Make the rename fail: the target path becomes a non-empty directory.
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
@@ -203,7 +212,7 @@ mod tests {
             path: blocked.clone(),
             ..FileStore::new(dir.path())
         };
-        assert!(s2.commit(C2).is_err());
+        assert!(s2.commit(&SafeCursor(C2.into())).is_err());
         assert_eq!(
             FileStore::new(dir.path()).load().unwrap().as_deref(),
             Some(C1)

@@ -9,6 +9,7 @@
 pub mod cursor;
 mod entry;
 mod matches;
+mod own;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use systemd::journal::{self, Journal, JournalWaitResult};
 
 pub use entry::Entry;
 pub use matches::{apply as apply_matches, shorthand_terms};
+pub(crate) use own::{is_own, logged_by_agent};
 
 use crate::config::{JournalConfig, Source, Start};
 
@@ -41,6 +43,13 @@ pub struct ReadStats {
     pub corrupt_fields: u64,
     /// Entries `sd_journal_next` failed on (corrupt or truncated files).
     pub unreadable_entries: u64,
+}
+
+/// What the journal looks like as a whole, for the metrics the caller keeps.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Gauges {
+    pub usage_bytes: Option<u64>,
+    pub oldest_usec: Option<u64>,
 }
 
 /// Where reading begins, for the log line at startup.
@@ -255,14 +264,11 @@ impl Reader {
         Ok(self.j.wait(Some(timeout))?)
     }
 
-    /// Refreshes the journal disk usage and oldest-entry gauges (cheap, but not per entry).
-    pub fn refresh_gauges(&self, metrics: &crate::metrics::Metrics) {
-        use crate::metrics::Metrics;
-        if let Ok(u) = self.j.usage() {
-            Metrics::set(&metrics.journal_usage_bytes, u);
-        }
-        if let Ok(Some((oldest, _))) = self.j.cutoff_realtime_usec() {
-            Metrics::set(&metrics.journal_oldest_usec, oldest);
+    /// The journal's disk usage and oldest entry time (cheap, but not for every entry).
+    pub(crate) fn gauges(&self) -> Gauges {
+        Gauges {
+            usage_bytes: self.j.usage().ok(),
+            oldest_usec: self.j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
         }
     }
 

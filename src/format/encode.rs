@@ -1,19 +1,10 @@
-//! The encode stage: one journal entry in, one Kafka record's bytes out (value, key, topic).
+//! Encoding: one journal entry in, one Kafka record's bytes out (value, key, topic).
 //!
-//! Owns the wire format described in `docs/format.md` (version [`FORMAT_VERSION`]). It is
-//! a pure function of the entry and the configuration: no I/O, no clock, no global state,
-//! so that it can be tested exhaustively. It must never drop a field silently: the only
-//! lossy step is the documented truncation of oversized entries, which is marked inside the
-//! record itself and counted by the caller.
+//! Holds scratch space so that encoding allocates nothing per entry in the steady state.
 
+use super::TRUNCATED_FIELD;
 use crate::config::{EncodingConfig, FieldPattern, Format, KafkaConfig, TopicPart};
 use crate::journal::{Entry, cursor};
-
-/// Version of the record layout, carried in the `journal-format` header.
-pub const FORMAT_VERSION: &str = "1";
-
-/// Name of the field added to an entry whose fields had to be shortened to fit.
-pub const TRUNCATED_FIELD: &str = "JOURNALD_KAFKA_TRUNCATED";
 
 /// Room left for the record's key, headers and Kafka's own per-record overhead.
 const RECORD_OVERHEAD: usize = 512;

@@ -1,5 +1,5 @@
-//! The exactly-once checkpoint store: the cursor committed inside the Kafka transaction
-//! that carries the entries (the model of KIP-618, Kafka Connect's exactly-once sources).
+//! The exactly-once store: the cursor committed inside the Kafka transaction that carries
+//! the entries (the model of KIP-618, Kafka Connect's exactly-once sources).
 //!
 //! A transaction holds a run of journal entries and, last, one record on the compacted
 //! cursor topic, keyed by the transactional id, whose value is the cursor of the newest
@@ -7,12 +7,12 @@
 //! `read_committed` consumers together, or neither. So after any crash the cursor topic
 //! says exactly which entries are in Kafka, and the agent resumes right after them.
 //!
-//! Unlike the file store, `commit` here must be called by the thread that produces, between
-//! entries: a transaction cannot be committed while another thread adds records to it.
-//! It must never commit a cursor that did not come from the watermark's safe prefix, and
+//! Unlike the file store, a commit here must be made by the thread that produces (the
+//! shipping thread), between entries: a transaction cannot be committed while another
+//! thread adds records to it. When to commit is the pipeline's `exactly_once` cadence; this
+//! file only knows how. It must never commit a cursor that is not a [`SafeCursor`], and
 //! never hide a fencing error behind a retry.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -24,44 +24,16 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{FileStore, Store, Tracker};
+use super::client::connection_config;
+use super::{CONTROL, Producer};
+use crate::checkpoint::{FileStore, SafeCursor, Store, Tracker};
 use crate::config::{Config, KafkaConfig, Source};
+use crate::error::Failure;
 use crate::journal::cursor;
-use crate::kafka::{self, Producer};
-
-/// Another agent with the same transactional id took over; this one must stop for good
-/// (restarting would fence the other one back, and the two would take turns forever).
-#[derive(Debug)]
-pub struct Fenced(pub String);
-
-impl fmt::Display for Fenced {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "fenced: another journald-kafka with the same transactional id started and took over ({}); two agents must never ship the same journal with one delivery.transactional_id",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for Fenced {}
-
-/// The brokers cannot give this agent transactions: exactly-once mode cannot run until an
-/// operator changes something, so retrying is pointless.
-#[derive(Debug)]
-pub struct Unsupported(pub String);
-
-impl fmt::Display for Unsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Unsupported {}
 
 /// Classifies an `init_transactions` failure: a broker without transactions, or one that
-/// refuses them to us, is [`Unsupported`]; anything else (broker down) may pass.
-fn init_error(id: &str, e: KafkaError) -> anyhow::Error {
+/// refuses them to us, cannot be retried; anything else (broker down) may pass.
+fn init_error(id: &str, e: KafkaError) -> Failure {
     let code = e.rdkafka_error_code();
     let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
     let why = match code {
@@ -81,9 +53,7 @@ fn init_error(id: &str, e: KafkaError) -> anyhow::Error {
         _ => None,
     };
     match why {
-        Some(w) => anyhow!(Unsupported(format!(
-            "{w}; delivery.mode = \"exactly-once\" cannot run against these brokers (\"at-least-once\" can)"
-        ))),
+        Some(w) => Failure::unsupported(w),
         None => txn_error("cannot initialise the transactional producer", e),
     }
 }
@@ -99,31 +69,31 @@ fn is_fencing(code: RDKafkaErrorCode) -> bool {
 }
 
 /// The fencing error, if the producer's fatal error is one.
-pub fn fenced(producer: &Producer) -> Option<Fenced> {
+pub(crate) fn fenced(producer: &Producer) -> Option<Failure> {
     producer
         .client()
         .fatal_error()
         .filter(|(code, _)| is_fencing(*code))
-        .map(|(_, reason)| Fenced(reason))
+        .map(|(_, reason)| Failure::fenced(reason))
 }
 
-/// Turns a transactional API error into an `anyhow` error, typed [`Fenced`] when it is one.
-fn txn_error(what: &str, e: KafkaError) -> anyhow::Error {
+/// Classifies a transactional API error: fencing, or something a new session may get past.
+fn txn_error(what: &str, e: KafkaError) -> Failure {
     if let KafkaError::Transaction(t) = &e {
         if is_fencing(t.code()) {
-            return anyhow!(Fenced(t.to_string()));
+            return Failure::fenced(t);
         }
     }
     if e.rdkafka_error_code().is_some_and(is_fencing) {
-        return anyhow!(Fenced(e.to_string()));
+        return Failure::fenced(e);
     }
-    anyhow!("{what}: {e}")
+    Failure::retry(anyhow!("{what}: {e}"))
 }
 
 /// The default transactional id: one per machine and journal source, stable across
 /// reinstalls (machine-id survives them unless the host is re-imaged, and then the
 /// operator should set it explicitly to keep the place).
-pub fn default_transactional_id(source: &Source) -> Result<String> {
+pub(crate) fn default_transactional_id(source: &Source) -> Result<String> {
     let machine = std::fs::read_to_string("/etc/machine-id").context(
         "cannot read /etc/machine-id to derive delivery.transactional_id (set it in the config)",
     )?;
@@ -157,33 +127,17 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The transactional id in effect for a configuration.
-pub fn transactional_id(cfg: &Config) -> Result<String> {
+pub(crate) fn transactional_id(cfg: &Config) -> Result<String> {
     match &cfg.delivery.transactional_id {
         Some(id) => Ok(id.clone()),
         None => default_transactional_id(&cfg.journal.source),
     }
 }
 
-/// Properties that concern reaching the brokers (address, TLS, SASL), for the helper
-/// clients (admin, cursor reader) that must connect like the producer does.
-pub fn connection_config(k: &KafkaConfig) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    for (key, value) in &k.properties {
-        if ["security.", "sasl.", "ssl.", "socket.", "broker.address."]
-            .iter()
-            .any(|p| key.starts_with(p))
-        {
-            c.set(key, value);
-        }
-    }
-    c.set("bootstrap.servers", &k.brokers);
-    c
-}
-
 /// The cursor topic exists (created compacted when missing and allowed). Returns a warning
 /// for an existing topic that is not compacted.
 /// With `create` false (for `check`), a missing topic is reported, not created.
-pub fn ensure_cursor_topic(
+pub(crate) fn ensure_cursor_topic(
     cfg: &Config,
     timeout: Duration,
     create: bool,
@@ -264,7 +218,7 @@ impl rdkafka::ClientContext for QuietEof {
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
 /// Reads the newest committed cursor for `id` from the cursor topic (read_committed).
-pub fn read_committed_cursor(
+pub(crate) fn read_committed_cursor(
     k: &KafkaConfig,
     topic: &str,
     id: &str,
@@ -338,7 +292,7 @@ pub fn read_committed_cursor(
 
 /// For `check`: the brokers support transactions, and what the cursor topic holds. Uses a
 /// separate transactional id (`<id>.check`) so that a running agent is not fenced.
-pub fn check(cfg: &Config) -> Result<String> {
+pub(crate) fn check(cfg: &Config) -> Result<String> {
     let id = transactional_id(cfg)?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.clamp(1_000, 10_000));
     let producer: rdkafka::producer::BaseProducer = connection_config(&cfg.kafka)
@@ -347,7 +301,7 @@ pub fn check(cfg: &Config) -> Result<String> {
         .context("cannot create a transactional producer")?;
     producer
         .init_transactions(timeout)
-        .map_err(|e| init_error(&format!("{id}.check"), e))?;
+        .map_err(|e| init_error(&format!("{id}.check"), e).into_error())?;
     let topic = &cfg.delivery.cursor_topic;
     let topic_state = match ensure_cursor_topic(cfg, timeout, false) {
         Ok(None) => format!("cursor topic {topic:?} is compacted"),
@@ -367,8 +321,8 @@ pub fn check(cfg: &Config) -> Result<String> {
     ))
 }
 
-/// The exactly-once store. Owned by the reader thread of a session.
-pub struct TransactionStore {
+/// The exactly-once store. Owned by the shipping thread of a session.
+pub(crate) struct TransactionStore {
     producer: Producer,
     tracker: std::sync::Arc<Tracker>,
     kafka: KafkaConfig,
@@ -390,7 +344,7 @@ impl TransactionStore {
         tracker: std::sync::Arc<Tracker>,
         cfg: &Config,
         id: String,
-    ) -> Result<TransactionStore> {
+    ) -> Result<TransactionStore, Failure> {
         let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
         producer
             .init_transactions(timeout)
@@ -412,7 +366,7 @@ impl TransactionStore {
     }
 
     /// Opens a transaction unless one is open.
-    pub fn begin(&mut self) -> Result<()> {
+    pub fn begin(&mut self) -> Result<(), Failure> {
         if !self.open {
             self.producer
                 .begin_transaction()
@@ -435,8 +389,9 @@ impl TransactionStore {
     }
 }
 
-impl Store for TransactionStore {
-    fn load(&mut self) -> Result<Option<String>> {
+impl TransactionStore {
+    /// The newest cursor committed for this id (the cursor file is only a cache).
+    pub fn load(&mut self) -> Result<Option<String>> {
         let from_kafka = read_committed_cursor(&self.kafka, &self.topic, &self.id, self.timeout)?;
         let cached = self.cache.load().unwrap_or_else(|e| {
             tracing::warn!(error = format!("{e:#}"), "ignoring the cursor file cache");
@@ -451,7 +406,7 @@ impl Store for TransactionStore {
                         );
                     }
                     // Keep the cache (what `cursor show` reads) in step with Kafka.
-                    if let Err(e) = self.cache.commit(&k) {
+                    if let Err(e) = self.cache.mirror_committed(&k) {
                         tracing::debug!(
                             error = format!("{e:#}"),
                             "cannot update the cursor file cache"
@@ -472,12 +427,7 @@ impl Store for TransactionStore {
         }
     }
 
-    fn commit(&mut self, cursor: &str) -> Result<()> {
-        self.send_cursor(cursor)?;
-        self.finish_commit(cursor)
-    }
-
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!("cursor topic {:?} (key {:?})", self.topic, self.id)
     }
 }
@@ -486,9 +436,9 @@ impl TransactionStore {
     /// First half of `commit`: adds the cursor record to the open transaction. It may be
     /// sent before the entries are confirmed (it then shares their batch's linger time);
     /// `finish_commit` is only called once the watermark has reached this very cursor.
-    pub fn send_cursor(&mut self, cursor: &str) -> Result<()> {
+    pub fn send_cursor(&mut self, cursor: &str) -> Result<(), Failure> {
         self.begin()?;
-        let record = BaseRecord::with_opaque_to(&self.topic, kafka::CONTROL)
+        let record = BaseRecord::with_opaque_to(&self.topic, CONTROL)
             .key(self.id.as_str())
             .payload(cursor);
         self.producer
@@ -499,18 +449,18 @@ impl TransactionStore {
     }
 
     /// Second half of `commit`: once the cursor record is confirmed, commits the transaction.
-    pub fn finish_commit(&mut self, cursor: &str) -> Result<()> {
+    pub fn finish_commit(&mut self, cursor: &SafeCursor) -> Result<(), Failure> {
         // Wait for the cursor record's answer ourselves: rdkafka's commit_transaction
         // flushes first, and its flush polls in 100 ms steps for events that the
         // producer's own polling thread takes, so anything outstanding costs 100 ms.
         if !self.tracker.wait_controls(Instant::now() + self.timeout) {
-            bail!(
+            return Err(Failure::retry(anyhow!(
                 "the cursor record was not confirmed within {:?}",
                 self.timeout
-            );
+            )));
         }
         if let Some(f) = self.tracker.failure() {
-            bail!("{f}");
+            return Err(Failure::retry(anyhow!(f)));
         }
         // Every record of the transaction is confirmed now; commit them with the cursor.
         // On failure the transaction stays open, for the caller to abort.
@@ -556,6 +506,6 @@ mod tests {
             "x",
             KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
         );
-        assert!(e.downcast_ref::<Fenced>().is_some());
+        assert_eq!(e.exit_code(), crate::error::EXIT_FENCED);
     }
 }

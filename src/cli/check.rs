@@ -1,0 +1,172 @@
+//! `journald-kafka check` (everything `run` needs, tried without shipping) and
+//! `journald-kafka cursor show`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::say;
+use crate::checkpoint::{FileStore, Limits, Tracker, read_cursor_file};
+use crate::config::{self, Config};
+use crate::journal::{self, Located, cursor};
+use crate::kafka;
+use crate::metrics::Metrics;
+use crate::pipeline;
+
+pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
+    let mut ok = true;
+    let mut report = |what: &str, r: Result<String>| match r {
+        Ok(s) => say!("ok    {what}: {s}"),
+        Err(e) => {
+            ok = false;
+            say!("FAIL  {what}: {e:#}");
+        }
+    };
+    report("config", Ok("valid".into()));
+
+    let cursor_path = cfg.state.cursor_file();
+    let cursor = read_cursor_file(&cursor_path);
+    report(
+        "cursor",
+        cursor
+            .as_ref()
+            .map(|c| match c {
+                Some(c) => format!("{} holds {c}", cursor_path.display()),
+                None => format!(
+                    "{} does not exist yet; starting at journal.start",
+                    cursor_path.display()
+                ),
+            })
+            .map_err(|e| anyhow::anyhow!("{e:#}")),
+    );
+    let state_dir = &cfg.state.directory;
+    report(
+        "state directory",
+        if state_dir.exists() {
+            FileStore::new(state_dir)
+                .prepare()
+                .map(|()| format!("{} is writable", state_dir.display()))
+        } else {
+            Ok(format!("{} will be created", state_dir.display()))
+        },
+    );
+    let cursor = cursor.ok().flatten();
+    report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
+    if !cfg.journal.filter.is_empty() {
+        let mut terms = cfg.journal.filter.matches.clone();
+        terms.extend(journal::shorthand_terms(&cfg.journal.filter));
+        report("filters", Ok(terms.join(" ")));
+    }
+
+    let probe_topic = cfg
+        .kafka
+        .fixed_topic()
+        .or(cfg.kafka.topic_fallback.as_deref())
+        .unwrap_or("journal");
+    let tracker = Arc::new(Tracker::new(Limits {
+        entries: 1,
+        bytes: 1,
+    }));
+    let kafka_result = kafka::producer(
+        &cfg.kafka,
+        &cfg.pipeline,
+        None,
+        tracker,
+        Arc::new(Metrics::default()),
+    )
+    .and_then(|p| {
+        kafka::probe(
+            &p,
+            probe_topic,
+            Duration::from_millis(cfg.kafka.connect_timeout_ms.min(10_000)),
+        )
+    })
+    .map(|parts| {
+        format!(
+            "brokers {} reachable; topic {probe_topic:?} has {parts} partition(s)",
+            cfg.kafka.brokers
+        )
+    });
+    report("kafka", kafka_result);
+    if cfg.delivery.mode == config::Mode::ExactlyOnce {
+        report(
+            "delivery",
+            kafka::transaction::check(cfg).map(|s| format!("exactly-once: {s}")),
+        );
+    }
+
+    let props = kafka::client_config(&cfg.kafka, &cfg.pipeline);
+    let mut shown: Vec<String> = props
+        .config_map()
+        .iter()
+        .map(|(k, v)| {
+            if k.contains("password") || k.contains("secret") {
+                format!("{k}=***")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
+    shown.sort();
+    say!("      producer: {}", shown.join(" "));
+    say!(
+        "      records: {:?} encoding, topic {}, key {}, max {} bytes per record",
+        cfg.encoding.format,
+        cfg.kafka
+            .fixed_topic()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("from template (fallback {probe_topic:?})")),
+        cfg.kafka.key_field.as_deref().unwrap_or("none"),
+        cfg.encoding.max_record_bytes
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub(super) fn cursor_show(cfg: &Config) -> Result<ExitCode> {
+    let path = cfg.state.cursor_file();
+    let Some(c) = read_cursor_file(&path)? else {
+        say!(
+            "no cursor: {} does not exist (the agent has not confirmed any entry yet)",
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    say!("file:      {}", path.display());
+    say!("cursor:    {c}");
+    if let Ok(info) = cursor::parse(&c) {
+        say!(
+            "seqnum:    {} (sequence space {})",
+            info.seqnum,
+            info.seqnum_id
+        );
+        say!("boot:      {}", info.boot_id);
+        let when = jiff::Timestamp::from_microsecond(info.realtime_usec as i64).map_or_else(
+            |_| format!("{} µs since the epoch", info.realtime_usec),
+            |t| t.to_string(),
+        );
+        say!("time:      {when} (of the entry the cursor names)");
+    }
+    if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+        if let Ok(age) = m.elapsed() {
+            say!("written:   {}s ago", age.as_secs());
+        }
+    }
+    match journal::locate(&cfg.journal, &c) {
+        Ok(Located::Exists) => say!("journal:   the entry is still in the journal"),
+        Ok(Located::Missing { gap, .. }) => {
+            say!(
+                "journal:   the entry is GONE from the journal ({} entries after it are gone too)",
+                gap.map_or("unknown number of".to_string(), |g| g.to_string())
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => say!("journal:   cannot check: {e:#}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,583 @@
+//! Configuration: the TOML file, its defaults and its validation.
+//!
+//! Owns turning the user's file into a typed, validated [`Config`], in two layers as
+//! ripgrep's flags do: `raw` is the file as written (serde, with spans), `sections` derives
+//! the typed form through the helpers of `check`, so every error names the key and the line
+//! it came from: an agent that refuses to start must say exactly why. `properties` is the
+//! librdkafka property policy, enforced here so a weakening property is refused at load.
+//! This module must never touch the journal, the network or the state directory: `check`
+//! and `run` do that with an already-valid configuration.
+
+mod check;
+mod properties;
+mod raw;
+mod sections;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+pub(crate) use check::{is_valid_field_name, parse_priority_text, parse_rfc3339};
+
+/// The fully parsed and validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub journal: JournalConfig,
+    pub encoding: EncodingConfig,
+    pub kafka: KafkaConfig,
+    pub state: StateConfig,
+    pub pipeline: PipelineConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub delivery: DeliveryConfig,
+}
+
+/// The delivery guarantee and, for exactly-once, its transaction settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The cursor lives in a file written after the broker confirmed the entries.
+    AtLeastOnce,
+    /// The cursor is committed inside the Kafka transaction that carries the entries.
+    ExactlyOnce,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub mode: Mode,
+    /// `None`: derived from the machine id and the journal source at start.
+    pub transactional_id: Option<String>,
+    pub cursor_topic: String,
+    /// Create the cursor topic (compacted) when it does not exist.
+    pub create_cursor_topic: bool,
+    pub transaction_max_entries: usize,
+    pub transaction_max_ms: u64,
+    pub transaction_timeout_ms: u64,
+}
+
+pub const DEFAULT_CURSOR_TOPIC: &str = "journald-kafka-cursors";
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint (/metrics, /health/*); `None` keeps it off.
+    pub listen: Option<String>,
+    /// Not ready once the cursor has not moved for this long while entries are in flight.
+    pub stall_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The local machine's journal (system and user journals, no remote ones).
+    Local,
+    Directory(PathBuf),
+    Files(Vec<PathBuf>),
+    Namespace(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Local => write!(f, "local journal"),
+            Source::Directory(d) => write!(f, "journal directory {}", d.display()),
+            Source::Files(files) => write!(f, "{} journal file(s)", files.len()),
+            Source::Namespace(ns) => write!(f, "journal namespace {ns:?}"),
+        }
+    }
+}
+
+/// Where to begin when there is no saved cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Head,
+    Tail,
+    /// Microseconds since the Unix epoch.
+    Since(u64),
+}
+
+/// What to do when the saved cursor no longer exists in the journal (it was vacuumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorLost {
+    /// Report the gap loudly and continue at the oldest entry after it.
+    Resume,
+    /// Refuse to start until an operator decides.
+    Refuse,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub source: Source,
+    pub start: Start,
+    pub cursor_lost: CursorLost,
+    pub filter: Filter,
+    /// Skip the agent's own log entries so it never ships (and logs about) itself.
+    pub exclude_own_entries: bool,
+}
+
+/// Entry filters, evaluated by libsystemd as journal matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub units: Vec<String>,
+    pub identifiers: Vec<String>,
+    pub max_priority: Option<u8>,
+    /// journalctl-style terms: `FIELD=value` or `+` (OR between groups).
+    pub matches: Vec<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+            && self.identifiers.is_empty()
+            && self.max_priority.is_none()
+            && self.matches.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    MessagePack,
+    Json,
+}
+
+/// A field selector: an exact field name, or a prefix when written with a trailing `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldPattern {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+}
+
+impl FieldPattern {
+    pub fn parse(s: &str) -> FieldPattern {
+        match s.strip_suffix('*') {
+            Some(p) => FieldPattern::Prefix(p.as_bytes().to_vec()),
+            None => FieldPattern::Exact(s.as_bytes().to_vec()),
+        }
+    }
+
+    pub fn matches(&self, name: &[u8]) -> bool {
+        match self {
+            FieldPattern::Exact(n) => n == name,
+            FieldPattern::Prefix(p) => name.starts_with(p),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EncodingConfig {
+    pub format: Format,
+    pub include_fields: Vec<FieldPattern>,
+    pub exclude_fields: Vec<FieldPattern>,
+    /// Upper bound of key + value + headers of one record; larger entries are truncated.
+    pub max_record_bytes: usize,
+}
+
+/// One piece of a topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPart {
+    Literal(String),
+    Field(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: Vec<TopicPart>,
+    /// Used when a field named by the topic template is missing from an entry.
+    pub topic_fallback: Option<String>,
+    /// Name of the field whose first value keys the record; `None` sends no key.
+    pub key_field: Option<String>,
+    /// librdkafka properties given by the user, already checked against the guarantee.
+    pub properties: BTreeMap<String, String>,
+    pub connect_timeout_ms: u64,
+}
+
+impl KafkaConfig {
+    /// The topic when the template has no fields.
+    pub fn fixed_topic(&self) -> Option<&str> {
+        match self.topic.as_slice() {
+            [TopicPart::Literal(t)] => Some(t),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub directory: PathBuf,
+    pub checkpoint_interval_ms: u64,
+}
+
+impl StateConfig {
+    pub fn cursor_file(&self) -> PathBuf {
+        self.directory.join("cursor")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub max_in_flight_entries: usize,
+    pub max_in_flight_bytes: usize,
+    pub shutdown_timeout_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    /// The journal when started by systemd (JOURNAL_STREAM is set), stderr otherwise.
+    Auto,
+    Journal,
+    Stderr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub target: LogTarget,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/journald-kafka";
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<Config> {
+    // toml's own error already names the line, the column and the offending key.
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let at = check::Locator { text };
+
+    let Some(kafka) = raw.kafka else {
+        bail!("missing section [kafka]: at least kafka.brokers and kafka.topic are required");
+    };
+    let kafka_span = kafka.span();
+    let kafka = kafka.into_inner();
+
+    let cfg = Config {
+        journal: sections::journal(raw.journal, &at)?,
+        encoding: sections::encoding(raw.encoding, &at)?,
+        kafka: sections::kafka(kafka, kafka_span, &at)?,
+        state: sections::state(raw.state, &at)?,
+        pipeline: sections::pipeline(raw.pipeline, &at)?,
+        log: sections::log(raw.log, &at)?,
+        metrics: sections::metrics(raw.metrics, &at)?,
+        delivery: sections::delivery(raw.delivery, &at)?,
+    };
+    // librdkafka refuses a record above its message.max.bytes before sending it; the
+    // encoder's limit must stay below, or such an entry could never be shipped.
+    let producer_max: usize = cfg
+        .kafka
+        .properties
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_MAX_RECORD_BYTES);
+    if cfg.encoding.max_record_bytes > producer_max {
+        bail!(
+            "encoding.max_record_bytes ({}) exceeds the producer's message.max.bytes ({producer_max}): raise kafka.properties.\"message.max.bytes\" (and the broker's limit) or lower encoding.max_record_bytes",
+            cfg.encoding.max_record_bytes
+        );
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    const MIN: &str = "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"journal\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.journal.source, Source::Local);
+        assert_eq!(c.journal.start, Start::Head);
+        assert_eq!(c.journal.cursor_lost, CursorLost::Resume);
+        assert!(c.journal.filter.is_empty());
+        assert_eq!(c.encoding.format, Format::MessagePack);
+        assert_eq!(c.kafka.fixed_topic(), Some("journal"));
+        assert_eq!(c.kafka.key_field, None);
+        assert_eq!(c.state.directory, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(
+            c.state.cursor_file(),
+            PathBuf::from("/var/lib/journald-kafka/cursor")
+        );
+        assert_eq!(c.pipeline.max_in_flight_entries, 50_000);
+        assert_eq!(c.log.target, LogTarget::Auto);
+    }
+
+    #[test]
+    fn delivery_section() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.delivery.mode, Mode::AtLeastOnce);
+        assert_eq!(c.delivery.cursor_topic, DEFAULT_CURSOR_TOPIC);
+        assert_eq!(c.delivery.transaction_max_ms, 5_000);
+        let c = parse(&format!(
+            "{MIN}[delivery]\nmode = \"exactly-once\"\ntransactional_id = \"web-01\"\ntransaction_timeout_ms = 4000\n"
+        ))
+        .unwrap();
+        assert_eq!(c.delivery.mode, Mode::ExactlyOnce);
+        assert_eq!(c.delivery.transactional_id.as_deref(), Some("web-01"));
+        // The default transaction length stays inside a shortened timeout.
+        assert_eq!(c.delivery.transaction_max_ms, 2_000);
+        let e = err(&format!("{MIN}[delivery]\nmode = \"exactly-twice\"\n"));
+        assert!(e.contains("delivery.mode") && e.contains("line 5"), "{e}");
+        let e = err(&format!(
+            "{MIN}[delivery]\ntransaction_timeout_ms = 10000\ntransaction_max_ms = 9000\n"
+        ));
+        assert!(
+            e.contains("delivery.transaction_max_ms") && e.contains("line 6"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[delivery]\ncursor_topic = \"a b\"\n"));
+        assert!(e.contains("delivery.cursor_topic"), "{e}");
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let text = include_str!("../../packaging/config.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = err(&format!("{MIN}[journal]\ndirectroy = \"/x\"\n"));
+        assert!(e.contains("directroy"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let e = err(&format!(
+            "{MIN}[pipeline]\nmax_in_flight_entries = \"many\"\n"
+        ));
+        assert!(e.contains("max_in_flight_entries"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    #[test]
+    fn missing_kafka_section_or_keys() {
+        assert!(err("").contains("missing section [kafka]"));
+        let e = err("[kafka]\ntopic = \"t\"\n");
+        assert!(e.contains("kafka.brokers") && e.contains("missing"), "{e}");
+        let e = err("[kafka]\nbrokers = \"b:1\"\n");
+        assert!(e.contains("kafka.topic") && e.contains("missing"), "{e}");
+    }
+
+    #[test]
+    fn conflicting_sources() {
+        let e = err(&format!(
+            "{MIN}[journal]\ndirectory = \"/a\"\nnamespace = \"x\"\n"
+        ));
+        assert!(
+            e.contains("journal.namespace (line 6)") && e.contains("conflicts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn start_positions() {
+        let c = parse(&format!("{MIN}[journal]\nstart = \"tail\"\n")).unwrap();
+        assert_eq!(c.journal.start, Start::Tail);
+        let c = parse(&format!(
+            "{MIN}[journal]\nstart = \"since\"\nsince = \"2026-01-01T00:00:00Z\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.journal.start, Start::Since(1_767_225_600_000_000));
+        let e = err(&format!("{MIN}[journal]\nstart = \"since\"\n"));
+        assert!(e.contains("journal.start (line 5)"), "{e}");
+        let e = err(&format!(
+            "{MIN}[journal]\nstart = \"since\"\nsince = \"yesterday\"\n"
+        ));
+        assert!(
+            e.contains("journal.since (line 6)") && e.contains("RFC 3339"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[journal]\nstart = \"middle\"\n"));
+        assert!(
+            e.contains("journal.start (line 5)") && e.contains("middle"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Ok(1_500_000));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00+01:00"),
+            Ok(951_865_200_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.123456-00:30"),
+            Ok(1_709_209_800_123_456)
+        );
+        assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2024-01-01T00:00:00").is_err());
+        assert!(parse_rfc3339("2024-01-01").is_err());
+    }
+
+    #[test]
+    fn filters() {
+        let c = parse(&format!(
+            "{MIN}[journal]\nunits = [\"a.service\"]\nidentifiers = [\"sshd\"]\npriority = \"warning\"\nmatches = [\"_TRANSPORT=kernel\", \"+\", \"FOO=bar=baz\"]\n"
+        ))
+        .unwrap();
+        let f = &c.journal.filter;
+        assert_eq!(f.units, vec!["a.service"]);
+        assert_eq!(f.max_priority, Some(4));
+        assert_eq!(f.matches.len(), 3);
+        let e = err(&format!("{MIN}[journal]\npriority = 9\n"));
+        assert!(e.contains("journal.priority (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[journal]\nmatches = [\"lower=x\"]\n"));
+        assert!(
+            e.contains("journal.matches (line 5)") && e.contains("lower"),
+            "{e}"
+        );
+        let e = err(&format!("{MIN}[journal]\nmatches = [\"NOEQUALS\"]\n"));
+        assert!(e.contains("neither"), "{e}");
+        let e = err(&format!("{MIN}[journal]\nmatches = [\"+\", \"A=b\"]\n"));
+        assert!(e.contains("cannot be first or last"), "{e}");
+    }
+
+    #[test]
+    fn topic_templates() {
+        let c = parse("[kafka]\nbrokers = \"b:1\"\ntopic = \"journal-{_SYSTEMD_UNIT}.x\"\ntopic_fallback = \"journal-other\"\n").unwrap();
+        let e = err("[kafka]\nbrokers = \"b:1\"\ntopic = \"journal-{_SYSTEMD_UNIT}\"\n");
+        assert!(
+            e.contains("kafka.topic (line 3)") && e.contains("topic_fallback"),
+            "{e}"
+        );
+        assert_eq!(
+            c.kafka.topic,
+            vec![
+                TopicPart::Literal("journal-".into()),
+                TopicPart::Field("_SYSTEMD_UNIT".into()),
+                TopicPart::Literal(".x".into())
+            ]
+        );
+        assert_eq!(c.kafka.fixed_topic(), None);
+        for bad in ["journal-{x}", "journal-{_A", "bad topic", "a}b"] {
+            let e = err(&format!("[kafka]\nbrokers = \"b:1\"\ntopic = \"{bad}\"\n"));
+            assert!(e.contains("kafka.topic (line 3)"), "{bad}: {e}");
+        }
+        let e = err("[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\ntopic_fallback = \"a b\"\n");
+        assert!(e.contains("kafka.topic_fallback (line 4)"), "{e}");
+    }
+
+    #[test]
+    fn key_field() {
+        let c = parse(&format!("{MIN}key_field = \"_HOSTNAME\"\n")).unwrap();
+        assert_eq!(c.kafka.key_field.as_deref(), Some("_HOSTNAME"));
+        let c = parse(&format!("{MIN}key_field = \"none\"\n")).unwrap();
+        assert_eq!(c.kafka.key_field, None);
+        let e = err(&format!("{MIN}key_field = \"host name\"\n"));
+        assert!(e.contains("kafka.key_field (line 4)"), "{e}");
+    }
+
+    #[test]
+    fn weakening_properties_are_refused_with_line() {
+        for (k, v) in [
+            ("acks", "\"1\""),
+            ("request.required.acks", "0"),
+            ("enable.idempotence", "false"),
+            ("message.timeout.ms", "5000"),
+            ("delivery.timeout.ms", "1000"),
+            ("bootstrap.servers", "\"x:1\""),
+            ("transactional.id", "\"t\""),
+        ] {
+            let e = err(&format!("{MIN}[kafka.properties]\n\"{k}\" = {v}\n"));
+            assert!(
+                e.contains(&format!("kafka.properties.\"{k}\" (line 5)")),
+                "{k}: {e}"
+            );
+        }
+        let c = parse(&format!(
+            "{MIN}[kafka.properties]\n\"acks\" = \"all\"\n\"linger.ms\" = 100\n\"message.timeout.ms\" = 0\n\"compression.codec\" = \"zstd\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.kafka.properties["linger.ms"], "100");
+        let e = err(&format!("{MIN}[kafka.properties]\n\"linger.ms\" = [1]\n"));
+        assert!(e.contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn field_patterns_and_ranges() {
+        let c = parse(&format!(
+            "{MIN}[encoding]\nformat = \"json\"\nexclude_fields = [\"_SOURCE_*\", \"SEQ\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.encoding.format, Format::Json);
+        assert!(c.encoding.exclude_fields[0].matches(b"_SOURCE_REALTIME_TIMESTAMP"));
+        assert!(!c.encoding.exclude_fields[1].matches(b"SEQX"));
+        let e = err(&format!("{MIN}[encoding]\ninclude_fields = [\"a b\"]\n"));
+        assert!(e.contains("encoding.include_fields (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[encoding]\nformat = \"xml\"\n"));
+        assert!(e.contains("encoding.format (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[encoding]\nmax_record_bytes = 2000000\n"));
+        assert!(e.contains("message.max.bytes"), "{e}");
+        let e = err(&format!("{MIN}[encoding]\nmax_record_bytes = 10\n"));
+        assert!(e.contains("encoding.max_record_bytes (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[pipeline]\nmax_in_flight_entries = 0\n"));
+        assert!(e.contains("pipeline.max_in_flight_entries (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[state]\ncheckpoint_interval_ms = 1\n"));
+        assert!(e.contains("state.checkpoint_interval_ms (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[log]\nlevel = \"loud\"\n"));
+        assert!(e.contains("log.level (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[log]\ntarget = \"file\"\n"));
+        assert!(e.contains("log.target (line 5)"), "{e}");
+        let e = err(&format!("{MIN}[metrics]\nlisten = \"everywhere\"\n"));
+        assert!(e.contains("metrics.listen (line 5)"), "{e}");
+        let c = parse(&format!("{MIN}[metrics]\nlisten = \"127.0.0.1:9464\"\n")).unwrap();
+        assert_eq!(c.metrics.listen.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(c.metrics.stall_seconds, 60);
+        let e = err(&format!("{MIN}[journal]\ncursor_lost = \"skip\"\n"));
+        assert!(e.contains("journal.cursor_lost (line 5)"), "{e}");
+    }
+
+    mod fuzz {
+        use super::super::parse;
+        use proptest::prelude::*;
+
+        const EXAMPLE: &str = include_str!("../../packaging/config.toml");
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// Any text: no panic, and an error always says something.
+            #[test]
+            fn arbitrary_text(s in ".{0,400}") {
+                if let Err(e) = parse(&s) {
+                    let msg = format!("{:#}", e);
+                    prop_assert!(!msg.is_empty());
+                }
+            }
+
+            /// The real example with one byte range replaced: no panic; errors that come
+            /// from a line of the file name it.
+            #[test]
+            fn mutated_example(at in 0usize..EXAMPLE.len(), len in 0usize..40, with in "[a-z0-9=\\[\\]\"., \n_*{}+-]{0,12}") {
+                let start = (0..=at).rev().find(|&i| EXAMPLE.is_char_boundary(i)).unwrap();
+                let end = (start + len).min(EXAMPLE.len());
+                let end = (end..=EXAMPLE.len()).find(|&i| EXAMPLE.is_char_boundary(i)).unwrap();
+                let text = format!("{}{}{}", &EXAMPLE[..start], with, &EXAMPLE[end..]);
+                if let Err(e) = parse(&text) {
+                    let msg = format!("{:#}", e);
+                    prop_assert!(!msg.is_empty());
+                    prop_assert!(
+                        msg.contains("line") || msg.contains("missing") || msg.contains("exceeds") || msg.contains("cannot be first or last"),
+                        "error without a location: {}", msg
+                    );
+                }
+            }
+        }
+    }
+}

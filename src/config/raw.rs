@@ -1,0 +1,115 @@
+//! The raw layer: the file as written, deserialized with each value's place in the text.
+//!
+//! Every section and key is optional except kafka.brokers and kafka.topic;
+//! `deny_unknown_fields` turns a typo into an error instead of a silent default. Nothing
+//! here validates a value: `sections` does, with the spans kept here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) journal: RawJournal,
+    #[serde(default)]
+    pub(super) encoding: RawEncoding,
+    pub(super) kafka: Option<Spanned<RawKafka>>,
+    #[serde(default)]
+    pub(super) state: RawState,
+    #[serde(default)]
+    pub(super) pipeline: RawPipeline,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) metrics: RawMetrics,
+    #[serde(default)]
+    pub(super) delivery: RawDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub(super) mode: Option<Spanned<String>>,
+    pub(super) transactional_id: Option<Spanned<String>>,
+    pub(super) cursor_topic: Option<Spanned<String>>,
+    pub(super) create_cursor_topic: Option<bool>,
+    pub(super) transaction_max_entries: Option<Spanned<u64>>,
+    pub(super) transaction_max_ms: Option<Spanned<u64>>,
+    pub(super) transaction_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) stall_seconds: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJournal {
+    pub(super) directory: Option<Spanned<PathBuf>>,
+    pub(super) files: Option<Spanned<Vec<PathBuf>>>,
+    pub(super) namespace: Option<Spanned<String>>,
+    pub(super) start: Option<Spanned<String>>,
+    pub(super) since: Option<Spanned<String>>,
+    pub(super) cursor_lost: Option<Spanned<String>>,
+    pub(super) exclude_own_entries: Option<bool>,
+    #[serde(default)]
+    pub(super) units: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) identifiers: Vec<Spanned<String>>,
+    pub(super) priority: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub(super) matches: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEncoding {
+    pub(super) format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) include_fields: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude_fields: Vec<Spanned<String>>,
+    pub(super) max_record_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKafka {
+    pub(super) brokers: Option<Spanned<String>>,
+    pub(super) topic: Option<Spanned<String>>,
+    pub(super) topic_fallback: Option<Spanned<String>>,
+    pub(super) key_field: Option<Spanned<String>>,
+    pub(super) connect_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) properties: BTreeMap<String, Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub(super) directory: Option<PathBuf>,
+    pub(super) checkpoint_interval_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPipeline {
+    pub(super) max_in_flight_entries: Option<Spanned<u64>>,
+    pub(super) max_in_flight_bytes: Option<Spanned<u64>>,
+    pub(super) shutdown_timeout_ms: Option<Spanned<u64>>,
+    pub(super) retry_backoff_max_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) level: Option<Spanned<String>>,
+    pub(super) target: Option<Spanned<String>>,
+}

@@ -1,0 +1,501 @@
+//! The derived layer: each raw section turned into its typed, validated form.
+//!
+//! One function per section; every key goes through a helper of `check` so that each
+//! error names the key and its line the same way.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use toml::Spanned;
+
+use super::check::{
+    Locator, check_match_term, check_topic_name, is_valid_field_name, parse_priority, parse_rfc3339,
+};
+use super::properties::check_user_property;
+use super::raw::*;
+use super::*;
+
+/// Time limits above this would overflow `Instant` arithmetic on some platforms and mean
+/// "never" anyway: one day.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+pub(super) fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
+    let mut sources = Vec::new();
+    if let Some(d) = raw.directory {
+        if d.get_ref().as_os_str().is_empty() {
+            return at.err("journal.directory", d.span(), "must not be empty");
+        }
+        sources.push((
+            "journal.directory",
+            d.span(),
+            Source::Directory(d.into_inner()),
+        ));
+    }
+    if let Some(f) = raw.files {
+        if f.get_ref().is_empty() {
+            return at.err("journal.files", f.span(), "must list at least one file");
+        }
+        sources.push(("journal.files", f.span(), Source::Files(f.into_inner())));
+    }
+    if let Some(ns) = raw.namespace {
+        let valid = !ns.get_ref().is_empty()
+            && ns
+                .get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        if !valid {
+            return at.err(
+                "journal.namespace",
+                ns.span(),
+                "must be a non-empty name of letters, digits, '_', '-' or '.'",
+            );
+        }
+        sources.push((
+            "journal.namespace",
+            ns.span(),
+            Source::Namespace(ns.into_inner()),
+        ));
+    }
+    if sources.len() > 1 {
+        let (key, span, _) = &sources[1];
+        return at.err(
+            key,
+            span.clone(),
+            format!(
+                "conflicts with {}: give at most one of journal.directory, journal.files, journal.namespace",
+                sources[0].0
+            ),
+        );
+    }
+    let source = sources.pop().map(|s| s.2).unwrap_or(Source::Local);
+
+    let since = |t: Spanned<String>| {
+        at.with("journal.since", t, |t| {
+            parse_rfc3339(&t)
+                .map_err(|e| format!("{e} (expected RFC 3339, e.g. \"2026-01-01T00:00:00Z\")"))
+        })
+    };
+    #[derive(Clone, Copy)]
+    enum Named {
+        Head,
+        Tail,
+        Since,
+    }
+    let start_span = raw.start.as_ref().map(|s| s.span());
+    let named = at.choice(
+        "journal.start",
+        raw.start,
+        // `since` alone is unambiguous: accept it without start = "since".
+        if raw.since.is_some() {
+            Named::Since
+        } else {
+            Named::Head
+        },
+        &[
+            ("head", Named::Head),
+            ("tail", Named::Tail),
+            ("since", Named::Since),
+        ],
+    )?;
+    let start = match (named, raw.since) {
+        (Named::Head, None) => Start::Head,
+        (Named::Tail, None) => Start::Tail,
+        (Named::Since, Some(t)) => Start::Since(since(t)?),
+        (Named::Since, None) => {
+            return at.err(
+                "journal.start",
+                start_span.unwrap_or_default(),
+                "\"since\" needs journal.since = \"<RFC 3339 time>\"",
+            );
+        }
+        (Named::Head | Named::Tail, Some(t)) => {
+            return at.err(
+                "journal.since",
+                t.span(),
+                "only allowed with start = \"since\"",
+            );
+        }
+    };
+
+    let cursor_lost = at.choice(
+        "journal.cursor_lost",
+        raw.cursor_lost,
+        CursorLost::Resume,
+        &[
+            ("resume", CursorLost::Resume),
+            ("refuse", CursorLost::Refuse),
+        ],
+    )?;
+    let max_priority = raw
+        .priority
+        .map(|p| at.with("journal.priority", p, |p| parse_priority(&p)))
+        .transpose()?;
+
+    let mut filter = Filter {
+        max_priority,
+        ..Filter::default()
+    };
+    let not_empty = |what: &'static str| {
+        move |s: String| {
+            if s.is_empty() {
+                Err(format!("{what} must not be empty"))
+            } else {
+                Ok(s)
+            }
+        }
+    };
+    for u in raw.units {
+        filter
+            .units
+            .push(at.with("journal.units", u, not_empty("unit names"))?);
+    }
+    for i in raw.identifiers {
+        filter
+            .identifiers
+            .push(at.with("journal.identifiers", i, not_empty("identifiers"))?);
+    }
+    for m in raw.matches {
+        filter
+            .matches
+            .push(at.with("journal.matches", m, |m| check_match_term(&m).map(|()| m))?);
+    }
+    if let (Some(first), Some(last)) = (filter.matches.first(), filter.matches.last()) {
+        if first == "+" || last == "+" {
+            bail!("journal.matches: \"+\" joins two groups of terms and cannot be first or last");
+        }
+    }
+
+    Ok(JournalConfig {
+        source,
+        start,
+        cursor_lost,
+        filter,
+        exclude_own_entries: raw.exclude_own_entries.unwrap_or(true),
+    })
+}
+
+pub(super) fn encoding(raw: RawEncoding, at: &Locator) -> Result<EncodingConfig> {
+    let format = at.choice(
+        "encoding.format",
+        raw.format,
+        Format::MessagePack,
+        &[
+            ("msgpack", Format::MessagePack),
+            ("messagepack", Format::MessagePack),
+            ("json", Format::Json),
+        ],
+    )?;
+    let patterns = |key: &str, list: Vec<Spanned<String>>| -> Result<Vec<FieldPattern>> {
+        list.into_iter()
+            .map(|p| {
+                at.with(key, p, |p| {
+                    let name = p.strip_suffix('*').unwrap_or(&p);
+                    if p.is_empty() || (!name.is_empty() && !is_valid_field_name(name)) {
+                        return Err(format!(
+                            "{p:?} is not a field name or a prefix ending in '*'"
+                        ));
+                    }
+                    Ok(FieldPattern::parse(&p))
+                })
+            })
+            .collect()
+    };
+    Ok(EncodingConfig {
+        format,
+        include_fields: patterns("encoding.include_fields", raw.include_fields)?,
+        exclude_fields: patterns("encoding.exclude_fields", raw.exclude_fields)?,
+        max_record_bytes: at.range(
+            "encoding.max_record_bytes",
+            raw.max_record_bytes,
+            DEFAULT_MAX_RECORD_BYTES as u64,
+            4096,
+            100_000_000,
+        )? as usize,
+    })
+}
+
+pub(super) fn kafka(
+    raw: RawKafka,
+    span: std::ops::Range<usize>,
+    at: &Locator,
+) -> Result<KafkaConfig> {
+    let Some(brokers) = raw.brokers else {
+        return at.err(
+            "kafka.brokers",
+            span,
+            "missing: give the bootstrap brokers, e.g. \"127.0.0.1:9092\"",
+        );
+    };
+    let brokers = at.with("kafka.brokers", brokers, |b| {
+        if b.trim().is_empty() {
+            Err("must not be empty".to_string())
+        } else {
+            Ok(b)
+        }
+    })?;
+    let Some(topic) = raw.topic else {
+        return at.err(
+            "kafka.topic",
+            span,
+            "missing: give a topic name or a template such as \"journal-{_SYSTEMD_UNIT}\"",
+        );
+    };
+    let topic_span = topic.span();
+    let template = at.with("kafka.topic", topic, |t| parse_topic_template(&t))?;
+    let topic_fallback = raw
+        .topic_fallback
+        .map(|f| {
+            at.with("kafka.topic_fallback", f, |f| {
+                check_topic_name(&f).map(|()| f)
+            })
+        })
+        .transpose()?;
+    if template.iter().any(|p| matches!(p, TopicPart::Field(_))) && topic_fallback.is_none() {
+        return at.err(
+            "kafka.topic",
+            topic_span,
+            "a template with {FIELD} needs kafka.topic_fallback for entries that lack the field",
+        );
+    }
+    let key_field = match raw.key_field {
+        None => None,
+        Some(k) => at.with("kafka.key_field", k, |k| match k.as_str() {
+            "" | "none" => Ok(None),
+            name if is_valid_field_name(name) => Ok(Some(k)),
+            _ => Err(format!(
+                "{k:?} is not a journal field name (use \"none\" for no key)"
+            )),
+        })?,
+    };
+
+    let mut properties = BTreeMap::new();
+    for (name, value) in raw.properties {
+        let key = format!("kafka.properties.\"{name}\"");
+        let text = at.with(&key, value, |v| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => {
+                    return Err(format!(
+                        "expected a string, number or boolean, found {}",
+                        other.type_str()
+                    ));
+                }
+            };
+            check_user_property(&name, &text).map(|()| text)
+        })?;
+        properties.insert(name, text);
+    }
+
+    Ok(KafkaConfig {
+        brokers,
+        topic: template,
+        topic_fallback,
+        key_field,
+        properties,
+        connect_timeout_ms: at.range(
+            "kafka.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            30_000,
+            100,
+            MAX_TIMEOUT_MS,
+        )?,
+    })
+}
+
+fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TopicPart::Literal(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("unclosed '{{' in topic template {s:?}"));
+        };
+        let name = &rest[open + 1..open + close];
+        if !is_valid_field_name(name) {
+            return Err(format!(
+                "{{{name}}} in topic template {s:?} is not a journal field name"
+            ));
+        }
+        parts.push(TopicPart::Field(name.to_string()));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TopicPart::Literal(rest.to_string()));
+    }
+    if parts.is_empty() {
+        return Err("must not be empty".into());
+    }
+    for p in &parts {
+        if let TopicPart::Literal(l) = p {
+            if l.contains('}') {
+                return Err(format!("stray '}}' in topic template {s:?}"));
+            }
+            // Literal pieces must be valid on their own: the filled-in fields are sanitized.
+            check_topic_name(l)?;
+        }
+    }
+    Ok(parts)
+}
+
+pub(super) fn state(raw: RawState, at: &Locator) -> Result<StateConfig> {
+    Ok(StateConfig {
+        directory: raw
+            .directory
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        checkpoint_interval_ms: at.range(
+            "state.checkpoint_interval_ms",
+            raw.checkpoint_interval_ms,
+            1000,
+            10,
+            3_600_000,
+        )?,
+    })
+}
+
+pub(super) fn pipeline(raw: RawPipeline, at: &Locator) -> Result<PipelineConfig> {
+    Ok(PipelineConfig {
+        max_in_flight_entries: at.range(
+            "pipeline.max_in_flight_entries",
+            raw.max_in_flight_entries,
+            50_000,
+            1,
+            10_000_000,
+        )? as usize,
+        max_in_flight_bytes: at.range(
+            "pipeline.max_in_flight_bytes",
+            raw.max_in_flight_bytes,
+            16 << 20,
+            65_536,
+            4 << 30,
+        )? as usize,
+        shutdown_timeout_ms: at.range(
+            "pipeline.shutdown_timeout_ms",
+            raw.shutdown_timeout_ms,
+            10_000,
+            0,
+            MAX_TIMEOUT_MS,
+        )?,
+        retry_backoff_max_ms: at.range(
+            "pipeline.retry_backoff_max_ms",
+            raw.retry_backoff_max_ms,
+            60_000,
+            100,
+            3_600_000,
+        )?,
+    })
+}
+
+pub(super) fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig> {
+    let mode = at.choice(
+        "delivery.mode",
+        raw.mode,
+        Mode::AtLeastOnce,
+        &[
+            ("at-least-once", Mode::AtLeastOnce),
+            ("exactly-once", Mode::ExactlyOnce),
+        ],
+    )?;
+    let transactional_id = raw
+        .transactional_id
+        .map(|t| {
+            at.with("delivery.transactional_id", t, |t| {
+                if !t.is_empty() && t.len() <= 200 {
+                    Ok(t)
+                } else {
+                    Err("must be 1 to 200 characters".to_string())
+                }
+            })
+        })
+        .transpose()?;
+    let cursor_topic = match raw.cursor_topic {
+        None => DEFAULT_CURSOR_TOPIC.to_string(),
+        Some(t) => at.with("delivery.cursor_topic", t, |t| {
+            check_topic_name(&t).map(|()| t)
+        })?,
+    };
+    let transaction_timeout_ms = at.range(
+        "delivery.transaction_timeout_ms",
+        raw.transaction_timeout_ms,
+        60_000,
+        1_000,
+        900_000,
+    )?;
+    Ok(DeliveryConfig {
+        mode,
+        transactional_id,
+        cursor_topic,
+        create_cursor_topic: raw.create_cursor_topic.unwrap_or(true),
+        transaction_max_entries: at.range(
+            "delivery.transaction_max_entries",
+            raw.transaction_max_entries,
+            100_000,
+            1,
+            10_000_000,
+        )? as usize,
+        // A transaction must close well within its timeout, or the coordinator aborts it;
+        // the default stays inside a shortened timeout too.
+        transaction_max_ms: at.range(
+            "delivery.transaction_max_ms",
+            raw.transaction_max_ms,
+            5_000u64.min(transaction_timeout_ms / 2),
+            10,
+            transaction_timeout_ms / 2,
+        )?,
+        transaction_timeout_ms,
+    })
+}
+
+pub(super) fn metrics(raw: RawMetrics, at: &Locator) -> Result<MetricsConfig> {
+    let listen = raw
+        .listen
+        .map(|l| {
+            at.with("metrics.listen", l, |l| {
+                match l.parse::<std::net::SocketAddr>() {
+                    Ok(_) => Ok(l),
+                    Err(_) => Err(format!(
+                        "{l:?} is not an address such as \"127.0.0.1:9464\""
+                    )),
+                }
+            })
+        })
+        .transpose()?;
+    Ok(MetricsConfig {
+        listen,
+        stall_seconds: at.range("metrics.stall_seconds", raw.stall_seconds, 60, 1, 86_400)?,
+    })
+}
+
+pub(super) fn log(raw: RawLog, at: &Locator) -> Result<LogConfig> {
+    let level = at.choice(
+        "log.level",
+        raw.level,
+        "info",
+        &[
+            ("error", "error"),
+            ("warn", "warn"),
+            ("info", "info"),
+            ("debug", "debug"),
+            ("trace", "trace"),
+        ],
+    )?;
+    let target = at.choice(
+        "log.target",
+        raw.target,
+        LogTarget::Auto,
+        &[
+            ("auto", LogTarget::Auto),
+            ("journal", LogTarget::Journal),
+            ("stderr", LogTarget::Stderr),
+        ],
+    )?;
+    Ok(LogConfig {
+        level: level.to_string(),
+        target,
+    })
+}

@@ -1,0 +1,27 @@
+//! The record contract: what one Kafka record holds, for the agent that writes it and for
+//! every tool that reads it back (`docs/format.md` is the reader's copy of this contract).
+//!
+//! Owns the layout version, the header names, the truncation marker, encoding
+//! ([`Encoder`]: one entry in, one record's value, key and topic out) and decoding
+//! ([`decode`]). Encoding is a pure function of the entry and the configuration: no I/O, no
+//! clock, no global state. This module must never drop a field silently: the only lossy
+//! step is the documented truncation of oversized entries, marked inside the record itself.
+//! It knows nothing of Kafka clients; `kafka` puts these bytes on the wire.
+
+mod decode;
+mod encode;
+
+pub(crate) use decode::{Value, decode};
+pub use encode::{Encoder, Outcome};
+
+/// Version of the record layout, carried in the [`FORMAT_HEADER`] header.
+pub(crate) const FORMAT_VERSION: &str = "1";
+
+/// Header carrying the entry's journal cursor on every record: consumers de-duplicate by it.
+pub(crate) const CURSOR_HEADER: &str = "journal-cursor";
+
+/// Header carrying the record layout version.
+pub(crate) const FORMAT_HEADER: &str = "journal-format";
+
+/// Name of the field added to an entry whose fields had to be shortened to fit.
+pub(crate) const TRUNCATED_FIELD: &str = "JOURNALD_KAFKA_TRUNCATED";

@@ -1,0 +1,165 @@
+//! The producer: its creation, its delivery reports and its global errors.
+//!
+//! Delivery reports are the only source of "confirmed": they feed the watermark, and
+//! nothing else may tell it that a record was delivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+
+use super::client::client_config;
+use crate::checkpoint::Tracker;
+use crate::config::{KafkaConfig, PipelineConfig};
+use crate::logging::RateLimit;
+use crate::metrics::Metrics;
+
+/// Delivery opaque of records that are not journal entries (the exactly-once cursor
+/// record): their reports never touch the watermark.
+pub(crate) const CONTROL: usize = usize::MAX;
+
+/// Receives delivery reports and global errors from librdkafka (on its polling thread).
+pub(crate) struct DeliveryContext {
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+    repeats: RateLimit,
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        // librdkafka repeats connection failures on every attempt; one line a minute per
+        // kind of message is enough (the key ignores its "N identical suppressed" suffix).
+        let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
+        let Some(repeats) = self.repeats.admit(&key) else {
+            return;
+        };
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", repeats, "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", repeats, "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
+        }
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        // Statistics arrive from librdkafka's polling thread: proof that it is not wedged.
+        self.tracker.producer_beat();
+        self.metrics.librdkafka_stats(statistics);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let fatal = error
+            .rdkafka_error_code()
+            .is_some_and(|c| c == rdkafka::types::RDKafkaErrorCode::Fatal);
+        if fatal {
+            // A fatal error (for instance a broken idempotent-producer sequence) makes this
+            // producer unusable: end the session and start over from the safe cursor.
+            tracing::error!(%error, reason, "fatal producer error; restarting from the last safe cursor");
+            self.tracker
+                .fail_all(format!("fatal producer error: {reason}"));
+        } else if let Some(repeats) = self.repeats.admit(&error.to_string()) {
+            // Transient: broker down, connection refused... librdkafka keeps retrying.
+            tracing::warn!(%error, reason, repeats_in_last_minute = repeats, "kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if seq == CONTROL {
+            // A failure means the transaction that carries it cannot commit; say why.
+            self.tracker.control_answered(
+                result
+                    .as_ref()
+                    .err()
+                    .map(|(e, _)| format!("the cursor record was not delivered: {e}")),
+            );
+            return;
+        }
+        match result {
+            Ok(_) => {
+                self.metrics.delivered();
+                if let Some(latency) = self.tracker.delivered(seq as u64) {
+                    self.metrics.delivery_latency.observe(latency.as_secs_f64());
+                }
+            }
+            Err((e, msg)) => {
+                let kind = e
+                    .rdkafka_error_code()
+                    .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
+                self.metrics.failed(&kind);
+                use rdkafka::message::Message;
+                let error = format!("delivery to topic {} failed: {e}", msg.topic());
+                // Logged once per session by the pipeline; one line per record would flood.
+                tracing::debug!(seq, "{error}");
+                self.tracker.failed(seq as u64, error);
+            }
+        }
+    }
+}
+
+pub(crate) type Producer = ThreadedProducer<DeliveryContext>;
+
+/// What makes a producer transactional (exactly-once mode).
+pub(crate) struct Transactional<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) timeout_ms: u64,
+}
+
+/// Creates the producer. librdkafka connects lazily; see [`probe`] to check reachability.
+pub(crate) fn producer(
+    k: &KafkaConfig,
+    p: &PipelineConfig,
+    transactional: Option<Transactional<'_>>,
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+) -> Result<Producer> {
+    let mut c = client_config(k, p);
+    if let Some(t) = transactional {
+        c.set("transactional.id", t.id);
+        c.set("transaction.timeout.ms", t.timeout_ms.to_string());
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms. A record that
+        // times out aborts its transaction and the reader rewinds, so nothing is lost.
+        c.set("message.timeout.ms", t.timeout_ms.to_string());
+    }
+    c.create_with_context(DeliveryContext {
+        tracker,
+        metrics,
+        repeats: RateLimit::default(),
+    })
+    .context("cannot create the Kafka producer")
+}
+
+/// Asks the brokers for the topic's metadata: proves they are reachable and the topic exists.
+/// Returns the partition count.
+pub(crate) fn probe(producer: &Producer, topic: &str, timeout: Duration) -> Result<usize> {
+    let md = producer
+        .client()
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("cannot reach the Kafka brokers within {timeout:?}"))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        bail!("the brokers did not return metadata for topic {topic:?}");
+    };
+    if let Some(e) = t.error() {
+        bail!(
+            "topic {topic:?}: {}",
+            rdkafka::types::RDKafkaErrorCode::from(e)
+        );
+    }
+    Ok(t.partitions().len())
+}

@@ -1,0 +1,67 @@
+//! Putting one encoded record on the wire: headers, key, timestamp, and the wait for room
+//! in librdkafka's queue. The bytes themselves come from `format`.
+
+use std::thread;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::BaseRecord;
+
+use super::Producer;
+use crate::checkpoint::Tracker;
+use crate::format::{CURSOR_HEADER, FORMAT_HEADER, FORMAT_VERSION};
+
+/// The headers every entry's record carries: its cursor (consumers de-duplicate by it) and
+/// the layout version. They copy the cursor, so they are built before the watermark takes it.
+pub(crate) fn headers(cursor: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(2)
+        .insert(Header {
+            key: CURSOR_HEADER,
+            value: Some(cursor.as_bytes()),
+        })
+        .insert(Header {
+            key: FORMAT_HEADER,
+            value: Some(FORMAT_VERSION.as_bytes()),
+        })
+}
+
+/// One record, ready to send.
+pub(crate) struct Outgoing<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) headers: OwnedHeaders,
+    pub(crate) timestamp_ms: i64,
+}
+
+/// Hands the record admitted as `seq` to librdkafka. Returns false when the session must
+/// end; the record is then failed in the watermark, so nothing after it becomes safe.
+pub(crate) fn send(producer: &Producer, tracker: &Tracker, seq: u64, r: Outgoing<'_>) -> bool {
+    let mut record = BaseRecord::with_opaque_to(r.topic, seq as usize)
+        .payload(r.payload)
+        .headers(r.headers)
+        .timestamp(r.timestamp_ms);
+    if let Some(k) = r.key {
+        record = record.key(k);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return true,
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // librdkafka's queue is sized above our window, so this is rare; wait for
+                // deliveries to make room rather than dropping anything.
+                if tracker.status().is_err() {
+                    tracker.failed(seq, "not sent: the session is ending".into());
+                    return false;
+                }
+                record = back;
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => {
+                tracker.failed(seq, format!("cannot produce to topic {:?}: {e}", r.topic));
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Exactly-once mode: when the shipping thread's transaction opens and closes.
+//!
+//! The mechanics (begin, cursor record, commit, abort, fencing) are `kafka::transaction`'s;
+//! this file owns the cadence: close on size, on age (well inside the transaction timeout)
+//! or when the journal goes quiet, and commit only a cursor the watermark vouches for.
+//! Runs on the shipping thread only: a transaction cannot be committed while another
+//! thread adds records to it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+
+use crate::checkpoint::Tracker;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::journal;
+use crate::kafka::TransactionStore;
+use crate::metrics::Metrics;
+
+/// When to close the open transaction: pure bookkeeping, so it can be tested alone.
+#[derive(Debug)]
+struct Cadence {
+    /// Entries sent in the open transaction.
+    sent: usize,
+    opened: Option<Instant>,
+    max_entries: usize,
+    max_age: Duration,
+    last_commit: Instant,
+    /// How often a cursor that moved only over filtered entries is committed.
+    pass_interval: Duration,
+}
+
+impl Cadence {
+    fn opened(&mut self, now: Instant) {
+        self.opened.get_or_insert(now);
+    }
+
+    /// After a send: the transaction is big or old enough to close.
+    fn due(&self, now: Instant) -> bool {
+        self.sent >= self.max_entries
+            || self
+                .opened
+                .is_some_and(|o| now.duration_since(o) >= self.max_age)
+    }
+
+    /// The journal is quiet: close now if entries wait, or if only filtered positions moved
+    /// the cursor and it has not been committed for a while.
+    fn idle_due(&self, cursor_moved: bool, now: Instant) -> bool {
+        self.sent > 0
+            || (cursor_moved && now.duration_since(self.last_commit) >= self.pass_interval)
+    }
+
+    fn closed(&mut self, now: Instant) {
+        self.sent = 0;
+        self.opened = None;
+        self.last_commit = now;
+    }
+}
+
+/// The shipping thread's open transaction.
+pub(super) struct Transaction {
+    store: TransactionStore,
+    cadence: Cadence,
+    timeout: Duration,
+    /// The last cursor this session committed.
+    committed: Option<String>,
+}
+
+impl Transaction {
+    pub(super) fn new(store: TransactionStore, cfg: &Config) -> Transaction {
+        Transaction {
+            store,
+            cadence: Cadence {
+                sent: 0,
+                opened: None,
+                max_entries: cfg.delivery.transaction_max_entries,
+                max_age: Duration::from_millis(cfg.delivery.transaction_max_ms),
+                last_commit: Instant::now(),
+                pass_interval: Duration::from_millis(cfg.state.checkpoint_interval_ms),
+            },
+            timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
+            committed: None,
+        }
+    }
+
+    pub(super) fn before_send(&mut self) -> Result<(), Failure> {
+        if !self.store.is_open() {
+            self.store.begin()?;
+            self.cadence.opened(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// One more entry went into the transaction.
+    pub(super) fn sent(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
+        self.cadence.sent += 1;
+        if self.cadence.due(Instant::now()) {
+            self.commit(tracker, metrics)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
+        let moved = tracker.newest_cursor() != self.committed;
+        if self.cadence.idle_due(moved, Instant::now()) {
+            self.commit(tracker, metrics)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the transaction with the watermark's cursor. The cursor record is produced
+    /// first, naming the newest registered position, so that it lingers in librdkafka with
+    /// the transaction's last entries rather than after them; the commit then goes ahead
+    /// only if the watermark, once everything is settled, stands exactly there. Any failure
+    /// leaves the transaction to be aborted.
+    fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
+        let began = Instant::now();
+        let deadline = began + self.timeout;
+        let target = tracker.newest_cursor();
+        let fresh = target.is_some() && target != self.committed;
+        if let (true, Some(t)) = (fresh, &target) {
+            self.store.send_cursor(t)?;
+        }
+        // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
+        // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
+        if !tracker.wait_settled(deadline) {
+            return Err(Failure::retry(anyhow!(
+                "entries of the transaction were not confirmed within delivery.transaction_timeout_ms"
+            )));
+        }
+        if let Some(f) = tracker.failure() {
+            return Err(Failure::retry(anyhow!(f)));
+        }
+        match target.filter(|_| fresh) {
+            Some(cursor) => {
+                let safe = tracker
+                    .safe_cursor_at(&cursor)
+                    .map_err(|e| Failure::retry(anyhow!(e)))?;
+                self.store.finish_commit(&safe)?;
+                tracing::debug!(
+                    entries = self.cadence.sent,
+                    open_for = ?self.cadence.opened.map(|o| o.elapsed()),
+                    took = ?began.elapsed(),
+                    "transaction committed"
+                );
+                Metrics::add(&metrics.cursor_writes, 1);
+                Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
+                Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
+                if let Ok(info) = journal::cursor::parse(&cursor) {
+                    Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
+                }
+                self.committed = Some(cursor);
+            }
+            // Nothing new to commit: an open transaction holds no entry.
+            None => self.store.abort(),
+        }
+        self.cadence.closed(Instant::now());
+        Ok(())
+    }
+
+    /// Ends the session's last transaction: committed after a clean stop, aborted after
+    /// a failure (its entries are read again by the next session).
+    pub(super) fn finish(
+        &mut self,
+        result: Result<(), Failure>,
+        tracker: &Tracker,
+        metrics: &Metrics,
+    ) -> Result<(), Failure> {
+        let result = match result {
+            Ok(())
+                if tracker.failure().is_none()
+                    && (self.cadence.sent > 0 || self.store.is_open()) =>
+            {
+                self.commit(tracker, metrics)
+            }
+            other => other,
+        };
+        if self.store.is_open() {
+            Metrics::add(&metrics.transactions_aborted, 1);
+            self.store.abort();
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cadence(now: Instant) -> Cadence {
+        Cadence {
+            sent: 0,
+            opened: None,
+            max_entries: 3,
+            max_age: Duration::from_secs(5),
+            last_commit: now,
+            pass_interval: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn closes_on_size_or_age() {
+        let t0 = Instant::now();
+        let mut c = cadence(t0);
+        c.opened(t0);
+        c.sent = 2;
+        assert!(!c.due(t0 + Duration::from_secs(1)));
+        c.sent = 3;
+        assert!(c.due(t0 + Duration::from_secs(1)), "size");
+        c.sent = 1;
+        assert!(c.due(t0 + Duration::from_secs(5)), "age");
+        // Re-opening keeps the first opening time: age counts from the first entry.
+        c.opened(t0 + Duration::from_secs(4));
+        assert!(c.due(t0 + Duration::from_secs(5)));
+        c.closed(t0 + Duration::from_secs(5));
+        assert!(!c.due(t0 + Duration::from_secs(60)), "nothing open");
+    }
+
+    #[test]
+    fn idle_commits_entries_at_once_and_filtered_moves_at_the_pass_interval() {
+        let t0 = Instant::now();
+        let mut c = cadence(t0);
+        assert!(!c.idle_due(false, t0 + Duration::from_secs(60)));
+        assert!(!c.idle_due(true, t0 + Duration::from_millis(500)));
+        assert!(c.idle_due(true, t0 + Duration::from_secs(1)));
+        c.sent = 1;
+        assert!(c.idle_due(false, t0));
+    }
+}

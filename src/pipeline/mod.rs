@@ -1,0 +1,160 @@
+//! The pipeline: wires input → format → kafka → checkpoint, and owns backpressure,
+//! retries and shutdown.
+//!
+//! A *session* (`session`) is one producer, one reader thread (`reader`, the journal input
+//! behind the `input` seam) and one shipping thread (`shipper`, with the exactly-once
+//! cadence of `exactly_once`), started from the last safe cursor. When a delivery fails or
+//! the producer hits a fatal error, the session ends, everything it sent is settled, the
+//! safe cursor is committed, and a new session starts from that cursor after a backoff
+//! (this file). So a failure can cause duplicates (never more than the in-flight window)
+//! but never a gap. `service` is what systemd and signal handlers see.
+//!
+//! This module must never commit a cursor itself (the checkpoint's `Checkpointer` and the
+//! exactly-once store take only a `SafeCursor`), and never drop an admitted entry without
+//! failing it in the watermark.
+
+mod exactly_once;
+mod input;
+mod reader;
+mod service;
+mod session;
+mod shipper;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) use reader::describe_start;
+pub use service::Shutdown;
+
+use crate::checkpoint::Store;
+use crate::config::{Config, Mode};
+use crate::error::Failure;
+use crate::kafka::transaction;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+
+/// A session that ran this long earns a fresh, short backoff after it fails.
+const HEALTHY_SESSION: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Runs the agent until shutdown. Returns a failure only for conditions a new session
+/// cannot get past.
+pub(crate) fn run(
+    cfg: &Config,
+    store: &mut dyn Store,
+    shutdown: &Arc<Shutdown>,
+    metrics: &Arc<Metrics>,
+    notifier: &Notifier,
+) -> Result<(), Failure> {
+    // In exactly-once mode every session reads its place from the cursor topic, because an
+    // aborted transaction takes back what the watermark had already seen confirmed.
+    let (mut resume, mut eo) = match cfg.delivery.mode {
+        Mode::AtLeastOnce => {
+            let resume = store.load().map_err(Failure::fatal)?;
+            log_restore(resume.as_deref(), &store.describe(), cfg);
+            (resume, None)
+        }
+        Mode::ExactlyOnce => (
+            None,
+            Some(session::ExactlyOnce {
+                id: transaction::transactional_id(cfg).map_err(Failure::fatal)?,
+                cursor_topic_ready: false,
+            }),
+        ),
+    };
+    let mut svc = service::Service::new(notifier, cfg);
+    let mut backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let cx = session::Context {
+            cfg,
+            shutdown,
+            metrics,
+            first,
+        };
+        let (end, safe) = session::run(&cx, store, resume.clone(), &mut svc, eo.as_mut());
+        first = false;
+        if safe.is_some() {
+            resume = safe;
+        }
+        let e = match end {
+            Ok(()) => return Ok(()),
+            Err(e) if !e.is_retryable() => return Err(e),
+            Err(e) => e,
+        };
+        Metrics::add(&metrics.sessions_restarted, 1);
+        let wait = backoff.next(started.elapsed());
+        let error = e.to_string();
+        tracing::error!(
+            error,
+            retry_in = ?wait,
+            cursor = resume.as_deref().unwrap_or("(none)"),
+            "pipeline stopped; restarting from the last safe cursor"
+        );
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            svc.waiting(&format!(
+                "retrying in {}s after: {error}",
+                until.saturating_duration_since(Instant::now()).as_secs()
+            ));
+            if shutdown.sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1)),
+            ) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Exponential backoff between sessions, reset by a session that ran well for a while.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Backoff {
+        Backoff {
+            next: FIRST_BACKOFF.min(max),
+            max,
+        }
+    }
+
+    /// The wait before the next session, given how long the failed one ran.
+    fn next(&mut self, ran: Duration) -> Duration {
+        if ran > HEALTHY_SESSION {
+            self.next = FIRST_BACKOFF.min(self.max);
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
+fn log_restore(resume: Option<&str>, from: &str, cfg: &Config) {
+    match resume {
+        Some(c) => tracing::info!(cursor = %c, "restoring from {from}"),
+        None => {
+            tracing::info!(start = ?cfg.journal.start, "no saved cursor in {from}; starting at the configured position")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_resets_after_a_healthy_session() {
+        let mut b = Backoff::new(Duration::from_secs(3));
+        let quick = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..5).map(|_| b.next(quick).as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 3000, 3000]);
+        assert_eq!(b.next(Duration::from_secs(61)), Duration::from_millis(500));
+        assert_eq!(b.next(quick), Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,336 @@
+//! The journal input: the reader thread's loop.
+//!
+//! Opens the journal, positions it at the resume cursor (applying the `cursor_lost`
+//! policy), then follows it and hands every entry to the shipping thread, in journal order.
+//! Also registers positions that need no delivery (own entries, filtered stretches) so
+//! that the watermark moves past them, and notices entries that vanished (gaps).
+//!
+//! Runs on the reader thread, which alone owns the sd-journal handle. It must never skip
+//! an entry without registering its position behind the entries before it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+
+use super::input::{Input, Out};
+use crate::checkpoint::Tracker;
+use crate::config::{Config, CursorLost};
+use crate::error::Failure;
+use crate::journal::{self, Entry, Position, Reader};
+use crate::metrics::Metrics;
+
+/// Exactly-once mode: how long the journal must stay quiet before the open transaction is
+/// committed.
+const QUIET_BEFORE_COMMIT: Duration = Duration::from_millis(10);
+
+/// How often the journal-wide gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The journal, opened and positioned for one session.
+pub(super) struct JournalInput<'a> {
+    reader: Reader,
+    cfg: &'a Config,
+    tracker: &'a Tracker,
+    metrics: &'a Metrics,
+    /// Tell the shipping thread when the journal goes quiet (exactly-once commits then).
+    commit_on_idle: bool,
+}
+
+impl<'a> JournalInput<'a> {
+    /// Opens and positions the journal. Problems on the first start are for the operator;
+    /// later the journal may just be briefly unavailable (a namespace restarting), so retry.
+    pub(super) fn open(
+        cfg: &'a Config,
+        resume: Option<&str>,
+        first: bool,
+        tracker: &'a Tracker,
+        metrics: &'a Metrics,
+        commit_on_idle: bool,
+    ) -> Result<JournalInput<'a>, Failure> {
+        let wrap = |e: anyhow::Error| {
+            if first {
+                Failure::fatal(e)
+            } else {
+                Failure::retry(e)
+            }
+        };
+        let mut reader = Reader::open(&cfg.journal).map_err(wrap)?;
+        let position = reader.seek(&cfg.journal, resume).map_err(wrap)?;
+        tracker.set_opened();
+        tracker.reader_beat();
+        metrics
+            .journal_open
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        apply_cursor_policy(cfg, &position, resume, first)?;
+        Ok(JournalInput {
+            reader,
+            cfg,
+            tracker,
+            metrics,
+            commit_on_idle,
+        })
+    }
+
+    fn refresh_gauges(&self) {
+        let g = self.reader.gauges();
+        if let Some(u) = g.usage_bytes {
+            Metrics::set(&self.metrics.journal_usage_bytes, u);
+        }
+        if let Some(o) = g.oldest_usec {
+            Metrics::set(&self.metrics.journal_oldest_usec, o);
+        }
+        let stats = self.reader.stats;
+        Metrics::set(&self.metrics.journal_corrupt_fields, stats.corrupt_fields);
+        Metrics::set(
+            &self.metrics.journal_unreadable_entries,
+            stats.unreadable_entries,
+        );
+    }
+}
+
+/// Logs where reading begins and applies `journal.cursor_lost` when the cursor is gone.
+fn apply_cursor_policy(
+    cfg: &Config,
+    position: &Position,
+    resume: Option<&str>,
+    first: bool,
+) -> Result<(), Failure> {
+    match position {
+        Position::AfterCursor | Position::AfterFilteredCursor => {
+            if first {
+                tracing::info!(
+                    ?position,
+                    "cursor found in the journal; continuing right after it"
+                );
+            }
+        }
+        Position::Start(s) => tracing::info!(start = ?s, "starting without a cursor"),
+        Position::CursorLost { gap, first: landed } => {
+            let msg = match gap {
+                Some(g) => format!(
+                    "the saved cursor {:?} is no longer in the journal (vacuumed before it was shipped): {g} entries between it and the oldest remaining entry were never shipped",
+                    resume.unwrap_or_default()
+                ),
+                None => format!(
+                    "the saved cursor {:?} is no longer in the journal and does not belong to its sequence of entries (another machine's journal, or the journal was recreated): an unknown number of entries may be missing",
+                    resume.unwrap_or_default()
+                ),
+            };
+            match cfg.journal.cursor_lost {
+                CursorLost::Refuse => {
+                    return Err(Failure::fatal(anyhow!(
+                        "{msg}; journal.cursor_lost = \"refuse\", so not starting (set it to \"resume\" or delete the cursor file to go on)"
+                    )));
+                }
+                CursorLost::Resume if gap.is_some() => {
+                    tracing::error!(gap = ?gap, resume_at = landed.as_deref().unwrap_or("(end)"), "{msg}; resuming at the oldest remaining entry after it");
+                }
+                CursorLost::Resume => {
+                    tracing::error!(
+                        "{msg}; shipping the journal from its oldest entry (some entries may be sent twice)"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Input for JournalInput<'_> {
+    fn follow(&mut self, out: &mut Out) -> Result<(), Failure> {
+        let (cfg, tracker, metrics) = (self.cfg, self.tracker, self.metrics);
+        let retry = Failure::retry;
+        let mut entry = Entry::new();
+        let filtered = !cfg.journal.filter.is_empty();
+        let pass_interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+        let mut last_pass = Instant::now();
+        let mut passed: Option<String> = None;
+        let mut last_gauges: Option<Instant> = None;
+
+        let own_pid = std::process::id().to_string();
+        let mut gaps = GapDetector::default();
+        let mut count = 0u32;
+        // An entry already read (by the idle check below) and not yet handled.
+        let mut pending = false;
+        let mut last_entry = Instant::now();
+        // Entries were read since the shipping thread last heard that the journal is quiet.
+        let mut fresh = false;
+        loop {
+            count = count.wrapping_add(1);
+            if count % 1024 == 0 {
+                tracker.reader_beat();
+            }
+            if count % 1024 == 1 && last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
+                last_gauges = Some(Instant::now());
+                self.refresh_gauges();
+            }
+            let got = pending || self.reader.next(&mut entry).map_err(retry)?;
+            pending = false;
+            if got && self.commit_on_idle {
+                last_entry = Instant::now();
+                fresh = true;
+            }
+            if got && !filtered {
+                if let Some(gap) = gaps.check(&entry.cursor) {
+                    Metrics::add(&metrics.journal_gaps, 1);
+                    Metrics::add(&metrics.entries_missed, gap);
+                    if gaps.reported < 10 {
+                        gaps.reported += 1;
+                        tracing::error!(
+                            gap,
+                            at = entry.cursor,
+                            "{gap} journal entries vanished before they could be read (vacuumed or deleted files, or files this user may not read); continuing after them"
+                        );
+                    }
+                }
+            }
+            if got && cfg.journal.exclude_own_entries && journal::is_own(&entry, &own_pid) {
+                // Our own log lines: shipping them would let the agent feed on itself. They
+                // still move the watermark like any filtered-out entry.
+                Metrics::add(&metrics.entries_own_skipped, 1);
+                if !out.pass(entry.cursor.clone()) {
+                    return Ok(());
+                }
+                continue;
+            }
+            if got {
+                if !out.ship(&mut entry) {
+                    return Ok(());
+                }
+                continue;
+            }
+            // The end of the journal, for now.
+            tracker.reader_beat();
+            if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
+                last_gauges = Some(Instant::now());
+                self.refresh_gauges();
+            }
+            if filtered && last_pass.elapsed() >= pass_interval {
+                last_pass = Instant::now();
+                // Take the newest position first, then make sure no matching entry arrived
+                // before it: only then may the watermark move past the filtered entries.
+                let newest = journal::newest_cursor(&cfg.journal).map_err(retry)?;
+                self.reader.wait(Duration::ZERO).map_err(retry)?;
+                if self.reader.next(&mut entry).map_err(retry)? {
+                    pending = true;
+                    continue;
+                }
+                if let Some(n) = newest {
+                    if passed.as_deref() != Some(n.as_str()) {
+                        if !out.pass(n.clone()) {
+                            return Ok(());
+                        }
+                        passed = Some(n);
+                    }
+                }
+            }
+            if tracker.status().is_err() {
+                return Ok(());
+            }
+            if self.commit_on_idle {
+                // A writer still in the middle of a burst leaves the end of the journal for
+                // a moment between entries: wait for a short quiet spell before committing,
+                // or a trickle turns into one small transaction per entry.
+                let quiet = last_entry.elapsed();
+                if fresh && quiet < QUIET_BEFORE_COMMIT {
+                    self.reader
+                        .wait(QUIET_BEFORE_COMMIT - quiet)
+                        .map_err(retry)?;
+                    continue;
+                }
+                fresh = false;
+                if !out.idle() {
+                    return Ok(());
+                }
+            }
+            self.reader
+                .wait(Duration::from_millis(250))
+                .map_err(retry)?;
+        }
+    }
+}
+
+/// Notices entries that vanished under the reader: within one sequence-number space,
+/// consecutive entries of an unfiltered read have consecutive numbers, so a jump means
+/// entries were deleted (vacuumed, or their file removed) before we could read them, or sit
+/// in files we may not read. They cannot be shipped any more; the reader says so.
+#[derive(Default)]
+struct GapDetector {
+    /// Last sequence number seen per sequence-number space (few: one per writer).
+    last: Vec<(String, u64)>,
+    reported: u32,
+}
+
+impl GapDetector {
+    /// The number of entries missing right before `cursor`, if any.
+    fn check(&mut self, cursor: &str) -> Option<u64> {
+        let (id, n) = journal::cursor::seqnum(cursor)?;
+        match self.last.iter_mut().find(|(i, _)| i == id) {
+            Some((_, last)) => {
+                let gap = (n > *last + 1).then(|| n - *last - 1);
+                *last = n;
+                gap
+            }
+            None => {
+                self.last.push((id.to_string(), n));
+                None
+            }
+        }
+    }
+}
+
+/// For `check`: opens everything the agent needs and says what `run` would do.
+pub(crate) fn describe_start(cfg: &Config, cursor: Option<&str>) -> anyhow::Result<String> {
+    let mut reader = Reader::open(&cfg.journal)?;
+    let usage = reader.usage().unwrap_or(0);
+    let position = reader.seek(&cfg.journal, cursor)?;
+    let mut entry = Entry::new();
+    let next = if reader.next(&mut entry)? {
+        format!("the next entry to ship is {}", entry.cursor)
+    } else {
+        "the journal has nothing new to ship yet; the agent will wait for entries".to_string()
+    };
+    let what = match position {
+        Position::AfterCursor => "resume right after the saved cursor".to_string(),
+        Position::AfterFilteredCursor => {
+            "resume at the first matching entry after the saved cursor".to_string()
+        }
+        Position::Start(s) => format!("start at {s:?} (no saved cursor)"),
+        Position::CursorLost { gap, .. } => format!(
+            "the saved cursor is gone from the journal ({} entries missed); policy journal.cursor_lost = {:?}",
+            gap.map_or("unknown".to_string(), |g| g.to_string()),
+            cfg.journal.cursor_lost
+        ),
+    };
+    Ok(format!(
+        "{} ({} MiB on disk): will {what}; {next}",
+        cfg.journal.source,
+        usage >> 20
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(id: &str, n: u64) -> String {
+        format!("s={id};i={n:x};b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=1;t=1;x=1")
+    }
+
+    #[test]
+    fn gaps_are_counted_per_sequence_space() {
+        let a = "0e7a5b6d4c3b4a29a1b2c3d4e5f60718";
+        let b = "1e7a5b6d4c3b4a29a1b2c3d4e5f60718";
+        let mut g = GapDetector::default();
+        assert_eq!(g.check(&cursor(a, 1)), None);
+        assert_eq!(g.check(&cursor(a, 2)), None);
+        // Another writer's numbers are their own: no gap across spaces.
+        assert_eq!(g.check(&cursor(b, 100)), None);
+        assert_eq!(g.check(&cursor(a, 7)), Some(4));
+        assert_eq!(g.check(&cursor(b, 101)), None);
+        // Going back (a merged file of older entries) is not a gap.
+        assert_eq!(g.check(&cursor(a, 3)), None);
+        assert_eq!(g.check(&cursor(a, 4)), None);
+        assert_eq!(g.check("not a cursor"), None);
+    }
+}

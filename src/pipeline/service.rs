@@ -1,0 +1,186 @@
+//! What the service manager and the operator see of a running pipeline: shutdown requests
+//! from signal handlers, readiness, watchdog pings and the one-line status.
+//!
+//! Runs on the session thread (the one that called `pipeline::run`), except
+//! [`Shutdown::request`], which the signal thread calls. It must never decide anything
+//! about delivery: it only reports what the tracker and the probe say.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::Tracker;
+use crate::config::Config;
+use crate::kafka;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+
+/// Lets a signal handler stop the pipeline from another thread.
+#[derive(Default)]
+pub struct Shutdown {
+    requested: AtomicBool,
+    tracker: Mutex<Option<Arc<Tracker>>>,
+    wake: Condvar,
+}
+
+impl Shutdown {
+    pub fn new() -> Arc<Shutdown> {
+        Arc::new(Shutdown::default())
+    }
+
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = g.as_ref() {
+            t.stop();
+        }
+        self.wake.notify_all();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The running session's tracker, so that a request stops its reader at once.
+    pub(super) fn attach(&self, t: Option<Arc<Tracker>>) {
+        let mut g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = &t {
+            if self.requested() {
+                t.stop();
+            }
+        }
+        *g = t;
+    }
+
+    /// Sleeps for `d` unless shutdown is requested first. Returns true if it was.
+    pub(super) fn sleep(&self, d: Duration) -> bool {
+        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = self
+            .wake
+            .wait_timeout_while(g, d, |_| !self.requested())
+            .unwrap_or_else(|p| p.into_inner());
+        self.requested()
+    }
+}
+
+/// What the service manager hears: readiness once, watchdog pings while the pipeline is
+/// healthy, and a one-line status.
+pub(super) struct Service<'a> {
+    notifier: &'a Notifier,
+    started: Instant,
+    pub(super) ready: bool,
+    last_ping: Instant,
+    last_status: Instant,
+    /// The producer's heartbeat may be older than this before the watchdog goes quiet.
+    producer_grace: Option<Duration>,
+}
+
+impl<'a> Service<'a> {
+    pub(super) fn new(notifier: &'a Notifier, cfg: &Config) -> Service<'a> {
+        let stats_ms: u64 = cfg
+            .kafka
+            .properties
+            .get("statistics.interval.ms")
+            .map(String::as_str)
+            .unwrap_or(kafka::STATS_INTERVAL_MS)
+            .parse()
+            .unwrap_or(0);
+        let watchdog = notifier.watchdog().unwrap_or(Duration::from_secs(30));
+        Service {
+            notifier,
+            started: Instant::now(),
+            ready: false,
+            last_ping: Instant::now(),
+            last_status: Instant::now(),
+            // Without statistics there is no heartbeat to check; trust the reader alone.
+            producer_grace: (stats_ms > 0)
+                .then(|| watchdog.max(Duration::from_millis(3 * stats_ms + 1000))),
+        }
+    }
+
+    fn ping_due(&self) -> bool {
+        self.notifier
+            .watchdog()
+            .is_some_and(|w| self.last_ping.elapsed() >= w / 3)
+    }
+
+    /// Called every ~100 ms while a session runs.
+    pub(super) fn tick(
+        &mut self,
+        cfg: &Config,
+        tracker: &Tracker,
+        probe: &Probe,
+        metrics: &Metrics,
+    ) {
+        if !self.ready && tracker.opened() {
+            let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+            let status = match probe.get() {
+                Some(Ok(parts)) => Some(format!(
+                    "journal open; brokers reachable ({parts} partitions)"
+                )),
+                Some(Err(e)) if self.started.elapsed() >= timeout => {
+                    Some(format!("journal open; brokers NOT reachable yet: {e}"))
+                }
+                None if self.started.elapsed() >= timeout => {
+                    Some("journal open; brokers NOT reachable yet".to_string())
+                }
+                _ => None,
+            };
+            if let Some(st) = status {
+                tracing::info!("ready: {st}");
+                self.notifier.ready(&st);
+                self.ready = true;
+            }
+        }
+        if self.ping_due() {
+            let w = self.notifier.watchdog().unwrap_or_default();
+            let (reader_age, producer_age) = tracker.beat_ages();
+            let producer_ok = self.producer_grace.is_none_or(|g| producer_age < g);
+            if reader_age < w / 2 && producer_ok {
+                self.notifier.watchdog_ping();
+                self.last_ping = Instant::now();
+            } else {
+                tracing::error!(
+                    ?reader_age,
+                    ?producer_age,
+                    "pipeline shows no sign of life; withholding the watchdog ping"
+                );
+            }
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
+            let (n, _) = tracker.in_flight();
+            self.notifier.status(&format!(
+                "shipping: {} entries delivered, {n} in flight, {} restarts",
+                Metrics::get(&metrics.entries_delivered),
+                Metrics::get(&metrics.sessions_restarted)
+            ));
+            self.last_status = Instant::now();
+        }
+    }
+
+    /// Called while waiting to retry: deliberate waiting is healthy.
+    pub(super) fn waiting(&mut self, why: &str) {
+        if self.ping_due() {
+            self.notifier.watchdog_ping();
+            self.last_ping = Instant::now();
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
+            self.notifier.status(why);
+            self.last_status = Instant::now();
+        }
+    }
+}
+
+/// The outcome of the startup metadata request, shared with the thread that makes it.
+#[derive(Default)]
+pub(super) struct Probe(Mutex<Option<Result<usize, String>>>);
+
+impl Probe {
+    fn get(&self) -> Option<Result<usize, String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn set(&self, r: Result<usize, String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+}

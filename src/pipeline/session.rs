@@ -1,0 +1,281 @@
+//! One session: a producer, a reader thread and a shipping thread, started from the last
+//! safe cursor and settled before it returns.
+//!
+//! Threads of a session and what each owns (the tracker's table says who touches which of
+//! its fields):
+//!
+//! | thread            | owns                                             | ends when                               |
+//! |-------------------|--------------------------------------------------|-----------------------------------------|
+//! | session (caller)  | the cursor file commits, service-manager ticks   | the reader thread has ended and all is settled |
+//! | `journal-reader`  | the sd-journal handle (the input)                | stop/failure seen, or the queue hung up |
+//! | `shipper`         | encoder, admission, the exactly-once transaction | the queue closed, or admission refused  |
+//! | librdkafka's      | delivery reports into the tracker                | the producer is dropped                 |
+//! | `broker-probe`    | one metadata request for readiness               | it has an answer                        |
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use rdkafka::producer::Producer as _;
+
+use super::exactly_once::Transaction;
+use super::input::{self, Input};
+use super::reader::JournalInput;
+use super::service::{Probe, Service, Shutdown};
+use super::shipper;
+use crate::checkpoint::{Checkpointer, Committed, Limits, Store, Tracker};
+use crate::config::Config;
+use crate::error::Failure;
+use crate::journal;
+use crate::kafka::{self, Producer, TransactionStore, transaction};
+use crate::metrics::Metrics;
+
+/// What exactly-once sessions share across restarts.
+pub(super) struct ExactlyOnce {
+    /// The transactional id, also the cursor record's key.
+    pub(super) id: String,
+    /// The cursor topic was found or created (once per run, retried until it works).
+    pub(super) cursor_topic_ready: bool,
+}
+
+/// What a session needs from the run around it.
+pub(super) struct Context<'a> {
+    pub(super) cfg: &'a Config,
+    pub(super) shutdown: &'a Arc<Shutdown>,
+    pub(super) metrics: &'a Arc<Metrics>,
+    /// The first session of the run: problems opening the journal are the operator's.
+    pub(super) first: bool,
+}
+
+/// Runs one session from `resume`. Returns how it ended (`Ok` for a requested stop) and
+/// the safe cursor it reached, to resume from (at-least-once only).
+pub(super) fn run(
+    cx: &Context,
+    store: &mut dyn Store,
+    resume: Option<String>,
+    svc: &mut Service,
+    mut eo: Option<&mut ExactlyOnce>,
+) -> (Result<(), Failure>, Option<String>) {
+    let cfg = cx.cfg;
+    let tracker = Arc::new(Tracker::new(Limits {
+        entries: cfg.pipeline.max_in_flight_entries,
+        bytes: cfg.pipeline.max_in_flight_bytes,
+    }));
+    let exactly_once = eo.is_some();
+    if let Some(eo) = eo.as_deref_mut().filter(|eo| !eo.cursor_topic_ready) {
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
+        match transaction::ensure_cursor_topic(cfg, timeout, true) {
+            Ok(warning) => {
+                if let Some(w) = warning {
+                    tracing::warn!("{w}");
+                }
+                eo.cursor_topic_ready = true;
+            }
+            Err(e) => return (Err(Failure::retry(e)), None),
+        }
+    }
+    let txn_id = eo.map(|eo| eo.id.as_str());
+    cx.shutdown.attach(Some(tracker.clone()));
+    let producer = match kafka::producer(
+        &cfg.kafka,
+        &cfg.pipeline,
+        txn_id.map(|id| kafka::Transactional {
+            id,
+            timeout_ms: cfg.delivery.transaction_timeout_ms,
+        }),
+        tracker.clone(),
+        cx.metrics.clone(),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            cx.shutdown.attach(None);
+            return (Err(Failure::fatal(e)), None);
+        }
+    };
+    // Exactly-once: fence older instances, then ask Kafka where we are.
+    let (txn, resume) = match txn_id {
+        None => (None, resume),
+        Some(id) => match restore(cx, &producer, &tracker, id) {
+            Ok((s, r)) => (Some(Transaction::new(s, cfg)), r),
+            Err(e) => {
+                cx.shutdown.attach(None);
+                return (Err(e), None);
+            }
+        },
+    };
+
+    // Readiness needs one successful metadata round trip; ask in the background so the
+    // checkpoint ticks below keep going.
+    let probe = Arc::new(Probe::default());
+    if !svc.ready {
+        let (probe, producer) = (probe.clone(), producer.clone());
+        let topic = cfg
+            .kafka
+            .fixed_topic()
+            .or(cfg.kafka.topic_fallback.as_deref())
+            .unwrap_or("journal")
+            .to_string();
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+        let _ = thread::Builder::new()
+            .name("broker-probe".into())
+            .spawn(move || {
+                probe.set(kafka::probe(&producer, &topic, timeout).map_err(|e| format!("{e:#}")));
+            });
+    }
+
+    let reader = {
+        let (cfg, tracker, producer, metrics) = (
+            cfg.clone(),
+            tracker.clone(),
+            producer.clone(),
+            cx.metrics.clone(),
+        );
+        let first = cx.first;
+        thread::Builder::new()
+            .name("journal-reader".into())
+            .spawn(move || {
+                let commit_on_idle = txn.is_some();
+                let mut input = JournalInput::open(
+                    &cfg,
+                    resume.as_deref(),
+                    first,
+                    &tracker,
+                    &metrics,
+                    commit_on_idle,
+                )?;
+                read_and_ship(&mut input, &cfg, txn, &tracker, &producer, &metrics)
+            })
+            .expect("spawn the journal reader thread")
+    };
+
+    // This thread commits the safe cursor on every tick while the reader runs, and speaks
+    // to the service manager.
+    let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+    let mut checkpointer = Checkpointer::default();
+    let mut last_commit = Instant::now();
+    while !reader.is_finished() {
+        thread::sleep(interval.min(Duration::from_millis(100)));
+        if !exactly_once && last_commit.elapsed() >= interval {
+            checkpoint(store, &tracker, &mut checkpointer, cx.metrics);
+            last_commit = Instant::now();
+        }
+        let (n, bytes) = tracker.in_flight();
+        Metrics::set(&cx.metrics.in_flight_entries, n as u64);
+        Metrics::set(&cx.metrics.in_flight_bytes, bytes as u64);
+        svc.tick(cfg, &tracker, &probe, cx.metrics);
+    }
+    let read_result = reader
+        .join()
+        .unwrap_or_else(|_| Err(Failure::retry(anyhow!("the journal reader panicked"))));
+
+    // Settle what is in flight: every admitted entry gets delivered or failed, within the
+    // shutdown deadline, and only then is the final cursor committed.
+    let deadline = Instant::now() + Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
+    let _ = producer.flush(deadline.saturating_duration_since(Instant::now()));
+    if !tracker.wait_settled(deadline) {
+        let (n, bytes) = tracker.in_flight();
+        tracing::warn!(
+            entries = n,
+            bytes,
+            "entries still unconfirmed at the deadline; they will be sent again after restart"
+        );
+    }
+    // In exactly-once mode the shipping thread committed or aborted the last transaction, and
+    // the watermark's view is not what Kafka kept: the next session asks the cursor topic.
+    let safe = if exactly_once {
+        None
+    } else {
+        checkpoint(store, &tracker, &mut checkpointer, cx.metrics);
+        tracker.safe_cursor().map(|(c, _)| c.into_string())
+    };
+    cx.shutdown.attach(None);
+    let fenced = exactly_once
+        .then(|| transaction::fenced(&producer))
+        .flatten();
+    drop(producer);
+    if let Some(f) = fenced {
+        return (Err(f), safe);
+    }
+    let end = read_result.and_then(|()| match shipper::tracker_failure(&tracker) {
+        Some(f) if !cx.shutdown.requested() => Err(f),
+        _ => Ok(()),
+    });
+    (end, safe)
+}
+
+/// Exactly-once: registers the transactional id (fencing older instances and aborting
+/// their open transaction), then reads this id's committed cursor.
+fn restore(
+    cx: &Context,
+    producer: &Producer,
+    tracker: &Arc<Tracker>,
+    id: &str,
+) -> Result<(TransactionStore, Option<String>), Failure> {
+    let mut store =
+        TransactionStore::init(producer.clone(), tracker.clone(), cx.cfg, id.to_string())?;
+    let resume = store.load().map_err(Failure::retry)?;
+    if cx.first {
+        super::log_restore(resume.as_deref(), &store.describe(), cx.cfg);
+    }
+    Ok((store, resume))
+}
+
+/// Runs the shipping thread beside `input` (on this thread) until either ends.
+fn read_and_ship(
+    input: &mut dyn Input,
+    cfg: &Config,
+    txn: Option<Transaction>,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+) -> Result<(), Failure> {
+    // Reading (libsystemd) and shipping (encoding, librdkafka's enqueue and, in exactly-once
+    // mode, the transaction) each take about half of the per-entry work; a short queue lets
+    // them use two cores.
+    thread::scope(|scope| {
+        let (mut out, queue) = input::queue();
+        let shipping = thread::Builder::new()
+            .name("shipper".into())
+            .spawn_scoped(scope, move || {
+                shipper::run(queue, cfg, txn, tracker, producer, metrics)
+            })
+            .expect("spawn the shipping thread");
+        let read = input.follow(&mut out);
+        // Closing the queue lets the shipping thread finish what it holds, in order.
+        drop(out);
+        let shipped = shipping
+            .join()
+            .unwrap_or_else(|_| Err(Failure::retry(anyhow!("the shipping thread panicked"))));
+        // The shipping side's error explains why the reader was told to stop.
+        shipped.and(read)
+    })
+}
+
+/// One checkpoint tick of the at-least-once path, with its metrics and log lines.
+fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, metrics: &Metrics) {
+    match cp.commit_safe(store, tracker) {
+        Committed::Unchanged => {}
+        Committed::Saved(cursor) => {
+            Metrics::add(&metrics.cursor_writes, 1);
+            Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
+            Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
+            if let Ok(info) = journal::cursor::parse(&cursor) {
+                Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
+            }
+        }
+        Committed::Failed(e) => {
+            // The old cursor stays valid; we retry on the next tick. Log only the first
+            // failure of a streak so a full disk does not flood the journal.
+            if Metrics::get(&metrics.cursor_write_errors) == 0
+                || Metrics::get(&metrics.cursor_writes) > 0
+            {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot save the cursor; retrying every checkpoint interval"
+                );
+            }
+            Metrics::add(&metrics.cursor_write_errors, 1);
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The shipping thread: takes queued entries in order, encodes them, admits them to the
+//! window and hands them to the producer; runs the exactly-once transaction between sends.
+//!
+//! It alone calls `Tracker::admit` and `Tracker::pass`, so the watermark sees positions in
+//! the input's order. It must never drop an admitted entry without failing it in the
+//! watermark, and never let a record leave with a timestamp the broker would refuse for
+//! good.
+
+use anyhow::anyhow;
+
+use super::exactly_once::Transaction;
+use super::input::{In, Item};
+use crate::checkpoint::Tracker;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::format::Encoder;
+use crate::journal::Entry;
+use crate::kafka::{self, Producer};
+use crate::metrics::Metrics;
+
+/// How far in the future an entry's time may lie before the record gets the current time
+/// instead. Brokers refuse records from the future (Kafka's message.timestamp.after.max.ms,
+/// one hour by default) with a permanent error, and an entry written under a wrong clock
+/// must not wedge the pipeline. The entry's own time always stays in __REALTIME_TIMESTAMP.
+const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
+/// Runs the shipping thread until the queue closes or the session ends, then closes the
+/// transaction (exactly-once). Returns with the queue closed, so a blocked input wakes up.
+pub(super) fn run(
+    queue: In,
+    cfg: &Config,
+    mut txn: Option<Transaction>,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+) -> Result<(), Failure> {
+    let mut shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+    let result = ship_all(
+        queue,
+        &mut shipper,
+        txn.as_mut(),
+        tracker,
+        producer,
+        metrics,
+    );
+    match txn.as_mut() {
+        Some(t) => t.finish(result, tracker, metrics),
+        None => result,
+    }
+}
+
+fn ship_all(
+    queue: In,
+    shipper: &mut Shipper,
+    mut txn: Option<&mut Transaction>,
+    tracker: &Tracker,
+    producer: &Producer,
+    metrics: &Metrics,
+) -> Result<(), Failure> {
+    for item in queue.rx {
+        match item {
+            Item::Entry(mut entry) => {
+                if let Some(t) = txn.as_deref_mut() {
+                    t.before_send()?;
+                }
+                // False: admission was refused (stop or failure). What is still queued was
+                // never admitted, so the watermark cannot pass it.
+                if !shipper.ship(&mut entry, tracker, producer, metrics) {
+                    return Ok(());
+                }
+                if let Some(t) = txn.as_deref_mut() {
+                    t.sent(tracker, metrics)?;
+                }
+                entry.clear();
+                let _ = queue.recycle.try_send(entry);
+            }
+            Item::Pass(cursor) => tracker.pass(cursor),
+            Item::Idle => {
+                if let Some(t) = txn.as_deref_mut() {
+                    // Nothing to read: close the transaction now rather than hold its
+                    // entries back from read_committed consumers.
+                    t.idle(tracker, metrics)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes and produces entries, reusing its buffers from one entry to the next.
+struct Shipper {
+    encoder: Encoder,
+    payload: Vec<u8>,
+    topic: String,
+    truncated_logged: u32,
+    /// A recent reading of the clock (ms since the epoch), never ahead of the real time:
+    /// the future-timestamp check re-reads the clock only when an entry looks too new.
+    clock_ms: i64,
+}
+
+impl Shipper {
+    fn new(encoder: Encoder) -> Shipper {
+        Shipper {
+            encoder,
+            payload: Vec::with_capacity(4096),
+            topic: String::new(),
+            truncated_logged: 0,
+            clock_ms: now_ms(),
+        }
+    }
+
+    /// Encodes and produces one entry; its cursor moves into the watermark. Returns false
+    /// when the session must end.
+    fn ship(
+        &mut self,
+        entry: &mut Entry,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> bool {
+        Metrics::add(&metrics.entries_read, 1);
+        Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
+        let outcome = self.encoder.encode(entry, &mut self.payload);
+        if !outcome.truncated.is_empty() {
+            Metrics::add(&metrics.entries_truncated, 1);
+            if self.truncated_logged < 10 {
+                self.truncated_logged += 1;
+                tracing::warn!(cursor = %entry.cursor, fields = ?outcome.truncated, "entry larger than encoding.max_record_bytes; truncated the largest field(s) and marked the record");
+            }
+        }
+        self.encoder.topic(entry, &mut self.topic);
+        let headers = kafka::headers(&entry.cursor);
+        let bytes = self.payload.len() + entry.cursor.len();
+        let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {
+            return false;
+        };
+        let timestamp_ms = self.record_timestamp(entry.realtime_usec, metrics);
+        let sent = kafka::send(
+            producer,
+            tracker,
+            seq,
+            kafka::Outgoing {
+                topic: &self.topic,
+                payload: &self.payload,
+                key: self.encoder.key(entry),
+                headers,
+                timestamp_ms,
+            },
+        );
+        if sent {
+            Metrics::add(&metrics.entries_produced, 1);
+            Metrics::add(&metrics.bytes_produced, self.payload.len() as u64);
+        }
+        sent
+    }
+
+    /// The record timestamp: the entry's realtime timestamp, unless it lies in the future.
+    fn record_timestamp(&mut self, realtime_usec: u64, metrics: &Metrics) -> i64 {
+        let ts = (realtime_usec / 1000) as i64;
+        if let Some(ts) = within_tolerance(ts, self.clock_ms) {
+            return ts;
+        }
+        self.clock_ms = now_ms();
+        if let Some(ts) = within_tolerance(ts, self.clock_ms) {
+            return ts;
+        }
+        if Metrics::get(&metrics.timestamps_clamped) == 0 {
+            tracing::warn!(
+                entry_time_ms = ts,
+                now_ms = self.clock_ms,
+                "an entry is timestamped in the future; its record gets the current time (counted in timestamps_clamped)"
+            );
+        }
+        Metrics::add(&metrics.timestamps_clamped, 1);
+        self.clock_ms
+    }
+}
+
+/// `ts` when it is not too far ahead of `now`.
+fn within_tolerance(ts: i64, now_ms: i64) -> Option<i64> {
+    (ts <= now_ms + FUTURE_TOLERANCE_MS).then_some(ts)
+}
+
+fn now_ms() -> i64 {
+    (crate::metrics::unix_now_usec() / 1000) as i64
+}
+
+/// Why the shipping thread ended the session, when the watermark holds the reason.
+pub(super) fn tracker_failure(tracker: &Tracker) -> Option<Failure> {
+    tracker.failure().map(|f| Failure::retry(anyhow!(f)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn future_timestamps_are_clamped_past_the_tolerance_only() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            within_tolerance(now - 86_400_000, now),
+            Some(now - 86_400_000)
+        );
+        assert_eq!(
+            within_tolerance(now + FUTURE_TOLERANCE_MS, now),
+            Some(now + FUTURE_TOLERANCE_MS)
+        );
+        assert_eq!(within_tolerance(now + FUTURE_TOLERANCE_MS + 1, now), None);
+
+        let metrics = Metrics::default();
+        let cfg = crate::config::parse("[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n").unwrap();
+        let mut s = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+        let real_now = now_ms();
+        let past = s.record_timestamp(1_000_000, &metrics);
+        assert_eq!(past, 1_000, "old entries keep their time");
+        let far = (real_now as u64 + 3_600_000) * 1000;
+        let clamped = s.record_timestamp(far, &metrics);
+        assert!(
+            clamped >= real_now && clamped < real_now + 60_000,
+            "{clamped}"
+        );
+        assert_eq!(Metrics::get(&metrics.timestamps_clamped), 1);
+    }
+}
