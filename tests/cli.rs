@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn config(jdir: &Path, brokers: &str, state: &Path, extra: &str) -> String {
-    format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{brokers}\"\ntopic = \"journal\"\nconnect_timeout_ms = 3000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n{extra}",
-        jdir.display(),
-        state.display()
-    )
+fn config(jdir: &Path, brokers: &str, state: &Path) -> TestConfig {
+    TestConfig::new(jdir, brokers, state).set("kafka", "connect_timeout_ms", 3000)
 }
 
 #[test]
@@ -25,7 +21,7 @@ fn check_reports_what_works_and_what_does_not() {
     write_journal(&jdir, "a.journal", &["-n", "10"]);
     let first = cursor_of(&journal_entries(&jdir, &[])[0]);
     let cfg = s.path("ok.toml");
-    std::fs::write(&cfg, config(&jdir, &broker.addr(), &s.path("state"), "")).unwrap();
+    config(&jdir, &broker.addr(), &s.path("state")).write(&cfg);
     let (st, out) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{out}");
     assert!(
@@ -42,16 +38,12 @@ fn check_reports_what_works_and_what_does_not() {
     );
 
     let bad = s.path("bad.toml");
-    std::fs::write(
-        &bad,
-        config(
-            &jdir,
-            &format!("127.0.0.1:{}", free_port()),
-            &s.path("state"),
-            "",
-        ),
+    config(
+        &jdir,
+        &format!("127.0.0.1:{}", free_port()),
+        &s.path("state"),
     )
-    .unwrap();
+    .write(&bad);
     let (st, out) = run_cli(&["check", "--config", bad.to_str().unwrap()]);
     assert!(!st.success());
     assert!(
@@ -60,11 +52,7 @@ fn check_reports_what_works_and_what_does_not() {
     );
 
     let missing = s.path("missing.toml");
-    std::fs::write(
-        &missing,
-        config(&s.path("nope"), &broker.addr(), &s.path("state"), ""),
-    )
-    .unwrap();
+    config(&s.path("nope"), &broker.addr(), &s.path("state")).write(&missing);
     let (st, out) = run_cli(&["check", "--config", missing.to_str().unwrap()]);
     assert!(!st.success());
     assert!(
@@ -112,11 +100,7 @@ fn bad_cursor_file_refuses_to_start_and_is_left_alone() {
     for garbage in ["", "not a cursor", "s=zz;i=1"] {
         std::fs::write(&cursor, garbage).unwrap();
         let cfg = s.path("c.toml");
-        std::fs::write(
-            &cfg,
-            config(&jdir, &format!("127.0.0.1:{}", free_port()), &state, ""),
-        )
-        .unwrap();
+        config(&jdir, &format!("127.0.0.1:{}", free_port()), &state).write(&cfg);
         let (st, out) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
         assert!(!st.success(), "{garbage:?}: {out}");
         assert!(
@@ -150,14 +134,7 @@ fn cursor_from_another_journal_follows_the_policy() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("cursor"), format!("{foreign}\n")).unwrap();
 
-    let refuse = config(&jdir, &broker.addr(), &state, "").replacen(
-        &format!("directory = \"{}\"\n", jdir.display()),
-        &format!(
-            "directory = \"{}\"\ncursor_lost = \"refuse\"\n",
-            jdir.display()
-        ),
-        1,
-    );
+    let refuse = config(&jdir, &broker.addr(), &state).set("journal", "cursor_lost", "refuse");
     let mut agent = Agent::start(&s.path("refuse"), &refuse);
     let st = agent.wait(Duration::from_secs(30));
     assert!(!st.success());
@@ -173,10 +150,7 @@ fn cursor_from_another_journal_follows_the_policy() {
 
     // With "resume" it reports the gap and ships everything the journal has.
     let entries = journal_entries(&jdir, &[]);
-    let mut agent = Agent::start(
-        &s.path("resume"),
-        &config(&jdir, &broker.addr(), &state, ""),
-    );
+    let mut agent = Agent::start(&s.path("resume"), &config(&jdir, &broker.addr(), &state));
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
     assert!(
@@ -209,12 +183,7 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
     let entries = journal_entries(&jdir, &[]);
     let state = s.path("state");
     // A small window so the stop happens with entries genuinely in flight.
-    let cfg = config(
-        &jdir,
-        &broker.addr(),
-        &state,
-        "[pipeline]\nmax_in_flight_entries = 2000\n",
-    );
+    let cfg = config(&jdir, &broker.addr(), &state).set("pipeline", "max_in_flight_entries", 2000);
     let mut agent = Agent::start(&s.path("a1"), &cfg);
     let start = Instant::now();
     while agent.cursor().is_none() {
@@ -290,11 +259,10 @@ fn a_second_signal_exits_at_once_without_moving_the_cursor() {
     write_journal(&jdir, "a.journal", &["-n", "500"]);
     let state = s.path("state");
     // No broker: nothing can be confirmed, so the first SIGTERM waits for the deadline.
-    let cfg = config(
-        &jdir,
-        &format!("127.0.0.1:{}", free_port()),
-        &state,
-        "[pipeline]\nshutdown_timeout_ms = 30000\n",
+    let cfg = config(&jdir, &format!("127.0.0.1:{}", free_port()), &state).set(
+        "pipeline",
+        "shutdown_timeout_ms",
+        30000,
     );
     let mut agent = Agent::start(&s.path("a"), &cfg);
     std::thread::sleep(Duration::from_secs(2));

@@ -12,12 +12,17 @@ use std::time::Duration;
 
 use common::*;
 
-fn config(jdir: &Path, broker: &str, state: &Path, id: &str, extra: &str) -> String {
-    format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{broker}\"\ntopic = \"journal\"\nkey_field = \"_SYSTEMD_UNIT\"\n[state]\ndirectory = \"{}\"\n[delivery]\nmode = \"exactly-once\"\ntransactional_id = \"{id}\"\n{extra}",
-        jdir.display(),
-        state.display()
-    )
+fn config(jdir: &Path, broker: &str, state: &Path, id: &str) -> TestConfig {
+    TestConfig::new(jdir, broker, state)
+        .unset("state", "checkpoint_interval_ms")
+        .set("kafka", "key_field", "_SYSTEMD_UNIT")
+        .exactly_once(id)
+}
+
+/// Short transactions, so kills land inside open transactions as well as between them.
+fn short_transactions(c: TestConfig) -> TestConfig {
+    c.set("delivery", "transaction_max_ms", 150)
+        .set("delivery", "transaction_max_entries", 500)
 }
 
 #[test]
@@ -38,39 +43,21 @@ fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
         ],
     );
     let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    // Short transactions, so kills land inside open transactions as well as between them.
-    let extra = "transaction_max_ms = 150\ntransaction_max_entries = 500\n";
-    let seed = std::env::var("JK_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xe0_u64);
-    let trials: usize = std::env::var("JK_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    let mut rng = Rng(seed);
-    let mut kills = 0;
-    for trial in 0..trials {
-        // A fresh, empty state directory every time: the place comes from Kafka alone.
-        let state = s.path(&format!("state{trial}"));
-        let cfg = config(&jdir, &broker.addr(), &state, "kill9", extra);
-        let mut agent = Agent::start(&s.path(&format!("a{trial}")), &cfg);
-        std::thread::sleep(Duration::from_millis(rng.next(250, 900)));
-        if agent.cursor().as_deref() == Some(last.as_str()) {
-            assert!(agent.stop().success());
-            break;
-        }
-        agent.signal("-KILL");
-        agent.wait(Duration::from_secs(5));
-        kills += 1;
-    }
-    let cfg = config(
+    // A fresh, empty state directory every time: the place comes from Kafka alone.
+    let (kills, seed) = kill_9_at_random(&s, &last, 0xe0, 12, (250, 900), |trial| {
+        short_transactions(config(
+            &jdir,
+            &broker.addr(),
+            &s.path(&format!("state{trial}")),
+            "kill9",
+        ))
+    });
+    let cfg = short_transactions(config(
         &jdir,
         &broker.addr(),
         &s.path("final-state"),
         "kill9",
-        extra,
-    );
+    ));
     let mut agent = Agent::start(&s.path("final"), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(240));
     assert!(agent.stop().success(), "{}", agent.log());
@@ -134,12 +121,12 @@ fn a_second_agent_fences_the_first_which_exits_with_status_3() {
     );
     let first_last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
 
-    let cfg_a = config(&jdir, &broker.addr(), &s.path("state-a"), "fence", "");
+    let cfg_a = config(&jdir, &broker.addr(), &s.path("state-a"), "fence");
     let mut agent_a = Agent::start(&s.path("a"), &cfg_a);
     agent_a.wait_cursor(&first_last, Duration::from_secs(60));
 
     // The same transactional id on another host (another state directory): it takes over.
-    let cfg_b = config(&jdir, &broker.addr(), &s.path("state-b"), "fence", "");
+    let cfg_b = config(&jdir, &broker.addr(), &s.path("state-b"), "fence");
     let mut agent_b = Agent::start(&s.path("b"), &cfg_b);
     // B resumes where A committed, from Kafka (its state directory is empty).
     agent_b.wait_cursor(&first_last, Duration::from_secs(60));
@@ -170,11 +157,10 @@ fn a_broker_without_transactions_is_refused_at_check_and_at_start() {
     let broker = Broker::start(&s.path("broker"));
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "nope", "");
+    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "nope");
     let dir = s.path("agent");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, &cfg).unwrap();
+    let path = cfg.write(&dir.join("config.toml"));
 
     let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     assert!(!st.success(), "{out}");

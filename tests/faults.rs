@@ -4,19 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn config(jdir: &Path, broker: &str, state: &Path, extra: &str) -> String {
-    format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{broker}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n{extra}",
-        jdir.display(),
-        state.display()
-    )
-}
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
@@ -28,37 +19,10 @@ fn kill_9_at_random_moments_loses_nothing() {
     let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
     let window = 5000;
     // Keyed by unit, so the checker can hold every unit's records to journal order.
-    let cfg = config(
-        &jdir,
-        &broker.addr(),
-        &s.path("state"),
-        &format!("[pipeline]\nmax_in_flight_entries = {window}\n"),
-    )
-    .replace(
-        "topic = \"journal\"",
-        "topic = \"journal\"\nkey_field = \"_SYSTEMD_UNIT\"",
-    );
-    let seed = std::env::var("JK_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed_u64);
-    let trials: usize = std::env::var("JK_KILL_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let mut rng = Rng(seed);
-    let mut kills = 0;
-    for trial in 0..trials {
-        let mut agent = Agent::start(&s.path(&format!("a{trial}")), &cfg);
-        std::thread::sleep(Duration::from_millis(rng.next(150, 1200)));
-        if agent.cursor().as_deref() == Some(last.as_str()) {
-            assert!(agent.stop().success());
-            break;
-        }
-        agent.signal("-KILL");
-        agent.wait(Duration::from_secs(5));
-        kills += 1;
-    }
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("kafka", "key_field", "_SYSTEMD_UNIT")
+        .set("pipeline", "max_in_flight_entries", window);
+    let (kills, seed) = kill_9_at_random(&s, &last, 0x5eed, 10, (150, 1200), |_| cfg.clone());
     let mut agent = Agent::start(&s.path("final"), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(180));
     assert!(agent.stop().success());
@@ -89,16 +53,9 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
         &["-n", "40000", "--start-usec", &recent_usec(600).to_string()],
     );
     let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let cfg = config(
-        &jdir,
-        &broker.addr(),
-        &s.path("state"),
-        "[pipeline]\nmax_in_flight_entries = 3000\n",
-    )
-    .replace(
-        "topic = \"journal\"",
-        "topic = \"journal\"\nkey_field = \"_SYSTEMD_UNIT\"",
-    );
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("kafka", "key_field", "_SYSTEMD_UNIT")
+        .set("pipeline", "max_in_flight_entries", 3000);
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     let mut outages = Vec::new();
     for (round, crash) in [(0, false), (1, true), (2, false)] {
@@ -172,7 +129,10 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     }
     let _unmount = Unmount(state.clone());
     // Ship everything, then fill the disk and add more entries.
-    let mut agent = Agent::start(&s.path("agent"), &config(&jdir, &broker.addr(), &state, ""));
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &TestConfig::new(&jdir, &broker.addr(), &state),
+    );
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let good = agent.cursor().unwrap();
     let fill = std::fs::File::create(state.join("fill")).unwrap();
@@ -280,7 +240,7 @@ fn odd_journal_data_is_shipped_faithfully() {
 
     let mut agent = Agent::start(
         &s.path("agent"),
-        &config(&jdir, &broker.addr(), &s.path("state"), ""),
+        &TestConfig::new(&jdir, &broker.addr(), &s.path("state")),
     );
     agent.wait_cursor(&cursor_of(&entries[3]), Duration::from_secs(60));
     assert!(agent.stop().success());

@@ -99,11 +99,9 @@ fn follows_a_live_journald_across_rotation() {
         );
     }
     let state = s.path("state");
-    let cfg = format!(
-        "[journal]\nnamespace = \"{ns}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"live\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n",
-        broker.addr(),
-        state.display()
-    );
+    let cfg = TestConfig::new(&state, &broker.addr(), &state)
+        .source(Source::Namespace(ns.clone()))
+        .topic("live");
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     std::thread::sleep(Duration::from_millis(500));
     for i in 500..1500 {
@@ -253,11 +251,10 @@ fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("cursor"), &saved).unwrap();
     let cfg = |policy: &str| {
-        format!(
-            "[journal]\nnamespace = \"{ns}\"\ncursor_lost = \"{policy}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"vac\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n",
-            broker.addr(),
-            state.display()
-        )
+        TestConfig::new(&state, &broker.addr(), &state)
+            .source(Source::Namespace(ns.clone()))
+            .topic("vac")
+            .set("journal", "cursor_lost", policy)
     };
     let mut agent = Agent::start(&s.path("refuse"), &cfg("refuse"));
     assert!(!agent.wait(Duration::from_secs(30)).success());
@@ -305,10 +302,10 @@ fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
     let port = free_port();
     let state = s.path("state");
     // No broker yet and a tiny window: the reader stops after a few entries.
-    let cfg = format!(
-        "[journal]\nnamespace = \"{ns}\"\n[kafka]\nbrokers = \"127.0.0.1:{port}\"\ntopic = \"vl\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nmax_in_flight_entries = 20\n",
-        state.display()
-    );
+    let cfg = TestConfig::new(&state, &format!("127.0.0.1:{port}"), &state)
+        .source(Source::Namespace(ns.clone()))
+        .topic("vl")
+        .set("pipeline", "max_in_flight_entries", 20);
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     for i in 0..500 {
         jd.send(

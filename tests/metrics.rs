@@ -51,12 +51,13 @@ fn counters_health_and_status_follow_the_pipeline() {
     );
     let entries = journal_entries(&jdir, &[]);
     let port = free_port();
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[encoding]\nmax_record_bytes = 4000000\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[kafka.properties]\n\"message.max.bytes\" = 5000000\n\"topic.metadata.refresh.interval.ms\" = 2000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nretry_backoff_max_ms = 1000\n[metrics]\nlisten = \"127.0.0.1:{port}\"\nstall_seconds = 5\n",
-        jdir.display(),
-        broker.addr(),
-        s.path("state").display()
-    );
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("encoding", "max_record_bytes", 4_000_000)
+        .property("message.max.bytes", 5_000_000)
+        .property("topic.metadata.refresh.interval.ms", 2000)
+        .set("pipeline", "retry_backoff_max_ms", 1000)
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .set("metrics", "stall_seconds", 5);
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let config = agent.config.to_str().unwrap().to_string();

@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Starts the agent with NOTIFY_SOCKET and WATCHDOG_USEC set; returns it and the socket.
-fn start(s: &Scratch, config: &str, watchdog_usec: u64) -> (std::process::Child, UnixDatagram) {
+fn start(
+    s: &Scratch,
+    config: &TestConfig,
+    watchdog_usec: u64,
+) -> (std::process::Child, UnixDatagram) {
     let sock_path = s.path("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let cfg = s.path("config.toml");
-    std::fs::write(&cfg, config).unwrap();
+    let cfg = config.write(&s.path("config.toml"));
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&cfg)
@@ -56,12 +59,8 @@ fn ready_status_watchdog_and_stopping_arrive_in_order() {
     broker.create_topic("journal", 1);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "1000"]);
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\n",
-        jdir.display(),
-        broker.addr(),
-        s.path("state").display()
-    );
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .unset("state", "checkpoint_interval_ms");
     // A 1.5 s watchdog: pings are due every 0.5 s.
     let (mut child, sock) = start(&s, &cfg, 1_500_000);
     let mut msgs = Vec::new();
@@ -119,12 +118,13 @@ fn ready_is_not_held_back_forever_by_an_unreachable_broker() {
     let s = Scratch::new("notify-nobroker");
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"127.0.0.1:{}\"\ntopic = \"journal\"\nconnect_timeout_ms = 1500\n[state]\ndirectory = \"{}\"\n",
-        jdir.display(),
-        free_port(),
-        s.path("state").display()
-    );
+    let cfg = TestConfig::new(
+        &jdir,
+        &format!("127.0.0.1:{}", free_port()),
+        &s.path("state"),
+    )
+    .unset("state", "checkpoint_interval_ms")
+    .set("kafka", "connect_timeout_ms", 1500);
     let started = Instant::now();
     let (mut child, sock) = start(&s, &cfg, 0);
     let mut msgs = Vec::new();

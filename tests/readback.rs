@@ -12,14 +12,13 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn ship(s: &Scratch, broker: &Broker, topic: &str, jdir: &std::path::Path, extra: &str) {
+fn ship(s: &Scratch, broker: &Broker, topic: &str, jdir: &std::path::Path, json: bool) {
     let last = cursor_of(journal_entries(jdir, &[]).last().unwrap());
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n{extra}",
-        jdir.display(),
-        broker.addr(),
-        s.path(&format!("state-{topic}")).display()
-    );
+    let mut cfg =
+        TestConfig::new(jdir, &broker.addr(), &s.path(&format!("state-{topic}"))).topic(topic);
+    if json {
+        cfg = cfg.set("encoding", "format", "json");
+    }
     let mut agent = Agent::start(&s.path(&format!("agent-{topic}")), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(60));
     assert!(agent.stop().success());
@@ -76,12 +75,9 @@ fn journal_round_trips_through_kafka_in_both_encodings() {
         ],
     );
     let original = journal_entries(&jdir, &[]);
-    for (topic, extra) in [
-        ("rt-msgpack", ""),
-        ("rt-json", "[encoding]\nformat = \"json\"\n"),
-    ] {
+    for (topic, json) in [("rt-msgpack", false), ("rt-json", true)] {
         broker.create_topic(topic, 2);
-        ship(&s, &broker, topic, &jdir, extra);
+        ship(&s, &broker, topic, &jdir, json);
         let export = cat(&broker, &["--topic", topic, "-o", "export"]);
         let back = s.path(&format!("back-{topic}"));
         write_export(&back, "back.journal", &export);
@@ -102,7 +98,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "300", "--rate-usec", "20000"]);
     let entries = journal_entries(&jdir, &[]);
-    ship(&s, &broker, "cat", &jdir, "");
+    ship(&s, &broker, "cat", &jdir, false);
 
     // A record we did not write, and a duplicate of the first one (as after a crash).
     let p: BaseProducer = ClientConfig::new()

@@ -12,14 +12,10 @@ fn config(
     broker: &Broker,
     topic: &str,
     state: &std::path::Path,
-    extra: &str,
-) -> String {
-    format!(
-        "[journal]\ndirectory = \"{}\"\n{extra}\n[kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[log]\nlevel = \"debug\"\n",
-        jdir.display(),
-        broker.addr(),
-        state.display()
-    )
+) -> TestConfig {
+    TestConfig::new(jdir, &broker.addr(), state)
+        .topic(topic)
+        .set("log", "level", "debug")
 }
 
 /// Asserts that `records` hold exactly the journal's entries, once each, field for field.
@@ -125,7 +121,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     let state = s.path("state");
     let mut agent = Agent::start(
         &s.path("agent1"),
-        &config(&jdir, &broker, "journal", &state, ""),
+        &config(&jdir, &broker, "journal", &state),
     );
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(
@@ -169,7 +165,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     assert_eq!(entries.len(), 3505);
     let mut agent = Agent::start(
         &s.path("agent2"),
-        &config(&jdir, &broker, "journal", &state, ""),
+        &config(&jdir, &broker, "journal", &state),
     );
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
@@ -221,16 +217,13 @@ fn filters_key_topic_template_and_json() {
     );
 
     let state = s.path("state");
-    let extra = "units = [\"nginx.service\", \"sshd.service\"]\npriority = \"info\"\n";
-    let mut cfg = config(&jdir, &broker, "j-{SYSLOG_IDENTIFIER}", &state, extra);
-    cfg = cfg.replace(
-        "topic = \"j-{SYSLOG_IDENTIFIER}\"",
-        "topic = \"j-{SYSLOG_IDENTIFIER}\"\ntopic_fallback = \"j-other\"\nkey_field = \"_SYSTEMD_UNIT\"",
-    );
-    cfg = cfg.replace(
-        "[state]",
-        "[encoding]\nformat = \"json\"\nexclude_fields = [\"_SOURCE_*\"]\n[state]",
-    );
+    let cfg = config(&jdir, &broker, "j-{SYSLOG_IDENTIFIER}", &state)
+        .set("journal", "units", vec!["nginx.service", "sshd.service"])
+        .set("journal", "priority", "info")
+        .set("kafka", "topic_fallback", "j-other")
+        .set("kafka", "key_field", "_SYSTEMD_UNIT")
+        .set("encoding", "format", "json")
+        .set("encoding", "exclude_fields", vec!["_SOURCE_*"]);
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     // Filtered-out entries must not hold the cursor back: once idle, the cursor reaches the
     // newest entry of the journal even though it does not match.
@@ -274,10 +267,10 @@ fn broker_down_at_start_then_up_loses_nothing() {
     let entries = journal_entries(&jdir, &[]);
     let port = free_port();
     let state = s.path("state");
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[kafka]\nbrokers = \"127.0.0.1:{port}\"\ntopic = \"journal\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nmax_in_flight_entries = 2000\n",
-        jdir.display(),
-        state.display()
+    let cfg = TestConfig::new(&jdir, &format!("127.0.0.1:{port}"), &state).set(
+        "pipeline",
+        "max_in_flight_entries",
+        2000,
     );
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     // While the broker is away the reader fills the window and waits: memory stays flat.
@@ -358,12 +351,10 @@ fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
     assert_eq!(big_at, 100);
 
     // Let the producer send what the encoder allows, so the broker is the one refusing.
-    let cfg = format!(
-        "[journal]\ndirectory = \"{}\"\n[encoding]\nmax_record_bytes = 4000000\n[kafka]\nbrokers = \"{}\"\ntopic = \"journal\"\n[kafka.properties]\n\"message.max.bytes\" = 5000000\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n[pipeline]\nretry_backoff_max_ms = 500\n",
-        jdir.display(),
-        broker.addr(),
-        s.path("state").display()
-    );
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("encoding", "max_record_bytes", 4_000_000)
+        .property("message.max.bytes", 5_000_000)
+        .set("pipeline", "retry_backoff_max_ms", 500);
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(&entries[99]), Duration::from_secs(60));
     // It keeps retrying and never skips the refused entry.
@@ -435,13 +426,11 @@ fn files_source_with_since_and_directory_with_tail() {
     assert!(want.len() > 10 && want.len() < 90, "{}", want.len());
 
     let file = jdir.join("a.journal");
-    let cfg = format!(
-        "[journal]\nfiles = [\"{}\"]\nstart = \"since\"\nsince = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"since\"\n[state]\ndirectory = \"{}\"\ncheckpoint_interval_ms = 100\n",
-        file.display(),
-        rfc3339(cut),
-        broker.addr(),
-        s.path("state-since").display()
-    );
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state-since"))
+        .source(Source::Files(vec![file.clone()]))
+        .topic("since")
+        .set("journal", "start", "since")
+        .set("journal", "since", rfc3339(cut));
     let mut agent = Agent::start(&s.path("a-since"), &cfg);
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
@@ -459,13 +448,7 @@ fn files_source_with_since_and_directory_with_tail() {
     // tail: only what is written after the agent started, here a new file in the directory.
     let mut agent = Agent::start(
         &s.path("a-tail"),
-        &config(
-            &jdir,
-            &broker,
-            "tail",
-            &s.path("state-tail"),
-            "start = \"tail\"",
-        ),
+        &config(&jdir, &broker, "tail", &s.path("state-tail")).set("journal", "start", "tail"),
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(agent.cursor(), None, "nothing new yet");

@@ -5,6 +5,10 @@
 //! does not leave brokers or agents behind.
 #![allow(dead_code)]
 
+mod config;
+#[allow(unused_imports)]
+pub use config::{Source, TestConfig};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -353,10 +357,9 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(dir: &Path, config: &str) -> Agent {
+    pub fn start(dir: &Path, config: &TestConfig) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
-        let path = dir.join("config.toml");
-        std::fs::write(&path, config).unwrap();
+        let path = config.write(&dir.join("config.toml"));
         let log = dir.join("agent.log");
         let child = Command::new(BIN)
             .args(["run", "--config"])
@@ -366,7 +369,7 @@ impl Agent {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let state = config_state_dir(config);
+        let state = config.state().to_path_buf();
         Agent {
             child,
             config: path,
@@ -457,20 +460,6 @@ impl Drop for Agent {
     }
 }
 
-fn config_state_dir(config: &str) -> PathBuf {
-    let mut in_state = false;
-    for line in config.lines() {
-        let l = line.trim();
-        if l.starts_with('[') {
-            in_state = l == "[state]";
-        } else if in_state && l.starts_with("directory") {
-            let v = l.split_once('=').unwrap().1.trim().trim_matches('"');
-            return PathBuf::from(v);
-        }
-    }
-    panic!("test configs must set [state] directory");
-}
-
 /// Runs the binary to completion and returns (status, stdout + stderr).
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String) {
     let out = Command::new(BIN)
@@ -552,6 +541,42 @@ pub fn huge_entry_export(realtime_usec: u64, size: usize) -> Vec<u8> {
     }));
     big.extend_from_slice(b"\n\n");
     big
+}
+
+/// Kills the agent with -9 at random moments: starts it with `config(trial)` up to
+/// `trials` times (`JK_KILL_TRIALS` overrides), each time waiting a random
+/// `delay_ms` (seeded by `JK_FAULT_SEED`, else `seed`) and killing it unless its cursor has
+/// already reached `last`. Returns (kills, seed).
+pub fn kill_9_at_random(
+    s: &Scratch,
+    last: &str,
+    seed: u64,
+    trials: usize,
+    delay_ms: (u64, u64),
+    config: impl Fn(usize) -> TestConfig,
+) -> (usize, u64) {
+    let seed = std::env::var("JK_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(seed);
+    let trials: usize = std::env::var("JK_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(trials);
+    let mut rng = Rng(seed);
+    let mut kills = 0;
+    for trial in 0..trials {
+        let mut agent = Agent::start(&s.path(&format!("a{trial}")), &config(trial));
+        std::thread::sleep(Duration::from_millis(rng.next(delay_ms.0, delay_ms.1)));
+        if agent.cursor().as_deref() == Some(last) {
+            assert!(agent.stop().success());
+            break;
+        }
+        agent.signal("-KILL");
+        agent.wait(Duration::from_secs(5));
+        kills += 1;
+    }
+    (kills, seed)
 }
 
 /// Runs `journald-kafka verify --json` and returns (lost, duplicates, out_of_order, records).
