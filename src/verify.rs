@@ -16,7 +16,7 @@ use crate::format::CURSOR_HEADER;
 use crate::journal::{Entry, Reader};
 
 /// What the checker found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     /// Journal entries that pass the filters.
     pub entries: u64,
@@ -42,22 +42,9 @@ impl Report {
         self.lost == 0 && self.out_of_order == 0 && self.unmarked == 0
     }
 
+    /// One line of JSON, the fields in declaration order.
     pub fn json(&self) -> String {
-        format!(
-            "{{\"entries\":{},\"records\":{},\"lost\":{},\"duplicates\":{},\"out_of_order\":{},\"foreign\":{},\"unmarked\":{},\"first_lost\":[{}]}}",
-            self.entries,
-            self.records,
-            self.lost,
-            self.duplicates,
-            self.out_of_order,
-            self.foreign,
-            self.unmarked,
-            self.first_lost
-                .iter()
-                .map(|c| format!("{c:?}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        )
+        serde_json::to_string(self).expect("a report serializes")
     }
 }
 

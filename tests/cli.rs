@@ -15,8 +15,7 @@ fn config(jdir: &Path, brokers: &str, state: &Path) -> TestConfig {
 #[test]
 fn check_reports_what_works_and_what_does_not() {
     let s = Scratch::new("check");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 2);
+    let broker = Broker::with_topic(&s, "journal", 2);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "10"]);
     let first = cursor_of(&journal_entries(&jdir, &[])[0]);
@@ -123,8 +122,7 @@ fn bad_cursor_file_refuses_to_start_and_is_left_alone() {
 #[test]
 fn cursor_from_another_journal_follows_the_policy() {
     let s = Scratch::new("foreign");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 1);
+    let broker = Broker::with_topic(&s, "journal", 1);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "200"]);
     let other = s.path("other");
@@ -151,19 +149,13 @@ fn cursor_from_another_journal_follows_the_policy() {
     // With "resume" it reports the gap and ships everything the journal has.
     let entries = journal_entries(&jdir, &[]);
     let mut agent = Agent::start(&s.path("resume"), &config(&jdir, &broker.addr(), &state));
-    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
     assert!(
         agent.log().contains("no longer in the journal"),
         "{}",
         agent.log()
     );
-    let records = consume(
-        &broker.addr(),
-        &["journal"],
-        usize::MAX,
-        Duration::from_secs(3),
-    );
+    let records = consume_all(&broker.addr(), &["journal"], 3);
     assert_eq!(records.len(), 200);
     let (st, out) = run_cli(&["cursor", "show", "--config", agent.config.to_str().unwrap()]);
     assert!(st.success(), "{out}");
@@ -176,8 +168,7 @@ fn cursor_from_another_journal_follows_the_policy() {
 #[test]
 fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
     let s = Scratch::new("sigterm");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 3);
+    let broker = Broker::with_topic(&s, "journal", 3);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "40000"]);
     let entries = journal_entries(&jdir, &[]);
@@ -212,12 +203,7 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
     );
 
     // Everything up to the saved cursor is in Kafka: the cursor never runs ahead.
-    let records = consume(
-        &broker.addr(),
-        &["journal"],
-        usize::MAX,
-        Duration::from_secs(3),
-    );
+    let records = consume_all(&broker.addr(), &["journal"], 3);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     let missing = entries[..=idx]
         .iter()
@@ -234,12 +220,7 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
         Duration::from_secs(120),
     );
     assert!(agent.stop().success());
-    let records = consume(
-        &broker.addr(),
-        &["journal"],
-        usize::MAX,
-        Duration::from_secs(3),
-    );
+    let records = consume_all(&broker.addr(), &["journal"], 3);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     assert_eq!(
         got.len(),

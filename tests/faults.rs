@@ -12,8 +12,7 @@ use common::*;
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
     let s = Scratch::new("kill9");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 3);
+    let broker = Broker::with_topic(&s, "journal", 3);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "60000"]);
     let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
@@ -41,8 +40,7 @@ fn kill_9_at_random_moments_loses_nothing() {
 #[test]
 fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat() {
     let s = Scratch::new("outage");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 2);
+    let broker = Broker::with_topic(&s, "journal", 2);
     let jdir = s.path("journal");
     // Recent timestamps: brokers apply retention by record time on restart, and a 2023
     // timestamp is past a 7-day retention (which is what a backlog of old journal would hit
@@ -105,8 +103,7 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
 #[test]
 fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     let s = Scratch::new("diskfull");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 1);
+    let broker = Broker::with_topic(&s, "journal", 1);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "3000"]);
     let entries = journal_entries(&jdir, &[]);
@@ -186,8 +183,7 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
 #[test]
 fn odd_journal_data_is_shipped_faithfully() {
     let s = Scratch::new("odd");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 1);
+    let broker = Broker::with_topic(&s, "journal", 1);
     let jdir = s.path("journal");
     let bin = |name: &str, v: &[u8]| {
         let mut f = name.as_bytes().to_vec();
@@ -242,8 +238,7 @@ fn odd_journal_data_is_shipped_faithfully() {
         &s.path("agent"),
         &TestConfig::new(&jdir, &broker.addr(), &s.path("state")),
     );
-    agent.wait_cursor(&cursor_of(&entries[3]), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(&entries[3]));
     assert!(
         agent.log().contains("truncated=1"),
         "counted: {}",

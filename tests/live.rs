@@ -86,8 +86,7 @@ impl Drop for Journald {
 #[test]
 fn follows_a_live_journald_across_rotation() {
     let s = Scratch::new("live");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("live", 2);
+    let broker = Broker::with_topic(&s, "live", 2);
     let ns = format!("jktest{}", std::process::id());
     let jd = Journald::start(&ns, &s.path("journald.log"));
     let client = UnixDatagram::unbound().unwrap();
@@ -160,12 +159,7 @@ fn follows_a_live_journald_across_rotation() {
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success(), "{}", agent.log());
 
-    let records = consume(
-        &broker.addr(),
-        &["live"],
-        usize::MAX,
-        Duration::from_secs(4),
-    );
+    let records = consume_all(&broker.addr(), &["live"], 4);
     let got: Vec<_> = records.iter().map(|r| r.cursor.clone()).collect();
     let unique: BTreeSet<_> = got.iter().cloned().collect();
     assert_eq!(unique.len(), got.len(), "no duplicates in a clean run");
@@ -186,8 +180,7 @@ fn follows_a_live_journald_across_rotation() {
 #[test]
 fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
     let s = Scratch::new("vacuum");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("vac", 1);
+    let broker = Broker::with_topic(&s, "vac", 1);
     let ns = format!("jkvac{}", std::process::id());
     let jd = Journald::start(&ns, &s.path("journald.log"));
     let client = UnixDatagram::unbound().unwrap();
@@ -277,8 +270,7 @@ fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
 
     let mut agent = Agent::start(&s.path("resume"), &cfg("resume"));
     let now = jd.entries();
-    agent.wait_cursor(&cursor_of(now.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(now.last().unwrap()));
     assert!(
         agent
             .log()
@@ -335,8 +327,7 @@ fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
     );
 
     let broker = Broker::start_on(&s.path("broker"), port);
-    agent.wait_cursor(&cursor_of(left.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(left.last().unwrap()));
     let log = agent.log();
     let gap_line = log
         .lines()

@@ -41,8 +41,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn counters_health_and_status_follow_the_pipeline() {
     let s = Scratch::new("metrics");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 2);
+    let broker = Broker::with_topic(&s, "journal", 2);
     let jdir = s.path("journal");
     write_journal(
         &jdir,

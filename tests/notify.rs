@@ -55,8 +55,7 @@ fn first(msgs: &[(Instant, String)], what: &str) -> usize {
 #[test]
 fn ready_status_watchdog_and_stopping_arrive_in_order() {
     let s = Scratch::new("notify");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 1);
+    let broker = Broker::with_topic(&s, "journal", 1);
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "1000"]);
     let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))

@@ -85,8 +85,7 @@ fn assert_same(entries: &[Fields], records: &[Record]) {
 #[test]
 fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     let s = Scratch::new("ship");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 3);
+    let broker = Broker::with_topic(&s, "journal", 3);
     let jdir = s.path("journal");
     // Binary fields, multi-line messages and repeated fields, several boots.
     write_journal(
@@ -167,8 +166,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
         &s.path("agent2"),
         &config(&jdir, &broker, "journal", &state),
     );
-    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
     assert!(
         agent.log().contains("cursor found in the journal"),
         "{}",
@@ -176,12 +174,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     );
 
     // Exactly the journal, once each: no gap, no duplicate across the restart.
-    let records = consume(
-        &broker.addr(),
-        &["journal"],
-        usize::MAX,
-        Duration::from_secs(4),
-    );
+    let records = consume_all(&broker.addr(), &["journal"], 4);
     assert_same(&entries, &records);
 }
 
@@ -227,15 +220,9 @@ fn filters_key_topic_template_and_json() {
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     // Filtered-out entries must not hold the cursor back: once idle, the cursor reaches the
     // newest entry of the journal even though it does not match.
-    agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
+    agent.finish_at(&cursor_of(all.last().unwrap()));
 
-    let records = consume(
-        &broker.addr(),
-        &["j-nginx", "j-sshd", "j-other"],
-        usize::MAX,
-        Duration::from_secs(4),
-    );
+    let records = consume_all(&broker.addr(), &["j-nginx", "j-sshd", "j-other"], 4);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     let expect: BTreeSet<_> = want.iter().map(cursor_of).collect();
     assert_eq!(records.len(), want.len(), "each matching entry once");
@@ -314,20 +301,14 @@ fn broker_down_at_start_then_up_loses_nothing() {
         1,
         "one line per state change: {log}"
     );
-    let records = consume(
-        &broker.addr(),
-        &["journal"],
-        usize::MAX,
-        Duration::from_secs(4),
-    );
+    let records = consume_all(&broker.addr(), &["journal"], 4);
     assert_same(&entries, &records);
 }
 
 #[test]
 fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
     let s = Scratch::new("refused");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("journal", 1);
+    let broker = Broker::with_topic(&s, "journal", 1);
     let jdir = s.path("journal");
     // 100 normal entries, then one with a 1.5 MB field (the broker's limit is 1 MB), then more.
     write_journal(&jdir, "a.journal", &["-n", "100"]);
@@ -410,8 +391,7 @@ fn realtime(e: &Fields) -> u64 {
 #[test]
 fn files_source_with_since_and_directory_with_tail() {
     let s = Scratch::new("start");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic("since", 1);
+    let broker = Broker::with_topic(&s, "since", 1);
     broker.create_topic("tail", 1);
     let jdir = s.path("journal");
     // ~2 s of entries, 20 ms apart, so `since` can cut at a whole second.
@@ -432,17 +412,11 @@ fn files_source_with_since_and_directory_with_tail() {
         .set("journal", "start", "since")
         .set("journal", "since", rfc3339(cut));
     let mut agent = Agent::start(&s.path("a-since"), &cfg);
-    agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
-    let got: BTreeSet<String> = consume(
-        &broker.addr(),
-        &["since"],
-        usize::MAX,
-        Duration::from_secs(3),
-    )
-    .into_iter()
-    .map(|r| r.cursor)
-    .collect();
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let got: BTreeSet<String> = consume_all(&broker.addr(), &["since"], 3)
+        .into_iter()
+        .map(|r| r.cursor)
+        .collect();
     assert_eq!(got, want, "exactly the entries at or after journal.since");
 
     // tail: only what is written after the agent started, here a new file in the directory.
@@ -471,16 +445,10 @@ fn files_source_with_since_and_directory_with_tail() {
         .filter(|c| !entries.iter().any(|e| cursor_of(e) == *c))
         .collect();
     assert_eq!(new.len(), 50);
-    agent.wait_cursor(&cursor_of(after.last().unwrap()), Duration::from_secs(60));
-    assert!(agent.stop().success());
-    let got: BTreeSet<String> = consume(
-        &broker.addr(),
-        &["tail"],
-        usize::MAX,
-        Duration::from_secs(3),
-    )
-    .into_iter()
-    .map(|r| r.cursor)
-    .collect();
+    agent.finish_at(&cursor_of(after.last().unwrap()));
+    let got: BTreeSet<String> = consume_all(&broker.addr(), &["tail"], 3)
+        .into_iter()
+        .map(|r| r.cursor)
+        .collect();
     assert_eq!(got, new, "tail ships only entries written after the start");
 }

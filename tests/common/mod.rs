@@ -49,6 +49,13 @@ impl Broker {
         Self::start_engine(dir, free_port(), "sqlite")
     }
 
+    /// A Nisshi broker in the scratch directory's "broker", with one topic created.
+    pub fn with_topic(s: &Scratch, topic: &str, partitions: u32) -> Broker {
+        let b = Self::start(&s.path("broker"));
+        b.create_topic(topic, partitions);
+        b
+    }
+
     /// A broker with transactions, read_committed and fencing (for exactly-once tests).
     pub fn start_transactional(dir: &Path) -> Broker {
         Self::start_engine(dir, free_port(), "noida")
@@ -243,6 +250,11 @@ pub struct Record {
 
 /// Reads every record of `topics` from the beginning until `want` records arrived or no new
 /// record came for `idle`.
+/// Every record of `topics`, read until none came for `idle_secs`.
+pub fn consume_all(broker: &str, topics: &[&str], idle_secs: u64) -> Vec<Record> {
+    consume(broker, topics, usize::MAX, Duration::from_secs(idle_secs))
+}
+
 pub fn consume(broker: &str, topics: &[&str], want: usize, idle: Duration) -> Vec<Record> {
     consume_isolated(broker, topics, want, idle, "read_committed")
 }
@@ -402,6 +414,18 @@ impl Agent {
         panic!(
             "cursor file did not reach {want} within {timeout:?}; it holds {:?}\n{}",
             self.cursor(),
+            self.log()
+        );
+    }
+
+    /// Waits until the cursor file holds `last` (within 60 s), then stops the agent, which
+    /// must exit 0.
+    pub fn finish_at(&mut self, last: &str) {
+        self.wait_cursor(last, Duration::from_secs(60));
+        let st = self.stop();
+        assert!(
+            st.success(),
+            "clean stop exits 0, got {st}:\n{}",
             self.log()
         );
     }
