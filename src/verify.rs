@@ -78,8 +78,9 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     let mut entry = Entry::new();
     let mut index: HashMap<String, u64> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
+    let own = crate::journal::OwnEntries::new(&jcfg.source, None);
     while reader.next(&mut entry)? {
-        if jcfg.exclude_own_entries && crate::journal::logged_by_agent(&entry) {
+        if jcfg.exclude_own_entries && own.matches(&entry) {
             continue;
         }
         index.insert(entry.cursor.clone(), order.len() as u64);

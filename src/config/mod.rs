@@ -281,6 +281,19 @@ pub fn parse(text: &str) -> Result<Config> {
             cfg.encoding.max_record_bytes
         );
     }
+    // librdkafka's queue must hold the largest record, or producing it fails with
+    // QueueFull forever and the pipeline wedges on that entry.
+    if let Some(kb) = cfg.kafka.properties.get("queue.buffering.max.kbytes") {
+        let kb: usize = kb.parse().map_err(|_| {
+            anyhow::anyhow!("kafka.properties.\"queue.buffering.max.kbytes\": {kb:?} is not a number")
+        })?;
+        if kb.saturating_mul(1024) < cfg.encoding.max_record_bytes {
+            bail!(
+                "kafka.properties.\"queue.buffering.max.kbytes\" ({kb}) is smaller than one record of encoding.max_record_bytes ({} bytes): such a record could never be queued; remove the property (the agent sizes the queue from the in-flight window) or raise it",
+                cfg.encoding.max_record_bytes
+            );
+        }
+    }
     Ok(cfg)
 }
 
@@ -493,6 +506,8 @@ mod tests {
             ("delivery.timeout.ms", "1000"),
             ("bootstrap.servers", "\"x:1\""),
             ("transactional.id", "\"t\""),
+            ("delivery.report.only.error", "true"),
+            ("delivery.timeout.ms", "600000"),
         ] {
             let e = err(&format!("{MIN}[kafka.properties]\n\"{k}\" = {v}\n"));
             assert!(
@@ -507,6 +522,40 @@ mod tests {
         assert_eq!(c.kafka.properties["linger.ms"], "100");
         let e = err(&format!("{MIN}[kafka.properties]\n\"linger.ms\" = [1]\n"));
         assert!(e.contains("expected a string"), "{e}");
+        // A queue smaller than one record would wedge on the first large entry.
+        let e = err(&format!(
+            "{MIN}[kafka.properties]\n\"queue.buffering.max.kbytes\" = 500\n"
+        ));
+        assert!(
+            e.contains("queue.buffering.max.kbytes") && e.contains("max_record_bytes"),
+            "{e}"
+        );
+        assert!(
+            parse(&format!(
+                "{MIN}[kafka.properties]\n\"queue.buffering.max.kbytes\" = 2000\n"
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn time_limits_have_ranges_with_lines() {
+        for (section, key, bad) in [
+            ("pipeline", "shutdown_timeout_ms", "99999999999999999"),
+            ("kafka", "connect_timeout_ms", "99999999999999999"),
+            ("kafka", "connect_timeout_ms", "0"),
+        ] {
+            let text = if section == "kafka" {
+                format!("{MIN}{key} = {bad}\n")
+            } else {
+                format!("{MIN}[{section}]\n{key} = {bad}\n")
+            };
+            let e = err(&text);
+            assert!(
+                e.contains(&format!("{section}.{key} (line")) && e.contains("must be between"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

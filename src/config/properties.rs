@@ -16,6 +16,14 @@ const RESERVED: &[(&str, &str)] = &[
         "enable.gapless.guarantee",
         "the agent's own watermark already prevents gaps",
     ),
+    (
+        "delivery.report.only.error",
+        "the watermark moves only on a report for every record; without success reports the cursor would never advance",
+    ),
+    (
+        "delivery.timeout.ms",
+        "an alias of message.timeout.ms, which the agent sets itself in exactly-once mode (two names for one setting make start-up fail at random); set message.timeout.ms instead",
+    ),
 ];
 
 /// Checks one user-supplied librdkafka property against the delivery guarantee.
@@ -34,7 +42,7 @@ pub(crate) fn check_user_property(name: &str, value: &str) -> Result<(), String>
                 "must stay true: without it a retried batch can be duplicated or reordered".into(),
             );
         }
-        "message.timeout.ms" | "delivery.timeout.ms" => {
+        "message.timeout.ms" => {
             let ms: u64 = value
                 .parse()
                 .map_err(|_| format!("{value:?} is not a number of milliseconds"))?;
@@ -69,7 +77,9 @@ mod tests {
         assert!(check_user_property("enable.idempotence", "false").is_err());
         assert!(check_user_property("message.timeout.ms", "299999").is_err());
         assert!(check_user_property("message.timeout.ms", "0").is_ok());
-        assert!(check_user_property("delivery.timeout.ms", "600000").is_ok());
+        assert!(check_user_property("delivery.timeout.ms", "600000").is_err());
+        assert!(check_user_property("delivery.report.only.error", "true").is_err());
+        assert!(check_user_property("delivery.report.only.error", "false").is_err());
         assert!(check_user_property("max.in.flight.requests.per.connection", "6").is_err());
         assert!(check_user_property("transactional.id", "x").is_err());
         assert!(check_user_property("security.protocol", "ssl").is_ok());

@@ -18,7 +18,7 @@ use systemd::journal::{self, Journal, JournalWaitResult};
 
 pub use entry::Entry;
 pub use matches::{apply as apply_matches, shorthand_terms};
-pub(crate) use own::{is_own, logged_by_agent};
+pub(crate) use own::OwnEntries;
 
 use crate::config::{JournalConfig, Source, Start};
 

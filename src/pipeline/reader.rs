@@ -147,7 +147,7 @@ impl Input for JournalInput<'_> {
         let mut passed: Option<String> = None;
         let mut last_gauges: Option<Instant> = None;
 
-        let own_pid = std::process::id().to_string();
+        let own = journal::OwnEntries::new(&cfg.journal.source, Some(std::process::id()));
         let mut gaps = GapDetector::default();
         let mut count = 0u32;
         // An entry already read (by the idle check below) and not yet handled.
@@ -184,7 +184,7 @@ impl Input for JournalInput<'_> {
                     }
                 }
             }
-            if got && cfg.journal.exclude_own_entries && journal::is_own(&entry, &own_pid) {
+            if got && cfg.journal.exclude_own_entries && own.matches(&entry) {
                 // Our own log lines: shipping them would let the agent feed on itself. They
                 // still move the watermark like any filtered-out entry.
                 Metrics::add(&metrics.entries_own_skipped, 1);
