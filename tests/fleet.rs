@@ -58,8 +58,8 @@ fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
 
     let mut agent = Agent::start(&s.path("second"), &cfg);
     std::thread::sleep(Duration::from_secs(1));
+    // The agent's produce requests create the topic (Nisshi auto-creates).
     let broker = Broker::start_on(&s.path("broker"), port);
-    broker.create_topic("journal", 2);
     agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
     let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
@@ -71,7 +71,10 @@ fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
         300,
         "entries written after the first start, shipped after the restart"
     );
-    assert!(got.is_subset(&new), "nothing from before the start position");
+    assert!(
+        got.is_subset(&new),
+        "nothing from before the start position"
+    );
 }
 
 /// A central journal-remote directory holds other hosts' journals: their agents' log lines

@@ -285,7 +285,9 @@ pub fn parse(text: &str) -> Result<Config> {
     // QueueFull forever and the pipeline wedges on that entry.
     if let Some(kb) = cfg.kafka.properties.get("queue.buffering.max.kbytes") {
         let kb: usize = kb.parse().map_err(|_| {
-            anyhow::anyhow!("kafka.properties.\"queue.buffering.max.kbytes\": {kb:?} is not a number")
+            anyhow::anyhow!(
+                "kafka.properties.\"queue.buffering.max.kbytes\": {kb:?} is not a number"
+            )
         })?;
         if kb.saturating_mul(1024) < cfg.encoding.max_record_bytes {
             bail!(

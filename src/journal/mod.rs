@@ -330,6 +330,25 @@ pub fn locate(cfg: &JournalConfig, c: &str) -> Result<Located> {
     })
 }
 
+/// The configured start as a position to resume after, so that it can be saved before
+/// anything is shipped: a restart must not seek to "the tail" again (it has moved) or it
+/// would pass over what was written in between. `None` where the start needs no cursor:
+/// `head`, or a journal with nothing before the start.
+pub(crate) fn start_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
+    match cfg.start {
+        Start::Head => Ok(None),
+        Start::Tail => newest_cursor(cfg),
+        Start::Since(usec) => {
+            let mut j = open(cfg, false)?;
+            j.seek_realtime_usec(usec)?;
+            if j.previous()? == 0 {
+                return Ok(None);
+            }
+            Ok(Some(j.cursor()?))
+        }
+    }
+}
+
 /// The cursor of the newest entry in the whole (unfiltered) journal, if any.
 ///
 /// Used to let the checkpoint advance past entries that the filters remove, so a heavily

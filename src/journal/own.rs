@@ -86,7 +86,10 @@ mod tests {
             ("SYSLOG_IDENTIFIER", "journald-kafka"),
             ("_MACHINE_ID", "0123456789abcdef0123456789abcdef"),
         ]);
-        assert!(!dir.matches(&other), "another host's agent logs are shipped");
+        assert!(
+            !dir.matches(&other),
+            "another host's agent logs are shipped"
+        );
         assert!(!dir.matches(&entry(&[("SYSLOG_IDENTIFIER", "journald-kafka")])));
         let mine = entry(&[
             ("SYSLOG_IDENTIFIER", "journald-kafka"),

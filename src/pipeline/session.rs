@@ -105,6 +105,20 @@ pub(super) fn run(
         },
     };
 
+    // No saved place and a start other than the head: make the start a place of its own
+    // before anything is produced, or a restart before the first acknowledgement would
+    // seek to the (moved) tail again and pass over what was written in between.
+    let resume = match resume {
+        Some(r) => Some(r),
+        None => match start_position(cx, store, &tracker, exactly_once) {
+            Ok(r) => r,
+            Err(e) => {
+                cx.shutdown.attach(None);
+                return (Err(e), None);
+            }
+        },
+    };
+
     // Readiness needs one successful metadata round trip; ask in the background so the
     // checkpoint ticks below keep going.
     let probe = Arc::new(Probe::default());
@@ -202,6 +216,33 @@ pub(super) fn run(
         _ => Ok(()),
     });
     (end, safe)
+}
+
+/// Registers the configured start (`tail`, `since`) as the first position of the watermark
+/// and, in at-least-once mode, saves it at once. Exactly-once commits it with the first
+/// transaction (a pass-only transaction when the journal is quiet).
+fn start_position(
+    cx: &Context,
+    store: &mut dyn Store,
+    tracker: &Tracker,
+    exactly_once: bool,
+) -> Result<Option<String>, Failure> {
+    let start = journal::start_cursor(&cx.cfg.journal).map_err(|e| {
+        if cx.first {
+            Failure::fatal(e)
+        } else {
+            Failure::retry(e)
+        }
+    })?;
+    let Some(cursor) = start else {
+        return Ok(None);
+    };
+    tracing::info!(start = ?cx.cfg.journal.start, %cursor, "no saved cursor: saving the start position before shipping");
+    tracker.pass(cursor.clone());
+    if !exactly_once {
+        checkpoint(store, tracker, &mut Checkpointer::default(), cx.metrics);
+    }
+    Ok(Some(cursor))
 }
 
 /// Exactly-once: registers the transactional id (fencing older instances and aborting
