@@ -13,7 +13,7 @@
 #   kafka-broker.sh start <port> <datadir> [sqlite|memory|noida]   start, wait until ready, print the PID
 #   kafka-broker.sh stop  <datadir>                  SIGTERM the broker we started, then wait
 #   kafka-broker.sh kill9 <datadir>                  crash it (fault injection)
-#   kafka-broker.sh topic-create <port> <name> [partitions]
+#   kafka-broker.sh topic-create <port> <name> [partitions] [key=value]   (a topic config, e.g. max.message.bytes=100000)
 set -euo pipefail
 NISSHI_VERSION=${NISSHI_VERSION:-0.8.1}
 NISSHI_ROOT=${NISSHI_ROOT:-$HOME/.local/nisshi-$NISSHI_VERSION}
@@ -96,8 +96,8 @@ stop() { # datadir
 
 kill9() { kill -KILL "$(cat "$1/broker.pid")" 2>/dev/null || true; }
 
-topic-create() { # port name [partitions]
-  "$NISSHI" topic create "$2" --broker "tcp://127.0.0.1:$1" --partitions "${3:-1}"
+topic-create() { # port name [partitions] [key=value]
+  "$NISSHI" topic create "$2" --broker "tcp://127.0.0.1:$1" --partitions "${3:-1}" ${4:+--config "$4"}
 }
 
 cmd=${1:?usage: kafka-broker.sh install|install-noida|start|stop|kill9|topic-create}; shift

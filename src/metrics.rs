@@ -28,6 +28,13 @@ pub struct Metrics {
     pub entries_delivered: AtomicU64,
     pub entries_failed: AtomicU64,
     pub entries_truncated: AtomicU64,
+    /// Records the brokers refused for their own fault (too large, topic refused), and what
+    /// the policy made of them.
+    pub records_refused: AtomicU64,
+    pub records_shrunk: AtomicU64,
+    pub records_dead_lettered: AtomicU64,
+    /// Template-made topic names that were not valid topic names (the fallback was used).
+    pub topics_invalid: AtomicU64,
     /// Records whose entry was timestamped in the future and got the current time instead.
     pub timestamps_clamped: AtomicU64,
     pub bytes_produced: AtomicU64,
@@ -80,6 +87,10 @@ impl Default for Metrics {
             entries_delivered: AtomicU64::new(0),
             entries_failed: AtomicU64::new(0),
             entries_truncated: AtomicU64::new(0),
+            records_refused: AtomicU64::new(0),
+            records_shrunk: AtomicU64::new(0),
+            records_dead_lettered: AtomicU64::new(0),
+            topics_invalid: AtomicU64::new(0),
             timestamps_clamped: AtomicU64::new(0),
             bytes_produced: AtomicU64::new(0),
             cursor_writes: AtomicU64::new(0),
@@ -222,7 +233,7 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "journald_kafka_entries_read",
                 "Journal entries read (after the journal matches)",
@@ -282,6 +293,26 @@ impl Collector for Metrics {
                 "journald_kafka_entries_missed",
                 "Entries that vanished from the journal before they could be read",
                 &self.entries_missed,
+            ),
+            (
+                "journald_kafka_records_refused",
+                "Records the brokers refused for their own fault (too large, topic refused)",
+                &self.records_refused,
+            ),
+            (
+                "journald_kafka_records_shrunk",
+                "Refused records re-encoded smaller and sent again",
+                &self.records_shrunk,
+            ),
+            (
+                "journald_kafka_records_dead_lettered",
+                "Refused records sent to the dead-letter topic",
+                &self.records_dead_lettered,
+            ),
+            (
+                "journald_kafka_topics_invalid",
+                "Template-made topic names that were invalid; the fallback topic was used",
+                &self.topics_invalid,
             ),
             (
                 "journald_kafka_journal_corrupt_fields",

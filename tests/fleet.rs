@@ -108,3 +108,121 @@ fn a_central_directory_ships_other_hosts_agent_logs() {
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 20));
 }
+
+/// The reproduction: a topic whose `max.message.bytes` is 100,000, the agent at its
+/// defaults, one entry with a 300 kB field in the middle of 6,000. With the `stall` policy
+/// (what the agent did before the policies existed, `ship.rs`) the cursor never passes the
+/// entry; by default the record is re-encoded smaller and everything is shipped, without a
+/// session restart and without sending the window again.
+#[test]
+fn a_record_too_large_for_its_topic_is_shrunk_and_nothing_stalls() {
+    let s = Scratch::new("too-large");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic_with("journal", 2, Some("max.message.bytes=100000"));
+    let jdir = s.path("journal");
+    let (entries, big) = journal_with_one_huge_entry(&jdir, 300_000);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let log = agent.log();
+    assert!(
+        !log.contains("restarting from the last safe cursor"),
+        "no session restart: {log}"
+    );
+    assert!(log.contains("re-encoded smaller"), "{log}");
+    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let big_record = records
+        .iter()
+        .find(|r| r.cursor == big)
+        .expect("the big entry is in its topic");
+    let (fields, _) = decode_msgpack(&big_record.payload);
+    assert!(
+        fields.contains_key("JOURNALD_KAFKA_TRUNCATED"),
+        "marked as cut"
+    );
+    let (lost, dups, _, records) = verify(&agent.config);
+    eprintln!("too large: records {records}, lost {lost}, duplicates {dups}");
+    assert_eq!(lost, 0);
+    // Only the refused batch is sent again, never the window.
+    assert!(dups < 1000, "duplicates {dups}");
+}
+
+/// `on_too_large = "dead-letter"`: the record goes, unchanged, to the dead-letter topic with
+/// the error and its topic as headers; `verify` counts it there, not as lost.
+#[test]
+fn a_refused_record_can_go_to_the_dead_letter_topic() {
+    let s = Scratch::new("dead-letter");
+    let broker = Broker::start(&s.path("broker"));
+    broker.create_topic_with("journal", 1, Some("max.message.bytes=100000"));
+    broker.create_topic("journald-kafka-dead-letter", 1);
+    let jdir = s.path("journal");
+    let (entries, big) = journal_with_one_huge_entry(&jdir, 300_000);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
+        "delivery",
+        "on_too_large",
+        "dead-letter",
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let dlq = consume_all(&broker.addr(), &["journald-kafka-dead-letter"], 3);
+    let r = dlq.iter().find(|r| r.cursor == big).expect("dead-lettered");
+    assert_eq!(
+        r.headers.get("journald-kafka-topic").map(Vec::as_slice),
+        Some(b"journal".as_slice())
+    );
+    assert!(
+        r.headers
+            .get("journald-kafka-error")
+            .is_some_and(|e| String::from_utf8_lossy(e).contains("too large")),
+        "{:?}",
+        r.headers
+    );
+    let (st, out) = run_cli(&["verify", "--config", agent.config.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(out.contains("in the dead-letter topic: 1"), "{out}");
+}
+
+/// 3,000 entries, one with a `size`-byte incompressible field, 3,000 more. Returns the
+/// entries and the big one's cursor.
+fn journal_with_one_huge_entry(jdir: &std::path::Path, size: usize) -> (Vec<Fields>, String) {
+    let t0 = recent_usec(1200);
+    write_journal(
+        jdir,
+        "a.journal",
+        &[
+            "-n",
+            "3000",
+            "--start-usec",
+            &t0.to_string(),
+            "--rate-usec",
+            "100000",
+        ],
+    );
+    write_export(
+        jdir,
+        "b.journal",
+        &huge_entry_export(t0 + 301_000_000, size),
+    );
+    write_journal(
+        jdir,
+        "c.journal",
+        &[
+            "-n",
+            "3000",
+            "--seed",
+            "3",
+            "--start-usec",
+            &(t0 + 302_000_000).to_string(),
+            "--rate-usec",
+            "100000",
+        ],
+    );
+    let entries = journal_entries(jdir, &[]);
+    assert_eq!(entries.len(), 6001);
+    let big = entries
+        .iter()
+        .find(|e| e.contains_key("HUGE"))
+        .map(cursor_of)
+        .unwrap();
+    (entries, big)
+}

@@ -56,7 +56,9 @@ fn counters_health_and_status_follow_the_pipeline() {
         .property("topic.metadata.refresh.interval.ms", 2000)
         .set("pipeline", "retry_backoff_max_ms", 1000)
         .set("metrics", "listen", format!("127.0.0.1:{port}"))
-        .set("metrics", "stall_seconds", 5);
+        .set("metrics", "stall_seconds", 5)
+        // A refused record must stall here, to watch readiness turn (the default shrinks).
+        .set("delivery", "on_too_large", "stall");
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let config = agent.config.to_str().unwrap().to_string();

@@ -335,7 +335,9 @@ fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
     let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
         .set("encoding", "max_record_bytes", 4_000_000)
         .property("message.max.bytes", 5_000_000)
-        .set("pipeline", "retry_backoff_max_ms", 500);
+        .set("pipeline", "retry_backoff_max_ms", 500)
+        // The opt-in policy for users who prefer to stop (the default shrinks: fleet.rs).
+        .set("delivery", "on_too_large", "stall");
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(&entries[99]), Duration::from_secs(60));
     // It keeps retrying and never skips the refused entry.

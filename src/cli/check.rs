@@ -75,6 +75,7 @@ pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
         None,
         tracker,
         Arc::new(Metrics::default()),
+        None,
     )
     .and_then(|p| {
         kafka::probe(

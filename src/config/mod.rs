@@ -54,9 +54,26 @@ pub struct DeliveryConfig {
     pub transaction_max_entries: usize,
     pub transaction_max_ms: u64,
     pub transaction_timeout_ms: u64,
+    /// What to do with a record the brokers refuse as too large.
+    pub on_too_large: OnRefused,
+    /// What to do with a record whose (template-made) topic refuses it.
+    pub on_topic_refused: OnRefused,
+    pub dead_letter_topic: String,
+}
+
+/// A policy for records the brokers refuse for good (docs/reliability.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRefused {
+    /// Re-encode smaller (halving the record limit) until accepted, then dead-letter.
+    Shrink,
+    /// Send the record, unchanged, to `delivery.dead_letter_topic` with the error.
+    DeadLetter,
+    /// Stop the cursor before the record and retry the session until an operator acts.
+    Stall,
 }
 
 pub const DEFAULT_CURSOR_TOPIC: &str = "journald-kafka-cursors";
+pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "journald-kafka-dead-letter";
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {

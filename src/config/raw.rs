@@ -40,6 +40,9 @@ pub(super) struct RawDelivery {
     pub(super) transaction_max_entries: Option<Spanned<u64>>,
     pub(super) transaction_max_ms: Option<Spanned<u64>>,
     pub(super) transaction_timeout_ms: Option<Spanned<u64>>,
+    pub(super) on_too_large: Option<Spanned<String>>,
+    pub(super) on_topic_refused: Option<Spanned<String>>,
+    pub(super) dead_letter_topic: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -448,6 +448,31 @@ pub(super) fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig>
             transaction_timeout_ms / 2,
         )?,
         transaction_timeout_ms,
+        on_too_large: at.choice(
+            "delivery.on_too_large",
+            raw.on_too_large,
+            OnRefused::Shrink,
+            &[
+                ("shrink", OnRefused::Shrink),
+                ("dead-letter", OnRefused::DeadLetter),
+                ("stall", OnRefused::Stall),
+            ],
+        )?,
+        on_topic_refused: at.choice(
+            "delivery.on_topic_refused",
+            raw.on_topic_refused,
+            OnRefused::DeadLetter,
+            &[
+                ("dead-letter", OnRefused::DeadLetter),
+                ("stall", OnRefused::Stall),
+            ],
+        )?,
+        dead_letter_topic: match raw.dead_letter_topic {
+            None => DEFAULT_DEAD_LETTER_TOPIC.to_string(),
+            Some(t) => at.with("delivery.dead_letter_topic", t, |t| {
+                check_topic_name(&t).map(|()| t)
+            })?,
+        },
     })
 }
 

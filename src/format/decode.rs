@@ -6,6 +6,9 @@
 
 use anyhow::{Context, Result, bail};
 
+use super::TRUNCATED_FIELD;
+use crate::journal::Entry;
+
 /// A decoded field value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Value {
@@ -161,4 +164,51 @@ fn decode_json(p: &[u8]) -> Result<Vec<(String, Value)>> {
         .collect::<Result<_>>()?;
     out.sort_by_key(|(k, _)| !k.starts_with("__"));
     Ok(out)
+}
+
+/// Rebuilds the entry a record was encoded from, to encode it again (smaller). Returns the
+/// entry and the fields an earlier encoding cut, with their original lengths.
+pub(crate) fn to_entry(fields: Vec<(String, Value)>) -> Result<(Entry, Vec<(String, usize)>)> {
+    let mut e = Entry::new();
+    let mut prior = Vec::new();
+    fn push(e: &mut Entry, name: &str, v: &Value) {
+        match v {
+            Value::Text(s) => e.push_field(name.as_bytes(), s.as_bytes()),
+            Value::Bytes(b) => e.push_field(name.as_bytes(), b),
+            Value::Int(i) => e.push_field(name.as_bytes(), i.to_string().as_bytes()),
+            Value::Many(vs) => vs.iter().for_each(|v| push(e, name, v)),
+        }
+    }
+    for (name, v) in &fields {
+        match name.as_str() {
+            "__CURSOR" => e.cursor = v.first_text().context("__CURSOR without a value")?,
+            "__REALTIME_TIMESTAMP" | "__MONOTONIC_TIMESTAMP" => {
+                let t: u64 = v
+                    .first_text()
+                    .and_then(|t| t.parse().ok())
+                    .with_context(|| format!("{name} is not a number"))?;
+                if name == "__REALTIME_TIMESTAMP" {
+                    e.realtime_usec = t;
+                } else {
+                    e.monotonic_usec = t;
+                }
+            }
+            // Derived from the cursor again by the encoder.
+            "__SEQNUM" | "__SEQNUM_ID" => {}
+            n if n == TRUNCATED_FIELD => {
+                for part in v.first_text().unwrap_or_default().split(' ') {
+                    if let Some((f, len)) = part.rsplit_once('=') {
+                        if let Ok(len) = len.parse() {
+                            prior.push((f.to_string(), len));
+                        }
+                    }
+                }
+            }
+            _ => push(&mut e, name, v),
+        }
+    }
+    if e.cursor.is_empty() {
+        bail!("the record has no __CURSOR");
+    }
+    Ok((e, prior))
 }

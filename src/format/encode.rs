@@ -56,13 +56,24 @@ impl Encoder {
     /// documented policy: the largest field is cut, repeatedly, until the record fits, and
     /// a `JOURNALD_KAFKA_TRUNCATED` field lists what was cut.
     pub fn encode(&mut self, e: &Entry, out: &mut Vec<u8>) -> Outcome {
+        self.encode_within(e, out, self.max_record_bytes, Vec::new())
+    }
+
+    /// [`Encoder::encode`] with a smaller limit than the configured one (a record the
+    /// brokers refused as too large), keeping the fields an earlier encoding already cut
+    /// (`prior`, with their original lengths) in the marker.
+    pub(crate) fn encode_within(
+        &mut self,
+        e: &Entry,
+        out: &mut Vec<u8>,
+        max_record_bytes: usize,
+        prior: Vec<(String, usize)>,
+    ) -> Outcome {
         self.group(e);
         self.caps.clear();
         self.caps.resize(e.len(), None);
-        let budget = self
-            .max_record_bytes
-            .saturating_sub(RECORD_OVERHEAD + e.cursor.len());
-        let mut outcome = Outcome::default();
+        let budget = max_record_bytes.saturating_sub(RECORD_OVERHEAD + e.cursor.len());
+        let mut outcome = Outcome { truncated: prior };
         loop {
             out.clear();
             self.write(e, &outcome, out);
@@ -205,7 +216,9 @@ impl Encoder {
     }
 
     /// Fills `out` with the entry's topic.
-    pub fn topic(&self, e: &Entry, out: &mut String) {
+    /// The record's topic. Returns false when a template made a name Kafka would refuse
+    /// ("." or "..", or an internal "__" name) and the fallback was used instead.
+    pub fn topic(&self, e: &Entry, out: &mut String) -> bool {
         out.clear();
         for part in &self.topic {
             match part {
@@ -224,7 +237,7 @@ impl Encoder {
                     _ => {
                         out.clear();
                         out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
-                        return;
+                        return true;
                     }
                 },
             }
@@ -232,6 +245,13 @@ impl Encoder {
         if out.len() > 249 {
             out.truncate(249);
         }
+        let templated = self.topic.iter().any(|p| matches!(p, TopicPart::Field(_)));
+        if templated && (out == "." || out == ".." || out.starts_with("__")) {
+            out.clear();
+            out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
+            return false;
+        }
+        true
     }
 }
 

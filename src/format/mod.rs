@@ -11,7 +11,7 @@
 mod decode;
 mod encode;
 
-pub(crate) use decode::{Value, decode};
+pub(crate) use decode::{Value, decode, to_entry};
 pub use encode::{Encoder, Outcome};
 
 /// Version of the record layout, carried in the [`FORMAT_HEADER`] header.
@@ -22,6 +22,10 @@ pub(crate) const CURSOR_HEADER: &str = "journal-cursor";
 
 /// Header carrying the record layout version.
 pub(crate) const FORMAT_HEADER: &str = "journal-format";
+
+/// Dead-lettered records: the broker's error, and the topic the record was meant for.
+pub(crate) const DEAD_LETTER_ERROR_HEADER: &str = "journald-kafka-error";
+pub(crate) const DEAD_LETTER_TOPIC_HEADER: &str = "journald-kafka-topic";
 
 /// Name of the field added to an entry whose fields had to be shortened to fit.
 pub(crate) const TRUNCATED_FIELD: &str = "JOURNALD_KAFKA_TRUNCATED";

@@ -13,9 +13,11 @@
 mod client;
 mod producer;
 mod record;
+pub(crate) mod refusal;
 pub(crate) mod transaction;
 
 pub(crate) use client::{STATS_INTERVAL_MS, client_config, connection, connection_config};
-pub(crate) use producer::{CONTROL, Producer, Transactional, probe, producer};
-pub(crate) use record::{Outgoing, headers, send};
+pub(crate) use producer::{CONTROL, Producer, Transactional, probe, producer, repair_producer};
+pub(crate) use record::{Outgoing, dead_letter_headers, headers, send};
+pub(crate) use refusal::{Class, Refusal, Refusals};
 pub(crate) use transaction::TransactionStore;

@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 
 use super::client::client_config;
+use super::refusal::{self, Refusal, Refusals};
 use crate::checkpoint::Tracker;
 use crate::config::{KafkaConfig, PipelineConfig};
 use crate::logging::RateLimit;
@@ -26,6 +27,9 @@ pub(crate) const CONTROL: usize = usize::MAX;
 pub(crate) struct DeliveryContext {
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
+    /// Where records refused for their own fault go, when a policy other than "stall"
+    /// takes care of them; `None`: every failure fails the session.
+    refusals: Option<Arc<Refusals>>,
     repeats: RateLimit,
 }
 
@@ -99,11 +103,34 @@ impl ProducerContext for DeliveryContext {
                 }
             }
             Err((e, msg)) => {
+                use rdkafka::message::{Headers, Message};
+                let class = e.rdkafka_error_code().and_then(refusal::classify);
+                if let (Some(class), Some(refusals)) = (class, &self.refusals) {
+                    // The record's own fault: the shipping thread applies the policy; the
+                    // record stays in flight meanwhile.
+                    Metrics::add(&self.metrics.records_refused, 1);
+                    let cursor = msg
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == crate::format::CURSOR_HEADER))
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    refusals.push(Refusal {
+                        seq: seq as u64,
+                        class,
+                        error: e.to_string(),
+                        topic: msg.topic().to_string(),
+                        key: msg.key().map(<[u8]>::to_vec),
+                        payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        cursor,
+                        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+                    });
+                    return;
+                }
                 let kind = e
                     .rdkafka_error_code()
                     .map_or_else(|| "Other".to_string(), |c| format!("{c:?}"));
                 self.metrics.failed(&kind);
-                use rdkafka::message::Message;
                 let error = format!("delivery to topic {} failed: {e}", msg.topic());
                 // Logged once per session by the pipeline; one line per record would flood.
                 tracing::debug!(seq, "{error}");
@@ -128,6 +155,7 @@ pub(crate) fn producer(
     transactional: Option<Transactional<'_>>,
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
+    refusals: Option<Arc<Refusals>>,
 ) -> Result<Producer> {
     let mut c = client_config(k, p);
     if let Some(t) = transactional {
@@ -140,9 +168,35 @@ pub(crate) fn producer(
     c.create_with_context(DeliveryContext {
         tracker,
         metrics,
+        refusals,
         repeats: RateLimit::default(),
     })
     .context("cannot create the Kafka producer")
+}
+
+/// A producer for records the brokers refused as too large: one record per batch and no
+/// linger. Brokers apply `max.message.bytes` to whole batches, so a small record refused
+/// beside a large one passes alone, and a re-encoded record is judged on its own size.
+/// Its delivery reports feed the same watermark (the same sequence numbers).
+pub(crate) fn repair_producer(
+    k: &KafkaConfig,
+    p: &PipelineConfig,
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+    refusals: Arc<Refusals>,
+) -> Result<Producer> {
+    let mut c = client_config(k, p);
+    c.set("batch.num.messages", "1");
+    c.set("linger.ms", "0");
+    // No statistics: this producer is not the watchdog's heartbeat.
+    c.set("statistics.interval.ms", "0");
+    c.create_with_context(DeliveryContext {
+        tracker,
+        metrics,
+        refusals: Some(refusals),
+        repeats: RateLimit::default(),
+    })
+    .context("cannot create the Kafka producer for refused records")
 }
 
 /// Asks the brokers for the topic's metadata: proves they are reachable and the topic exists.

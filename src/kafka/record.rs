@@ -10,7 +10,10 @@ use rdkafka::producer::BaseRecord;
 
 use super::Producer;
 use crate::checkpoint::Tracker;
-use crate::format::{CURSOR_HEADER, FORMAT_HEADER, FORMAT_VERSION};
+use crate::format::{
+    CURSOR_HEADER, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_TOPIC_HEADER, FORMAT_HEADER,
+    FORMAT_VERSION,
+};
 
 /// The headers every entry's record carries: its cursor (consumers de-duplicate by it) and
 /// the layout version. They copy the cursor, so they are built before the watermark takes it.
@@ -23,6 +26,20 @@ pub(crate) fn headers(cursor: &str) -> OwnedHeaders {
         .insert(Header {
             key: FORMAT_HEADER,
             value: Some(FORMAT_VERSION.as_bytes()),
+        })
+}
+
+/// The headers of a dead-lettered record: the original ones, then why and where it was
+/// meant to go.
+pub(crate) fn dead_letter_headers(cursor: &str, topic: &str, error: &str) -> OwnedHeaders {
+    headers(cursor)
+        .insert(Header {
+            key: DEAD_LETTER_ERROR_HEADER,
+            value: Some(error.as_bytes()),
+        })
+        .insert(Header {
+            key: DEAD_LETTER_TOPIC_HEADER,
+            value: Some(topic.as_bytes()),
         })
 }
 

@@ -16,6 +16,7 @@
 mod exactly_once;
 mod input;
 mod reader;
+mod repair;
 mod service;
 mod session;
 mod shipper;

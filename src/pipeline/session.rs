@@ -22,13 +22,14 @@ use rdkafka::producer::Producer as _;
 use super::exactly_once::Transaction;
 use super::input::{self, Input};
 use super::reader::JournalInput;
+use super::repair::Repairer;
 use super::service::{Probe, Service, Shutdown};
 use super::shipper;
 use crate::checkpoint::{Checkpointer, Committed, Limits, Store, Tracker};
-use crate::config::Config;
+use crate::config::{Config, OnRefused};
 use crate::error::Failure;
 use crate::journal;
-use crate::kafka::{self, Producer, TransactionStore, transaction};
+use crate::kafka::{self, Producer, Refusals, TransactionStore, transaction};
 use crate::metrics::Metrics;
 
 /// What exactly-once sessions share across restarts.
@@ -77,6 +78,12 @@ pub(super) fn run(
     }
     let txn_id = eo.map(|eo| eo.id.as_str());
     cx.shutdown.attach(Some(tracker.clone()));
+    // Refused records get their policy on the shipping thread. Exactly-once mode stalls
+    // instead: a refused record makes its transaction abortable, so there is nothing to
+    // repair inside it (docs/delivery.md).
+    let stall_only = cfg.delivery.on_too_large == OnRefused::Stall
+        && cfg.delivery.on_topic_refused == OnRefused::Stall;
+    let refusals = (!exactly_once && !stall_only).then(|| Arc::new(Refusals::default()));
     let producer = match kafka::producer(
         &cfg.kafka,
         &cfg.pipeline,
@@ -86,6 +93,7 @@ pub(super) fn run(
         }),
         tracker.clone(),
         cx.metrics.clone(),
+        refusals.clone(),
     ) {
         Ok(p) => p,
         Err(e) => {
@@ -158,7 +166,11 @@ pub(super) fn run(
                     &metrics,
                     commit_on_idle,
                 )?;
-                read_and_ship(&mut input, &cfg, txn, &tracker, &producer, &metrics)
+                let repairs =
+                    refusals.map(|r| Repairer::new(&cfg, r, tracker.clone(), metrics.clone()));
+                read_and_ship(
+                    &mut input, &cfg, txn, repairs, &tracker, &producer, &metrics,
+                )
             })
             .expect("spawn the journal reader thread")
     };
@@ -267,6 +279,7 @@ fn read_and_ship(
     input: &mut dyn Input,
     cfg: &Config,
     txn: Option<Transaction>,
+    repairs: Option<Repairer>,
     tracker: &Tracker,
     producer: &Producer,
     metrics: &Metrics,
@@ -279,7 +292,7 @@ fn read_and_ship(
         let shipping = thread::Builder::new()
             .name("shipper".into())
             .spawn_scoped(scope, move || {
-                shipper::run(queue, cfg, txn, tracker, producer, metrics)
+                shipper::run(queue, cfg, txn, repairs, tracker, producer, metrics)
             })
             .expect("spawn the shipping thread");
         let read = input.follow(&mut out);

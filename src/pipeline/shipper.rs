@@ -6,10 +6,14 @@
 //! watermark, and never let a record leave with a timestamp the broker would refuse for
 //! good.
 
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
 use anyhow::anyhow;
 
 use super::exactly_once::Transaction;
 use super::input::{In, Item};
+use super::repair::Repairer;
 use crate::checkpoint::Tracker;
 use crate::config::Config;
 use crate::error::Failure;
@@ -26,10 +30,12 @@ const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
 /// Runs the shipping thread until the queue closes or the session ends, then closes the
 /// transaction (exactly-once). Returns with the queue closed, so a blocked input wakes up.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn run(
     queue: In,
     cfg: &Config,
     mut txn: Option<Transaction>,
+    mut repairs: Option<Repairer>,
     tracker: &Tracker,
     producer: &Producer,
     metrics: &Metrics,
@@ -39,25 +45,55 @@ pub(super) fn run(
         queue,
         &mut shipper,
         txn.as_mut(),
+        repairs.as_mut(),
         tracker,
         producer,
         metrics,
     );
+    // The input is done; refused records still in flight get their policy until the
+    // shutdown deadline, so a clean stop does not leave them to the next start.
+    // Only a session that met refusals lingers: otherwise the session's own settling wait
+    // is all there is, as before.
+    if let (Ok(()), Some(repairs)) = (&result, repairs.as_mut().filter(|r| r.active())) {
+        let deadline = Instant::now() + Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
+        while Instant::now() < deadline && !tracker.wait_settled(Instant::now() + REPAIR_POLL) {
+            if !repairs.repair_waiting() {
+                break;
+            }
+        }
+    }
     match txn.as_mut() {
         Some(t) => t.finish(result, tracker, metrics),
         None => result,
     }
 }
 
+/// How often the shipping thread looks for refused records while the queue is quiet.
+const REPAIR_POLL: Duration = Duration::from_millis(20);
+
 fn ship_all(
     queue: In,
     shipper: &mut Shipper,
     mut txn: Option<&mut Transaction>,
+    mut repairs: Option<&mut Repairer>,
     tracker: &Tracker,
     producer: &Producer,
     metrics: &Metrics,
 ) -> Result<(), Failure> {
-    for item in queue.rx {
+    loop {
+        let item = match queue.rx.recv_timeout(REPAIR_POLL) {
+            Ok(item) => Some(item),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        if let Some(r) = repairs.as_deref_mut() {
+            if !r.repair_waiting() {
+                return Ok(());
+            }
+        }
+        let Some(item) = item else {
+            continue;
+        };
         match item {
             Item::Entry(mut entry) => {
                 if let Some(t) = txn.as_deref_mut() {
@@ -84,7 +120,6 @@ fn ship_all(
             }
         }
     }
-    Ok(())
 }
 
 /// Encodes and produces entries, reusing its buffers from one entry to the next.
@@ -128,7 +163,12 @@ impl Shipper {
                 tracing::warn!(cursor = %entry.cursor, fields = ?outcome.truncated, "entry larger than encoding.max_record_bytes; truncated the largest field(s) and marked the record");
             }
         }
-        self.encoder.topic(entry, &mut self.topic);
+        if !self.encoder.topic(entry, &mut self.topic) {
+            if Metrics::get(&metrics.topics_invalid) == 0 {
+                tracing::warn!(cursor = %entry.cursor, fallback = %self.topic, "the topic template made a name Kafka refuses; using the fallback topic (counted in topics_invalid)");
+            }
+            Metrics::add(&metrics.topics_invalid, 1);
+        }
         let headers = kafka::headers(&entry.cursor);
         let bytes = self.payload.len() + entry.cursor.len();
         let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {

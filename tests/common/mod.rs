@@ -115,13 +115,17 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: u32) {
+        self.create_topic_with(name, partitions, None);
+    }
+
+    /// A topic with one topic-level config, e.g. `max.message.bytes=100000`.
+    pub fn create_topic_with(&self, name: &str, partitions: u32, config: Option<&str>) {
+        let port = self.port.to_string();
+        let partitions = partitions.to_string();
+        let mut args = vec!["topic-create", &port, name, &partitions];
+        args.extend(config);
         let out = Command::new(root().join("scripts/kafka-broker.sh"))
-            .args([
-                "topic-create",
-                &self.port.to_string(),
-                name,
-                &partitions.to_string(),
-            ])
+            .args(&args)
             .output()
             .unwrap();
         assert!(
@@ -246,6 +250,8 @@ pub struct Record {
     pub payload: Vec<u8>,
     pub timestamp_ms: Option<i64>,
     pub format: Option<String>,
+    /// Every header, by name.
+    pub headers: BTreeMap<String, Vec<u8>>,
 }
 
 /// Reads every record of `topics` from the beginning until `want` records arrived or no new
@@ -295,9 +301,12 @@ pub fn consume_isolated(
                 last = Instant::now();
                 let mut cursor = String::new();
                 let mut format = None;
+                let mut headers = BTreeMap::new();
                 if let Some(h) = m.headers() {
                     for hdr in h.iter() {
-                        let v = String::from_utf8(hdr.value.unwrap_or_default().to_vec()).unwrap();
+                        let raw = hdr.value.unwrap_or_default().to_vec();
+                        headers.insert(hdr.key.to_string(), raw.clone());
+                        let v = String::from_utf8(raw).unwrap();
                         match hdr.key {
                             "journal-cursor" => cursor = v,
                             "journal-format" => format = Some(v),
@@ -313,6 +322,7 @@ pub fn consume_isolated(
                     payload: m.payload().unwrap_or_default().to_vec(),
                     timestamp_ms: m.timestamp().to_millis(),
                     format,
+                    headers,
                 });
             }
             Some(Err(e)) => panic!("consume: {e}"),

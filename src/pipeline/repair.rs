@@ -1,0 +1,254 @@
+//! What the shipping thread does with a record the brokers refused for its own fault
+//! (`kafka::refusal`): the policies of `[delivery] on_too_large` and `on_topic_refused`.
+//!
+//! - `shrink` (too large): send it again alone in its batch (`kafka::repair_producer`),
+//!   first unchanged (it may only have shared a batch with the record at fault: brokers
+//!   judge whole batches against `max.message.bytes`), then re-encoded under a limit
+//!   halved at each attempt, marked with the truncation field like any oversized entry;
+//!   below the smallest limit it goes to the dead-letter topic.
+//! - `dead-letter`: send the record unchanged to `delivery.dead_letter_topic`, with the
+//!   error and the intended topic as headers.
+//! - `stall`: fail it in the watermark, so the session ends and retries from the cursor
+//!   before it until an operator acts (the behaviour before these policies existed).
+//!
+//! A repaired record keeps its sequence number, so it stays in flight until its new
+//! delivery report: only it is sent again, never the window. Refusals of the fixed topic
+//! (or the fallback) concern every record, not one: they end the session, which keeps
+//! the cursor and retries with backoff. So does a refusal by the dead-letter topic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::checkpoint::Tracker;
+use crate::config::{Config, OnRefused};
+use crate::format::{self, Encoder};
+use crate::kafka::{self, Class, Producer, Refusal, Refusals};
+use crate::logging::RateLimit;
+use crate::metrics::Metrics;
+
+/// Re-encoding stops at this record limit; smaller refused records are dead-lettered.
+const MIN_RECORD_LIMIT: usize = 4096;
+
+pub(super) struct Repairer {
+    refusals: Arc<Refusals>,
+    cfg: Config,
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+    /// Made at the first refusal (most sessions never need it).
+    producer: Option<Producer>,
+    encoder: Encoder,
+    payload: Vec<u8>,
+    max_record_bytes: usize,
+    on_too_large: OnRefused,
+    on_topic_refused: OnRefused,
+    dead_letter_topic: String,
+    /// Topics every record may go to (the fixed topic, the fallback): their refusals are
+    /// not one record's fault.
+    common_topics: Vec<String>,
+    /// Attempts per refused record (by sequence number).
+    attempts: HashMap<u64, u32>,
+    /// Refused records handled in this session.
+    settled: u64,
+    log: RateLimit,
+}
+
+impl Repairer {
+    pub(super) fn new(
+        cfg: &Config,
+        refusals: Arc<Refusals>,
+        tracker: Arc<Tracker>,
+        metrics: Arc<Metrics>,
+    ) -> Repairer {
+        Repairer {
+            refusals,
+            cfg: cfg.clone(),
+            tracker,
+            metrics,
+            producer: None,
+            encoder: Encoder::new(&cfg.encoding, &cfg.kafka),
+            payload: Vec::new(),
+            max_record_bytes: cfg.encoding.max_record_bytes,
+            on_too_large: cfg.delivery.on_too_large,
+            on_topic_refused: cfg.delivery.on_topic_refused,
+            dead_letter_topic: cfg.delivery.dead_letter_topic.clone(),
+            common_topics: cfg
+                .kafka
+                .fixed_topic()
+                .into_iter()
+                .chain(cfg.kafka.topic_fallback.as_deref())
+                .map(str::to_string)
+                .collect(),
+            attempts: HashMap::new(),
+            settled: 0,
+            log: RateLimit::default(),
+        }
+    }
+
+    /// Whether this session has met refused records.
+    pub(super) fn active(&self) -> bool {
+        self.settled > 0
+    }
+
+    /// Applies the policy to every refused record waiting. False when the session must end.
+    pub(super) fn repair_waiting(&mut self) -> bool {
+        while let Some(r) = self.refusals.pop() {
+            if self.producer.is_none() {
+                match kafka::repair_producer(
+                    &self.cfg.kafka,
+                    &self.cfg.pipeline,
+                    self.tracker.clone(),
+                    self.metrics.clone(),
+                    self.refusals.clone(),
+                ) {
+                    Ok(p) => self.producer = Some(p),
+                    Err(e) => {
+                        let why = format!("{e:#}");
+                        let tracker = self.tracker.clone();
+                        return self.fail(r, &tracker, &why);
+                    }
+                }
+            }
+            let (tracker, metrics) = (self.tracker.clone(), self.metrics.clone());
+            let producer = self.producer.take().expect("made above");
+            let go_on = self.settle(r, &tracker, &producer, &metrics);
+            self.producer = Some(producer);
+            if !go_on {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Applies the policy to one refused record. Returns false when the session must end.
+    fn settle(
+        &mut self,
+        r: Refusal,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> bool {
+        self.settled += 1;
+        if self.attempts.len() > 100_000 {
+            // Entries of records long settled: forget them rather than grow.
+            self.attempts.clear();
+        }
+        let policy = if r.topic == self.dead_letter_topic {
+            return self.fail(r, tracker, "the dead-letter topic refused it too");
+        } else {
+            match r.class {
+                Class::TooLarge => self.on_too_large,
+                Class::Topic if self.common_topics.contains(&r.topic) => {
+                    return self.fail(r, tracker, "every record goes to this topic");
+                }
+                Class::Topic => self.on_topic_refused,
+            }
+        };
+        match (policy, r.class) {
+            (OnRefused::Stall, _) => self.fail(r, tracker, "policy \"stall\""),
+            // Too large may mean "shared a batch with a record too large": alone first.
+            (OnRefused::DeadLetter, Class::TooLarge) if !self.attempts.contains_key(&r.seq) => {
+                self.attempts.insert(r.seq, 1);
+                let (topic, payload) = (r.topic.clone(), r.payload.clone());
+                Self::resend(&r, &topic, &payload, tracker, producer)
+            }
+            (OnRefused::DeadLetter, _) => self.dead_letter(r, tracker, producer, metrics),
+            (OnRefused::Shrink, _) => self.shrink(r, tracker, producer, metrics),
+        }
+    }
+
+    fn shrink(
+        &mut self,
+        r: Refusal,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> bool {
+        let attempt = self.attempts.entry(r.seq).or_insert(0);
+        *attempt += 1;
+        // Attempt 1 resends unchanged (alone in its batch now); then the limit halves.
+        let limit = self.max_record_bytes.min(r.payload.len()) >> (*attempt - 1).min(30);
+        if *attempt > 1 && limit < MIN_RECORD_LIMIT {
+            return self.dead_letter(r, tracker, producer, metrics);
+        }
+        let payload = if r.payload.len() > limit {
+            let rebuilt = format::decode(&r.payload).and_then(format::to_entry);
+            let (entry, prior) = match rebuilt {
+                Ok(x) => x,
+                Err(e) => {
+                    let why = format!("it cannot be re-encoded: {e:#}");
+                    return self.fail(r, tracker, &why);
+                }
+            };
+            self.encoder
+                .encode_within(&entry, &mut self.payload, limit, prior);
+            Metrics::add(&metrics.records_shrunk, 1);
+            if self.log.admit("shrunk").is_some() {
+                tracing::warn!(cursor = %r.cursor, topic = %r.topic, from = r.payload.len(), to = self.payload.len(), "the broker refused a record as too large; sending it again re-encoded smaller (marked in JOURNALD_KAFKA_TRUNCATED)");
+            }
+            self.payload.as_slice()
+        } else {
+            r.payload.as_slice()
+        };
+        Self::resend(&r, &r.topic, payload, tracker, producer)
+    }
+
+    /// Sends the refused record again under its own sequence number.
+    fn resend(
+        r: &Refusal,
+        topic: &str,
+        payload: &[u8],
+        tracker: &Tracker,
+        producer: &Producer,
+    ) -> bool {
+        kafka::send(
+            producer,
+            tracker,
+            r.seq,
+            kafka::Outgoing {
+                topic,
+                payload,
+                key: r.key.as_deref(),
+                headers: kafka::headers(&r.cursor),
+                timestamp_ms: r.timestamp_ms,
+            },
+        )
+    }
+
+    fn dead_letter(
+        &mut self,
+        r: Refusal,
+        tracker: &Tracker,
+        producer: &Producer,
+        metrics: &Metrics,
+    ) -> bool {
+        self.attempts.remove(&r.seq);
+        Metrics::add(&metrics.records_dead_lettered, 1);
+        if self.log.admit("dead-letter").is_some() {
+            tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %self.dead_letter_topic, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
+        }
+        kafka::send(
+            producer,
+            tracker,
+            r.seq,
+            kafka::Outgoing {
+                topic: &self.dead_letter_topic,
+                payload: &r.payload,
+                key: r.key.as_deref(),
+                headers: kafka::dead_letter_headers(&r.cursor, &r.topic, &r.error),
+                timestamp_ms: r.timestamp_ms,
+            },
+        )
+    }
+
+    fn fail(&mut self, r: Refusal, tracker: &Tracker, why: &str) -> bool {
+        self.attempts.remove(&r.seq);
+        tracker.failed(
+            r.seq,
+            format!(
+                "delivery to topic {} failed: {} ({why}; the cursor stays before entry {})",
+                r.topic, r.error, r.cursor
+            ),
+        );
+        false
+    }
+}
