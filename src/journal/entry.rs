@@ -30,6 +30,17 @@ impl Entry {
         self.fields.clear();
     }
 
+    /// Gives back memory above `keep` bytes once an unusually large entry is done with, so
+    /// a recycled buffer does not hold a core dump's worth of capacity forever.
+    pub fn release_large(&mut self, keep: usize) {
+        if self.data.capacity() > keep {
+            self.data.clear();
+            self.data.shrink_to(keep);
+            self.fields.clear();
+            self.fields.shrink_to(keep / 64);
+        }
+    }
+
     /// Appends one `NAME=value` data object. Returns false (and stores nothing) when the
     /// object has no '=', which libsystemd never hands out for a valid file.
     pub fn push_data(&mut self, data: &[u8]) -> bool {

@@ -118,6 +118,9 @@ impl ProducerContext for DeliveryContext {
                     refusals.push(Refusal {
                         seq: seq as u64,
                         class,
+                        kind: e
+                            .rdkafka_error_code()
+                            .map_or_else(|| "Other".to_string(), |c| format!("{c:?}")),
                         error: e.to_string(),
                         topic: msg.topic().to_string(),
                         key: msg.key().map(<[u8]>::to_vec),

@@ -42,6 +42,8 @@ pub(crate) fn classify(code: RDKafkaErrorCode) -> Option<Class> {
 pub(crate) struct Refusal {
     pub(crate) seq: u64,
     pub(crate) class: Class,
+    /// The librdkafka error code's name, for the failure counter.
+    pub(crate) kind: String,
     pub(crate) error: String,
     pub(crate) topic: String,
     pub(crate) key: Option<Vec<u8>>,

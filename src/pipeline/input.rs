@@ -11,7 +11,8 @@
 //! [`Item`] and its encoder to `format`; the queue, the shipping thread, the watermark and
 //! the stores stay as they are.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::Duration;
 
 use crate::error::Failure;
 use crate::journal::Entry;
@@ -19,6 +20,49 @@ use crate::journal::Entry;
 /// Entries waiting between the reader and the shipping thread. Small: the in-flight window
 /// is the real buffer; this only smooths the hand-over.
 pub(super) const SHIP_QUEUE: usize = 256;
+
+/// The queue's bound in bytes of entry data: 256 ordinary entries are ~120 KiB, but 256
+/// entries holding core dumps would be gigabytes. An entry larger than this passes alone.
+pub(super) const SHIP_QUEUE_BYTES: usize = 4 << 20;
+
+/// Capacity a recycled entry buffer may keep; larger ones are given back.
+pub(super) const RECYCLE_KEEP_BYTES: usize = 64 << 10;
+
+/// Bytes of entry data in the queue, shared by both ends.
+#[derive(Debug, Default)]
+struct Budget {
+    /// Bytes queued, and whether the shipping end is gone.
+    used: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Waits until `n` more bytes fit (or the queue is empty), then takes them. Returns
+    /// false when the shipping end is gone.
+    fn take(&self, n: usize) -> bool {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while g.0 > 0 && g.0 + n > SHIP_QUEUE_BYTES && !g.1 {
+            g = self
+                .freed
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        g.0 += n;
+        !g.1
+    }
+
+    fn give(&self, n: usize) {
+        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = g.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    fn close(&self) {
+        self.used.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.freed.notify_all();
+    }
+}
 
 /// What an input hands over, in its order: the watermark must see positions that need no
 /// delivery in the same order as the records around them.
@@ -43,33 +87,72 @@ pub(super) trait Input {
 pub(super) struct Out {
     tx: mpsc::SyncSender<Item>,
     recycle: mpsc::Receiver<Entry>,
+    budget: Arc<Budget>,
 }
 
 /// The shipping thread's end: items in, spent buffers back.
 pub(super) struct In {
-    pub(super) rx: mpsc::Receiver<Item>,
-    pub(super) recycle: mpsc::SyncSender<Entry>,
+    rx: mpsc::Receiver<Item>,
+    recycle: mpsc::SyncSender<Entry>,
+    budget: Arc<Budget>,
 }
 
-/// A bounded queue between an input and the shipping thread.
+/// A queue between an input and the shipping thread, bounded in entries and in bytes.
 pub(super) fn queue() -> (Out, In) {
     let (tx, rx) = mpsc::sync_channel::<Item>(SHIP_QUEUE);
     let (recycle_tx, recycle_rx) = mpsc::sync_channel::<Entry>(SHIP_QUEUE);
+    let budget = Arc::new(Budget::default());
     (
         Out {
             tx,
             recycle: recycle_rx,
+            budget: budget.clone(),
         },
         In {
             rx,
             recycle: recycle_tx,
+            budget,
         },
     )
 }
 
+impl Drop for In {
+    fn drop(&mut self) {
+        // Wakes an input waiting for bytes: nobody will take them any more.
+        self.budget.close();
+    }
+}
+
+impl In {
+    /// The next item, waiting at most `timeout`. `Err(true)`: the input hung up.
+    pub(super) fn next(&self, timeout: Duration) -> Result<Item, bool> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(item) => {
+                if let Item::Entry(e) = &item {
+                    self.budget.give(e.data_len());
+                }
+                Ok(item)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(false),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(true),
+        }
+    }
+
+    /// Hands a spent buffer back to the input, without the capacity of a huge entry.
+    pub(super) fn recycle(&self, mut entry: Entry) {
+        entry.clear();
+        entry.release_large(RECYCLE_KEEP_BYTES);
+        let _ = self.recycle.try_send(entry);
+    }
+}
+
 impl Out {
-    /// Queues `entry`, which is replaced by a recycled buffer.
+    /// Queues `entry`, which is replaced by a recycled buffer. Waits while the queue holds
+    /// more than its byte bound.
     pub(super) fn ship(&mut self, entry: &mut Entry) -> bool {
+        if !self.budget.take(entry.data_len()) {
+            return false;
+        }
         let spare = self.recycle.try_recv().unwrap_or_default();
         let full = std::mem::replace(entry, spare);
         self.tx.send(Item::Entry(full)).is_ok()
@@ -103,9 +186,9 @@ mod tests {
         assert!(out.pass("b".into()));
         assert!(out.idle());
         let got: Vec<String> = (0..3)
-            .map(|_| match inn.rx.recv().unwrap() {
+            .map(|_| match inn.next(Duration::from_secs(1)).unwrap() {
                 Item::Entry(e) => {
-                    inn.recycle.send(e).unwrap();
+                    inn.recycle(e);
                     "entry a".to_string()
                 }
                 Item::Pass(c) => format!("pass {c}"),
@@ -121,5 +204,36 @@ mod tests {
         );
         drop(inn);
         assert!(!out.idle(), "a hung-up shipping thread ends the input");
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_and_gives_back_large_buffers() {
+        let (mut out, inn) = queue();
+        let big = |c: &str| {
+            let mut e = Entry::new();
+            e.cursor = c.into();
+            e.push_field(b"CORE", &vec![7u8; 3 << 20]);
+            e
+        };
+        // Larger than the bound alone: it passes into an empty queue.
+        assert!(out.ship(&mut big("1")));
+        let t = std::thread::spawn(move || {
+            let ok = out.ship(&mut big("2"));
+            (ok, out)
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            !t.is_finished(),
+            "a second core dump waits for the first to leave"
+        );
+        let Ok(Item::Entry(first)) = inn.next(Duration::from_secs(1)) else {
+            panic!("the first entry");
+        };
+        let (ok, _out) = t.join().unwrap();
+        assert!(ok);
+        inn.recycle(first);
+        let Ok(Item::Entry(_)) = inn.next(Duration::from_secs(1)) else {
+            panic!("the second entry");
+        };
     }
 }

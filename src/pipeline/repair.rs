@@ -242,6 +242,7 @@ impl Repairer {
 
     fn fail(&mut self, r: Refusal, tracker: &Tracker, why: &str) -> bool {
         self.attempts.remove(&r.seq);
+        self.metrics.failed(&r.kind);
         tracker.failed(
             r.seq,
             format!(

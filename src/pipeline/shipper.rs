@@ -6,7 +6,6 @@
 //! watermark, and never let a record leave with a timestamp the broker would refuse for
 //! good.
 
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -81,10 +80,10 @@ fn ship_all(
     metrics: &Metrics,
 ) -> Result<(), Failure> {
     loop {
-        let item = match queue.rx.recv_timeout(REPAIR_POLL) {
+        let item = match queue.next(REPAIR_POLL) {
             Ok(item) => Some(item),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(false) => None,
+            Err(true) => return Ok(()),
         };
         if let Some(r) = repairs.as_deref_mut() {
             if !r.repair_waiting() {
@@ -107,8 +106,7 @@ fn ship_all(
                 if let Some(t) = txn.as_deref_mut() {
                     t.sent(tracker, metrics)?;
                 }
-                entry.clear();
-                let _ = queue.recycle.try_send(entry);
+                queue.recycle(entry);
             }
             Item::Pass(cursor) => tracker.pass(cursor),
             Item::Idle => {
