@@ -1,21 +1,34 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, then style, lints, unit and integration tests
 # against a real broker on 127.0.0.1 and real journals written by systemd's tools.
+# Prints how long each phase took (CI has 90 minutes; the broker build alone takes ~24 on a
+# fresh machine, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+t0=$SECONDS
+last=$SECONDS
+phase() { # name: prints the previous phase's time, then the new phase's name
+  local now=$SECONDS
+  [ -n "${current:-}" ] && echo "== $current took $((now - last)) s"
+  current=$1; last=$now
+  [ -n "$1" ] && echo "== $1"
+  return 0
+}
 
-echo "== cargo fmt --check"
+phase "install dependencies"
+scripts/install-deps.sh
+phase "cargo fmt --check"
 cargo fmt --check
-echo "== cargo clippy --all-targets -- -D warnings"
+phase "cargo clippy --all-targets -- -D warnings"
 cargo clippy --release --all-targets -- -D warnings
-echo "== cargo test"
+phase "cargo test"
 # Integration tests start their own brokers and journald instances and end them by PID.
 cargo test --release -- --test-threads "${JK_TEST_THREADS:-2}"
-echo "== packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
+phase "packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
 tests/packaging/check.sh
-echo "== benchmark harness, short mode (prints figures, asserts no timing)"
+phase "benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
 scripts/bench-delivery.sh --quick
-echo "== all tests passed"
+phase ""
+echo "== all tests passed in $((SECONDS - t0)) s"

@@ -263,3 +263,54 @@ fn a_second_signal_exits_at_once_without_moving_the_cursor() {
     assert_eq!(st.code(), Some(130));
     assert_eq!(agent.cursor(), None, "nothing was confirmed, so no cursor");
 }
+
+/// As an unprivileged user (root may write anywhere, so as root this proves nothing): a
+/// state directory the agent cannot write stops `run` at start and fails `check`'s line.
+#[test]
+fn a_state_directory_it_cannot_write_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    // Everything the unprivileged user needs lives under /tmp: the checkout may sit in a
+    // directory other users cannot enter.
+    let dir = std::path::PathBuf::from(format!("/tmp/jk-unpriv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    for d in [&dir, &dir.join("state")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = dir.join("journald-kafka");
+    std::fs::copy(BIN, &bin).unwrap();
+    let cfg = TestConfig::new(&dir.join("journal"), "127.0.0.1:1", &dir.join("state"))
+        .write(&dir.join("config.toml"));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&bin)
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap();
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status, s)
+    };
+    let (st, out) = as_nobody(&["run", "--config", cfg.to_str().unwrap()]);
+    assert!(!st.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "state directory {} is not writable",
+            dir.join("state").display()
+        )),
+        "{out}"
+    );
+    let (st, out) = as_nobody(&["check", "--config", cfg.to_str().unwrap()]);
+    assert!(!st.success(), "{out}");
+    assert!(out.contains("FAIL  state directory"), "{out}");
+}
