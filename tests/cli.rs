@@ -290,16 +290,11 @@ fn a_state_directory_it_cannot_write_is_refused_at_start() {
         .write(&dir.join("config.toml"));
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     let as_nobody = |args: &[&str]| {
-        let out = std::process::Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&bin)
-            .args(args)
-            .env_remove("JOURNAL_STREAM")
-            .output()
-            .unwrap();
-        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-        s.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status, s)
+            .args(args);
+        run_command(cmd)
     };
     let (st, out) = as_nobody(&["run", "--config", cfg.to_str().unwrap()]);
     assert!(!st.success(), "{out}");

@@ -101,16 +101,11 @@ impl Repairer {
                     self.refusals.clone(),
                 ) {
                     Ok(p) => self.producer = Some(p),
-                    Err(e) => {
-                        let why = format!("{e:#}");
-                        let tracker = self.tracker.clone();
-                        return self.fail(r, &tracker, &why);
-                    }
+                    Err(e) => return self.fail(r, &format!("{e:#}")),
                 }
             }
-            let (tracker, metrics) = (self.tracker.clone(), self.metrics.clone());
             let producer = self.producer.take().expect("made above");
-            let go_on = self.settle(r, &tracker, &producer, &metrics);
+            let go_on = self.settle(r, &producer);
             self.producer = Some(producer);
             if !go_on {
                 return false;
@@ -120,55 +115,43 @@ impl Repairer {
     }
 
     /// Applies the policy to one refused record. Returns false when the session must end.
-    fn settle(
-        &mut self,
-        r: Refusal,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> bool {
+    fn settle(&mut self, r: Refusal, producer: &Producer) -> bool {
         self.settled += 1;
         if self.attempts.len() > 100_000 {
             // Entries of records long settled: forget them rather than grow.
             self.attempts.clear();
         }
         let policy = if r.topic == self.dead_letter_topic {
-            return self.fail(r, tracker, "the dead-letter topic refused it too");
+            return self.fail(r, "the dead-letter topic refused it too");
         } else {
             match r.class {
                 Class::TooLarge => self.on_too_large,
                 Class::Topic if self.common_topics.contains(&r.topic) => {
-                    return self.fail(r, tracker, "every record goes to this topic");
+                    return self.fail(r, "every record goes to this topic");
                 }
                 Class::Topic => self.on_topic_refused,
             }
         };
         match (policy, r.class) {
-            (OnRefused::Stall, _) => self.fail(r, tracker, "policy \"stall\""),
+            (OnRefused::Stall, _) => self.fail(r, "policy \"stall\""),
             // Too large may mean "shared a batch with a record too large": alone first.
             (OnRefused::DeadLetter, Class::TooLarge) if !self.attempts.contains_key(&r.seq) => {
                 self.attempts.insert(r.seq, 1);
                 let (topic, payload) = (r.topic.clone(), r.payload.clone());
-                Self::resend(&r, &topic, &payload, tracker, producer)
+                self.resend(&r, &topic, &payload, producer)
             }
-            (OnRefused::DeadLetter, _) => self.dead_letter(r, tracker, producer, metrics),
-            (OnRefused::Shrink, _) => self.shrink(r, tracker, producer, metrics),
+            (OnRefused::DeadLetter, _) => self.dead_letter(r, producer),
+            (OnRefused::Shrink, _) => self.shrink(r, producer),
         }
     }
 
-    fn shrink(
-        &mut self,
-        r: Refusal,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> bool {
+    fn shrink(&mut self, r: Refusal, producer: &Producer) -> bool {
         let attempt = self.attempts.entry(r.seq).or_insert(0);
         *attempt += 1;
         // Attempt 1 resends unchanged (alone in its batch now); then the limit halves.
         let limit = self.max_record_bytes.min(r.payload.len()) >> (*attempt - 1).min(30);
         if *attempt > 1 && limit < MIN_RECORD_LIMIT {
-            return self.dead_letter(r, tracker, producer, metrics);
+            return self.dead_letter(r, producer);
         }
         let payload = if r.payload.len() > limit {
             let rebuilt = format::decode(&r.payload).and_then(format::to_entry);
@@ -176,12 +159,12 @@ impl Repairer {
                 Ok(x) => x,
                 Err(e) => {
                     let why = format!("it cannot be re-encoded: {e:#}");
-                    return self.fail(r, tracker, &why);
+                    return self.fail(r, &why);
                 }
             };
             self.encoder
                 .encode_within(&entry, &mut self.payload, limit, prior);
-            Metrics::add(&metrics.records_shrunk, 1);
+            Metrics::add(&self.metrics.records_shrunk, 1);
             if self.log.admit("shrunk").is_some() {
                 tracing::warn!(cursor = %r.cursor, topic = %r.topic, from = r.payload.len(), to = self.payload.len(), "the broker refused a record as too large; sending it again re-encoded smaller (marked in JOURNALD_KAFKA_TRUNCATED)");
             }
@@ -189,20 +172,14 @@ impl Repairer {
         } else {
             r.payload.as_slice()
         };
-        Self::resend(&r, &r.topic, payload, tracker, producer)
+        self.resend(&r, &r.topic, payload, producer)
     }
 
     /// Sends the refused record again under its own sequence number.
-    fn resend(
-        r: &Refusal,
-        topic: &str,
-        payload: &[u8],
-        tracker: &Tracker,
-        producer: &Producer,
-    ) -> bool {
+    fn resend(&self, r: &Refusal, topic: &str, payload: &[u8], producer: &Producer) -> bool {
         kafka::send(
             producer,
-            tracker,
+            &self.tracker,
             r.seq,
             kafka::Outgoing {
                 topic,
@@ -214,21 +191,15 @@ impl Repairer {
         )
     }
 
-    fn dead_letter(
-        &mut self,
-        r: Refusal,
-        tracker: &Tracker,
-        producer: &Producer,
-        metrics: &Metrics,
-    ) -> bool {
+    fn dead_letter(&mut self, r: Refusal, producer: &Producer) -> bool {
         self.attempts.remove(&r.seq);
-        Metrics::add(&metrics.records_dead_lettered, 1);
+        Metrics::add(&self.metrics.records_dead_lettered, 1);
         if self.log.admit("dead-letter").is_some() {
             tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %self.dead_letter_topic, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
         }
         kafka::send(
             producer,
-            tracker,
+            &self.tracker,
             r.seq,
             kafka::Outgoing {
                 topic: &self.dead_letter_topic,
@@ -240,10 +211,10 @@ impl Repairer {
         )
     }
 
-    fn fail(&mut self, r: Refusal, tracker: &Tracker, why: &str) -> bool {
+    fn fail(&mut self, r: Refusal, why: &str) -> bool {
         self.attempts.remove(&r.seq);
         self.metrics.failed(&r.kind);
-        tracker.failed(
+        self.tracker.failed(
             r.seq,
             format!(
                 "delivery to topic {} failed: {} ({why}; the cursor stays before entry {})",

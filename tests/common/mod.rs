@@ -496,11 +496,15 @@ impl Drop for Agent {
 
 /// Runs the binary to completion and returns (status, stdout + stderr).
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("JOURNAL_STREAM")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    run_command(cmd)
+}
+
+/// Runs a command to completion (outside the service manager's journal stream) and
+/// returns (status, stdout + stderr).
+pub fn run_command(mut cmd: Command) -> (ExitStatus, String) {
+    let out = cmd.env_remove("JOURNAL_STREAM").output().unwrap();
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status, s)
