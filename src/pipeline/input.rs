@@ -11,6 +11,7 @@
 //! [`Item`] and its encoder to `format`; the queue, the shipping thread, the watermark and
 //! the stores stay as they are.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
@@ -28,11 +29,15 @@ pub(super) const SHIP_QUEUE_BYTES: usize = 4 << 20;
 /// Capacity a recycled entry buffer may keep; larger ones are given back.
 pub(super) const RECYCLE_KEEP_BYTES: usize = 64 << 10;
 
-/// Bytes of entry data in the queue, shared by both ends.
+/// Bytes of entry data in the queue, shared by both ends. The common case (room) is one
+/// atomic operation on each side; only a full queue takes the lock and waits.
 #[derive(Debug, Default)]
 struct Budget {
-    /// Bytes queued, and whether the shipping end is gone.
-    used: Mutex<(usize, bool)>,
+    used: AtomicUsize,
+    /// The input is waiting for room (the shipping end then signals `freed`).
+    waiting: AtomicBool,
+    closed: AtomicBool,
+    lock: Mutex<()>,
     freed: Condvar,
 }
 
@@ -40,26 +45,44 @@ impl Budget {
     /// Waits until `n` more bytes fit (or the queue is empty), then takes them. Returns
     /// false when the shipping end is gone.
     fn take(&self, n: usize) -> bool {
-        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while g.0 > 0 && g.0 + n > SHIP_QUEUE_BYTES && !g.1 {
-            g = self
+        loop {
+            let used = self.used.load(Ordering::Acquire);
+            if used == 0 || used + n <= SHIP_QUEUE_BYTES {
+                if self
+                    .used
+                    .compare_exchange(used, used + n, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return !self.closed.load(Ordering::Acquire);
+                }
+                continue;
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return false;
+            }
+            let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.waiting.store(true, Ordering::Release);
+            // Re-checked under the lock by the timeout: a wake-up missed between the load
+            // above and this wait costs at most 100 ms.
+            let _ = self
                 .freed
                 .wait_timeout(g, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+                .unwrap_or_else(|p| p.into_inner());
+            self.waiting.store(false, Ordering::Release);
         }
-        g.0 += n;
-        !g.1
     }
 
     fn give(&self, n: usize) {
-        let mut g = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 = g.0.saturating_sub(n);
-        self.freed.notify_all();
+        self.used.fetch_sub(n, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) {
+            let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.freed.notify_all();
+        }
     }
 
     fn close(&self) {
-        self.used.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.closed.store(true, Ordering::Release);
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.freed.notify_all();
     }
 }
@@ -126,7 +149,13 @@ impl Drop for In {
 impl In {
     /// The next item, waiting at most `timeout`. `Err(true)`: the input hung up.
     pub(super) fn next(&self, timeout: Duration) -> Result<Item, bool> {
-        match self.rx.recv_timeout(timeout) {
+        // Most calls find an item waiting: skip the deadline arithmetic of a timed wait.
+        let got = match self.rx.try_recv() {
+            Ok(item) => Ok(item),
+            Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            Err(mpsc::TryRecvError::Empty) => self.rx.recv_timeout(timeout),
+        };
+        match got {
             Ok(item) => {
                 if let Item::Entry(e) = &item {
                     self.budget.give(e.data_len());
@@ -198,9 +227,9 @@ mod tests {
         assert_eq!(got, ["entry a", "pass b", "idle"]);
         let mut next = Entry::new();
         assert!(out.ship(&mut next));
-        assert_eq!(
-            next.cursor, "a",
-            "a recycled buffer, cleared by the shipper in real use"
+        assert!(
+            next.cursor.is_empty() && next.is_empty(),
+            "a recycled buffer, cleared"
         );
         drop(inn);
         assert!(!out.idle(), "a hung-up shipping thread ends the input");
