@@ -179,3 +179,57 @@ fn a_broker_without_transactions_is_refused_at_check_and_at_start() {
         agent.log()
     );
 }
+
+/// Issue 14 item 2: the newest cursor is the last one written, not the one with the newest
+/// timestamp. Two cursor records for one id, the later-written one stamped an hour earlier
+/// (a host clock stepped back): restore must take the later-written one, so nothing up to
+/// it is shipped again.
+#[test]
+fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let s = Scratch::new("eo-clock");
+    let broker = Broker::start_transactional(&s.path("broker"));
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "300", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    let (older, newer) = (cursor_of(&entries[99]), cursor_of(&entries[199]));
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let now_ms = (now_usec() / 1000) as i64;
+    for (cursor, ts) in [(&older, now_ms), (&newer, now_ms - 3_600_000)] {
+        p.send(
+            BaseRecord::to("journald-kafka-cursors")
+                .key("clock")
+                .payload(cursor.as_str())
+                .timestamp(ts),
+        )
+        .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    }
+    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "clock");
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let shipped: Vec<String> = consume_all(&broker.addr(), &["journal"], 3)
+        .into_iter()
+        .map(|r| r.cursor)
+        .collect();
+    let want: Vec<String> = entries[200..].iter().map(cursor_of).collect();
+    assert_eq!(
+        shipped.len(),
+        want.len(),
+        "resumed after the last-written cursor, not the newest-stamped one: {}",
+        agent.log()
+    );
+    let mut sorted = shipped.clone();
+    sorted.sort();
+    let mut want_sorted = want.clone();
+    want_sorted.sort();
+    assert_eq!(sorted, want_sorted);
+}

@@ -248,8 +248,10 @@ pub(crate) fn read_committed_cursor(
     }
     let mut open = tpl.count();
     consumer.assign(&tpl)?;
-    // (timestamp, partition, offset, cursor) of the newest record with our key.
-    let mut newest: Option<(i64, i32, i64, String)> = None;
+    // The last record with our key in each partition, by offset: records of one key go to
+    // one partition, in the order they were written, whatever their timestamps say (a
+    // host clock stepped back must not make an older cursor look newer).
+    let mut last: std::collections::BTreeMap<i32, (i64, String)> = Default::default();
     let deadline = Instant::now() + timeout;
     while open > 0 {
         if Instant::now() >= deadline {
@@ -267,7 +269,7 @@ pub(crate) fn read_committed_cursor(
                 }
                 let Some(value) = m.payload() else {
                     // A tombstone: someone deleted our place on purpose.
-                    newest = None;
+                    last.remove(&m.partition());
                     continue;
                 };
                 let text = std::str::from_utf8(value)
@@ -281,13 +283,13 @@ pub(crate) fn read_committed_cursor(
                         )
                     })?;
                 let ts = m.timestamp().to_millis().unwrap_or(0);
-                if newest.as_ref().is_none_or(|(t, ..)| ts >= *t) {
-                    newest = Some((ts, m.partition(), m.offset(), text.to_string()));
-                }
+                last.insert(m.partition(), (ts, text.to_string()));
             }
         }
     }
-    Ok(newest.map(|(.., c)| c))
+    // Several partitions hold our key only if the topic's partition count changed; then
+    // the timestamps are all there is to go by.
+    Ok(last.into_values().max_by_key(|(ts, _)| *ts).map(|(_, c)| c))
 }
 
 /// For `check`: the brokers support transactions, and what the cursor topic holds. Uses a
