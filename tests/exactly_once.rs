@@ -233,3 +233,82 @@ fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
     want_sorted.sort();
     assert_eq!(sorted, want_sorted);
 }
+
+/// Issue 14 item 1: another producer holds a transaction open on the shared cursor topic
+/// while the agent commits; the agent is killed with -9 and restarts with an empty state
+/// directory. `read_committed` stops at the first open transaction, so a restore that reads
+/// "to the end" then sees none of the agent's later commits and ships them again. It must
+/// wait for the transactions open when it started, then resume: lost 0, duplicates 0.
+#[test]
+fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let s = Scratch::new("eo-open-txn");
+    let broker = Broker::start_transactional(&s.path("broker"));
+    let jdir = s.path("journal");
+    let t0 = recent_usec(900);
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "100", "--start-usec", &t0.to_string()],
+    );
+    let first = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let cfg = config(&jdir, &broker.addr(), &s.path("state-1"), "open-txn");
+    let mut agent = Agent::start(&s.path("a1"), &cfg);
+    agent.wait_cursor(&first, Duration::from_secs(60));
+
+    // Another agent opens a transaction on the shared cursor topic and holds it.
+    let other: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .set("transactional.id", "another-agent")
+        .set("transaction.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    other.init_transactions(Duration::from_secs(10)).unwrap();
+    other.begin_transaction().unwrap();
+    other
+        .send(
+            BaseRecord::to("journald-kafka-cursors")
+                .key("another-agent")
+                .payload(first.as_str()),
+        )
+        .unwrap();
+    other.flush(Duration::from_secs(10)).unwrap();
+
+    // Meanwhile the agent commits 5,000 more entries, then dies.
+    write_journal(
+        &jdir,
+        "b.journal",
+        &[
+            "-n",
+            "5000",
+            "--seed",
+            "2",
+            "--start-usec",
+            &(t0 + 300_000_000).to_string(),
+        ],
+    );
+    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    agent.wait_cursor(&last, Duration::from_secs(60));
+    agent.signal("-KILL");
+    agent.wait(Duration::from_secs(5));
+
+    // A wiped host: empty state directory. The other transaction commits a little later.
+    let cfg = config(&jdir, &broker.addr(), &s.path("state-2"), "open-txn");
+    let mut agent = Agent::start(&s.path("a2"), &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    other.commit_transaction(Duration::from_secs(10)).unwrap();
+    agent.finish_at(&last);
+    assert!(
+        agent
+            .log()
+            .contains("waiting for other agents' open transactions"),
+        "{}",
+        agent.log()
+    );
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    eprintln!(
+        "open transaction on the cursor topic: records {records}, lost {lost}, duplicates {dups}, out of order {ooo}"
+    );
+    assert_eq!((lost, dups, ooo), (0, 0, 0), "{}", agent.log());
+}

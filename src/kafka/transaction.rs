@@ -246,13 +246,14 @@ pub(crate) fn read_committed_cursor(
     if tpl.count() == 0 {
         bail!("cursor topic {topic:?} has no partitions");
     }
+    let deadline = Instant::now() + timeout;
+    wait_for_open_transactions(k, &consumer, topic, &tpl, deadline)?;
     let mut open = tpl.count();
     consumer.assign(&tpl)?;
     // The last record with our key in each partition, by offset: records of one key go to
     // one partition, in the order they were written, whatever their timestamps say (a
     // host clock stepped back must not make an older cursor look newer).
     let mut last: std::collections::BTreeMap<i32, (i64, String)> = Default::default();
-    let deadline = Instant::now() + timeout;
     while open > 0 {
         if Instant::now() >= deadline {
             bail!(
@@ -290,6 +291,63 @@ pub(crate) fn read_committed_cursor(
     // Several partitions hold our key only if the topic's partition count changed; then
     // the timestamps are all there is to go by.
     Ok(last.into_values().max_by_key(|(ts, _)| *ts).map(|(_, c)| c))
+}
+
+/// Waits until every transaction open on the cursor topic when we started is decided.
+///
+/// A `read_committed` reader stops at the last stable offset: the first open transaction of
+/// *any* agent sharing the topic. Our own newest commit may lie beyond it, and stopping
+/// there would resume from an older cursor (duplicates; with `start = "tail"` on a wiped
+/// host, loss). So take the log end now (as a `read_uncommitted` client sees it) and wait
+/// until the stable offset (as a `read_committed` one sees it) has passed it. Another
+/// agent's transaction closes within its `transaction_max_ms`, or is aborted by the
+/// coordinator at its transaction timeout; `deadline` is ours, and past it the session
+/// fails and retries rather than resume from a stale place.
+fn wait_for_open_transactions(
+    k: &KafkaConfig,
+    committed: &BaseConsumer<QuietEof>,
+    topic: &str,
+    tpl: &TopicPartitionList,
+    deadline: Instant,
+) -> Result<()> {
+    let uncommitted: BaseConsumer<QuietEof> = connection_config(k)
+        .set("group.id", "journald-kafka-restore-end")
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(QuietEof)
+        .context("cannot create the cursor topic reader")?;
+    let step = Duration::from_secs(5);
+    let mut logged = false;
+    for e in tpl.elements() {
+        let p = e.partition();
+        let (_, end) = uncommitted
+            .fetch_watermarks(topic, p, step)
+            .with_context(|| format!("cannot read the end of cursor topic {topic:?}"))?;
+        tracing::debug!(partition = p, end, "cursor topic end");
+        loop {
+            let (_, stable) = committed
+                .fetch_watermarks(topic, p, step)
+                .with_context(|| format!("cannot read the stable end of cursor topic {topic:?}"))?;
+            if stable >= end {
+                break;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "cursor topic {topic:?} partition {p}: transactions of other agents stay open (stable offset {stable}, end {end}); not resuming from a place that may be stale"
+                );
+            }
+            if !logged {
+                logged = true;
+                tracing::info!(
+                    partition = p,
+                    stable,
+                    end,
+                    "waiting for other agents' open transactions on the cursor topic before reading our place"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
 }
 
 /// For `check`: the brokers support transactions, and what the cursor topic holds. Uses a
