@@ -215,16 +215,23 @@ impl Encoder {
         self.key_field.as_ref().and_then(|k| e.get(k))
     }
 
-    /// Fills `out` with the entry's topic.
     /// The record's topic. Returns false when a template made a name Kafka would refuse
     /// ("." or "..", or an internal "__" name) and the fallback was used instead.
     pub fn topic(&self, e: &Entry, out: &mut String) -> bool {
+        let fallback = |out: &mut String| {
+            out.clear();
+            out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
+        };
         out.clear();
+        // A fixed topic was checked with the configuration; only field values can make an
+        // invalid name.
+        let mut from_fields = false;
         for part in &self.topic {
             match part {
                 TopicPart::Literal(l) => out.push_str(l),
                 TopicPart::Field(f) => match e.get(f.as_bytes()) {
                     Some(v) if !v.is_empty() => {
+                        from_fields = true;
                         for &b in v {
                             let c = b as char;
                             out.push(if c.is_ascii_alphanumeric() || "._-".contains(c) {
@@ -235,8 +242,7 @@ impl Encoder {
                         }
                     }
                     _ => {
-                        out.clear();
-                        out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
+                        fallback(out);
                         return true;
                     }
                 },
@@ -245,10 +251,8 @@ impl Encoder {
         if out.len() > 249 {
             out.truncate(249);
         }
-        let templated = self.topic.iter().any(|p| matches!(p, TopicPart::Field(_)));
-        if templated && (out == "." || out == ".." || out.starts_with("__")) {
-            out.clear();
-            out.push_str(self.topic_fallback.as_deref().unwrap_or("journal"));
+        if from_fields && (out == "." || out == ".." || out.starts_with("__")) {
+            fallback(out);
             return false;
         }
         true

@@ -168,13 +168,21 @@ pub(crate) fn producer(
         // times out aborts its transaction and the reader rewinds, so nothing is lost.
         c.set("message.timeout.ms", t.timeout_ms.to_string());
     }
+    create(c, tracker, metrics, refusals).context("cannot create the Kafka producer")
+}
+
+fn create(
+    c: rdkafka::ClientConfig,
+    tracker: Arc<Tracker>,
+    metrics: Arc<Metrics>,
+    refusals: Option<Arc<Refusals>>,
+) -> rdkafka::error::KafkaResult<Producer> {
     c.create_with_context(DeliveryContext {
         tracker,
         metrics,
         refusals,
         repeats: RateLimit::default(),
     })
-    .context("cannot create the Kafka producer")
 }
 
 /// A producer for records the brokers refused as too large: one record per batch and no
@@ -193,13 +201,8 @@ pub(crate) fn repair_producer(
     c.set("linger.ms", "0");
     // No statistics: this producer is not the watchdog's heartbeat.
     c.set("statistics.interval.ms", "0");
-    c.create_with_context(DeliveryContext {
-        tracker,
-        metrics,
-        refusals: Some(refusals),
-        repeats: RateLimit::default(),
-    })
-    .context("cannot create the Kafka producer for refused records")
+    create(c, tracker, metrics, Some(refusals))
+        .context("cannot create the Kafka producer for refused records")
 }
 
 /// Asks the brokers for the topic's metadata: proves they are reachable and the topic exists.

@@ -38,10 +38,6 @@ pub(super) struct Repairer {
     producer: Option<Producer>,
     encoder: Encoder,
     payload: Vec<u8>,
-    max_record_bytes: usize,
-    on_too_large: OnRefused,
-    on_topic_refused: OnRefused,
-    dead_letter_topic: String,
     /// Topics every record may go to (the fixed topic, the fallback): their refusals are
     /// not one record's fault.
     common_topics: Vec<String>,
@@ -67,10 +63,6 @@ impl Repairer {
             producer: None,
             encoder: Encoder::new(&cfg.encoding, &cfg.kafka),
             payload: Vec::new(),
-            max_record_bytes: cfg.encoding.max_record_bytes,
-            on_too_large: cfg.delivery.on_too_large,
-            on_topic_refused: cfg.delivery.on_topic_refused,
-            dead_letter_topic: cfg.delivery.dead_letter_topic.clone(),
             common_topics: cfg
                 .kafka
                 .fixed_topic()
@@ -121,15 +113,16 @@ impl Repairer {
             // Entries of records long settled: forget them rather than grow.
             self.attempts.clear();
         }
-        let policy = if r.topic == self.dead_letter_topic {
+        let d = &self.cfg.delivery;
+        let policy = if r.topic == d.dead_letter_topic {
             return self.fail(r, "the dead-letter topic refused it too");
         } else {
             match r.class {
-                Class::TooLarge => self.on_too_large,
+                Class::TooLarge => d.on_too_large,
                 Class::Topic if self.common_topics.contains(&r.topic) => {
                     return self.fail(r, "every record goes to this topic");
                 }
-                Class::Topic => self.on_topic_refused,
+                Class::Topic => d.on_topic_refused,
             }
         };
         match (policy, r.class) {
@@ -137,8 +130,7 @@ impl Repairer {
             // Too large may mean "shared a batch with a record too large": alone first.
             (OnRefused::DeadLetter, Class::TooLarge) if !self.attempts.contains_key(&r.seq) => {
                 self.attempts.insert(r.seq, 1);
-                let (topic, payload) = (r.topic.clone(), r.payload.clone());
-                self.resend(&r, &topic, &payload, producer)
+                self.resend(&r, &r.payload, producer)
             }
             (OnRefused::DeadLetter, _) => self.dead_letter(r, producer),
             (OnRefused::Shrink, _) => self.shrink(r, producer),
@@ -149,7 +141,8 @@ impl Repairer {
         let attempt = self.attempts.entry(r.seq).or_insert(0);
         *attempt += 1;
         // Attempt 1 resends unchanged (alone in its batch now); then the limit halves.
-        let limit = self.max_record_bytes.min(r.payload.len()) >> (*attempt - 1).min(30);
+        let limit =
+            self.cfg.encoding.max_record_bytes.min(r.payload.len()) >> (*attempt - 1).min(30);
         if *attempt > 1 && limit < MIN_RECORD_LIMIT {
             return self.dead_letter(r, producer);
         }
@@ -172,11 +165,22 @@ impl Repairer {
         } else {
             r.payload.as_slice()
         };
-        self.resend(&r, &r.topic, payload, producer)
+        self.resend(&r, payload, producer)
     }
 
-    /// Sends the refused record again under its own sequence number.
-    fn resend(&self, r: &Refusal, topic: &str, payload: &[u8], producer: &Producer) -> bool {
+    /// Sends the refused record again to its topic under its own sequence number.
+    fn resend(&self, r: &Refusal, payload: &[u8], producer: &Producer) -> bool {
+        self.send(r, &r.topic, payload, kafka::headers(&r.cursor), producer)
+    }
+
+    fn send(
+        &self,
+        r: &Refusal,
+        topic: &str,
+        payload: &[u8],
+        headers: rdkafka::message::OwnedHeaders,
+        producer: &Producer,
+    ) -> bool {
         kafka::send(
             producer,
             &self.tracker,
@@ -185,7 +189,7 @@ impl Repairer {
                 topic,
                 payload,
                 key: r.key.as_deref(),
-                headers: kafka::headers(&r.cursor),
+                headers,
                 timestamp_ms: r.timestamp_ms,
             },
         )
@@ -194,21 +198,12 @@ impl Repairer {
     fn dead_letter(&mut self, r: Refusal, producer: &Producer) -> bool {
         self.attempts.remove(&r.seq);
         Metrics::add(&self.metrics.records_dead_lettered, 1);
+        let dlq = &self.cfg.delivery.dead_letter_topic;
         if self.log.admit("dead-letter").is_some() {
-            tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %self.dead_letter_topic, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
+            tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %dlq, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
         }
-        kafka::send(
-            producer,
-            &self.tracker,
-            r.seq,
-            kafka::Outgoing {
-                topic: &self.dead_letter_topic,
-                payload: &r.payload,
-                key: r.key.as_deref(),
-                headers: kafka::dead_letter_headers(&r.cursor, &r.topic, &r.error),
-                timestamp_ms: r.timestamp_ms,
-            },
-        )
+        let headers = kafka::dead_letter_headers(&r.cursor, &r.topic, &r.error);
+        self.send(&r, dlq, &r.payload, headers, producer)
     }
 
     fn fail(&mut self, r: Refusal, why: &str) -> bool {

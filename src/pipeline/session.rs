@@ -116,9 +116,11 @@ pub(super) fn run(
     // No saved place and a start other than the head: make the start a place of its own
     // before anything is produced, or a restart before the first acknowledgement would
     // seek to the (moved) tail again and pass over what was written in between.
+    // One checkpointer for the session: the start position it saves is not saved again.
+    let mut checkpointer = Checkpointer::default();
     let resume = match resume {
         Some(r) => Some(r),
-        None => match start_position(cx, store, &tracker, exactly_once) {
+        None => match start_position(cx, store, &tracker, &mut checkpointer, exactly_once) {
             Ok(r) => r,
             Err(e) => {
                 cx.shutdown.attach(None);
@@ -178,7 +180,6 @@ pub(super) fn run(
     // This thread commits the safe cursor on every tick while the reader runs, and speaks
     // to the service manager.
     let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
-    let mut checkpointer = Checkpointer::default();
     let mut last_commit = Instant::now();
     while !reader.is_finished() {
         thread::sleep(interval.min(Duration::from_millis(100)));
@@ -237,6 +238,7 @@ fn start_position(
     cx: &Context,
     store: &mut dyn Store,
     tracker: &Tracker,
+    checkpointer: &mut Checkpointer,
     exactly_once: bool,
 ) -> Result<Option<String>, Failure> {
     let start = journal::start_cursor(&cx.cfg.journal).map_err(|e| {
@@ -252,7 +254,7 @@ fn start_position(
     tracing::info!(start = ?cx.cfg.journal.start, %cursor, "no saved cursor: saving the start position before shipping");
     tracker.pass(cursor.clone());
     if !exactly_once {
-        checkpoint(store, tracker, &mut Checkpointer::default(), cx.metrics);
+        checkpoint(store, tracker, checkpointer, cx.metrics);
     }
     Ok(Some(cursor))
 }
