@@ -292,3 +292,83 @@ fn memory_stays_bounded_with_multi_megabyte_entries() {
     assert_eq!(lost, 0);
     assert!(records >= 600);
 }
+
+/// A central journal-remote directory with several writers: host B's backlog, an hour older
+/// than what the agent already shipped from host A, arrives while the agent follows A; then
+/// B appends entries older than A's newest (its uploads lag). libsystemd merges the files
+/// of a directory by time, so a single read position passes over all of them; every entry
+/// of every host must be shipped, and stay shipped across a restart.
+#[test]
+fn a_late_host_in_a_central_directory_is_not_passed_over() {
+    let s = Scratch::new("late-host");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    let write = |name: &str, host: &str, seed: &str, n: &str, start: u64| {
+        write_journal(
+            &jdir,
+            name,
+            &[
+                "-n",
+                n,
+                "--seed",
+                seed,
+                "--host",
+                host,
+                "--start-usec",
+                &start.to_string(),
+                "--start-mono",
+                &(start % 1_000_000_000_000).to_string(),
+            ],
+        )
+    };
+    write("remote-a.journal", "a", "1", "200", recent_usec(600));
+    let a = journal_entries(&jdir, &[]);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
+    let mut agent = Agent::start(&s.path("agent1"), &cfg);
+    agent.wait_cursor(&cursor_of(a.last().unwrap()), Duration::from_secs(60));
+
+    // Host B's backlog: an hour older than everything shipped so far.
+    write(
+        "remote-b.journal",
+        "b",
+        "2",
+        "2000",
+        recent_usec(3600 + 600),
+    );
+    // Host A moves on; then B's next upload, older than A's newest entry.
+    write("remote-a.journal", "a", "1", "100", recent_usec(120));
+    write("remote-b.journal", "b", "2", "100", recent_usec(300));
+    let all = journal_entries(&jdir, &[]);
+    assert_eq!(all.len(), 2400);
+    let newest_a = all
+        .iter()
+        .filter(|e| e["_HOSTNAME"][0] == b"a")
+        .map(cursor_of)
+        .next_back()
+        .unwrap();
+    agent.wait_cursor(&newest_a, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let want: BTreeSet<String> = all.iter().map(cursor_of).collect();
+    let shipped = |what: &str| {
+        let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
+            .into_iter()
+            .map(|r| r.cursor)
+            .collect();
+        let missing = want.difference(&got).count();
+        assert_eq!(
+            missing,
+            0,
+            "{what}: {missing} of {} entries never shipped",
+            want.len()
+        );
+    };
+    shipped("while following");
+    assert!(agent.stop().success(), "{}", agent.log());
+
+    let mut agent = Agent::start(&s.path("agent2"), &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.stop().success(), "{}", agent.log());
+    shipped("after a restart");
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo), (0, 0, 0), "{records} records");
+}

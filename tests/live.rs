@@ -62,6 +62,16 @@ impl Journald {
         assert!(st.success(), "journalctl --rotate");
     }
 
+    /// The directory journald writes this namespace's files to.
+    fn directory(&self) -> PathBuf {
+        let mid = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+        ["/var/log/journal", "/run/log/journal"]
+            .iter()
+            .map(|b| PathBuf::from(format!("{b}/{}.{}", mid.trim(), self.ns)))
+            .find(|d| d.is_dir())
+            .expect("the namespace's journal directory")
+    }
+
     fn entries(&self) -> Vec<Fields> {
         let out = Command::new("journalctl")
             .args(["--namespace", &self.ns, "-o", "export", "--no-pager"])
@@ -85,9 +95,21 @@ impl Drop for Journald {
 
 #[test]
 fn follows_a_live_journald_across_rotation() {
-    let s = Scratch::new("live");
+    follow_across_rotation("live", false);
+}
+
+/// The same journal read as a directory, the way a central directory is read (one stream
+/// per writer): rotation moves the writer to a new file, which its stream must pick up
+/// where it stood.
+#[test]
+fn follows_a_live_journald_directory_across_rotation() {
+    follow_across_rotation("livedir", true);
+}
+
+fn follow_across_rotation(name: &str, as_directory: bool) {
+    let s = Scratch::new(name);
     let broker = Broker::with_topic(&s, "live", 2);
-    let ns = format!("jktest{}", std::process::id());
+    let ns = format!("jk{name}{}", std::process::id());
     let jd = Journald::start(&ns, &s.path("journald.log"));
     let client = UnixDatagram::unbound().unwrap();
 
@@ -98,8 +120,13 @@ fn follows_a_live_journald_across_rotation() {
         );
     }
     let state = s.path("state");
+    let source = if as_directory {
+        Source::Directory(jd.directory())
+    } else {
+        Source::Namespace(ns.clone())
+    };
     let cfg = TestConfig::new(&state, &broker.addr(), &state)
-        .source(Source::Namespace(ns.clone()))
+        .source(source)
         .topic("live");
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     std::thread::sleep(Duration::from_millis(500));

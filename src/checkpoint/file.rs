@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::{SafeCursor, Store};
 use crate::journal::cursor;
 
-/// The cursor file: one line holding the cursor text verbatim, replaced atomically
+/// The cursor file: the place (one journal cursor per line, see [`super::place`]), replaced atomically
 /// (temp file, fsync, rename, fsync of the directory) so that after a crash it holds either
 /// the old or the new cursor, never a torn mix.
 pub(crate) struct FileStore {
@@ -61,13 +61,32 @@ pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
         );
     };
     let text = text.strip_suffix('\n').unwrap_or(text);
-    if let Err(e) = cursor::parse(text) {
+    if let Err(e) = validate(text) {
         bail!(
-            "cursor file {} does not hold a journal cursor: {e}; {hint}",
+            "cursor file {} does not hold journal cursors: {e}; {hint}",
             path.display()
         );
     }
     Ok(Some(text.to_string()))
+}
+
+/// Checks that `place` holds one journal cursor per line, at least one, each of its own
+/// sequence-number space.
+pub(crate) fn validate(place: &str) -> Result<(), String> {
+    if place.is_empty() {
+        return Err("the cursor is empty".into());
+    }
+    let mut spaces = std::collections::HashSet::new();
+    for (i, line) in place.split('\n').enumerate() {
+        let c = cursor::parse(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if !spaces.insert(c.seqnum_id) {
+            return Err(format!(
+                "line {}: a second cursor for the same sequence-number space",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Store for FileStore {
@@ -151,6 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn a_place_of_several_writers_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = FileStore::new(dir.path());
+        let other = C2.replace("s=0e7a", "s=1e7a");
+        let place = format!("{C1}\n{other}");
+        s.commit(&SafeCursor(place.clone())).unwrap();
+        assert_eq!(FileStore::new(dir.path()).load().unwrap(), Some(place));
+    }
+
+    #[test]
     fn a_stale_temp_file_does_not_matter() {
         // A crash between writing the temp file and renaming it leaves the old cursor valid.
         let dir = tempfile::tempdir().unwrap();
@@ -177,6 +206,8 @@ mod tests {
             (b"garbage", "key=value"),
             (&C1.as_bytes()[..C1.find(";m=").unwrap()], "lacks"),
             (&[0xff, 0xfe][..], "not text"),
+            (format!("{C1}\n{C2}").as_bytes(), "line 2: a second cursor"),
+            (format!("{C1}\n\n").as_bytes(), "line 2"),
         ] {
             fs::write(&path, content).unwrap();
             let e = format!("{:#}", FileStore::new(dir.path()).load().unwrap_err());
@@ -235,7 +266,7 @@ mod tests {
             let path = dir.path().join("cursor");
             fs::write(&path, &bytes).unwrap();
             match read_cursor_file(&path) {
-                Ok(Some(c)) => proptest::prop_assert!(cursor::parse(&c).is_ok()),
+                Ok(Some(c)) => proptest::prop_assert!(validate(&c).is_ok()),
                 Ok(None) => proptest::prop_assert!(false, "an existing file is never 'no cursor'"),
                 Err(e) => {
                     let msg = format!("{:#}", e);

@@ -12,17 +12,19 @@
 //! like every store.
 
 mod file;
+pub(crate) mod place;
 mod tracker;
 mod watermark;
 
 use anyhow::Result;
 
-pub(crate) use file::{FileStore, read_cursor_file};
+pub(crate) use file::{FileStore, read_cursor_file, validate as validate_place};
 pub(crate) use tracker::{Limits, Tracker};
 pub use watermark::Watermark;
 
-/// A position the watermark vouches for: its record and every record before it were
-/// confirmed. Only [`Tracker::safe_cursor`] makes one.
+/// A place (one position per stream, see [`place`]) the watermark vouches for: each
+/// position's record and every record read before it were confirmed. Only
+/// [`Tracker::safe_cursor`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SafeCursor(String);
 

@@ -273,15 +273,15 @@ impl Tracker {
         self.lock().failure.clone()
     }
 
-    /// The cursor that may be committed, with the watermark's generation. The only place a
+    /// The place that may be committed, with the watermark's generation. The only place a
     /// [`SafeCursor`] is made.
     pub fn safe_cursor(&self) -> Option<(SafeCursor, u64)> {
         let g = self.lock();
-        g.wm.safe_cursor()
-            .map(|c| (SafeCursor(c.to_string()), g.wm.generation()))
+        g.wm.safe_place()
+            .map(|c| (SafeCursor(c), g.wm.generation()))
     }
 
-    /// The safe cursor, provided the watermark stands exactly at `target` (exactly-once: the
+    /// The safe place, provided the watermark stands exactly at `target` (exactly-once: the
     /// cursor record already in the transaction names `target`).
     pub fn safe_cursor_at(&self, target: &str) -> Result<SafeCursor, String> {
         match self.safe_cursor() {
@@ -293,9 +293,14 @@ impl Tracker {
         }
     }
 
-    /// The cursor the watermark will reach once everything registered is delivered.
-    pub fn newest_cursor(&self) -> Option<String> {
-        self.lock().wm.newest_cursor().map(str::to_string)
+    /// The place the watermark will reach once everything registered is delivered.
+    pub fn newest_place(&self) -> Option<String> {
+        self.lock().wm.newest_place()
+    }
+
+    /// The positions the session starts from (see [`Watermark::seed`]).
+    pub fn seed(&self, place: &str) {
+        self.lock().wm.seed(place);
     }
 
     pub fn in_flight(&self) -> (usize, usize) {
@@ -383,15 +388,15 @@ mod tests {
             entries: 10,
             bytes: 1000,
         }));
-        assert_eq!(t.newest_cursor(), None);
+        assert_eq!(t.newest_place(), None);
         t.admit("a".into(), 1).unwrap();
         t.pass("b".into());
         // Newest registered, whether settled or not; safe only once "a" is delivered.
-        assert_eq!(t.newest_cursor().as_deref(), Some("b"));
+        assert_eq!(t.newest_place().as_deref(), Some("b"));
         assert_eq!(t.safe_cursor(), None);
         t.delivered(0);
         assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("b"));
-        assert_eq!(t.newest_cursor().as_deref(), Some("b"));
+        assert_eq!(t.newest_place().as_deref(), Some("b"));
 
         // A control record (the cursor record) is waited for apart from the watermark.
         t.control_sent();

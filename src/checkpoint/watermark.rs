@@ -1,6 +1,6 @@
 //! The acknowledgement watermark: which journal position is safe to remember.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,18 +18,25 @@ struct Slot {
     read_at: Instant,
 }
 
-/// Tracks entries by sequence number (their order in the journal) and yields the cursor of
-/// the newest entry such that it and every entry before it were delivered.
+/// Tracks entries by sequence number (their order of reading) and yields, for every
+/// stream, the position of its newest entry such that it and every entry read before it
+/// were delivered (see [`super::Place`] for streams).
 ///
-/// Invariant: `safe` is only ever set from a slot at the front of the ring whose state is
-/// `Delivered`, so it never names an entry that has an undelivered predecessor. A `Failed`
-/// slot stays at the front forever: nothing after it can become safe in this session.
+/// Invariant: `safe` and `streams` are only ever set from a slot at the front of the ring
+/// whose state is `Delivered`, so they never name an entry that has an undelivered
+/// predecessor. A `Failed` slot stays at the front forever: nothing after it can become
+/// safe in this session.
 #[derive(Debug, Default)]
 pub struct Watermark {
     /// Sequence number of `ring[0]`.
     base: u64,
     ring: VecDeque<Slot>,
     safe: Option<String>,
+    /// Each stream's safe position, with the generation it last moved at (the order the
+    /// place lists them in: the stream that moved last comes last).
+    streams: HashMap<Box<str>, (u64, String)>,
+    /// Order of the streams' moves (seeded positions first).
+    ticks: u64,
     /// Number of the safe cursor's advances, so callers can tell whether it moved.
     generation: u64,
 }
@@ -80,8 +87,10 @@ impl Watermark {
         {
             let s = self.ring.pop_front().expect("front exists");
             self.base += 1;
-            self.safe = Some(s.cursor);
             self.generation += 1;
+            self.ticks += 1;
+            advance(&mut self.streams, self.ticks, &s.cursor);
+            self.safe = Some(s.cursor);
         }
         (bytes, Some(latency))
     }
@@ -96,9 +105,38 @@ impl Watermark {
         slot.bytes
     }
 
-    /// The cursor that may be written to durable storage.
+    /// The newest safe position (of any stream).
     pub fn safe_cursor(&self) -> Option<&str> {
         self.safe.as_deref()
+    }
+
+    /// The place that may be written to durable storage: every stream's safe position,
+    /// once anything moved in this session.
+    pub fn safe_place(&self) -> Option<String> {
+        self.safe.as_ref()?;
+        Some(render(&self.streams))
+    }
+
+    /// The place the watermark will stand at once everything registered is delivered.
+    pub fn newest_place(&self) -> Option<String> {
+        if self.ring.is_empty() {
+            return self.safe_place();
+        }
+        let mut streams = self.streams.clone();
+        for (i, s) in self.ring.iter().enumerate() {
+            advance(&mut streams, self.ticks + 1 + i as u64, &s.cursor);
+        }
+        Some(render(&streams))
+    }
+
+    /// Positions this session starts from, for the streams it may not move: they are part
+    /// of every place it saves. Only before anything is registered.
+    pub fn seed(&mut self, place: &str) {
+        debug_assert!(self.ring.is_empty() && self.safe.is_none());
+        for p in super::place::positions(place) {
+            self.ticks += 1;
+            advance(&mut self.streams, self.ticks, p);
+        }
     }
 
     /// The cursor of the newest registered position, settled or not.
@@ -127,6 +165,27 @@ impl Watermark {
     pub fn settled(&self) -> bool {
         self.ring.iter().all(|s| s.state != State::Pending)
     }
+}
+
+/// Moves the stream of `pos` to `pos`, at `tick`.
+fn advance(streams: &mut HashMap<Box<str>, (u64, String)>, tick: u64, pos: &str) {
+    let key = super::place::stream_of(pos);
+    match streams.get_mut(key) {
+        Some((t, p)) => {
+            *t = tick;
+            p.clear();
+            p.push_str(pos);
+        }
+        None => {
+            streams.insert(key.into(), (tick, pos.to_string()));
+        }
+    }
+}
+
+fn render(streams: &HashMap<Box<str>, (u64, String)>) -> String {
+    let mut v: Vec<&(u64, String)> = streams.values().collect();
+    v.sort_unstable_by_key(|(t, _)| *t);
+    super::place::join(v.into_iter().map(|(_, p)| p.as_str()))
 }
 
 #[cfg(test)]
@@ -184,6 +243,34 @@ mod tests {
         // A late success report for the failed entry must not unblock it.
         assert_eq!(w.delivered(1), 0);
         assert_eq!(w.safe_cursor(), Some("c0"));
+    }
+
+    #[test]
+    fn a_place_holds_every_streams_safe_position() {
+        let mut w = Watermark::new();
+        w.seed("s=c;i=9\ns=a;i=1");
+        assert_eq!(w.safe_place(), None, "nothing moved yet");
+        let a2 = w.push("s=a;i=2".into(), 1);
+        let b1 = w.push("s=b;i=1".into(), 1);
+        let a3 = w.push("s=a;i=3".into(), 1);
+        assert_eq!(
+            w.newest_place().as_deref(),
+            Some("s=c;i=9\ns=b;i=1\ns=a;i=3")
+        );
+        w.delivered(b1);
+        assert_eq!(w.safe_place(), None, "b1 waits for a2");
+        w.delivered(a2);
+        // The stream that moved last comes last; the seeded one keeps its position.
+        assert_eq!(
+            w.safe_place().as_deref(),
+            Some("s=c;i=9\ns=a;i=2\ns=b;i=1")
+        );
+        w.delivered(a3);
+        assert_eq!(
+            w.safe_place().as_deref(),
+            Some("s=c;i=9\ns=b;i=1\ns=a;i=3")
+        );
+        assert_eq!(w.newest_place(), w.safe_place());
     }
 
     #[test]

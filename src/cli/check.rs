@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::say;
-use crate::checkpoint::{FileStore, Limits, Tracker, read_cursor_file};
+use crate::checkpoint::{FileStore, Limits, Tracker, place, read_cursor_file};
 use crate::config::{self, Config};
 use crate::journal::{self, Located, cursor};
 use crate::kafka;
@@ -139,35 +139,48 @@ pub(super) fn cursor_show(cfg: &Config) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     say!("file:      {}", path.display());
-    say!("cursor:    {c}");
-    if let Ok(info) = cursor::parse(&c) {
-        say!(
-            "seqnum:    {} (sequence space {})",
-            info.seqnum,
-            info.seqnum_id
-        );
-        say!("boot:      {}", info.boot_id);
-        let when = jiff::Timestamp::from_microsecond(info.realtime_usec as i64).map_or_else(
-            |_| format!("{} µs since the epoch", info.realtime_usec),
-            |t| t.to_string(),
-        );
-        say!("time:      {when} (of the entry the cursor names)");
-    }
     if let Ok(m) = std::fs::metadata(&path).and_then(|m| m.modified()) {
         if let Ok(age) = m.elapsed() {
             say!("written:   {}s ago", age.as_secs());
         }
     }
-    match journal::locate(&cfg.journal, &c) {
-        Ok(Located::Exists) => say!("journal:   the entry is still in the journal"),
-        Ok(Located::Missing { gap, .. }) => {
+    let positions: Vec<&str> = place::positions(&c).collect();
+    if positions.len() > 1 {
+        say!(
+            "writers:   {} (one cursor per sequence-number space, the last moved last)",
+            positions.len()
+        );
+    }
+    let mut gone = false;
+    for c in positions {
+        say!("cursor:    {c}");
+        if let Ok(info) = cursor::parse(c) {
             say!(
-                "journal:   the entry is GONE from the journal ({} entries after it are gone too)",
-                gap.map_or("unknown number of".to_string(), |g| g.to_string())
+                "seqnum:    {} (sequence space {})",
+                info.seqnum,
+                info.seqnum_id
             );
-            return Ok(ExitCode::FAILURE);
+            say!("boot:      {}", info.boot_id);
+            let when = jiff::Timestamp::from_microsecond(info.realtime_usec as i64).map_or_else(
+                |_| format!("{} µs since the epoch", info.realtime_usec),
+                |t| t.to_string(),
+            );
+            say!("time:      {when} (of the entry the cursor names)");
         }
-        Err(e) => say!("journal:   cannot check: {e:#}"),
+        match journal::locate(&cfg.journal, c) {
+            Ok(Located::Exists) => say!("journal:   the entry is still in the journal"),
+            Ok(Located::Missing { gap, .. }) => {
+                say!(
+                    "journal:   the entry is GONE from the journal ({} entries after it are gone too)",
+                    gap.map_or("unknown number of".to_string(), |g| g.to_string())
+                );
+                gone = true;
+            }
+            Err(e) => say!("journal:   cannot check: {e:#}"),
+        }
+    }
+    if gone {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

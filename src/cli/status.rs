@@ -66,6 +66,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     let now_usec = crate::metrics::unix_now_usec();
     let lag = cursor
         .as_deref()
+        .and_then(|c| crate::checkpoint::place::newest(c))
         .and_then(|c| cursor::parse(c).ok())
         .map(|i| now_usec.saturating_sub(i.realtime_usec) / 1_000_000);
     let mut live: Vec<(&str, f64)> = Vec::new();

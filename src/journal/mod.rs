@@ -1,5 +1,13 @@
 //! The journal stage: opening the journal, applying matches, positioning at the saved
-//! cursor and reading entries as raw bytes.
+//! place and reading entries as raw bytes.
+//!
+//! A directory or file set may hold several writers (a central `systemd-journal-remote`
+//! directory holds one per host), each with its own sequence-number space. libsystemd
+//! merges a directory's files by time, so one read position passes over a writer whose
+//! entries arrive older than what was already read (a late upload, a host's backlog).
+//! Such sources are therefore read as one stream per writer, each in its own order, merged
+//! here by time; the saved place holds one cursor per writer (`checkpoint::place`). The
+//! local journal and namespaces have a single writer (journald) and are one stream.
 //!
 //! Owns the sd-journal handle, which is neither thread-safe nor non-blocking: it lives on
 //! one OS thread (the reader) and never crosses to another. This module must never decide
@@ -10,8 +18,13 @@ pub mod cursor;
 mod entry;
 mod matches;
 mod own;
+mod stream;
+mod writers;
 
-use std::time::Duration;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use systemd::journal::{self, Journal, JournalWaitResult};
@@ -20,21 +33,10 @@ pub use entry::Entry;
 pub use matches::{apply as apply_matches, shorthand_terms};
 pub(crate) use own::OwnEntries;
 
+use self::stream::{Stream, before_in, locate_in, newest_in};
+use self::writers::Writers;
+use crate::checkpoint::place;
 use crate::config::{JournalConfig, Source, Start};
-
-/// An open journal, positioned and ready to read.
-pub struct Reader {
-    j: Journal,
-    /// The entry under the read pointer must be returned by the next `next()` call without
-    /// moving: seeking to a cursor that is gone lands on the first entry after it.
-    deliver_current: bool,
-    /// Consecutive failures of `sd_journal_next`, to give up on a journal that cannot be read.
-    next_errors: u32,
-    pub stats: ReadStats,
-    /// The last boot id seen and its text: consecutive entries share it, and formatting
-    /// 16 bytes as hex for every entry showed up in profiles.
-    boot: Option<(systemd::id128::Id128, String)>,
-}
 
 /// Things the reader had to step over, counted for metrics and logs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +57,9 @@ pub(crate) struct Gauges {
 /// Where reading begins, for the log line at startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Position {
+    /// A writer the saved place does not know (it appeared since): read from its oldest
+    /// entry.
+    NewWriter,
     /// The saved cursor's entry was found; reading continues right after it.
     AfterCursor,
     /// The saved cursor's entry is still in the journal but does not pass the filters;
@@ -122,136 +127,193 @@ pub fn open(cfg: &JournalConfig, filtered: bool) -> Result<Journal> {
     Ok(j)
 }
 
+/// How often the files of a directory are listed again even without an inotify event.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often a directory holding a file without entries yet is listed again.
+const EMPTY_RESCAN: Duration = Duration::from_millis(250);
+
+/// How many entries may be read from busy writers before the quiet ones are asked again
+/// for new entries: a host that never stops must not starve the others.
+const POLL_EVERY: u32 = 256;
+
+/// An open journal, positioned and ready to read: one stream, or one per writer merged by
+/// time.
+pub struct Reader {
+    cfg: JournalConfig,
+    streams: Vec<Stream>,
+    /// Streams standing on an entry not yet returned, by that entry's time.
+    heap: BinaryHeap<Reverse<(u64, usize)>>,
+    /// For sources read per writer: the files known so far and the handle over them all
+    /// that is only used to wait for changes.
+    writers: Option<(Writers, Journal)>,
+    last_scan: Instant,
+    rescan: bool,
+    reads: u32,
+    /// Read statistics of streams that were closed (their writer's files are gone).
+    retired: ReadStats,
+}
+
+/// Where one stream begins, for the log lines at startup.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    /// The writer (`s=` part of its cursors), for sources read per writer.
+    pub writer: Option<String>,
+    /// The saved cursor it resumes after, if any.
+    pub cursor: Option<String>,
+    pub position: Position,
+}
+
 impl Reader {
     pub fn open(cfg: &JournalConfig) -> Result<Reader> {
+        let (streams, writers) = match &cfg.source {
+            Source::Local | Source::Namespace(_) => (vec![Stream::whole(cfg)?], None),
+            Source::Directory(_) | Source::Files(_) => {
+                // The handle over everything watches the directory (inotify) for the rest.
+                let watcher = open(cfg, false)?;
+                let mut writers = Writers::default();
+                let groups = writers.group(source_files(cfg)?);
+                let streams = groups
+                    .into_iter()
+                    .map(|(space, files)| Stream::writer(cfg, space, files))
+                    .collect::<Result<Vec<_>>>()?;
+                (streams, Some((writers, watcher)))
+            }
+        };
         Ok(Reader {
-            j: open(cfg, true)?,
-            deliver_current: false,
-            next_errors: 0,
-            stats: ReadStats::default(),
-            boot: None,
+            cfg: cfg.clone(),
+            streams,
+            heap: BinaryHeap::new(),
+            writers,
+            last_scan: Instant::now(),
+            rescan: false,
+            reads: 0,
+            retired: ReadStats::default(),
         })
     }
 
-    /// Positions the reader: after `cursor` when given, else at the configured start.
-    /// Never skips anything but the cursor's own entry.
-    pub fn seek(&mut self, cfg: &JournalConfig, cursor: Option<&str>) -> Result<Position> {
-        self.deliver_current = false;
-        let Some(c) = cursor else {
-            match cfg.start {
-                Start::Head => self.j.seek_head()?,
-                Start::Tail => {
-                    self.j.seek_tail()?;
-                    // Step onto the newest entry so the next `next()` returns what comes after
-                    // it; that entry counts as already seen.
-                    self.j.previous()?;
+    /// Positions every stream: after its writer's cursor in `place` when there is one,
+    /// else at the configured start (no place at all) or at the oldest entry (a writer the
+    /// place does not know). Never skips anything but the cursors' own entries.
+    pub fn seek(&mut self, cfg: &JournalConfig, place: Option<&str>) -> Result<Vec<Placed>> {
+        let mut placed = Vec::with_capacity(self.streams.len());
+        for s in &mut self.streams {
+            let cursor = match (&s.space, place) {
+                (_, None) => None,
+                // One stream over the whole source: the position that moved last.
+                (None, Some(p)) => place::newest(p),
+                (Some(space), Some(p)) => place::position_of(p, space),
+            };
+            let position = match (cursor, place) {
+                (None, Some(_)) => {
+                    s.seek(cfg, None, Start::Head)?;
+                    Position::NewWriter
                 }
-                Start::Since(usec) => self.j.seek_realtime_usec(usec)?,
-            }
-            return Ok(Position::Start(cfg.start));
-        };
-        self.j
-            .seek_cursor(c)
-            .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-        let landed = self.j.next()? > 0;
-        if landed && self.j.test_cursor(c)? {
-            return Ok(Position::AfterCursor);
+                (c, _) => s.seek(cfg, c, cfg.start)?,
+            };
+            placed.push(Placed {
+                writer: s.space.clone(),
+                cursor: cursor.map(str::to_string),
+                position,
+            });
         }
-        match locate(cfg, c)? {
-            // The cursor's entry exists but does not pass the filters: what we landed on (if
-            // anything) comes after it and has not been shipped.
-            Located::Exists => {
-                self.deliver_current = landed;
-                Ok(if landed {
-                    Position::AfterFilteredCursor
-                } else {
-                    Position::AfterCursor
-                })
-            }
-            // Gone, in the same sequence-number space: libsystemd put us on the first entry
-            // after it that survives, which is exactly where the unshipped data resumes.
-            Located::Missing {
-                gap: Some(gap),
-                first,
-            } => {
-                self.deliver_current = landed;
-                Ok(Position::CursorLost {
-                    gap: Some(gap),
-                    first,
-                })
-            }
-            // Gone, and we cannot tell where it stood relative to what is left (another
-            // machine's journal, or a journal that was recreated). libsystemd would place us
-            // by timestamp and silently pass older entries that were never shipped, so
-            // start from the oldest entry instead: duplicates are better than loss.
-            Located::Missing { gap: None, .. } => {
-                self.j.seek_head()?;
-                Ok(Position::CursorLost {
-                    gap: None,
-                    first: None,
-                })
-            }
-        }
+        self.heap.clear();
+        Ok(placed)
+    }
+
+    /// The part of `place` this reader continues from: the positions of writers still in
+    /// the journal (the others' files are gone).
+    pub fn kept(placed: &[Placed]) -> Option<String> {
+        let kept: Vec<&str> = placed.iter().filter_map(|p| p.cursor.as_deref()).collect();
+        (!kept.is_empty()).then(|| place::join(kept.into_iter()))
     }
 
     /// Reads the next entry into `entry`. Returns false at the end of the journal.
     pub fn next(&mut self, entry: &mut Entry) -> Result<bool> {
-        if self.deliver_current {
-            self.deliver_current = false;
-        } else {
-            match self.j.next() {
-                Ok(0) => return Ok(false),
-                Ok(_) => self.next_errors = 0,
-                Err(e) => {
-                    // A corrupt or truncated file: libsystemd moves past the bad entry on the
-                    // next call. Give up (and let the pipeline restart from the durable cursor)
-                    // only if this repeats without progress.
-                    self.stats.unreadable_entries += 1;
-                    self.next_errors += 1;
-                    if self.next_errors > 1000 {
-                        bail!("reading the journal keeps failing: {e}");
-                    }
-                    tracing::warn!(error = %e, "skipping a journal entry that cannot be read");
-                    return self.next(entry);
-                }
+        if self.writers.is_none() {
+            let s = &mut self.streams[0];
+            if !s.advance()? {
+                return Ok(false);
             }
+            s.take(entry)?;
+            return Ok(true);
         }
-        self.read_current(entry)?;
+        self.reads = self.reads.wrapping_add(1);
+        if self.heap.is_empty() || self.reads % POLL_EVERY == 0 {
+            self.poll()?;
+        }
+        let Some(Reverse((_, i))) = self.heap.pop() else {
+            return Ok(false);
+        };
+        let s = &mut self.streams[i];
+        s.take(entry)?;
+        if s.advance()? {
+            self.heap.push(Reverse((s.head_usec(), i)));
+        }
         Ok(true)
     }
 
-    fn read_current(&mut self, entry: &mut Entry) -> Result<()> {
-        entry.clear();
-        entry.cursor = self.j.cursor().context("sd_journal_get_cursor")?;
-        entry.realtime_usec = self
-            .j
-            .timestamp_usec()
-            .context("sd_journal_get_realtime_usec")?;
-        let (mono, boot) = self
-            .j
-            .monotonic_timestamp()
-            .context("sd_journal_get_monotonic_usec")?;
-        entry.monotonic_usec = mono;
-        match &self.boot {
-            Some((id, text)) if *id == boot => entry.boot_id.push_str(text),
-            _ => {
-                let text = boot.to_string();
-                entry.boot_id.push_str(&text);
-                self.boot = Some((boot, text));
+    /// Asks the quiet streams for new entries, and lists the files again when they changed.
+    fn poll(&mut self) -> Result<()> {
+        let since = self.last_scan.elapsed();
+        // A file without entries yet (just created) has no known writer: look again soon.
+        let unsettled = self
+            .writers
+            .as_ref()
+            .is_some_and(|(w, _)| w.has_empty_files());
+        if self.rescan || since >= RESCAN_INTERVAL || (unsettled && since >= EMPTY_RESCAN) {
+            self.scan()?;
+        }
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            if !s.is_ready() && s.advance()? {
+                self.heap.push(Reverse((s.head_usec(), i)));
             }
         }
-        self.j.restart_data();
-        loop {
-            match self.j.enumerate_data() {
-                Ok(Some(f)) => {
-                    entry.push_data(f.data());
+        Ok(())
+    }
+
+    /// Regroups the files by writer: new writers get a stream from their oldest entry,
+    /// rotated or vacuumed files reopen their writer's stream where it stood, writers whose
+    /// files are all gone are closed.
+    fn scan(&mut self) -> Result<()> {
+        self.rescan = false;
+        self.last_scan = Instant::now();
+        let files = source_files(&self.cfg)?;
+        let Some((writers, _)) = &mut self.writers else {
+            return Ok(());
+        };
+        let mut groups = writers.group(files);
+        let mut changed = false;
+        let mut kept = Vec::with_capacity(self.streams.len());
+        for mut s in std::mem::take(&mut self.streams) {
+            let space = s.space.clone().unwrap_or_default();
+            match groups.remove(&space) {
+                Some(files) if files == s.files => kept.push(s),
+                Some(files) => {
+                    s.reopen(&self.cfg, files)?;
+                    kept.push(s);
+                    changed = true;
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // Keep what could be read rather than losing the whole entry.
-                    self.stats.corrupt_fields += 1;
-                    tracing::warn!(cursor = %entry.cursor, error = %e, "a field of this entry cannot be read; shipping the rest");
-                    break;
+                None => {
+                    tracing::info!(writer = %space, "the journal files of this writer are gone; closing its stream");
+                    self.retired.add(s.stats);
+                    changed = true;
+                }
+            }
+        }
+        for (space, files) in groups {
+            tracing::info!(writer = %space, files = files.len(), "a new writer in the journal directory: reading it from its oldest entry");
+            let mut s = Stream::writer(&self.cfg, space, files)?;
+            s.seek(&self.cfg, None, Start::Head)?;
+            kept.push(s);
+            changed = true;
+        }
+        self.streams = kept;
+        if changed {
+            self.heap.clear();
+            for (i, s) in self.streams.iter_mut().enumerate() {
+                if s.is_ready() {
+                    self.heap.push(Reverse((s.head_usec(), i)));
                 }
             }
         }
@@ -259,22 +321,89 @@ impl Reader {
     }
 
     /// Waits up to `timeout` for the journal to change. Rotation, new files and deleted files
-    /// are all handled inside libsystemd; we only need to keep calling `next()` afterwards.
+    /// of one stream are handled inside libsystemd; files of a directory that come and go
+    /// make the next read list the directory again.
     pub fn wait(&mut self, timeout: Duration) -> Result<JournalWaitResult> {
-        Ok(self.j.wait(Some(timeout))?)
+        let r = match &mut self.writers {
+            None => self.streams[0].handle().wait(Some(timeout))?,
+            Some((_, watcher)) => watcher.wait(Some(timeout))?,
+        };
+        if matches!(r, JournalWaitResult::Invalidate) {
+            self.rescan = true;
+        }
+        Ok(r)
+    }
+
+    fn whole(&mut self) -> &mut Journal {
+        match &mut self.writers {
+            None => self.streams[0].handle(),
+            Some((_, watcher)) => watcher,
+        }
     }
 
     /// The journal's disk usage and oldest entry time (cheap, but not for every entry).
-    pub(crate) fn gauges(&self) -> Gauges {
+    pub(crate) fn gauges(&mut self) -> Gauges {
+        let j = self.whole();
         Gauges {
-            usage_bytes: self.j.usage().ok(),
-            oldest_usec: self.j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
+            usage_bytes: j.usage().ok(),
+            oldest_usec: j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
         }
     }
 
     /// The total bytes of journal files this handle sees.
-    pub fn usage(&self) -> Result<u64> {
-        Ok(self.j.usage()?)
+    pub fn usage(&mut self) -> Result<u64> {
+        Ok(self.whole().usage()?)
+    }
+
+    /// What the reader had to step over, over all streams.
+    pub fn stats(&self) -> ReadStats {
+        let mut t = self.retired;
+        for s in &self.streams {
+            t.add(s.stats);
+        }
+        t
+    }
+
+    /// The newest entry of every stream, filters ignored: positions the watermark may pass
+    /// when the filters removed everything after the last shipped entry.
+    pub fn newest_cursors(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.streams {
+            if let Some(c) = newest_in(s.unfiltered(&self.cfg)?)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl ReadStats {
+    fn add(&mut self, o: ReadStats) {
+        self.corrupt_fields += o.corrupt_fields;
+        self.unreadable_entries += o.unreadable_entries;
+    }
+}
+
+/// The journal files of a source read per writer.
+fn source_files(cfg: &JournalConfig) -> Result<Vec<PathBuf>> {
+    match &cfg.source {
+        Source::Directory(d) => writers::list(d)
+            .with_context(|| format!("cannot list journal directory {}", d.display())),
+        Source::Files(f) => Ok(f.clone()),
+        Source::Local | Source::Namespace(_) => Ok(Vec::new()),
+    }
+}
+
+/// Unfiltered handles, one per writer (one over everything for a single-writer source),
+/// each with its writer's `s=` part.
+fn unfiltered_writers(cfg: &JournalConfig) -> Result<Vec<(Option<String>, Journal)>> {
+    match &cfg.source {
+        Source::Local | Source::Namespace(_) => Ok(vec![(None, open(cfg, false)?)]),
+        Source::Directory(_) | Source::Files(_) => Writers::default()
+            .group(source_files(cfg)?)
+            .into_iter()
+            .map(|(space, files)| Ok((Some(space), stream::open_files(&files, None)?)))
+            .collect(),
     }
 }
 
@@ -287,77 +416,39 @@ pub enum Located {
     },
 }
 
-/// Looks the cursor up without filters: only then does "not found" mean "gone".
+/// Looks the cursor up without filters (among its writer's files, for a source read per
+/// writer): only then does "not found" mean "gone".
 pub fn locate(cfg: &JournalConfig, c: &str) -> Result<Located> {
-    let mut j = open(cfg, false)?;
-    j.seek_cursor(c)
-        .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-    if j.next()? == 0 {
-        // Past the end of everything: either the cursor is the newest entry that ever was
-        // and got vacuumed along with everything else, or we are simply at the end. An empty
-        // journal has nothing to lose; a non-empty one without the cursor's entry does.
-        j.seek_tail()?;
-        if j.previous()? == 0 {
-            return Ok(Located::Missing {
-                gap: None,
-                first: None,
-            });
+    let stream = place::stream_of(c);
+    for (space, j) in unfiltered_writers(cfg)? {
+        if space.as_deref().is_none_or(|s| s == stream) {
+            return locate_in(j, c);
         }
-        // The cursor may point at the newest entry, which `next()` from the seek passed.
-        return if j.test_cursor(c)? {
-            Ok(Located::Exists)
-        } else {
-            let newest = j.cursor()?;
-            Ok(Located::Missing {
-                gap: None,
-                first: Some(newest),
-            })
-        };
     }
-    if j.test_cursor(c)? {
-        return Ok(Located::Exists);
-    }
-    let landed = j.cursor()?;
-    let gap = match (cursor::parse(c), cursor::parse(&landed)) {
-        (Ok(old), Ok(new)) if old.seqnum_id == new.seqnum_id && new.seqnum > old.seqnum => {
-            Some(new.seqnum - old.seqnum - 1)
-        }
-        _ => None,
-    };
+    // No file of the cursor's writer is left.
     Ok(Located::Missing {
-        gap,
-        first: Some(landed),
+        gap: None,
+        first: None,
     })
 }
 
-/// The configured start as a position to resume after, so that it can be saved before
+/// The configured start as a place to resume after, so that it can be saved before
 /// anything is shipped: a restart must not seek to "the tail" again (it has moved) or it
 /// would pass over what was written in between. `None` where the start needs no cursor:
-/// `head`, or a journal with nothing before the start.
+/// `head`, or a journal with nothing before the start. Writers without an entry before the
+/// start are left out: everything they hold is to be shipped.
 pub(crate) fn start_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
-    match cfg.start {
-        Start::Head => Ok(None),
-        Start::Tail => newest_cursor(cfg),
-        Start::Since(usec) => {
-            let mut j = open(cfg, false)?;
-            j.seek_realtime_usec(usec)?;
-            if j.previous()? == 0 {
-                return Ok(None);
-            }
-            Ok(Some(j.cursor()?))
-        }
-    }
-}
-
-/// The cursor of the newest entry in the whole (unfiltered) journal, if any.
-///
-/// Used to let the checkpoint advance past entries that the filters remove, so a heavily
-/// filtered agent does not sit on an old cursor that journald may vacuum away.
-pub fn newest_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
-    let mut j = open(cfg, false)?;
-    j.seek_tail()?;
-    if j.previous()? == 0 {
+    if cfg.start == Start::Head {
         return Ok(None);
     }
-    Ok(Some(j.cursor()?))
+    let mut positions = Vec::new();
+    for (_, j) in unfiltered_writers(cfg)? {
+        let p = match cfg.start {
+            Start::Head => None,
+            Start::Tail => newest_in(j)?,
+            Start::Since(usec) => before_in(j, usec)?,
+        };
+        positions.extend(p);
+    }
+    Ok((!positions.is_empty()).then(|| place::join(positions.iter().map(String::as_str))))
 }

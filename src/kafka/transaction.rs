@@ -29,7 +29,6 @@ use super::{CONTROL, Producer};
 use crate::checkpoint::{FileStore, SafeCursor, Store, Tracker};
 use crate::config::{Config, KafkaConfig, Source};
 use crate::error::Failure;
-use crate::journal::cursor;
 
 /// Classifies an `init_transactions` failure: a broker without transactions, or one that
 /// refuses them to us, cannot be retried; anything else (broker down) may pass.
@@ -275,7 +274,7 @@ pub(crate) fn read_committed_cursor(
                 };
                 let text = std::str::from_utf8(value)
                     .ok()
-                    .filter(|t| cursor::parse(t).is_ok())
+                    .filter(|t| crate::checkpoint::validate_place(t).is_ok())
                     .ok_or_else(|| {
                         anyhow!(
                             "cursor topic {topic:?} partition {} offset {}: the record for {id:?} does not hold a journal cursor",

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use crate::checkpoint::Tracker;
+use crate::checkpoint::{Tracker, place};
 use crate::config::Config;
 use crate::error::Failure;
 use crate::journal;
@@ -101,7 +101,7 @@ impl Transaction {
     }
 
     pub(super) fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
-        let moved = tracker.newest_cursor() != self.committed;
+        let moved = tracker.newest_place() != self.committed;
         if self.cadence.idle_due(moved, Instant::now()) {
             self.commit(tracker, metrics)?;
         }
@@ -116,7 +116,7 @@ impl Transaction {
     fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
         let began = Instant::now();
         let deadline = began + self.timeout;
-        let target = tracker.newest_cursor();
+        let target = tracker.newest_place();
         let fresh = target.is_some() && target != self.committed;
         if let (true, Some(t)) = (fresh, &target) {
             self.store.send_cursor(t)?;
@@ -146,7 +146,7 @@ impl Transaction {
                 Metrics::add(&metrics.cursor_writes, 1);
                 Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
                 Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
-                if let Ok(info) = journal::cursor::parse(&cursor) {
+                if let Some(Ok(info)) = place::newest(&cursor).map(journal::cursor::parse) {
                     Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
                 }
                 self.committed = Some(cursor);

@@ -14,9 +14,10 @@ use anyhow::anyhow;
 
 use super::input::{Input, Out};
 use crate::checkpoint::Tracker;
+use crate::checkpoint::place;
 use crate::config::{Config, CursorLost};
 use crate::error::Failure;
-use crate::journal::{self, Entry, Position, Reader};
+use crate::journal::{self, Entry, Placed, Position, Reader};
 use crate::metrics::Metrics;
 
 /// Exactly-once mode: how long the journal must stay quiet before the open transaction is
@@ -55,13 +56,30 @@ impl<'a> JournalInput<'a> {
             }
         };
         let mut reader = Reader::open(&cfg.journal).map_err(wrap)?;
-        let position = reader.seek(&cfg.journal, resume).map_err(wrap)?;
+        let placed = reader.seek(&cfg.journal, resume).map_err(wrap)?;
+        // The positions of writers that stay quiet this session are saved with the rest;
+        // those of writers whose files are gone are dropped.
+        if let Some(kept) = Reader::kept(&placed) {
+            tracker.seed(&kept);
+        }
+        for p in resume.into_iter().flat_map(place::positions) {
+            if !placed.iter().any(|q| q.cursor.as_deref() == Some(p))
+                && placed.iter().all(|q| q.writer.is_some())
+            {
+                tracing::warn!(
+                    cursor = p,
+                    "the journal files of this cursor's writer are gone from the directory; forgetting its position (entries it wrote after the cursor, if any, were deleted unshipped)"
+                );
+            }
+        }
         tracker.set_opened();
         tracker.reader_beat();
         metrics
             .journal_open
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        apply_cursor_policy(cfg, &position, resume, first)?;
+        for p in &placed {
+            apply_cursor_policy(cfg, p, first)?;
+        }
         Ok(JournalInput {
             reader,
             cfg,
@@ -71,7 +89,7 @@ impl<'a> JournalInput<'a> {
         })
     }
 
-    fn refresh_gauges(&self) {
+    fn refresh_gauges(&mut self) {
         let g = self.reader.gauges();
         if let Some(u) = g.usage_bytes {
             Metrics::set(&self.metrics.journal_usage_bytes, u);
@@ -79,7 +97,7 @@ impl<'a> JournalInput<'a> {
         if let Some(o) = g.oldest_usec {
             Metrics::set(&self.metrics.journal_oldest_usec, o);
         }
-        let stats = self.reader.stats;
+        let stats = self.reader.stats();
         Metrics::set(&self.metrics.journal_corrupt_fields, stats.corrupt_fields);
         Metrics::set(
             &self.metrics.journal_unreadable_entries,
@@ -89,17 +107,18 @@ impl<'a> JournalInput<'a> {
 }
 
 /// Logs where reading begins and applies `journal.cursor_lost` when the cursor is gone.
-fn apply_cursor_policy(
-    cfg: &Config,
-    position: &Position,
-    resume: Option<&str>,
-    first: bool,
-) -> Result<(), Failure> {
-    match position {
+fn apply_cursor_policy(cfg: &Config, placed: &Placed, first: bool) -> Result<(), Failure> {
+    let resume = placed.cursor.as_deref();
+    match &placed.position {
+        Position::NewWriter => tracing::info!(
+            writer = placed.writer.as_deref().unwrap_or_default(),
+            "a writer the saved place does not know: reading it from its oldest entry"
+        ),
         Position::AfterCursor | Position::AfterFilteredCursor => {
             if first {
                 tracing::info!(
-                    ?position,
+                    position = ?placed.position,
+                    writer = placed.writer.as_deref().unwrap_or_default(),
                     "cursor found in the journal; continuing right after it"
                 );
             }
@@ -144,7 +163,7 @@ impl Input for JournalInput<'_> {
         let filtered = !cfg.journal.filter.is_empty();
         let pass_interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
         let mut last_pass = Instant::now();
-        let mut passed: Option<String> = None;
+        let mut passed: Vec<String> = Vec::new();
         let mut last_gauges: Option<Instant> = None;
 
         let own = journal::OwnEntries::new(&cfg.journal.source, Some(std::process::id()));
@@ -209,20 +228,18 @@ impl Input for JournalInput<'_> {
                 last_pass = Instant::now();
                 // Take the newest position first, then make sure no matching entry arrived
                 // before it: only then may the watermark move past the filtered entries.
-                let newest = journal::newest_cursor(&cfg.journal).map_err(retry)?;
+                let newest = self.reader.newest_cursors().map_err(retry)?;
                 self.reader.wait(Duration::ZERO).map_err(retry)?;
                 if self.reader.next(&mut entry).map_err(retry)? {
                     pending = true;
                     continue;
                 }
-                if let Some(n) = newest {
-                    if passed.as_deref() != Some(n.as_str()) {
-                        if !out.pass(n.clone()) {
-                            return Ok(());
-                        }
-                        passed = Some(n);
+                for n in &newest {
+                    if !passed.contains(n) && !out.pass(n.clone()) {
+                        return Ok(());
                     }
                 }
+                passed = newest;
             }
             if tracker.status().is_err() {
                 return Ok(());
@@ -283,24 +300,43 @@ impl GapDetector {
 pub(crate) fn describe_start(cfg: &Config, cursor: Option<&str>) -> anyhow::Result<String> {
     let mut reader = Reader::open(&cfg.journal)?;
     let usage = reader.usage().unwrap_or(0);
-    let position = reader.seek(&cfg.journal, cursor)?;
+    let placed = reader.seek(&cfg.journal, cursor)?;
     let mut entry = Entry::new();
     let next = if reader.next(&mut entry)? {
         format!("the next entry to ship is {}", entry.cursor)
     } else {
         "the journal has nothing new to ship yet; the agent will wait for entries".to_string()
     };
-    let what = match position {
+    let describe = |p: &Position| match p {
         Position::AfterCursor => "resume right after the saved cursor".to_string(),
         Position::AfterFilteredCursor => {
             "resume at the first matching entry after the saved cursor".to_string()
         }
+        Position::NewWriter => "read a writer not seen before from its oldest entry".to_string(),
         Position::Start(s) => format!("start at {s:?} (no saved cursor)"),
         Position::CursorLost { gap, .. } => format!(
             "the saved cursor is gone from the journal ({} entries missed); policy journal.cursor_lost = {:?}",
             gap.map_or("unknown".to_string(), |g| g.to_string()),
             cfg.journal.cursor_lost
         ),
+    };
+    let what = match placed.as_slice() {
+        [one] => describe(&one.position),
+        many => {
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for p in many {
+                let d = describe(&p.position);
+                match counts.iter_mut().find(|(k, _)| *k == d) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((d, 1)),
+                }
+            }
+            let parts: Vec<String> = counts
+                .into_iter()
+                .map(|(d, n)| format!("{n} writer(s): {d}"))
+                .collect();
+            format!("read {} writers ({})", many.len(), parts.join("; "))
+        }
     };
     Ok(format!(
         "{} ({} MiB on disk): will {what}; {next}",

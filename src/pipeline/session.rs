@@ -25,7 +25,7 @@ use super::reader::JournalInput;
 use super::repair::Repairer;
 use super::service::{Probe, Service, Shutdown};
 use super::shipper;
-use crate::checkpoint::{Checkpointer, Committed, Limits, Store, Tracker};
+use crate::checkpoint::{Checkpointer, Committed, Limits, Store, Tracker, place};
 use crate::config::{Config, OnRefused};
 use crate::error::Failure;
 use crate::journal;
@@ -248,15 +248,17 @@ fn start_position(
             Failure::retry(e)
         }
     })?;
-    let Some(cursor) = start else {
+    let Some(start) = start else {
         return Ok(None);
     };
-    tracing::info!(start = ?cx.cfg.journal.start, %cursor, "no saved cursor: saving the start position before shipping");
-    tracker.pass(cursor.clone());
+    tracing::info!(start = ?cx.cfg.journal.start, place = %start.replace('\n', " "), "no saved cursor: saving the start position before shipping");
+    for p in place::positions(&start) {
+        tracker.pass(p.to_string());
+    }
     if !exactly_once {
         checkpoint(store, tracker, checkpointer, cx.metrics);
     }
-    Ok(Some(cursor))
+    Ok(Some(start))
 }
 
 /// Exactly-once: registers the transactional id (fencing older instances and aborting
@@ -316,7 +318,7 @@ fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, m
             Metrics::add(&metrics.cursor_writes, 1);
             Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
             Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
-            if let Ok(info) = journal::cursor::parse(&cursor) {
+            if let Some(Ok(info)) = place::newest(&cursor).map(journal::cursor::parse) {
                 Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
             }
         }

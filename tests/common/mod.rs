@@ -406,11 +406,11 @@ impl Agent {
             .map(|s| s.trim_end().to_string())
     }
 
-    /// Waits until the cursor file holds `want`.
+    /// Waits until the cursor file holds `want` (as one of its writers' cursors).
     pub fn wait_cursor(&mut self, want: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.cursor().as_deref() == Some(want) {
+            if self.cursor().is_some_and(|c| c.lines().any(|l| l == want)) {
                 return;
             }
             if let Some(s) = self.child.try_wait().unwrap() {

@@ -1,0 +1,343 @@
+//! One sd-journal handle read in order: the whole source (local journal, a namespace), or
+//! the files of one writer of a directory (one sequence-number space).
+//!
+//! Within one stream libsystemd never passes over an entry: a writer appends its entries in
+//! the order of its sequence numbers, and a handle over that writer's files alone reads
+//! them in that order. Merging several writers is the reader's business (`mod.rs`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use systemd::journal::Journal;
+
+use super::{Located, Position, ReadStats, open};
+use crate::config::{JournalConfig, Start};
+
+/// Consecutive failures of `sd_journal_next` before the journal is declared unreadable.
+const MAX_NEXT_ERRORS: u32 = 1000;
+
+pub(super) struct Stream {
+    j: Journal,
+    /// The writer's sequence-number space (the `s=` part of its cursors) for a stream over
+    /// some files of a directory; `None` for a stream over the whole source.
+    pub(super) space: Option<String>,
+    pub(super) files: Vec<PathBuf>,
+    /// The handle stands on an entry that has not been returned yet.
+    ready: bool,
+    /// Where the handle was sought to, while it has not moved since (a reopened handle
+    /// continues from there).
+    sought: Option<String>,
+    next_errors: u32,
+    pub(super) stats: ReadStats,
+    /// The last boot id seen and its text: consecutive entries share it, and formatting
+    /// 16 bytes as hex for every entry showed up in profiles.
+    boot: Option<(systemd::id128::Id128, String)>,
+}
+
+impl Stream {
+    /// A stream over the whole source, with the filters installed.
+    pub(super) fn whole(cfg: &JournalConfig) -> Result<Stream> {
+        Ok(Stream::with(open(cfg, true)?, None, Vec::new()))
+    }
+
+    /// A stream over the files of one writer, with the filters installed.
+    pub(super) fn writer(
+        cfg: &JournalConfig,
+        space: String,
+        files: Vec<PathBuf>,
+    ) -> Result<Stream> {
+        let j = open_files(&files, Some(cfg))?;
+        Ok(Stream::with(j, Some(space), files))
+    }
+
+    fn with(j: Journal, space: Option<String>, files: Vec<PathBuf>) -> Stream {
+        Stream {
+            j,
+            space,
+            files,
+            ready: false,
+            sought: None,
+            next_errors: 0,
+            stats: ReadStats::default(),
+            boot: None,
+        }
+    }
+
+    /// The same entries without the filters, to tell "filtered out" from "gone".
+    pub(super) fn unfiltered(&self, cfg: &JournalConfig) -> Result<Journal> {
+        if self.files.is_empty() {
+            open(cfg, false)
+        } else {
+            open_files(&self.files, None)
+        }
+    }
+
+    /// The journal handle, for waiting on the whole source.
+    pub(super) fn handle(&mut self) -> &mut Journal {
+        &mut self.j
+    }
+
+    /// Positions the stream: after `cursor` when given, else at `start`. Never skips
+    /// anything but the cursor's own entry.
+    pub(super) fn seek(
+        &mut self,
+        cfg: &JournalConfig,
+        cursor: Option<&str>,
+        start: Start,
+    ) -> Result<Position> {
+        self.ready = false;
+        self.sought = cursor.map(str::to_string);
+        let Some(c) = cursor else {
+            match start {
+                Start::Head => self.j.seek_head()?,
+                Start::Tail => {
+                    self.j.seek_tail()?;
+                    // Step onto the newest entry so the next `next()` returns what comes after
+                    // it; that entry counts as already seen.
+                    self.j.previous()?;
+                }
+                Start::Since(usec) => self.j.seek_realtime_usec(usec)?,
+            }
+            return Ok(Position::Start(start));
+        };
+        self.j
+            .seek_cursor(c)
+            .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
+        let landed = self.j.next()? > 0;
+        if landed && self.j.test_cursor(c)? {
+            return Ok(Position::AfterCursor);
+        }
+        match locate_in(self.unfiltered(cfg)?, c)? {
+            // The cursor's entry exists but does not pass the filters: what we landed on (if
+            // anything) comes after it and has not been shipped.
+            Located::Exists => {
+                self.ready = landed;
+                Ok(if landed {
+                    Position::AfterFilteredCursor
+                } else {
+                    Position::AfterCursor
+                })
+            }
+            // Gone, in the same sequence-number space: libsystemd put us on the first entry
+            // after it that survives, which is exactly where the unshipped data resumes.
+            Located::Missing {
+                gap: Some(gap),
+                first,
+            } => {
+                self.ready = landed;
+                Ok(Position::CursorLost {
+                    gap: Some(gap),
+                    first,
+                })
+            }
+            // Gone, and we cannot tell where it stood relative to what is left (another
+            // machine's journal, or a journal that was recreated). libsystemd would place us
+            // by timestamp and silently pass older entries that were never shipped, so
+            // start from the oldest entry instead: duplicates are better than loss.
+            Located::Missing { gap: None, .. } => {
+                self.j.seek_head()?;
+                self.sought = None;
+                Ok(Position::CursorLost {
+                    gap: None,
+                    first: None,
+                })
+            }
+        }
+    }
+
+    /// Moves onto the next entry unless the handle already stands on one not yet returned.
+    /// Returns false at the end of the stream.
+    pub(super) fn advance(&mut self) -> Result<bool> {
+        if self.ready {
+            return Ok(true);
+        }
+        loop {
+            match self.j.next() {
+                Ok(0) => return Ok(false),
+                Ok(_) => {
+                    self.next_errors = 0;
+                    self.ready = true;
+                    self.sought = None;
+                    return Ok(true);
+                }
+                Err(e) => {
+                    // A corrupt or truncated file: libsystemd moves past the bad entry on the
+                    // next call. Give up (and let the pipeline restart from the durable
+                    // cursor) only if this repeats without progress.
+                    self.stats.unreadable_entries += 1;
+                    self.next_errors += 1;
+                    if self.next_errors > MAX_NEXT_ERRORS {
+                        bail!("reading the journal keeps failing: {e}");
+                    }
+                    tracing::warn!(error = %e, "skipping a journal entry that cannot be read");
+                }
+            }
+        }
+    }
+
+    /// The realtime timestamp of the entry `advance` stepped onto, for merging writers.
+    pub(super) fn head_usec(&self) -> u64 {
+        self.j.timestamp_usec().unwrap_or(0)
+    }
+
+    /// Reads the entry `advance` stepped onto into `entry`.
+    pub(super) fn take(&mut self, entry: &mut super::Entry) -> Result<()> {
+        debug_assert!(self.ready);
+        self.ready = false;
+        entry.clear();
+        entry.cursor = self.j.cursor().context("sd_journal_get_cursor")?;
+        entry.realtime_usec = self
+            .j
+            .timestamp_usec()
+            .context("sd_journal_get_realtime_usec")?;
+        let (mono, boot) = self
+            .j
+            .monotonic_timestamp()
+            .context("sd_journal_get_monotonic_usec")?;
+        entry.monotonic_usec = mono;
+        match &self.boot {
+            Some((id, text)) if *id == boot => entry.boot_id.push_str(text),
+            _ => {
+                let text = boot.to_string();
+                entry.boot_id.push_str(&text);
+                self.boot = Some((boot, text));
+            }
+        }
+        self.j.restart_data();
+        loop {
+            match self.j.enumerate_data() {
+                Ok(Some(f)) => {
+                    entry.push_data(f.data());
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // Keep what could be read rather than losing the whole entry.
+                    self.stats.corrupt_fields += 1;
+                    tracing::warn!(cursor = %entry.cursor, error = %e, "a field of this entry cannot be read; shipping the rest");
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the handle stands on an entry that `advance` will return.
+    pub(super) fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Reopens the stream over a new set of its writer's files (rotated, new or vacuumed
+    /// ones), continuing exactly where it stood.
+    pub(super) fn reopen(&mut self, cfg: &JournalConfig, files: Vec<PathBuf>) -> Result<()> {
+        // Where we stand: on the last entry returned (or on one not returned yet), or where
+        // the handle was sought to if it never moved.
+        let here = self.j.cursor().ok();
+        let (anchor, include) = match (&self.sought, here) {
+            (Some(s), _) => (Some(s.clone()), false),
+            (None, Some(h)) => (Some(h), self.ready),
+            (None, None) => (None, false),
+        };
+        let mut j = open_files(&files, Some(cfg))?;
+        let mut ready = false;
+        match &anchor {
+            None => j.seek_head()?,
+            Some(c) => {
+                j.seek_cursor(c.as_str())
+                    .map_err(|e| anyhow!("cannot find the cursor {c:?} again: {e}"))?;
+                let landed = j.next()? > 0;
+                // On the anchor itself: returned already unless it was only peeked at. Past
+                // it (its file was vacuumed): the entry landed on is new.
+                ready = landed && (include || !j.test_cursor(c.as_str())?);
+            }
+        }
+        self.j = j;
+        self.files = files;
+        self.ready = ready;
+        if !ready {
+            // A handle that did not move keeps its anchor for the next reopen.
+            self.sought = anchor.filter(|_| self.j.cursor().is_err());
+        }
+        Ok(())
+    }
+}
+
+/// A handle over some journal files, with the data threshold lifted and, given a config,
+/// its filters installed. No inotify watch: the reader's one watcher covers the directory.
+pub(super) fn open_files(files: &[PathBuf], filters: Option<&JournalConfig>) -> Result<Journal> {
+    let names = files
+        .iter()
+        .map(|f| {
+            f.to_str()
+                .ok_or_else(|| anyhow!("journal file {} is not UTF-8", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut j = systemd::journal::OpenFilesOptions::default()
+        .open_files(names)
+        .with_context(|| format!("cannot open the journal files {files:?}"))?;
+    j.set_data_threshold(0)
+        .context("cannot lift the journal data threshold")?;
+    if let Some(cfg) = filters {
+        super::matches::apply(&mut j, &cfg.filter)?;
+    }
+    Ok(j)
+}
+
+/// Looks the cursor up in an unfiltered handle: only there does "not found" mean "gone".
+pub(super) fn locate_in(mut j: Journal, c: &str) -> Result<Located> {
+    j.seek_cursor(c)
+        .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
+    if j.next()? == 0 {
+        // Past the end of everything: either the cursor is the newest entry that ever was
+        // and got vacuumed along with everything else, or we are simply at the end. An empty
+        // journal has nothing to lose; a non-empty one without the cursor's entry does.
+        j.seek_tail()?;
+        if j.previous()? == 0 {
+            return Ok(Located::Missing {
+                gap: None,
+                first: None,
+            });
+        }
+        // The cursor may point at the newest entry, which `next()` from the seek passed.
+        return if j.test_cursor(c)? {
+            Ok(Located::Exists)
+        } else {
+            let newest = j.cursor()?;
+            Ok(Located::Missing {
+                gap: None,
+                first: Some(newest),
+            })
+        };
+    }
+    if j.test_cursor(c)? {
+        return Ok(Located::Exists);
+    }
+    let landed = j.cursor()?;
+    let gap = match (super::cursor::parse(c), super::cursor::parse(&landed)) {
+        (Ok(old), Ok(new)) if old.seqnum_id == new.seqnum_id && new.seqnum > old.seqnum => {
+            Some(new.seqnum - old.seqnum - 1)
+        }
+        _ => None,
+    };
+    Ok(Located::Missing {
+        gap,
+        first: Some(landed),
+    })
+}
+
+/// The newest entry of an unfiltered handle, if any.
+pub(super) fn newest_in(mut j: Journal) -> Result<Option<String>> {
+    j.seek_tail()?;
+    if j.previous()? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(j.cursor()?))
+}
+
+/// The last entry of an unfiltered handle before `usec`, if any.
+pub(super) fn before_in(mut j: Journal, usec: u64) -> Result<Option<String>> {
+    j.seek_realtime_usec(usec)?;
+    if j.previous()? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(j.cursor()?))
+}
