@@ -45,6 +45,7 @@ pub struct Metrics {
     /// Fields libsystemd could not return, and entries it could not read (corrupt files).
     pub journal_corrupt_fields: AtomicU64,
     pub journal_unreadable_entries: AtomicU64,
+    pub journal_unreadable_files: AtomicU64,
     pub cursor_write_errors: AtomicU64,
     /// Exactly-once mode: transactions aborted (their entries are sent again).
     pub transactions_aborted: AtomicU64,
@@ -98,6 +99,7 @@ impl Default for Metrics {
             entries_missed: AtomicU64::new(0),
             journal_corrupt_fields: AtomicU64::new(0),
             journal_unreadable_entries: AtomicU64::new(0),
+            journal_unreadable_files: AtomicU64::new(0),
             cursor_write_errors: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
@@ -356,6 +358,11 @@ impl Collector for Metrics {
         let oldest = Self::get(&self.journal_oldest_usec);
         let checkpoint = Self::get(&self.checkpoint_realtime_usec);
         let gauges: Vec<(&str, &str, f64)> = vec![
+            (
+                "journald_kafka_journal_unreadable_files",
+                "Journal files of the source that cannot be opened (corrupt, or not readable by the agent), as of the last check",
+                Self::get(&self.journal_unreadable_files) as f64,
+            ),
             (
                 "journald_kafka_in_flight_entries",
                 "Records sent and not yet acknowledged",

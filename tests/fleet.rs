@@ -372,3 +372,119 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo), (0, 0, 0), "{records} records");
 }
+
+/// Corrupt journal data in a central directory: one host's file has a broken header, one
+/// entry of another has a data object that points past the end of its file. What can be
+/// read is shipped; the unreadable file is named in the log and counted in `/metrics`;
+/// the entry with the bad field is shipped with the fields libsystemd returns (libsystemd
+/// 252 skips a bad data object without reporting it, so journalctl shows the same).
+#[test]
+fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
+    let s = Scratch::new("corrupt");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    let start = recent_usec(600);
+    let export = |host: &str, n: u64, bad: Option<u64>| {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend_from_slice(
+                format!(
+                    "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_HOSTNAME={host}\nMESSAGE={host} {i}\n",
+                    start + i * 1000,
+                    1_000_000 + i * 1000
+                )
+                .as_bytes(),
+            );
+            if Some(i) == bad {
+                out.extend_from_slice(format!("CORRUPTME={}\n", "Q".repeat(40)).as_bytes());
+            }
+            out.extend_from_slice(b"AFTER=yes\n\n");
+        }
+        out
+    };
+    write_export(&jdir, "remote-good.journal", &export("good", 100, None));
+    write_export(
+        &jdir,
+        "remote-field.journal",
+        &export("field", 100, Some(50)),
+    );
+    write_export(&jdir, "remote-header.journal", &export("header", 100, None));
+    // A data object whose size points far past the end of the file.
+    let path = jdir.join("remote-field.journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let needle = b"CORRUPTME=";
+    let p = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the field is stored uncompressed (short)");
+    let object = [64usize, 72]
+        .into_iter()
+        .map(|h| p - h)
+        .find(|&o| {
+            bytes[o] == 1
+                && u64::from_le_bytes(bytes[o + 8..o + 16].try_into().unwrap()) as usize
+                    == p - o + needle.len() + 40
+        })
+        .expect("the data object's header");
+    bytes[object + 8..object + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    // A header that is not a journal file's.
+    let path = jdir.join("remote-header.journal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(b"NOTAJRNL");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let readable = journal_entries(&jdir, &[]);
+    assert_eq!(readable.len(), 200, "journalctl reads the two good files");
+    let damaged = readable
+        .iter()
+        .find(|e| e["MESSAGE"][0] == b"field 50")
+        .unwrap();
+    assert!(!damaged.contains_key("CORRUPTME") && damaged.contains_key("AFTER"));
+
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
+        "metrics",
+        "listen",
+        format!("127.0.0.1:{port}"),
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let want: BTreeSet<String> = readable.iter().map(cursor_of).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = http_get(port, "/metrics").1;
+        if m.lines()
+            .any(|l| l.starts_with("journald_kafka_entries_delivered") && l.ends_with(" 200"))
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        metrics.contains("journald_kafka_journal_unreadable_files 1"),
+        "{metrics}"
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("remote-header.journal") && log.contains("cannot be opened"),
+        "the unreadable file is named: {log}"
+    );
+    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let got: BTreeSet<String> = records.iter().map(|r| r.cursor.clone()).collect();
+    assert_eq!(got, want, "every readable entry, once");
+    let rec = records
+        .iter()
+        .map(|r| decode_msgpack(&r.payload).0)
+        .find(|f| f["MESSAGE"][0] == b"field 50")
+        .unwrap();
+    assert_eq!(
+        rec.get("AFTER"),
+        damaged.get("AFTER"),
+        "the fields after the bad one"
+    );
+    let (lost, dups, ooo, _) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo), (0, 0, 0));
+}

@@ -388,3 +388,126 @@ fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
         "everything still in the journal was shipped"
     );
 }
+
+/// systemd 252's journald truncates the files it archives (systemd#24320, fixed in 255): a
+/// reader touching the cut-off part of its mapping gets SIGBUS. Heavy writes, a rotation
+/// every 300 ms and a vacuum every third rotation, with the agent restarted whenever it
+/// dies the way systemd's `Restart=on-failure` would: nothing still in the journal may be
+/// missing from Kafka. `JK_SIGBUS_SECS` (default 20) makes it a longer soak; the counts
+/// are printed (docs/reliability.md).
+#[test]
+fn heavy_writes_with_rotation_and_vacuum_lose_nothing_still_in_the_journal() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let secs: u64 = std::env::var("JK_SIGBUS_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let s = Scratch::new("sigbus");
+    let broker = Broker::with_topic(&s, "bus", 1);
+    let ns = format!("jkbus{}", std::process::id());
+    // No rate limit: the point is load.
+    let conf = PathBuf::from(format!("/etc/systemd/journald@{ns}.conf"));
+    std::fs::write(&conf, "[Journal]\nRateLimitBurst=0\n").unwrap();
+    let jd = Journald::start(&ns, &s.path("journald.log"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written, ns) = (stop.clone(), written.clone(), ns.clone());
+        std::thread::spawn(move || {
+            let client = UnixDatagram::unbound().unwrap();
+            let sock = format!("/run/systemd/journal.{ns}/socket");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = format!(
+                    "MESSAGE=load {i} {}\nSYSLOG_IDENTIFIER=jk-bus\nSEQ={i}\n",
+                    "x".repeat(200)
+                );
+                if client.send_to(msg.as_bytes(), &sock).is_ok() {
+                    i += 1;
+                }
+                if i % 200 == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            written.store(i, Ordering::Relaxed);
+        })
+    };
+    let rotations = Arc::new(AtomicU64::new(0));
+    let rotator = {
+        let (stop, rotations, ns) = (stop.clone(), rotations.clone(), ns.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(300));
+                let n = rotations.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut args = vec!["--namespace", &ns, "--rotate"];
+                if n % 3 == 0 {
+                    args.push("--vacuum-files=4");
+                }
+                let _ = Command::new("journalctl")
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        })
+    };
+    let cfg = TestConfig::new(&s.path("state"), &broker.addr(), &s.path("state"))
+        .source(Source::Namespace(ns.clone()))
+        .topic("bus");
+    let started = Instant::now();
+    let (mut starts, mut sigbus, mut other_deaths) = (0u32, 0u32, Vec::new());
+    let mut agent = Agent::start(&s.path("a0"), &cfg);
+    starts += 1;
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            match st.signal() {
+                Some(7) => sigbus += 1,
+                _ => other_deaths.push(format!("{st}: {}", agent.log())),
+            }
+            agent = Agent::start(&s.path(&format!("a{starts}")), &cfg);
+            starts += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    rotator.join().unwrap();
+    // Let journald write the rest, then the agent catch up with the newest entry.
+    std::thread::sleep(Duration::from_secs(1));
+    let entries = jd.entries();
+    let newest = cursor_of(entries.last().unwrap());
+    let catch_up = Instant::now();
+    while agent.cursor().as_deref() != Some(newest.as_str()) {
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            match st.signal() {
+                Some(7) => sigbus += 1,
+                _ => other_deaths.push(format!("{st}: {}", agent.log())),
+            }
+            agent = Agent::start(&s.path(&format!("a{starts}")), &cfg);
+            starts += 1;
+        }
+        assert!(
+            catch_up.elapsed() < Duration::from_secs(120),
+            "the agent did not catch up: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.stop().success(), "{}", agent.log());
+    let _ = std::fs::remove_file(&conf);
+    assert!(
+        other_deaths.is_empty(),
+        "deaths other than SIGBUS: {other_deaths:?}"
+    );
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    println!(
+        "sigbus soak: {secs} s, {} entries written, {} rotations, {} still in the journal, {records} records, agent starts {starts}, SIGBUS {sigbus}, lost {lost}, duplicates {dups}",
+        written.load(Ordering::Relaxed),
+        rotations.load(Ordering::Relaxed),
+        entries.len()
+    );
+    assert_eq!((lost, ooo), (0, 0));
+}

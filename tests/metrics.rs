@@ -2,25 +2,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    let code = r.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (
-        code,
-        r.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
 
 fn value(text: &str, name: &str) -> f64 {
     text.lines()
@@ -64,7 +48,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     let config = agent.config.to_str().unwrap().to_string();
 
     // Counters agree with what was shipped.
-    let (code, text) = get(port, "/metrics");
+    let (code, text) = http_get(port, "/metrics");
     assert_eq!(code, 200);
     assert_eq!(
         value(&text, "journald_kafka_entries_read_total"),
@@ -93,13 +77,13 @@ fn counters_health_and_status_follow_the_pipeline() {
         lag > 500.0 && lag < 700.0,
         "lag of a journal written 10 minutes ago: {lag}"
     );
-    assert_eq!(get(port, "/health/live").0, 200);
+    assert_eq!(http_get(port, "/health/live").0, 200);
     wait_for(
         "broker_up from librdkafka statistics",
         Duration::from_secs(15),
-        || value(&get(port, "/metrics").1, "journald_kafka_broker_up") == 1.0,
+        || value(&http_get(port, "/metrics").1, "journald_kafka_broker_up") == 1.0,
     );
-    assert_eq!(get(port, "/health/ready").0, 200);
+    assert_eq!(http_get(port, "/health/ready").0, 200);
     let (st, out) = run_cli(&["status", "--json", "--config", &config]);
     assert!(st.success(), "{out}");
     let v: serde_json::Value =
@@ -112,7 +96,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     wait_for(
         "not ready while the broker is down",
         Duration::from_secs(30),
-        || get(port, "/health/ready").0 == 503,
+        || http_get(port, "/health/ready").0 == 503,
     );
     let (st, out) = run_cli(&["status", "--config", &config]);
     assert!(
@@ -141,7 +125,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     // Restore it: they recover.
     broker.restart();
     wait_for("ready again", Duration::from_secs(30), || {
-        get(port, "/health/ready").0 == 200
+        http_get(port, "/health/ready").0 == 200
     });
     assert!(run_cli(&["status", "--config", &config]).0.success());
     assert!(
@@ -154,11 +138,11 @@ fn counters_health_and_status_follow_the_pipeline() {
     let big = huge_entry_export(now_usec(), 1_500_000);
     write_export(&jdir, "big.journal", &big);
     wait_for("a failure counted", Duration::from_secs(30), || {
-        let t = get(port, "/metrics").1;
+        let t = http_get(port, "/metrics").1;
         value(&t, "journald_kafka_entries_failed_total") >= 1.0
             && value(&t, "journald_kafka_pipeline_restarts_total") >= 1.0
     });
-    let text = get(port, "/metrics").1;
+    let text = http_get(port, "/metrics").1;
     assert!(
         text.contains("journald_kafka_entries_failed_total{error=\"MessageSizeTooLarge\"}"),
         "{text}"
@@ -166,7 +150,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     wait_for(
         "not ready: the cursor is stalled behind the refused entry",
         Duration::from_secs(30),
-        || get(port, "/health/ready").1.contains("stalled"),
+        || http_get(port, "/health/ready").1.contains("stalled"),
     );
     assert!(agent.stop().success());
 }

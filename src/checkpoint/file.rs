@@ -63,7 +63,7 @@ pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
     let text = text.strip_suffix('\n').unwrap_or(text);
     if let Err(e) = validate(text) {
         bail!(
-            "cursor file {} does not hold journal cursors: {e}; {hint}",
+            "cursor file {} does not hold a journal cursor (one per writer, one per line): {e}; {hint}",
             path.display()
         );
     }

@@ -261,15 +261,9 @@ mod tests {
         assert_eq!(w.safe_place(), None, "b1 waits for a2");
         w.delivered(a2);
         // The stream that moved last comes last; the seeded one keeps its position.
-        assert_eq!(
-            w.safe_place().as_deref(),
-            Some("s=c;i=9\ns=a;i=2\ns=b;i=1")
-        );
+        assert_eq!(w.safe_place().as_deref(), Some("s=c;i=9\ns=a;i=2\ns=b;i=1"));
         w.delivered(a3);
-        assert_eq!(
-            w.safe_place().as_deref(),
-            Some("s=c;i=9\ns=b;i=1\ns=a;i=3")
-        );
+        assert_eq!(w.safe_place().as_deref(), Some("s=c;i=9\ns=b;i=1\ns=a;i=3"));
         assert_eq!(w.newest_place(), w.safe_place());
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Holds scratch space so that encoding allocates nothing per entry in the steady state.
 
-use super::TRUNCATED_FIELD;
+use super::{DAMAGED_FIELD, TRUNCATED_FIELD};
 use crate::config::{EncodingConfig, FieldPattern, Format, KafkaConfig, TopicPart};
 use crate::journal::{Entry, cursor};
 
@@ -165,7 +165,8 @@ impl Encoder {
             + if seq.is_some() { 2 } else { 0 }
             + usize::from(add_boot)
             + self.groups.len()
-            + usize::from(!outcome.truncated.is_empty());
+            + usize::from(!outcome.truncated.is_empty())
+            + usize::from(e.damaged.is_some());
         let mut w = Writer::new(self.format, out);
         w.begin_map(n);
         w.key(b"__CURSOR");
@@ -206,6 +207,10 @@ impl Encoder {
                 text.push_str(&format!("{name}={len}"));
             }
             w.str_value(text.as_bytes());
+        }
+        if let Some(why) = &e.damaged {
+            w.key(DAMAGED_FIELD.as_bytes());
+            w.str_value(why.as_bytes());
         }
         w.end_map();
     }
@@ -520,6 +525,26 @@ mod tests {
         );
         assert_eq!(m[8].1, Value::Binary(vec![0, 0xff, 1]));
         assert_eq!(enc.key(&e), Some(&b"web-1"[..]));
+    }
+
+    #[test]
+    fn a_damaged_entry_is_marked_in_both_formats() {
+        let mut e = entry(&[(b"MESSAGE", b"hi")]);
+        e.damaged = Some("fields after the first 1 cannot be read: Bad message".into());
+        let mut out = Vec::new();
+        encoder("").encode(&e, &mut out);
+        let m = decode(&out);
+        assert_eq!(
+            m.last().unwrap(),
+            &(
+                DAMAGED_FIELD.to_string(),
+                Value::from("fields after the first 1 cannot be read: Bad message")
+            )
+        );
+        out.clear();
+        encoder("[encoding]\nformat = \"json\"\n").encode(&e, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v[DAMAGED_FIELD].as_str().unwrap().contains("Bad message"));
     }
 
     #[test]

@@ -27,5 +27,9 @@ pub(crate) const FORMAT_HEADER: &str = "journal-format";
 pub(crate) const DEAD_LETTER_ERROR_HEADER: &str = "journald-kafka-error";
 pub(crate) const DEAD_LETTER_TOPIC_HEADER: &str = "journald-kafka-topic";
 
+/// Name of the field added to an entry whose later fields libsystemd could not read
+/// (corrupt journal file): why, and how many were read.
+pub(crate) const DAMAGED_FIELD: &str = "JOURNALD_KAFKA_DAMAGED";
+
 /// Name of the field added to an entry whose fields had to be shortened to fit.
 pub(crate) const TRUNCATED_FIELD: &str = "JOURNALD_KAFKA_TRUNCATED";

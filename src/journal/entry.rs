@@ -11,6 +11,9 @@ pub struct Entry {
     pub monotonic_usec: u64,
     /// 32 lowercase hex digits, from the entry header (always present, unlike `_BOOT_ID=`).
     pub boot_id: String,
+    /// Why some of the entry's fields could not be read (libsystemd reported an error part
+    /// way through), if it was damaged: the rest is shipped, marked.
+    pub damaged: Option<String>,
     data: Vec<u8>,
     /// (start, position of '=', end) of each `NAME=value` in `data`.
     fields: Vec<(u32, u32, u32)>,
@@ -26,6 +29,7 @@ impl Entry {
         self.boot_id.clear();
         self.realtime_usec = 0;
         self.monotonic_usec = 0;
+        self.damaged = None;
         self.data.clear();
         self.fields.clear();
     }

@@ -211,9 +211,13 @@ impl Stream {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // Keep what could be read rather than losing the whole entry.
+                    // Keep what could be read rather than losing the whole entry, and say
+                    // so in the record itself.
                     self.stats.corrupt_fields += 1;
-                    tracing::warn!(cursor = %entry.cursor, error = %e, "a field of this entry cannot be read; shipping the rest");
+                    let read = entry.len();
+                    entry.damaged =
+                        Some(format!("fields after the first {read} cannot be read: {e}"));
+                    tracing::warn!(cursor = %entry.cursor, writer = self.space.as_deref().unwrap_or("(whole journal)"), files = ?self.files, error = %e, "fields of this entry cannot be read (corrupt journal file); shipping the {read} read before, marked");
                     break;
                 }
             }

@@ -14,7 +14,6 @@ use anyhow::anyhow;
 
 use super::input::{Input, Out};
 use crate::checkpoint::Tracker;
-use crate::checkpoint::place;
 use crate::config::{Config, CursorLost};
 use crate::error::Failure;
 use crate::journal::{self, Entry, Placed, Position, Reader};
@@ -62,14 +61,12 @@ impl<'a> JournalInput<'a> {
         if let Some(kept) = Reader::kept(&placed) {
             tracker.seed(&kept);
         }
-        for p in resume.into_iter().flat_map(place::positions) {
-            if !placed.iter().any(|q| q.cursor.as_deref() == Some(p))
-                && placed.iter().all(|q| q.writer.is_some())
-            {
-                tracing::warn!(
-                    cursor = p,
-                    "the journal files of this cursor's writer are gone from the directory; forgetting its position (entries it wrote after the cursor, if any, were deleted unshipped)"
-                );
+        if first {
+            // libsystemd leaves a file it cannot open out without a word: say it here.
+            let unreadable = journal::unreadable_files(&cfg.journal);
+            Metrics::set(&metrics.journal_unreadable_files, unreadable.len() as u64);
+            for (f, e) in &unreadable {
+                tracing::error!(file = %f.display(), error = %e, "this journal file cannot be opened (corrupt, or not readable by this user); its entries cannot be shipped");
             }
         }
         tracker.set_opened();
@@ -110,6 +107,18 @@ impl<'a> JournalInput<'a> {
 fn apply_cursor_policy(cfg: &Config, placed: &Placed, first: bool) -> Result<(), Failure> {
     let resume = placed.cursor.as_deref();
     match &placed.position {
+        Position::WriterGone => {
+            let msg = format!(
+                "the saved cursor {:?} is no longer in the journal: every file of its writer is gone (vacuumed or removed, or the cursor is another journal's); whatever it wrote after the cursor was never shipped",
+                resume.unwrap_or_default()
+            );
+            if cfg.journal.cursor_lost == CursorLost::Refuse {
+                return Err(Failure::fatal(anyhow!(
+                    "{msg}; journal.cursor_lost = \"refuse\", so not starting (set it to \"resume\" or delete the cursor file to go on)"
+                )));
+            }
+            tracing::error!("{msg}; forgetting it and reading the writers that are there");
+        }
         Position::NewWriter => tracing::info!(
             writer = placed.writer.as_deref().unwrap_or_default(),
             "a writer the saved place does not know: reading it from its oldest entry"
@@ -195,11 +204,27 @@ impl Input for JournalInput<'_> {
                     Metrics::add(&metrics.entries_missed, gap);
                     if gaps.reported < 10 {
                         gaps.reported += 1;
-                        tracing::error!(
-                            gap,
-                            at = entry.cursor,
-                            "{gap} journal entries vanished before they could be read (vacuumed or deleted files, or files this user may not read); continuing after them"
-                        );
+                        // Tell a file libsystemd silently left out from a vacuum.
+                        let unreadable = journal::unreadable_files(&cfg.journal);
+                        Metrics::set(&metrics.journal_unreadable_files, unreadable.len() as u64);
+                        if unreadable.is_empty() {
+                            tracing::error!(
+                                gap,
+                                at = entry.cursor,
+                                "{gap} journal entries vanished before they could be read (their files were vacuumed or deleted); continuing after them"
+                            );
+                        } else {
+                            let files: Vec<String> = unreadable
+                                .iter()
+                                .map(|(f, e)| format!("{}: {e}", f.display()))
+                                .collect();
+                            tracing::error!(
+                                gap,
+                                at = entry.cursor,
+                                unreadable = ?files,
+                                "{gap} journal entries could not be read: journal files of the source cannot be opened (corrupt, or not readable by this user), so libsystemd left them out; continuing after them"
+                            );
+                        }
                     }
                 }
             }
@@ -313,6 +338,10 @@ pub(crate) fn describe_start(cfg: &Config, cursor: Option<&str>) -> anyhow::Resu
             "resume at the first matching entry after the saved cursor".to_string()
         }
         Position::NewWriter => "read a writer not seen before from its oldest entry".to_string(),
+        Position::WriterGone => format!(
+            "forget a saved writer whose files are all gone; policy journal.cursor_lost = {:?}",
+            cfg.journal.cursor_lost
+        ),
         Position::Start(s) => format!("start at {s:?} (no saved cursor)"),
         Position::CursorLost { gap, .. } => format!(
             "the saved cursor is gone from the journal ({} entries missed); policy journal.cursor_lost = {:?}",

@@ -661,3 +661,19 @@ impl Rng {
         lo + self.0 % (hi - lo)
     }
 }
+
+/// A plain HTTP GET to the agent's metrics listener on 127.0.0.1: (status, body).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_fmt(&mut s, format_args!("GET {path} HTTP/1.0\r\n\r\n")).unwrap();
+    let mut r = String::new();
+    std::io::Read::read_to_string(&mut s, &mut r).unwrap();
+    let code = r.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
