@@ -312,3 +312,55 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
     );
     assert_eq!((lost, dups, ooo), (0, 0, 0), "{}", agent.log());
 }
+
+/// A transaction the broker aborts because it outlived `transaction.timeout.ms` (here the
+/// agent is frozen with SIGSTOP mid-transaction, as a host under memory pressure or a
+/// stopped VM would be) is not fencing: no other instance holds the id, so the agent must
+/// recover (abort, start again from the cursor topic), not exit with the fencing status.
+#[test]
+fn a_transaction_the_broker_timed_out_is_recovered_not_taken_for_fencing() {
+    let s = Scratch::new("eo-timeout");
+    let broker = Broker::start_transactional(&s.path("broker"));
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &[
+            "-n",
+            "200000",
+            "--start-usec",
+            &recent_usec(1800).to_string(),
+            "--rate-usec",
+            "1000",
+        ],
+    );
+    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "timeout")
+        .set("delivery", "transaction_timeout_ms", 2000)
+        .set("delivery", "transaction_max_ms", 1000)
+        .set("pipeline", "max_in_flight_entries", 2000);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    // Freeze it while it ships, long past the transaction timeout.
+    agent.wait_cursor_any(Duration::from_secs(30));
+    agent.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(6));
+    agent.signal("-CONT");
+    let start = std::time::Instant::now();
+    while !agent.has_cursor(&last) {
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            panic!(
+                "the agent exited with {st} after its transaction timed out:\n{}",
+                agent.log()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "did not finish: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.stop().success(), "{}", agent.log());
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo, records), (0, 0, 0, 200000));
+}

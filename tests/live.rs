@@ -480,7 +480,7 @@ fn heavy_writes_with_rotation_and_vacuum_lose_nothing_still_in_the_journal() {
     let entries = jd.entries();
     let newest = cursor_of(entries.last().unwrap());
     let catch_up = Instant::now();
-    while agent.cursor().as_deref() != Some(newest.as_str()) {
+    while !agent.has_cursor(&newest) {
         if let Some(st) = agent.child.try_wait().unwrap() {
             match st.signal() {
                 Some(7) => sigbus += 1,

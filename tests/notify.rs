@@ -142,3 +142,76 @@ fn ready_is_not_held_back_forever_by_an_unreachable_broker() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Exactly-once mode with the broker unreachable at start: the setup (cursor topic,
+/// registering the transactional id, restore) waits on the broker, and systemd must still
+/// hear READY after `kafka.connect_timeout_ms`, watchdog pings throughout, and a SIGTERM
+/// must end it within `pipeline.shutdown_timeout_ms` (the unit's TimeoutStopSec would
+/// otherwise SIGKILL it).
+#[test]
+fn exactly_once_setup_against_an_unreachable_broker_keeps_systemd_informed() {
+    let s = Scratch::new("notify-eo");
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "10"]);
+    let cfg = TestConfig::new(
+        &jdir,
+        &format!("127.0.0.1:{}", free_port()),
+        &s.path("state"),
+    )
+    .unset("state", "checkpoint_interval_ms")
+    .exactly_once("notify")
+    .set("kafka", "connect_timeout_ms", 1500)
+    .set("pipeline", "shutdown_timeout_ms", 2000);
+    let started = Instant::now();
+    // A 1.5 s watchdog: pings are due every 0.5 s.
+    let (mut child, sock) = start(&s, &cfg, 1_500_000);
+    let mut msgs = Vec::new();
+    collect(&sock, Duration::from_secs(12), &mut msgs);
+    let log = std::fs::read_to_string(s.path("agent.log")).unwrap_or_default();
+    let ready = msgs
+        .iter()
+        .position(|(_, m)| m.lines().any(|l| l == "READY=1"))
+        .unwrap_or_else(|| panic!("no READY in {msgs:?}\n{log}"));
+    let at = msgs[ready].0 - started;
+    assert!(at < Duration::from_secs(5), "READY after {at:?}");
+    // Watchdog pings all along (none more than a watchdog period apart).
+    let pings: Vec<Instant> = msgs
+        .iter()
+        .filter(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(pings.len() >= 10, "pings: {} in 12 s\n{log}", pings.len());
+    let mut last = started;
+    for p in &pings {
+        assert!(
+            *p - last < Duration::from_millis(1500),
+            "a {:?} gap between watchdog pings\n{log}",
+            *p - last
+        );
+        last = *p;
+    }
+    assert!(
+        Instant::now() - last < Duration::from_millis(1500),
+        "pings stopped\n{log}"
+    );
+    let term = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            term.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = term.elapsed();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "SIGTERM took {took:?}, above shutdown_timeout_ms"
+    );
+}

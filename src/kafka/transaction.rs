@@ -77,14 +77,17 @@ pub(crate) fn fenced(producer: &Producer) -> Option<Failure> {
 }
 
 /// Classifies a transactional API error: fencing, or something a new session may get past.
+///
+/// Only a *fatal* fencing error is fencing: another instance registered the same id.
+/// A transaction the coordinator aborted because it outlived its timeout bumps the epoch
+/// too, and the producer then sees an epoch error, but librdkafka reports that one as
+/// abortable (it bumps its own epoch on the abort, KIP-360): a new session recovers from it,
+/// and exiting with the fencing status would keep the agent down for good.
 fn txn_error(what: &str, e: KafkaError) -> Failure {
     if let KafkaError::Transaction(t) = &e {
-        if is_fencing(t.code()) {
+        if is_fencing(t.code()) && t.is_fatal() {
             return Failure::fenced(t);
         }
-    }
-    if e.rdkafka_error_code().is_some_and(is_fencing) {
-        return Failure::fenced(e);
     }
     Failure::retry(anyhow!("{what}: {e}"))
 }

@@ -28,6 +28,12 @@ struct Cadence {
     last_commit: Instant,
     /// How often a cursor that moved only over filtered entries is committed.
     pass_interval: Duration,
+    /// The broker's transaction timeout: a transaction it outlives is aborted by the
+    /// coordinator (and the producer's epoch bumped), which costs the whole transaction.
+    timeout: Duration,
+    /// How long the last close (settling its entries, then the commit) took: with a slow
+    /// broker transactions close earlier, so they end well inside the timeout.
+    close_took: Duration,
 }
 
 impl Cadence {
@@ -38,9 +44,17 @@ impl Cadence {
     /// After a send: the transaction is big or old enough to close.
     fn due(&self, now: Instant) -> bool {
         self.sent >= self.max_entries
-            || self
-                .opened
-                .is_some_and(|o| now.duration_since(o) >= self.max_age)
+            || self.opened.is_some_and(|o| {
+                let age = now.duration_since(o);
+                age >= self.max_age || age + 2 * self.close_took >= self.timeout / 2
+            })
+    }
+
+    /// The latest moment a close may still wait for its entries: after it, the
+    /// transaction is aborted by the agent rather than left for the coordinator.
+    fn close_deadline(&self, began: Instant) -> Instant {
+        self.opened
+            .map_or(began + self.timeout, |o| o + self.timeout * 9 / 10)
     }
 
     /// The journal is quiet: close now if entries wait, or if only filtered positions moved
@@ -50,7 +64,8 @@ impl Cadence {
             || (cursor_moved && now.duration_since(self.last_commit) >= self.pass_interval)
     }
 
-    fn closed(&mut self, now: Instant) {
+    fn closed(&mut self, now: Instant, took: Duration) {
+        self.close_took = took;
         self.sent = 0;
         self.opened = None;
         self.last_commit = now;
@@ -61,7 +76,6 @@ impl Cadence {
 pub(super) struct Transaction {
     store: TransactionStore,
     cadence: Cadence,
-    timeout: Duration,
     /// The last cursor this session committed.
     committed: Option<String>,
 }
@@ -77,8 +91,9 @@ impl Transaction {
                 max_age: Duration::from_millis(cfg.delivery.transaction_max_ms),
                 last_commit: Instant::now(),
                 pass_interval: Duration::from_millis(cfg.state.checkpoint_interval_ms),
+                timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
+                close_took: Duration::ZERO,
             },
-            timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
             committed: None,
         }
     }
@@ -115,7 +130,7 @@ impl Transaction {
     /// leaves the transaction to be aborted.
     fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
         let began = Instant::now();
-        let deadline = began + self.timeout;
+        let deadline = self.cadence.close_deadline(began);
         let target = tracker.newest_place();
         let fresh = target.is_some() && target != self.committed;
         if let (true, Some(t)) = (fresh, &target) {
@@ -125,7 +140,7 @@ impl Transaction {
         // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
         if !tracker.wait_settled(deadline) {
             return Err(Failure::retry(anyhow!(
-                "entries of the transaction were not confirmed within delivery.transaction_timeout_ms"
+                "entries of the transaction were not confirmed within 90% of delivery.transaction_timeout_ms; aborting it before the broker does"
             )));
         }
         if let Some(f) = tracker.failure() {
@@ -154,7 +169,7 @@ impl Transaction {
             // Nothing new to commit: an open transaction holds no entry.
             None => self.store.abort(),
         }
-        self.cadence.closed(Instant::now());
+        self.cadence.closed(Instant::now(), began.elapsed());
         Ok(())
     }
 
@@ -195,7 +210,30 @@ mod tests {
             max_age: Duration::from_secs(5),
             last_commit: now,
             pass_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+            close_took: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn a_slow_broker_closes_transactions_earlier_and_aborts_before_the_coordinator() {
+        let t0 = Instant::now();
+        let mut c = cadence(t0);
+        c.max_age = Duration::from_secs(30);
+        c.opened(t0);
+        c.sent = 1;
+        assert!(!c.due(t0 + Duration::from_secs(20)));
+        // Closes took 8 s: a transaction now closes once its age plus twice that reaches
+        // half the timeout.
+        c.closed(t0, Duration::from_secs(8));
+        c.opened(t0);
+        c.sent = 1;
+        assert!(!c.due(t0 + Duration::from_secs(13)));
+        assert!(c.due(t0 + Duration::from_secs(14)));
+        assert_eq!(
+            c.close_deadline(t0 + Duration::from_secs(14)),
+            t0 + Duration::from_secs(54)
+        );
     }
 
     #[test]
@@ -212,7 +250,7 @@ mod tests {
         // Re-opening keeps the first opening time: age counts from the first entry.
         c.opened(t0 + Duration::from_secs(4));
         assert!(c.due(t0 + Duration::from_secs(5)));
-        c.closed(t0 + Duration::from_secs(5));
+        c.closed(t0 + Duration::from_secs(5), Duration::ZERO);
         assert!(!c.due(t0 + Duration::from_secs(60)), "nothing open");
     }
 

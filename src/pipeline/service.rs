@@ -73,6 +73,8 @@ pub(super) struct Service<'a> {
     last_status: Instant,
     /// The producer's heartbeat may be older than this before the watchdog goes quiet.
     producer_grace: Option<Duration>,
+    /// READY is not held back longer than this by brokers that do not answer.
+    connect_timeout: Duration,
 }
 
 impl<'a> Service<'a> {
@@ -95,6 +97,7 @@ impl<'a> Service<'a> {
             // Without statistics there is no heartbeat to check; trust the reader alone.
             producer_grace: (stats_ms > 0)
                 .then(|| watchdog.max(Duration::from_millis(3 * stats_ms + 1000))),
+            connect_timeout: Duration::from_millis(cfg.kafka.connect_timeout_ms),
         }
     }
 
@@ -158,8 +161,18 @@ impl<'a> Service<'a> {
         }
     }
 
-    /// Called while waiting to retry: deliberate waiting is healthy.
+    /// Called while waiting to retry or on the brokers: deliberate waiting is healthy, and
+    /// it does not hold READY back past the connect timeout (systemd would otherwise fail
+    /// the start after TimeoutStartSec, and a broker outage at boot would become a failed
+    /// unit).
     pub(super) fn waiting(&mut self, why: &str) {
+        if !self.ready && self.started.elapsed() >= self.connect_timeout {
+            let st = format!("brokers NOT reachable yet: {why}");
+            tracing::info!("ready: {st}");
+            self.notifier.ready(&st);
+            self.ready = true;
+            self.last_status = Instant::now();
+        }
         if self.ping_due() {
             self.notifier.watchdog_ping();
             self.last_ping = Instant::now();

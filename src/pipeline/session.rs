@@ -66,14 +66,22 @@ pub(super) fn run(
     let exactly_once = eo.is_some();
     if let Some(eo) = eo.as_deref_mut().filter(|eo| !eo.cursor_topic_ready) {
         let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
-        match transaction::ensure_cursor_topic(cfg, timeout, true) {
-            Ok(warning) => {
+        let owned = cfg.clone();
+        let made = beside_service(
+            cx,
+            svc,
+            "exactly-once: creating the cursor topic",
+            move || transaction::ensure_cursor_topic(&owned, timeout, true).map_err(Failure::retry),
+        );
+        match made {
+            Ok(Some(warning)) => {
                 if let Some(w) = warning {
                     tracing::warn!("{w}");
                 }
                 eo.cursor_topic_ready = true;
             }
-            Err(e) => return (Err(Failure::retry(e)), None),
+            Ok(None) => return (Ok(()), None),
+            Err(e) => return (Err(e), None),
         }
     }
     let txn_id = eo.map(|eo| eo.id.as_str());
@@ -104,13 +112,32 @@ pub(super) fn run(
     // Exactly-once: fence older instances, then ask Kafka where we are.
     let (txn, resume) = match txn_id {
         None => (None, resume),
-        Some(id) => match restore(cx, &producer, &tracker, id) {
-            Ok((s, r)) => (Some(Transaction::new(s, cfg)), r),
-            Err(e) => {
-                cx.shutdown.attach(None);
-                return (Err(e), None);
+        Some(id) => {
+            let (producer, tracker, owned, id, first) = (
+                producer.clone(),
+                tracker.clone(),
+                cfg.clone(),
+                id.to_string(),
+                cx.first,
+            );
+            let restored = beside_service(
+                cx,
+                svc,
+                "exactly-once: registering the transactional id and reading the cursor topic",
+                move || restore(&owned, first, producer, tracker, id),
+            );
+            match restored {
+                Ok(Some((s, r))) => (Some(Transaction::new(s, cfg)), r),
+                Ok(None) => {
+                    cx.shutdown.attach(None);
+                    return (Ok(()), None);
+                }
+                Err(e) => {
+                    cx.shutdown.attach(None);
+                    return (Err(e), None);
+                }
             }
-        },
+        }
     };
 
     // No saved place and a start other than the head: make the start a place of its own
@@ -264,18 +291,51 @@ fn start_position(
 /// Exactly-once: registers the transactional id (fencing older instances and aborting
 /// their open transaction), then reads this id's committed cursor.
 fn restore(
-    cx: &Context,
-    producer: &Producer,
-    tracker: &Arc<Tracker>,
-    id: &str,
+    cfg: &Config,
+    first: bool,
+    producer: Producer,
+    tracker: Arc<Tracker>,
+    id: String,
 ) -> Result<(TransactionStore, Option<String>), Failure> {
-    let mut store =
-        TransactionStore::init(producer.clone(), tracker.clone(), cx.cfg, id.to_string())?;
+    let mut store = TransactionStore::init(producer, tracker, cfg, id)?;
     let resume = store.load().map_err(Failure::retry)?;
-    if cx.first {
-        super::log_restore(resume.as_deref(), &store.describe(), cx.cfg);
+    if first {
+        super::log_restore(resume.as_deref(), &store.describe(), cfg);
     }
     Ok((store, resume))
+}
+
+/// Runs a step of the exactly-once setup that waits on the brokers (with timeouts of its
+/// own, up to tens of seconds) on a helper thread, while this thread keeps systemd informed:
+/// watchdog pings, READY once `kafka.connect_timeout_ms` has passed, and a prompt exit on
+/// SIGTERM. `Ok(None)`: a shutdown was requested meanwhile; the helper is left to finish on
+/// its own while the process exits (nothing it does moves a cursor).
+fn beside_service<T: Send + 'static>(
+    cx: &Context,
+    svc: &mut Service,
+    what: &'static str,
+    step: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<Option<T>, Failure> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::Builder::new()
+        .name("eo-setup".into())
+        .spawn(move || {
+            let _ = tx.send(step());
+        })
+        .map_err(|e| Failure::retry(anyhow!("cannot start the exactly-once setup: {e}")))?;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => return r.map(Some),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(Failure::retry(anyhow!("the exactly-once setup panicked")));
+            }
+        }
+        if cx.shutdown.requested() {
+            return Ok(None);
+        }
+        svc.waiting(what);
+    }
 }
 
 /// Runs the shipping thread beside `input` (on this thread) until either ends.

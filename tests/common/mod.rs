@@ -406,11 +406,29 @@ impl Agent {
             .map(|s| s.trim_end().to_string())
     }
 
+    /// Whether the saved place holds `want` (as one of its writers' cursors).
+    pub fn has_cursor(&self, want: &str) -> bool {
+        self.cursor().is_some_and(|c| c.lines().any(|l| l == want))
+    }
+
+    /// Waits until the agent has saved any cursor (it is shipping).
+    pub fn wait_cursor_any(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while self.cursor().is_none() {
+            assert!(
+                start.elapsed() < timeout,
+                "no cursor within {timeout:?}: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the cursor file holds `want` (as one of its writers' cursors).
     pub fn wait_cursor(&mut self, want: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.cursor().is_some_and(|c| c.lines().any(|l| l == want)) {
+            if self.has_cursor(want) {
                 return;
             }
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -606,7 +624,7 @@ pub fn kill_9_at_random(
     for trial in 0..trials {
         let mut agent = Agent::start(&s.path(&format!("a{trial}")), &config(trial));
         std::thread::sleep(Duration::from_millis(rng.next(delay_ms.0, delay_ms.1)));
-        if agent.cursor().as_deref() == Some(last) {
+        if agent.has_cursor(last) {
             assert!(agent.stop().success());
             break;
         }
