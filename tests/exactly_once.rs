@@ -364,3 +364,84 @@ fn a_transaction_the_broker_timed_out_is_recovered_not_taken_for_fencing() {
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 200000));
 }
+
+/// Restore at fleet scale: the shared cursor topic holds the records of 10,000 other
+/// agents (`JK_CURSOR_RECORDS`, default 200,000, before and after ours). The agent, its
+/// state directory wiped, must find its own newest place among them, and say how long that
+/// took (docs/delivery.md has the figures): lost 0, duplicates 0.
+#[test]
+fn restore_finds_its_place_among_ten_thousand_agents_records() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let total: usize = std::env::var("JK_CURSOR_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let s = Scratch::new("eo-fleet-restore");
+    let broker = Broker::start_transactional(&s.path("broker"));
+    broker.create_topic_with("journald-kafka-cursors", 1, Some("cleanup.policy=compact"));
+    let others = |n: usize, seed: usize| {
+        let p: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.addr())
+            .set("linger.ms", "20")
+            .set("queue.buffering.max.messages", "1000000")
+            .create()
+            .unwrap();
+        for i in 0..n {
+            let key = format!("host-{:05}", (i + seed) % 10_000);
+            let value = format!(
+                "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i={:x};b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=1;t=1;x=1",
+                i + 1
+            );
+            let mut rec = BaseRecord::to("journald-kafka-cursors")
+                .key(&key)
+                .payload(&value);
+            while let Err((_, back)) = p.send(rec) {
+                rec = back;
+                p.poll(Duration::from_millis(10));
+            }
+            p.poll(Duration::ZERO);
+        }
+        p.flush(Duration::from_secs(60)).unwrap();
+    };
+    others(total / 2, 0);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "2000", "--start-usec", &recent_usec(1800).to_string()],
+    );
+    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let mut agent = Agent::start(
+        &s.path("first"),
+        &config(&jdir, &broker.addr(), &s.path("state1"), "victim"),
+    );
+    agent.finish_at(&last);
+    others(total - total / 2, 7);
+
+    // A wiped host: its place is only in the cursor topic, under 200,000 other records.
+    let cfg = config(&jdir, &broker.addr(), &s.path("state2"), "victim");
+    let started = std::time::Instant::now();
+    let mut agent = Agent::start(&s.path("second"), &cfg);
+    let deadline = started + Duration::from_secs(300);
+    while !agent.log().contains("restoring from cursor topic") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restore within 300 s:\n{}",
+            agent.log()
+        );
+        if let Some(st) = agent.child.try_wait().unwrap() {
+            panic!("exited {st}: {}", agent.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    assert!(agent.log().contains(&last), "restored the newest place");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(agent.stop().success(), "{}", agent.log());
+    println!(
+        "fleet restore: {total} records of 10,000 other agents on the cursor topic; restore (start to place found) took {took:?}"
+    );
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo, records), (0, 0, 0, 2000));
+}

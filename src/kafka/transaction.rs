@@ -231,6 +231,13 @@ pub(crate) fn read_committed_cursor(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed")
+        // Small fetches: a step reads a few thousand small records, and some brokers
+        // answer a large fetch with more than a client accepts in one response.
+        .set("fetch.max.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "1048576")
+        // ... and noida-db answers with everything up to the end whatever was asked: accept
+        // responses up to 1 GiB rather than fail a restore for good.
+        .set("receive.message.max.bytes", "1073741824")
         .create_with_context(QuietEof)
         .context("cannot create the cursor topic reader")?;
     let md = consumer
@@ -242,7 +249,7 @@ pub(crate) fn read_committed_cursor(
             bail!("cursor topic {topic:?}: {}", RDKafkaErrorCode::from(e));
         }
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+            tpl.add_partition(topic, p.id());
         }
     }
     if tpl.count() == 0 {
@@ -250,49 +257,94 @@ pub(crate) fn read_committed_cursor(
     }
     let deadline = Instant::now() + timeout;
     wait_for_open_transactions(k, &consumer, topic, &tpl, deadline)?;
-    let mut open = tpl.count();
-    consumer.assign(&tpl)?;
     // The last record with our key in each partition, by offset: records of one key go to
     // one partition, in the order they were written, whatever their timestamps say (a
     // host clock stepped back must not make an older cursor look newer).
-    let mut last: std::collections::BTreeMap<i32, (i64, String)> = Default::default();
-    while open > 0 {
-        if Instant::now() >= deadline {
-            bail!(
-                "reading the cursor topic {topic:?} did not reach its end within {timeout:?} (an open transaction of another agent holds it back?)"
-            );
-        }
-        match consumer.poll(Duration::from_millis(200)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => open -= 1,
-            Some(Err(e)) => return Err(e).context(format!("reading the cursor topic {topic:?}")),
-            Some(Ok(m)) => {
-                if m.key() != Some(id.as_bytes()) {
-                    continue;
-                }
-                let Some(value) = m.payload() else {
-                    // A tombstone: someone deleted our place on purpose.
-                    last.remove(&m.partition());
-                    continue;
-                };
-                let text = std::str::from_utf8(value)
-                    .ok()
-                    .filter(|t| crate::checkpoint::validate_place(t).is_ok())
-                    .ok_or_else(|| {
-                        anyhow!(
-                            "cursor topic {topic:?} partition {} offset {}: the record for {id:?} does not hold a journal cursor",
-                            m.partition(),
-                            m.offset()
-                        )
-                    })?;
-                let ts = m.timestamp().to_millis().unwrap_or(0);
-                last.insert(m.partition(), (ts, text.to_string()));
-            }
+    let mut last: Vec<(i64, String)> = Vec::new();
+    for e in tpl.elements() {
+        if let Some(found) = last_in_partition(&consumer, topic, e.partition(), id, deadline)? {
+            last.push(found);
         }
     }
     // Several partitions hold our key only if the topic's partition count changed; then
     // the timestamps are all there is to go by.
-    Ok(last.into_values().max_by_key(|(ts, _)| *ts).map(|(_, c)| c))
+    Ok(last.into_iter().max_by_key(|(ts, _)| *ts).map(|(_, c)| c))
+}
+
+/// Records read per step of the backward search, at first (it grows fourfold per step).
+const RESTORE_STEP: i64 = 2_000;
+
+/// The newest record with key `id` in one partition of the cursor topic: (timestamp, place).
+///
+/// Searched backwards from the end in growing steps, so the cost is the number of records
+/// written since this agent's last commit (a step or two for an agent that was running),
+/// not the size of a topic shared by a whole fleet: before compaction catches up, it holds
+/// every commit of every agent (the test with 10,000 agents' records has the figures).
+fn last_in_partition(
+    consumer: &BaseConsumer<QuietEof>,
+    topic: &str,
+    partition: i32,
+    id: &str,
+    deadline: Instant,
+) -> Result<Option<(i64, String)>> {
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, deadline.saturating_duration_since(Instant::now()))
+        .with_context(|| format!("cannot read the offsets of cursor topic {topic:?}"))?;
+    let mut end = high;
+    let mut step = RESTORE_STEP;
+    while end > low {
+        let start = (end - step).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(start))?;
+        consumer.assign(&tpl)?;
+        // Some(None): our newest record in this step is a tombstone (someone deleted our
+        // place on purpose); nothing older counts.
+        let mut found: Option<Option<(i64, String)>> = None;
+        loop {
+            if Instant::now() >= deadline {
+                bail!(
+                    "reading the cursor topic {topic:?} back to offset {start} did not finish in time (an open transaction of another agent holds it back, or the topic holds very many records before compaction)"
+                );
+            }
+            let m = match consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => {
+                    return Err(e).context(format!("reading the cursor topic {topic:?}"));
+                }
+                Some(Ok(m)) => m,
+            };
+            if m.offset() >= end {
+                break;
+            }
+            if m.key() == Some(id.as_bytes()) {
+                found = Some(match m.payload() {
+                    None => None,
+                    Some(value) => {
+                        let text = std::str::from_utf8(value)
+                            .ok()
+                            .filter(|t| crate::checkpoint::validate_place(t).is_ok())
+                            .ok_or_else(|| {
+                                anyhow!(
+                                    "cursor topic {topic:?} partition {partition} offset {}: the record for {id:?} does not hold a journal cursor",
+                                    m.offset()
+                                )
+                            })?;
+                        Some((m.timestamp().to_millis().unwrap_or(0), text.to_string()))
+                    }
+                });
+            }
+            if m.offset() >= end - 1 {
+                break;
+            }
+        }
+        if let Some(answer) = found {
+            return Ok(answer);
+        }
+        end = start;
+        step = step.saturating_mul(4);
+    }
+    Ok(None)
 }
 
 /// Waits until every transaction open on the cursor topic when we started is decided.
