@@ -10,7 +10,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm passwd time bc kcat)
+pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm passwd time bc kcat openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

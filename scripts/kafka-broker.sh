@@ -14,6 +14,7 @@
 #   kafka-broker.sh stop  <datadir>                  SIGTERM the broker we started, then wait
 #   kafka-broker.sh kill9 <datadir>                  crash it (fault injection)
 #   kafka-broker.sh topic-create <port> <name> [partitions] [key=value]   (a topic config, e.g. max.message.bytes=100000)
+#   kafka-broker.sh user-create <port> <name> <password> scram256|scram512   a SASL/SCRAM user (on a plain listener)
 set -euo pipefail
 NISSHI_VERSION=${NISSHI_VERSION:-0.8.1}
 NISSHI_ROOT=${NISSHI_ROOT:-$HOME/.local/nisshi-$NISSHI_VERSION}
@@ -76,14 +77,21 @@ start() { # port datadir [engine]
       return 0 ;;
     *) echo "engine: sqlite|memory|noida" >&2; return 2 ;;
   esac
+  # NISSHI_EXTRA_ARGS: e.g. "--authentication --cert c.pem --key k.pem" for a secured
+  # listener; readiness is then the open port (the plain topic list cannot log in).
+  # shellcheck disable=SC2086
   ( cd "$dir" && exec "$NISSHI" broker \
       --listener-url "tcp://127.0.0.1:$port" \
       --advertised-listener-url "tcp://127.0.0.1:$port" \
       --storage-engine "$url" \
-      --group-initial-rebalance-delay 0s ) >>"$dir/broker.log" 2>&1 &
+      --group-initial-rebalance-delay 0s ${NISSHI_EXTRA_ARGS:-} ) >>"$dir/broker.log" 2>&1 &
   local pid=$!
   echo "$pid" > "$dir/broker.pid"; echo "$port" > "$dir/broker.port"
-  wait_ready "$port" "$pid" || { kill -KILL "$pid" 2>/dev/null; return 1; }
+  if [ -n "${NISSHI_EXTRA_ARGS:-}" ]; then
+    wait_port "$port" "$pid" || { kill -KILL "$pid" 2>/dev/null; return 1; }
+  else
+    wait_ready "$port" "$pid" || { kill -KILL "$pid" 2>/dev/null; return 1; }
+  fi
   echo "$pid"
 }
 
@@ -96,9 +104,13 @@ stop() { # datadir
 
 kill9() { kill -KILL "$(cat "$1/broker.pid")" 2>/dev/null || true; }
 
+user-create() { # port name password scram256|scram512
+  "$NISSHI" user create "$2" "$3" --mechanism "$4" --broker "tcp://127.0.0.1:$1"
+}
+
 topic-create() { # port name [partitions] [key=value]
   "$NISSHI" topic create "$2" --broker "tcp://127.0.0.1:$1" --partitions "${3:-1}" ${4:+--config "$4"}
 }
 
-cmd=${1:?usage: kafka-broker.sh install|install-noida|start|stop|kill9|topic-create}; shift
+cmd=${1:?usage: kafka-broker.sh install|install-noida|start|stop|kill9|topic-create|user-create}; shift
 "$cmd" "$@"

@@ -39,7 +39,9 @@ pub enum From {
 }
 
 pub struct CatOptions {
-    pub brokers: String,
+    /// How to reach the brokers (`kafka::connection_config` of a config file, or the
+    /// `--brokers` given on the command line).
+    pub connection: rdkafka::ClientConfig,
     pub topics: Vec<String>,
     pub output: Output,
     pub lines: Option<usize>,
@@ -136,7 +138,7 @@ fn consumer_at(
 
 fn cat_inner(o: &CatOptions) -> Result<()> {
     let consumer = consumer_at(
-        crate::kafka::connection(&o.brokers, []),
+        o.connection.clone(),
         &o.topics,
         o.from,
         o.since.map(|u| (u / 1000) as i64),

@@ -15,7 +15,7 @@ use crate::kafka;
 use crate::metrics::Metrics;
 use crate::pipeline;
 
-pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
+pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
     let mut ok = true;
     let mut report = |what: &str, r: Result<String>| match r {
         Ok(s) => say!("ok    {what}: {s}"),
@@ -25,6 +25,9 @@ pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
         }
     };
     report("config", Ok("valid".into()));
+    for w in exposed_secrets(cfg, path) {
+        say!("warn  secrets: {w}");
+    }
 
     let cursor_path = cfg.state.cursor_file();
     let cursor = read_cursor_file(&cursor_path);
@@ -89,7 +92,8 @@ pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
             "brokers {} reachable; topic {probe_topic:?} has {parts} partition(s)",
             cfg.kafka.brokers
         )
-    });
+    })
+    .map_err(|e| explain_plaintext_to_tls(cfg, e));
     report("kafka", kafka_result);
     if cfg.delivery.mode == config::Mode::ExactlyOnce {
         report(
@@ -127,6 +131,66 @@ pub(super) fn check(cfg: &Config) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Files holding a secret that other users may read.
+fn exposed_secrets(cfg: &Config, path: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let readable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+    };
+    let mut out = Vec::new();
+    let in_config: Vec<&str> = cfg
+        .kafka
+        .properties
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.contains("password") || k.contains("secret"))
+        .collect();
+    if !in_config.is_empty() && readable(path) {
+        out.push(format!(
+            "{} holds {} and is readable by every user: chmod 640 it (owner root, group of the agent), or move the password to kafka.sasl_password_file / kafka.sasl_password_credential",
+            path.display(),
+            in_config.join(", ")
+        ));
+    }
+    if let Some(file) = &cfg.kafka.sasl_password_file {
+        if readable(file) {
+            out.push(format!(
+                "the password file {} is readable by every user: chmod 600 (or 640) it",
+                file.display()
+            ));
+        }
+    }
+    out
+}
+
+/// A plaintext client at a TLS listener gets no answer at all, so librdkafka cannot say
+/// why; ask the listener ourselves.
+fn explain_plaintext_to_tls(cfg: &Config, e: anyhow::Error) -> anyhow::Error {
+    let protocol = cfg
+        .kafka
+        .properties
+        .get("security.protocol")
+        .map(|p| p.to_ascii_lowercase())
+        .unwrap_or_else(|| "plaintext".into());
+    if protocol.ends_with("ssl") || format!("{e:#}").contains("mismatch") {
+        return e;
+    }
+    let first = cfg
+        .kafka
+        .brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if kafka::speaks_tls(first, Duration::from_secs(2)) {
+        return e.context(format!(
+            "{}: {first} answers with TLS but security.protocol is {protocol:?} (use \"ssl\" or \"sasl_ssl\")",
+            kafka::Cause::ProtocolMismatch
+        ));
+    }
+    e
 }
 
 pub(super) fn cursor_show(cfg: &Config) -> Result<ExitCode> {

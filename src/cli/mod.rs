@@ -82,12 +82,17 @@ pub(crate) enum Command {
     /// Examples:
     ///   journald-kafka cat --brokers k1:9092 --topic journal -u nginx.service -p warning
     ///   journald-kafka cat --brokers k1:9092 --topic journal -o export | systemd-journal-remote -o /tmp/x.journal -
+    ///   journald-kafka cat --config /etc/journald-kafka/config.toml -n 20
     Cat {
-        /// Bootstrap brokers, e.g. 127.0.0.1:9092.
+        /// The agent's TOML configuration: brokers, topic and the connection's security
+        /// settings (TLS, SASL, the password file) come from it.
+        #[arg(long, value_name = "FILE", required_unless_present = "brokers")]
+        config: Option<PathBuf>,
+        /// Bootstrap brokers, e.g. 127.0.0.1:9092 (overrides the config's).
         #[arg(long, value_name = "HOST:PORT")]
-        brokers: String,
-        /// Topic(s) to read.
-        #[arg(long, required = true)]
+        brokers: Option<String>,
+        /// Topic(s) to read [default: the config's topic, when it has no {FIELD} template].
+        #[arg(long)]
         topic: Vec<String>,
         /// Output format.
         #[arg(short, long, value_enum, default_value = "short")]
@@ -217,9 +222,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Check { config } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
-            check::check(&cfg)
+            check::check(&cfg, &config)
         }
         Command::Cat {
+            config,
             brokers,
             topic,
             output,
@@ -234,7 +240,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             idle_ms,
             matches,
         } => {
-            tool_logging(cli.log_level.as_deref())?;
+            let cfg = match &config {
+                Some(path) => Some(load_for_tool(path, cli.log_level.as_deref())?),
+                None => {
+                    tool_logging(cli.log_level.as_deref())?;
+                    None
+                }
+            };
+            let mut connection = match (&cfg, &brokers) {
+                (Some(c), _) => crate::kafka::connection_config(&c.kafka),
+                (None, Some(b)) => crate::kafka::connection(b, []),
+                (None, None) => anyhow::bail!("give --config FILE or --brokers HOST:PORT"),
+            };
+            if let Some(b) = &brokers {
+                connection.set("bootstrap.servers", b);
+            }
+            let topic = match (topic.is_empty(), &cfg) {
+                (false, _) => topic,
+                (true, Some(c)) => match c.kafka.fixed_topic() {
+                    Some(t) => vec![t.to_string()],
+                    None => anyhow::bail!(
+                        "the config's kafka.topic is a template; name the topic(s) to read with --topic"
+                    ),
+                },
+                (true, None) => {
+                    anyhow::bail!("give --topic (or --config with a fixed kafka.topic)")
+                }
+            };
             let time = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
                 v.map(|t| config::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
                     .transpose()
@@ -258,7 +290,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 })
                 .transpose()?;
             readback::cat(&readback::CatOptions {
-                brokers,
+                connection,
                 topics: topic,
                 output,
                 lines,

@@ -206,6 +206,31 @@ pub struct KafkaConfig {
     /// librdkafka properties given by the user, already checked against the guarantee.
     pub properties: BTreeMap<String, String>,
     pub connect_timeout_ms: u64,
+    /// The SASL password read from `sasl_password_file` or a systemd credential; given to
+    /// librdkafka as `sasl.password` by `kafka::client` and shown nowhere.
+    pub sasl_password: Option<Secret>,
+    /// Where it came from, when it is a file (for `check`'s permission warning).
+    pub sasl_password_file: Option<PathBuf>,
+}
+
+/// A secret: its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl KafkaConfig {
@@ -343,6 +368,32 @@ mod tests {
         );
         assert_eq!(c.pipeline.max_in_flight_entries, 50_000);
         assert_eq!(c.log.target, LogTarget::Auto);
+    }
+
+    #[test]
+    fn the_password_comes_from_one_place_and_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "x\n").unwrap();
+        let file = format!("sasl_password_file = \"{}\"\n", pw.display());
+        let both = err(&format!(
+            "{MIN}{file}sasl_password_credential = \"k\"\n"
+        ));
+        assert!(both.contains("not both") && both.contains("line"), "{both}");
+        let twice = err(&format!(
+            "{MIN}{file}[kafka.properties]\n\"sasl.password\" = \"y\"\n"
+        ));
+        assert!(twice.contains("one place"), "{twice}");
+        let missing = err(&format!("{MIN}sasl_password_file = \"/nonexistent/pw\"\n"));
+        assert!(
+            missing.contains("kafka.sasl_password_file") && missing.contains("/nonexistent/pw"),
+            "{missing}"
+        );
+        std::fs::write(&pw, "\n").unwrap();
+        assert!(err(&format!("{MIN}{file}")).contains("empty"));
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let c = parse(&format!("{MIN}{file}")).unwrap();
+        assert_eq!(c.kafka.sasl_password.unwrap().expose(), "s3cret");
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub(super) struct RawKafka {
     pub(super) topic_fallback: Option<Spanned<String>>,
     pub(super) key_field: Option<Spanned<String>>,
     pub(super) connect_timeout_ms: Option<Spanned<u64>>,
+    pub(super) sasl_password_file: Option<Spanned<PathBuf>>,
+    pub(super) sasl_password_credential: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) properties: BTreeMap<String, Spanned<toml::Value>>,
 }

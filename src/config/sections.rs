@@ -290,12 +290,22 @@ pub(super) fn kafka(
         properties.insert(name, text);
     }
 
+    let sasl_password_file = raw.sasl_password_file.as_ref().map(|f| f.get_ref().clone());
+    let sasl_password = password(
+        at,
+        raw.sasl_password_file,
+        raw.sasl_password_credential,
+        &properties,
+    )?;
+
     Ok(KafkaConfig {
         brokers,
         topic: template,
         topic_fallback,
         key_field,
         properties,
+        sasl_password,
+        sasl_password_file,
         connect_timeout_ms: at.range(
             "kafka.connect_timeout_ms",
             raw.connect_timeout_ms,
@@ -523,4 +533,58 @@ pub(super) fn log(raw: RawLog, at: &Locator) -> Result<LogConfig> {
         level: level.to_string(),
         target,
     })
+}
+
+/// The SASL password from a file or a systemd credential (`LoadCredential=`), so that it
+/// need not sit in the config file. One source only: two would leave the reader guessing
+/// which one the agent used.
+fn password(
+    at: &Locator,
+    file: Option<Spanned<PathBuf>>,
+    credential: Option<Spanned<String>>,
+    properties: &BTreeMap<String, String>,
+) -> Result<Option<Secret>> {
+    let in_properties = properties.contains_key("sasl.password");
+    let read = |path: &std::path::Path| -> std::result::Result<Secret, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            return Err(format!("the password file {} is empty", path.display()));
+        }
+        Ok(Secret::new(text.to_string()))
+    };
+    match (file, credential) {
+        (Some(_), Some(c)) => at.err(
+            "kafka.sasl_password_credential",
+            c.span(),
+            "set kafka.sasl_password_file or kafka.sasl_password_credential, not both",
+        ),
+        (Some(f), None) if in_properties => at.err(
+            "kafka.sasl_password_file",
+            f.span(),
+            "kafka.properties.\"sasl.password\" is set too: keep the password in one place",
+        ),
+        (None, Some(c)) if in_properties => at.err(
+            "kafka.sasl_password_credential",
+            c.span(),
+            "kafka.properties.\"sasl.password\" is set too: keep the password in one place",
+        ),
+        (Some(f), None) => at.with("kafka.sasl_password_file", f, |p| read(&p)).map(Some),
+        (None, Some(c)) => at
+            .with("kafka.sasl_password_credential", c, |name| {
+                if name.is_empty() || name.contains('/') {
+                    return Err(format!("{name:?} is not a credential name"));
+                }
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+                    format!(
+                        "$CREDENTIALS_DIRECTORY is not set: run under systemd with LoadCredential={name}:/path/to/password-file (the packaged unit shows how), or use kafka.sasl_password_file"
+                    )
+                })?;
+                read(&std::path::Path::new(&dir).join(&name))
+            })
+            .map(Some),
+        (None, None) => Ok(None),
+    }
 }

@@ -47,6 +47,7 @@ pub(crate) fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig
     for (key, value) in &k.properties {
         c.set(key, value);
     }
+    secrets(k, &mut c);
     c.set("bootstrap.servers", &k.brokers);
     c.set("enable.idempotence", "true");
     c.set("acks", "all");
@@ -56,7 +57,16 @@ pub(crate) fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig
 /// Properties that concern reaching the brokers, for the helper clients (admin, cursor
 /// reader, `cat`, `verify`) that must connect like the producer does.
 pub(crate) fn connection_config(k: &KafkaConfig) -> ClientConfig {
-    connection(&k.brokers, &k.properties)
+    let mut c = connection(&k.brokers, &k.properties);
+    secrets(k, &mut c);
+    c
+}
+
+/// Secrets kept out of the config file reach librdkafka here, and only here.
+fn secrets(k: &KafkaConfig, c: &mut ClientConfig) {
+    if let Some(p) = &k.sasl_password {
+        c.set("sasl.password", p.expose());
+    }
 }
 
 /// [`connection_config`] from brokers and properties given apart (the command line).
@@ -89,6 +99,27 @@ mod tests {
         assert_eq!(cc.get("acks"), Some("all"));
         assert_eq!(cc.get("bootstrap.servers"), Some("h:1"));
         assert_eq!(cc.get("message.timeout.ms"), Some("0"));
+    }
+
+    #[test]
+    fn a_password_from_a_file_reaches_every_client_and_no_debug_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let c = config::parse(&format!(
+            "[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\nsasl_password_file = \"{}\"\n[kafka.properties]\n\"sasl.username\" = \"alice\"\n",
+            pw.display()
+        ))
+        .unwrap();
+        assert_eq!(
+            client_config(&c.kafka, &c.pipeline).get("sasl.password"),
+            Some("s3cret")
+        );
+        assert_eq!(
+            connection_config(&c.kafka).get("sasl.password"),
+            Some("s3cret")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! idempotent), never let a user property weaken that (the guarantee's settings are set
 //! last, over the user's), and never commit a cursor that is not a `SafeCursor`.
 
+mod cause;
 mod client;
 mod producer;
 mod record;
 pub(crate) mod refusal;
 pub(crate) mod transaction;
 
+pub(crate) use cause::{Cause, classify, speaks_tls};
 pub(crate) use client::{STATS_INTERVAL_MS, client_config, connection, connection_config};
 pub(crate) use producer::{CONTROL, Producer, Transactional, probe, producer, repair_producer};
 pub(crate) use record::{Outgoing, dead_letter_headers, headers, send};

@@ -31,6 +31,30 @@ pub(crate) struct DeliveryContext {
     /// takes care of them; `None`: every failure fails the session.
     refusals: Option<Arc<Refusals>>,
     repeats: RateLimit,
+    /// Why the brokers could not be reached, last time librdkafka said; logged when it
+    /// changes (not on every retry) and cleared by the next delivery.
+    cause: std::sync::atomic::AtomicU8,
+}
+
+impl DeliveryContext {
+    /// The last classified connection failure, if the brokers have not answered since.
+    pub(crate) fn cause(&self) -> Option<super::Cause> {
+        super::Cause::from_u8(self.cause.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Records the cause (delivery thread, error callback); says so only when it changes.
+    fn set_cause(&self, c: Option<super::Cause>) {
+        let new = c.map_or(0, super::Cause::as_u8);
+        let old = self.cause.swap(new, std::sync::atomic::Ordering::Relaxed);
+        if old != new {
+            match c {
+                Some(c) => tracing::error!(
+                    "cannot connect to the brokers: {c}; the cursor stays where it is and the agent keeps retrying"
+                ),
+                None => tracing::info!("the brokers answer again"),
+            }
+        }
+    }
 }
 
 impl ClientContext for DeliveryContext {
@@ -65,6 +89,9 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(c) = super::classify(error.rdkafka_error_code(), reason) {
+            self.set_cause(Some(c));
+        }
         let fatal = error
             .rdkafka_error_code()
             .is_some_and(|c| c == rdkafka::types::RDKafkaErrorCode::Fatal);
@@ -97,6 +124,9 @@ impl ProducerContext for DeliveryContext {
         }
         match result {
             Ok(_) => {
+                if self.cause.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                    self.set_cause(None);
+                }
                 self.metrics.delivered();
                 if let Some(latency) = self.tracker.delivered(seq as u64) {
                     self.metrics.delivery_latency.observe(latency.as_secs_f64());
@@ -182,6 +212,7 @@ fn create(
         metrics,
         refusals,
         repeats: RateLimit::default(),
+        cause: std::sync::atomic::AtomicU8::new(0),
     })
 }
 
@@ -211,7 +242,10 @@ pub(crate) fn probe(producer: &Producer, topic: &str, timeout: Duration) -> Resu
     let md = producer
         .client()
         .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("cannot reach the Kafka brokers within {timeout:?}"))?;
+        .with_context(|| match producer.context().cause() {
+            Some(c) => format!("cannot reach the Kafka brokers within {timeout:?}: {c}"),
+            None => format!("cannot reach the Kafka brokers within {timeout:?}"),
+        })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
         bail!("the brokers did not return metadata for topic {topic:?}");
     };

@@ -288,7 +288,11 @@ fn last_in_partition(
     deadline: Instant,
 ) -> Result<Option<(i64, String)>> {
     let (low, high) = consumer
-        .fetch_watermarks(topic, partition, deadline.saturating_duration_since(Instant::now()))
+        .fetch_watermarks(
+            topic,
+            partition,
+            deadline.saturating_duration_since(Instant::now()),
+        )
         .with_context(|| format!("cannot read the offsets of cursor topic {topic:?}"))?;
     let mut end = high;
     let mut step = RESTORE_STEP;
@@ -616,10 +620,14 @@ mod tests {
         assert!(is_fencing(RDKafkaErrorCode::Fenced));
         assert!(is_fencing(RDKafkaErrorCode::ProducerFenced));
         assert!(!is_fencing(RDKafkaErrorCode::MessageTimedOut));
+        // An epoch error on a send is not fencing by itself: a transaction the coordinator
+        // timed out ends the same way. The session ends and `fenced()` asks the producer
+        // whether librdkafka declared it fatally fenced.
         let e = txn_error(
             "x",
-            KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced),
+            KafkaError::MessageProduction(RDKafkaErrorCode::InvalidProducerEpoch),
         );
-        assert_eq!(e.exit_code(), crate::error::EXIT_FENCED);
+        assert!(e.is_retryable());
+        assert_ne!(e.exit_code(), crate::error::EXIT_FENCED);
     }
 }

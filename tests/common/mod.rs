@@ -65,9 +65,20 @@ impl Broker {
         Self::start_engine(dir, port, "sqlite")
     }
 
+    /// A Nisshi broker with extra listener arguments (`--authentication`, `--cert`, `--key`)
+    /// on the storage in `dir`.
+    pub fn start_secured(dir: &Path, port: u16, extra: &str) -> Broker {
+        Self::start_with(dir, port, "sqlite", extra)
+    }
+
     fn start_engine(dir: &Path, port: u16, engine: &'static str) -> Broker {
+        Self::start_with(dir, port, engine, "")
+    }
+
+    fn start_with(dir: &Path, port: u16, engine: &'static str, extra: &str) -> Broker {
         let out = Command::new(root().join("scripts/kafka-broker.sh"))
             .args(["start", &port.to_string(), dir.to_str().unwrap(), engine])
+            .env("NISSHI_EXTRA_ARGS", extra)
             .output()
             .expect("run scripts/kafka-broker.sh (is the broker installed? run scripts/install-deps.sh)");
         assert!(
@@ -131,6 +142,25 @@ impl Broker {
         assert!(
             out.status.success(),
             "topic create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A SASL/SCRAM user (the listener must be plain, not yet `--authentication`).
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
+        let out = Command::new(root().join("scripts/kafka-broker.sh"))
+            .args([
+                "user-create",
+                &self.port.to_string(),
+                name,
+                password,
+                mechanism,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "user create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -1,0 +1,390 @@
+//! A secured broker (Nisshi with a TLS listener and SASL/SCRAM, issue 15): shipping with the
+//! password in a file and in a systemd credential, `verify` and `cat` through the same
+//! settings, each connection failure named by `check`, and `run` riding out a certificate
+//! problem until it is fixed. The CA and certificates are made by openssl in the test.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A throwaway CA and a server certificate for 127.0.0.1 signed by it.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pki(dir: &Path) -> Pki {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=journald-kafka test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "server.key",
+            "-out",
+            "server.pk8",
+        ],
+    );
+    Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.pk8"),
+    }
+}
+
+/// Nisshi with users alice (SCRAM-SHA-512) and bob (SCRAM-SHA-256) and a "journal" topic,
+/// restarted with authentication required and only TLS accepted.
+fn secured_broker(s: &Scratch, pki: &Pki) -> Broker {
+    let port = free_port();
+    let plain = Broker::start_on(&s.path("broker"), port);
+    plain.create_user("alice", "alice-secret", "scram512");
+    plain.create_user("bob", "bob-secret", "scram256");
+    plain.create_topic("journal", 2);
+    plain.stop();
+    drop(plain);
+    Broker::start_secured(
+        &s.path("broker"),
+        port,
+        &format!(
+            "--authentication --cert {} --key {}",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    )
+}
+
+fn secured_config(
+    jdir: &Path,
+    broker: &Broker,
+    state: &Path,
+    ca: &Path,
+    user: &str,
+    mechanism: &str,
+) -> TestConfig {
+    TestConfig::new(jdir, &broker.addr(), state)
+        .set("kafka", "connect_timeout_ms", 3000)
+        .property("security.protocol", "sasl_ssl")
+        .property("sasl.mechanisms", mechanism)
+        .property("sasl.username", user)
+        .property("ssl.ca.location", ca.to_str().unwrap())
+}
+
+fn secret_file(path: &Path, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn ships_over_tls_and_scram_with_the_password_in_a_file_or_a_credential() {
+    let s = Scratch::new("secure-ship");
+    let pki = pki(&s.path("pki"));
+    let broker = secured_broker(&s, &pki);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "500", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    let last = cursor_of(entries.last().unwrap());
+
+    // SCRAM-SHA-512, the password in a file.
+    let pw = secret_file(&s.path("alice.pw"), "alice-secret\n");
+    let cfg = secured_config(
+        &jdir,
+        &broker,
+        &s.path("state-a"),
+        &pki.ca,
+        "alice",
+        "SCRAM-SHA-512",
+    )
+    .set("kafka", "sasl_password_file", pw.to_str().unwrap());
+    let path = cfg.write(&s.path("alice.toml"));
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(
+        !out.contains("alice-secret"),
+        "the password is never shown: {out}"
+    );
+    let mut agent = Agent::start(&s.path("agent-a"), &cfg);
+    agent.finish_at(&last);
+    assert!(!agent.log().contains("alice-secret"));
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo, records), (0, 0, 0, 500));
+    // cat through the same settings.
+    let (st, out) = run_cli(&[
+        "cat",
+        "--config",
+        path.to_str().unwrap(),
+        "-o",
+        "json",
+        "--idle-ms",
+        "2000",
+    ]);
+    assert!(st.success(), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with('{')).count(),
+        500,
+        "{out}"
+    );
+
+    // SCRAM-SHA-256, the password as a systemd credential (LoadCredential=).
+    let creds = s.path("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    secret_file(&creds.join("kafka-password"), "bob-secret");
+    let cfg = secured_config(
+        &jdir,
+        &broker,
+        &s.path("state-b"),
+        &pki.ca,
+        "bob",
+        "SCRAM-SHA-256",
+    )
+    .set("kafka", "sasl_password_credential", "kafka-password")
+    .topic("journal-b");
+    let path = cfg.write(&s.path("bob.toml"));
+    let mut run = Command::new(BIN);
+    run.args(["run", "--config", path.to_str().unwrap()])
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env_remove("JOURNAL_STREAM");
+    let mut child = run
+        .stderr(std::fs::File::create(s.path("bob.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let state = s.path("state-b").join("cursor");
+    let start = Instant::now();
+    while std::fs::read_to_string(&state)
+        .map(|c| c.trim_end() != last)
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            std::fs::read_to_string(s.path("bob.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    let mut verify = Command::new(BIN);
+    verify
+        .args([
+            "verify",
+            "--json",
+            "--idle-ms",
+            "2000",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .env("CREDENTIALS_DIRECTORY", &creds);
+    let (st, out) = run_command(verify);
+    assert!(st.success(), "{out}");
+    assert!(
+        out.contains("\"lost\":0") && out.contains("\"records\":500"),
+        "{out}"
+    );
+    // Without the credentials directory the config is refused, naming the key and why.
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        out.contains("kafka.sasl_password_credential") && out.contains("CREDENTIALS_DIRECTORY"),
+        "{out}"
+    );
+}
+
+#[test]
+fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
+    let s = Scratch::new("secure-fail");
+    let pki_good = pki(&s.path("pki"));
+    let broker = secured_broker(&s, &pki_good);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "300", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let entries = journal_entries(&jdir, &[]);
+    let pw = secret_file(&s.path("alice.pw"), "alice-secret\n");
+    let good = secured_config(
+        &jdir,
+        &broker,
+        &s.path("state"),
+        &pki_good.ca,
+        "alice",
+        "SCRAM-SHA-512",
+    )
+    .set("kafka", "sasl_password_file", pw.to_str().unwrap());
+    let check = |name: &str, cfg: &TestConfig, want: &str| {
+        let path = cfg.write(&s.path(&format!("{name}.toml")));
+        let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!st.success(), "{name}: {out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("FAIL  kafka"))
+            .unwrap_or_default();
+        assert!(line.contains(want), "{name}: wanted {want:?} in {out}");
+    };
+    let bad_pw = secret_file(&s.path("bad.pw"), "not-the-password");
+    check(
+        "wrong-password",
+        &good
+            .clone()
+            .set("kafka", "sasl_password_file", bad_pw.to_str().unwrap()),
+        "authentication failed",
+    );
+    check(
+        "unknown-user",
+        &good.clone().property("sasl.username", "mallory"),
+        "authentication failed",
+    );
+    let other_ca = pki(&s.path("other-pki"));
+    check(
+        "untrusted",
+        &good
+            .clone()
+            .property("ssl.ca.location", other_ca.ca.to_str().unwrap()),
+        "TLS certificate problem",
+    );
+    check(
+        "plaintext-to-tls",
+        &good.clone().property("security.protocol", "sasl_plaintext"),
+        "protocol mismatch",
+    );
+    let plain = Broker::start(&s.path("plain-broker"));
+    check(
+        "tls-to-plaintext",
+        &secured_config(
+            &jdir,
+            &plain,
+            &s.path("state-x"),
+            &pki_good.ca,
+            "alice",
+            "SCRAM-SHA-512",
+        )
+        .set("kafka", "sasl_password_file", pw.to_str().unwrap()),
+        "protocol mismatch",
+    );
+
+    // run with a broker whose certificate the agent does not trust: it stays up, keeps its
+    // cursor, says why once; once the broker serves a trusted certificate, it ships all.
+    let trusts_other = good
+        .clone()
+        .property("ssl.ca.location", other_ca.ca.to_str().unwrap());
+    let mut agent = Agent::start(&s.path("agent"), &trusts_other);
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "still running: {}",
+        agent.log()
+    );
+    assert_eq!(agent.cursor(), None, "nothing confirmed, no cursor");
+    let log = agent.log();
+    assert_eq!(
+        log.matches("cannot connect to the brokers: TLS certificate problem")
+            .count(),
+        1,
+        "said once, not per retry: {log}"
+    );
+    // The fix: the broker now serves a certificate of the CA the agent trusts.
+    broker.stop();
+    let fixed = Broker::start_secured(
+        &s.path("broker"),
+        broker.port,
+        &format!(
+            "--authentication --cert {} --key {}",
+            other_ca.cert.display(),
+            other_ca.key.display()
+        ),
+    );
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    assert!(
+        agent.log().contains("the brokers answer again"),
+        "{}",
+        agent.log()
+    );
+    let (lost, dups, ooo, records) = verify(&agent.config);
+    assert_eq!((lost, dups, ooo, records), (0, 0, 0, 300));
+    drop(fixed);
+}
