@@ -11,10 +11,13 @@ DEMO_DIR=${DEMO_DIR:-/tmp/journald-kafka-demo}
 PORT=${DEMO_PORT:-19092}
 ENTRIES=${DEMO_ENTRIES:-5000}
 
-scripts/install-deps.sh
-echo "== building journald-kafka"
-cargo build --release --quiet
+t0=$(date +%s)
+echo "== installing what the demo needs (build tools, libsystemd, systemd-journal-remote, noida-db)"
+scripts/install-deps.sh --demo
+echo "== building journald-kafka (cargo build --release: 5-8 minutes on 2 cores the first time; librdkafka is compiled too)"
+cargo build --release
 BIN=$ROOT/target/release/journald-kafka
+echo "== ready after $(( $(date +%s) - t0 )) s"
 
 rm -rf "$DEMO_DIR"; mkdir -p "$DEMO_DIR/journal" "$DEMO_DIR/state"
 broker_pid=""; agent_pid=""
@@ -24,9 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== starting a Kafka-protocol broker on 127.0.0.1:$PORT"
-broker_pid=$(scripts/kafka-broker.sh start "$PORT" "$DEMO_DIR/broker" sqlite)
-scripts/kafka-broker.sh topic-create "$PORT" journal 3 >/dev/null
+echo "== starting a Kafka-protocol broker on 127.0.0.1:$PORT (noida-db, from PyPI)"
+broker_pid=$(scripts/kafka-broker.sh start "$PORT" "$DEMO_DIR/broker" noida)
 
 echo "== writing $ENTRIES journal entries with systemd-journal-remote"
 python3 tests/tools/gen_export.py -n "$ENTRIES" --start-usec "$(( $(date +%s) * 1000000 - ENTRIES * 1000 ))" \
