@@ -445,3 +445,49 @@ fn restore_finds_its_place_among_ten_thousand_agents_records() {
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 2000));
 }
+
+/// A stop in exactly-once mode while the broker is away must end within
+/// `pipeline.shutdown_timeout_ms` (the unit's TimeoutStopSec would SIGKILL it otherwise):
+/// the open transaction cannot commit, so it is abandoned and shipped by the next start.
+#[test]
+fn a_stop_with_the_broker_away_ends_within_the_shutdown_timeout() {
+    let s = Scratch::new("eo-stop");
+    let broker = Broker::start_transactional(&s.path("broker"));
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "2000", "--start-usec", &recent_usec(1800).to_string()],
+    );
+    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "stop").set(
+        "pipeline",
+        "shutdown_timeout_ms",
+        3000,
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor(&last, Duration::from_secs(60));
+    broker.stop();
+    // New entries: a transaction opens and cannot commit.
+    write_journal(
+        &jdir,
+        "b.journal",
+        &[
+            "-n",
+            "500",
+            "--seed",
+            "9",
+            "--start-usec",
+            &recent_usec(60).to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let term = std::time::Instant::now();
+    let st = agent.stop();
+    let took = term.elapsed();
+    assert!(
+        took < Duration::from_millis(5000),
+        "SIGTERM took {took:?} with shutdown_timeout_ms = 3000 ({st}):\n{}",
+        agent.log()
+    );
+}

@@ -9,7 +9,7 @@
 //! | `wm` delivered/failed         | librdkafka's delivery thread (`delivered`, `failed`) |                                  |
 //! | `wm` safe/newest cursor       |                                              | session thread (checkpoint tick), shipping thread (exactly-once commit) |
 //! | `in_flight_*`                 | shipping thread (admit), delivery thread (release) | session thread (gauges)            |
-//! | `stopping`                    | signal thread via `Shutdown` (`stop`)        | shipping and reader threads (`status`, `admit`) |
+//! | `stopping`, `stopped_at`      | signal thread via `Shutdown` (`stop`)        | shipping and reader threads (`status`, `admit`, `stopped_at`) |
 //! | `failure`                     | delivery thread, librdkafka's error callback (`fail_all`), control reports | everyone (`status`, `failure`) |
 //! | `controls_pending`            | shipping thread (`control_sent`), delivery thread (`control_answered`) | shipping thread (`wait_controls`) |
 //! | `reader_beat` (atomic)        | reader thread, and the shipping thread while it waits for room | session thread (watchdog)   |
@@ -48,6 +48,8 @@ struct Inner {
     in_flight_entries: usize,
     in_flight_bytes: usize,
     stopping: bool,
+    /// When `stop` was called: a stop has a deadline that waits inside the session keep.
+    stopped_at: Option<Instant>,
     failure: Option<String>,
     /// Records outside the watermark (the exactly-once cursor record) not yet answered.
     controls_pending: usize,
@@ -255,8 +257,16 @@ impl Tracker {
 
     /// Asks the reader to stop at the next entry.
     pub fn stop(&self) {
-        self.lock().stopping = true;
+        let mut g = self.lock();
+        g.stopping = true;
+        g.stopped_at.get_or_insert_with(Instant::now);
+        drop(g);
         self.changed.notify_all();
+    }
+
+    /// When a stop was requested, if it was.
+    pub fn stopped_at(&self) -> Option<Instant> {
+        self.lock().stopped_at
     }
 
     /// Whether the session should go on reading.

@@ -376,9 +376,7 @@ mod tests {
         let pw = dir.path().join("pw");
         std::fs::write(&pw, "x\n").unwrap();
         let file = format!("sasl_password_file = \"{}\"\n", pw.display());
-        let both = err(&format!(
-            "{MIN}{file}sasl_password_credential = \"k\"\n"
-        ));
+        let both = err(&format!("{MIN}{file}sasl_password_credential = \"k\"\n"));
         assert!(both.contains("not both") && both.contains("line"), "{both}");
         let twice = err(&format!(
             "{MIN}{file}[kafka.properties]\n\"sasl.password\" = \"y\"\n"

@@ -497,9 +497,14 @@ impl TransactionStore {
     /// Drops the open transaction: none of its records become visible to read_committed
     /// consumers, and its cursor record neither.
     pub fn abort(&mut self) {
+        self.abort_within(self.timeout);
+    }
+
+    /// Aborts, waiting for the coordinator at most `limit` (a stop has a deadline).
+    pub fn abort_within(&mut self, limit: Duration) {
         if self.open {
             self.open = false;
-            if let Err(e) = self.producer.abort_transaction(self.timeout) {
+            if let Err(e) = self.producer.abort_transaction(limit) {
                 // The next session's init_transactions aborts it on the coordinator anyway.
                 tracing::warn!(error = %e, "cannot abort the transaction; the next start aborts it");
             }

@@ -76,6 +76,7 @@ impl Cadence {
 pub(super) struct Transaction {
     store: TransactionStore,
     cadence: Cadence,
+    shutdown_timeout: Duration,
     /// The last cursor this session committed.
     committed: Option<String>,
 }
@@ -95,6 +96,7 @@ impl Transaction {
                 close_took: Duration::ZERO,
             },
             committed: None,
+            shutdown_timeout: Duration::from_millis(cfg.pipeline.shutdown_timeout_ms),
         }
     }
 
@@ -110,7 +112,7 @@ impl Transaction {
     pub(super) fn sent(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
         self.cadence.sent += 1;
         if self.cadence.due(Instant::now()) {
-            self.commit(tracker, metrics)?;
+            self.commit(tracker, metrics, None)?;
         }
         Ok(())
     }
@@ -118,7 +120,7 @@ impl Transaction {
     pub(super) fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
         let moved = tracker.newest_place() != self.committed;
         if self.cadence.idle_due(moved, Instant::now()) {
-            self.commit(tracker, metrics)?;
+            self.commit(tracker, metrics, None)?;
         }
         Ok(())
     }
@@ -128,9 +130,15 @@ impl Transaction {
     /// the transaction's last entries rather than after them; the commit then goes ahead
     /// only if the watermark, once everything is settled, stands exactly there. Any failure
     /// leaves the transaction to be aborted.
-    fn commit(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
+    fn commit(
+        &mut self,
+        tracker: &Tracker,
+        metrics: &Metrics,
+        stop_by: Option<Instant>,
+    ) -> Result<(), Failure> {
         let began = Instant::now();
         let deadline = self.cadence.close_deadline(began);
+        let deadline = stop_by.map_or(deadline, |s| s.min(deadline));
         let target = tracker.newest_place();
         let fresh = target.is_some() && target != self.committed;
         if let (true, Some(t)) = (fresh, &target) {
@@ -138,10 +146,26 @@ impl Transaction {
         }
         // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
         // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
-        if !tracker.wait_settled(deadline) {
-            return Err(Failure::retry(anyhow!(
-                "entries of the transaction were not confirmed within 90% of delivery.transaction_timeout_ms; aborting it before the broker does"
-            )));
+        // Wait in short steps: a stop requested meanwhile has its own deadline
+        // (pipeline.shutdown_timeout_ms), which systemd enforces with SIGKILL.
+        loop {
+            let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
+            if tracker.wait_settled(step) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::retry(anyhow!(
+                    "entries of the transaction were not confirmed within 90% of delivery.transaction_timeout_ms; aborting it before the broker does"
+                )));
+            }
+            if tracker
+                .stopped_at()
+                .is_some_and(|t| t.elapsed() >= self.shutdown_timeout)
+            {
+                return Err(Failure::retry(anyhow!(
+                    "entries of the transaction were not confirmed within pipeline.shutdown_timeout_ms of the stop; abandoning the transaction (the next start ships them again)"
+                )));
+            }
         }
         if let Some(f) = tracker.failure() {
             return Err(Failure::retry(anyhow!(f)));
@@ -181,18 +205,25 @@ impl Transaction {
         tracker: &Tracker,
         metrics: &Metrics,
     ) -> Result<(), Failure> {
+        // A stop must end within pipeline.shutdown_timeout_ms, or systemd kills the agent:
+        // past it the transaction is aborted, and its entries are shipped by the next start.
+        let stop_by = Instant::now() + self.shutdown_timeout;
         let result = match result {
             Ok(())
                 if tracker.failure().is_none()
                     && (self.cadence.sent > 0 || self.store.is_open()) =>
             {
-                self.commit(tracker, metrics)
+                self.commit(tracker, metrics, Some(stop_by))
             }
             other => other,
         };
         if self.store.is_open() {
             Metrics::add(&metrics.transactions_aborted, 1);
-            self.store.abort();
+            self.store.abort_within(
+                stop_by
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100)),
+            );
         }
         result
     }

@@ -653,6 +653,13 @@ pub fn kill_9_at_random(
     let mut kills = 0;
     for trial in 0..trials {
         let mut agent = Agent::start(&s.path(&format!("a{trial}")), &config(trial));
+        // Count the delay from the moment the agent is set up (journal open, and in
+        // exactly-once mode its place restored), so that on a loaded machine the kills
+        // still land while it ships rather than during its start.
+        let setup = Instant::now();
+        while !agent.log().contains("ready:") && setup.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(rng.next(delay_ms.0, delay_ms.1)));
         if agent.has_cursor(last) {
             assert!(agent.stop().success());
