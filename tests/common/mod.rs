@@ -679,11 +679,17 @@ pub fn kill_9_at_random(
 
 /// Runs `journald-kafka verify --json` and returns (lost, duplicates, out_of_order, records).
 pub fn verify(config: &Path) -> (u64, u64, u64, u64) {
+    verify_idle(config, 3000)
+}
+
+/// [`verify`], waiting up to `idle_ms` for records (a big topic's first fetch takes a while).
+pub fn verify_idle(config: &Path, idle_ms: u64) -> (u64, u64, u64, u64) {
+    let idle = idle_ms.to_string();
     let (st, out) = run_cli(&[
         "verify",
         "--json",
         "--idle-ms",
-        "3000",
+        &idle,
         "--config",
         config.to_str().unwrap(),
     ]);
