@@ -36,7 +36,14 @@ pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
         cursor
             .as_ref()
             .map(|c| match c {
-                Some(c) => format!("{} holds {c}", cursor_path.display()),
+                Some(c) => match place::positions(c).count() {
+                    1 => format!("{} holds {c}", cursor_path.display()),
+                    n => format!(
+                        "{} holds {n} cursors, one per writer; the last moved: {}",
+                        cursor_path.display(),
+                        place::newest(c).unwrap_or_default()
+                    ),
+                },
                 None => format!(
                     "{} does not exist yet; starting at journal.start",
                     cursor_path.display()

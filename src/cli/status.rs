@@ -131,7 +131,21 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
             if healthy { "HEALTHY" } else { "UNHEALTHY" },
             path.display()
         );
-        say!("cursor:     {}", cursor.as_deref().unwrap_or("(none yet)"));
+        match cursor.as_deref() {
+            None => say!("cursor:     (none yet)"),
+            Some(c) => {
+                for (i, p) in crate::checkpoint::place::positions(c).enumerate() {
+                    say!(
+                        "{}{p}",
+                        if i == 0 {
+                            "cursor:     "
+                        } else {
+                            "            "
+                        }
+                    );
+                }
+            }
+        }
         if let Some(a) = age {
             say!("written:    {a}s ago");
         }
