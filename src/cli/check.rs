@@ -28,6 +28,9 @@ pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
     for w in exposed_secrets(cfg, path) {
         say!("warn  secrets: {w}");
     }
+    for w in quiet_loss_risks(cfg) {
+        say!("warn  journal: {w}");
+    }
 
     let cursor_path = cfg.state.cursor_file();
     let cursor = read_cursor_file(&cursor_path);
@@ -138,6 +141,132 @@ pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Setups that lose entries without an error anywhere: said by `check`, never fatal.
+fn quiet_loss_risks(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if cfg.journal.source == config::Source::Local {
+        let conf = journald_storage(&[
+            std::path::Path::new("/etc/systemd/journald.conf"),
+            std::path::Path::new("/etc/systemd/journald.conf.d"),
+            std::path::Path::new("/run/systemd/journald.conf.d"),
+            std::path::Path::new("/usr/lib/systemd/journald.conf.d"),
+        ]);
+        match conf.as_deref() {
+            Some("volatile") | Some("none") => out.push(format!(
+                "journald has Storage={}: entries not yet shipped are lost at every reboot (set Storage=persistent)",
+                conf.as_deref().unwrap_or_default()
+            )),
+            Some("persistent") => {}
+            _ if !std::path::Path::new("/var/log/journal").is_dir() => out.push(
+                "journal storage is volatile (Storage=auto and no /var/log/journal): entries not yet shipped are lost at every reboot (mkdir /var/log/journal, or set Storage=persistent)".into(),
+            ),
+            _ => {}
+        }
+    }
+    if let Some(v) = systemd_version() {
+        if v < 255 {
+            out.push(format!(
+                "systemd {v} truncates the journal files it archives (systemd#24320, fixed in 255): a reader can get SIGBUS; the agent then dies and systemd restarts it from its cursor (nothing is lost; docs/reliability.md)"
+            ));
+        }
+    }
+    // The packaged unit runs as journald-kafka with SupplementaryGroups=systemd-journal; a
+    // hand-made unit or a manual run as another user may not read other users' entries.
+    let me = real_uid();
+    if me != Some(0) && !in_group("systemd-journal") && !in_group("adm") {
+        out.push(
+            "this user is in neither systemd-journal nor adm: it reads only its own journal entries, the rest are skipped without an error".into(),
+        );
+    }
+    out
+}
+
+/// The effective `Storage=` of journald: the last setting in the main file and its
+/// drop-ins, in the order journald reads them.
+fn journald_storage(places: &[&std::path::Path]) -> Option<String> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for p in places {
+        if p.is_file() {
+            files.push(p.to_path_buf());
+        } else if let Ok(rd) = std::fs::read_dir(p) {
+            let mut d: Vec<_> = rd
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|x| x == "conf"))
+                .collect();
+            d.sort();
+            files.extend(d);
+        }
+    }
+    let mut storage = None;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        if let Some(v) = storage_setting(&text) {
+            storage = Some(v);
+        }
+    }
+    storage
+}
+
+fn storage_setting(conf: &str) -> Option<String> {
+    conf.lines()
+        .filter_map(|l| l.trim().strip_prefix("Storage="))
+        .next_back()
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// The installed systemd's version, from `journalctl --version` ("systemd 252 (...)").
+fn systemd_version() -> Option<u32> {
+    let out = std::process::Command::new("journalctl")
+        .arg("--version")
+        .output()
+        .ok()?;
+    parse_systemd_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_systemd_version(text: &str) -> Option<u32> {
+    text.lines()
+        .next()?
+        .strip_prefix("systemd ")?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The real uid, from /proc (no libc call needed for one number).
+fn real_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether this process has `group` among its groups.
+fn in_group(group: &str) -> bool {
+    let Ok(groups) = std::fs::read_to_string("/etc/group") else {
+        return false;
+    };
+    let Some(gid) = groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(group)).then(|| f.nth(1)).flatten()
+    }) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().any(|x| x == gid))
+        })
+        .unwrap_or(false)
 }
 
 /// Files holding a secret that other users may read.
@@ -254,4 +383,31 @@ pub(super) fn cursor_show(cfg: &Config) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journald_settings_and_versions_are_read() {
+        assert_eq!(
+            parse_systemd_version("systemd 252 (252.39-1~deb12u2)\n+PAM"),
+            Some(252)
+        );
+        assert_eq!(parse_systemd_version("systemd 256.7\n"), Some(256));
+        assert_eq!(parse_systemd_version("garbage"), None);
+        assert_eq!(
+            storage_setting("[Journal]\n#Storage=auto\nStorage=volatile\n"),
+            Some("volatile".into())
+        );
+        assert_eq!(storage_setting("[Journal]\n#Storage=auto\n"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("journald.conf");
+        std::fs::write(&main, "[Journal]\nStorage=persistent\n").unwrap();
+        let d = dir.path().join("journald.conf.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("50-x.conf"), "[Journal]\nStorage=volatile\n").unwrap();
+        assert_eq!(journald_storage(&[&main, &d]), Some("volatile".into()));
+    }
 }
