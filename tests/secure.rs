@@ -388,3 +388,112 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 300));
     drop(fixed);
 }
+
+/// A token endpoint on 127.0.0.1 that hands out a JWT and records what it was asked.
+fn token_endpoint() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; len];
+            let _ = reader.read_exact(&mut body);
+            log.lock()
+                .unwrap()
+                .push(format!("{head}\n{}", String::from_utf8_lossy(&body)));
+            let b64 = |s: &str| {
+                const T: &[u8] =
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                let mut out = String::new();
+                for chunk in s.as_bytes().chunks(3) {
+                    let n = chunk
+                        .iter()
+                        .enumerate()
+                        .fold(0u32, |a, (i, &c)| a | (c as u32) << (16 - 8 * i));
+                    for i in 0..=chunk.len() {
+                        out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+                    }
+                }
+                out
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let jwt = format!(
+                "{}.{}.{}",
+                b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+                b64(&format!(
+                    r#"{{"sub":"journald-kafka","exp":{},"iat":{now}}}"#,
+                    now + 3600
+                )),
+                b64("signature")
+            );
+            let json =
+                format!(r#"{{"access_token":"{jwt}","token_type":"bearer","expires_in":3600}}"#);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{json}",
+                json.len()
+            );
+        }
+    });
+    (port, seen)
+}
+
+/// OAUTHBEARER with OIDC: librdkafka fetches a token from the token endpoint with the
+/// client credentials, the client secret coming from the password file. (The test broker
+/// has no OAUTHBEARER, so what is proven is the token fetch, not a login.)
+#[test]
+fn oidc_fetches_a_token_from_the_token_endpoint_with_the_secret_from_a_file() {
+    let s = Scratch::new("secure-oidc");
+    let broker = Broker::start(&s.path("broker"));
+    let (port, seen) = token_endpoint();
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "10", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let secret = secret_file(&s.path("client.secret"), "oidc-client-secret\n");
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("kafka", "connect_timeout_ms", 3000)
+        .set("kafka", "sasl_password_file", secret.to_str().unwrap())
+        .property("security.protocol", "sasl_plaintext")
+        .property("sasl.mechanisms", "OAUTHBEARER")
+        .property("sasl.oauthbearer.method", "oidc")
+        .property("sasl.oauthbearer.client.id", "journald-kafka")
+        .property(
+            "sasl.oauthbearer.token.endpoint.url",
+            format!("http://127.0.0.1:{port}/token"),
+        );
+    let path = cfg.write(&s.path("c.toml"));
+    let (_, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    let requests = seen.lock().unwrap().clone();
+    assert!(!requests.is_empty(), "no token request; check said: {out}");
+    let r = &requests[0];
+    assert!(r.starts_with("POST /token"), "{r}");
+    assert!(r.contains("grant_type=client_credentials"), "{r}");
+    let basic = r
+        .lines()
+        .find_map(|l| l.strip_prefix("Authorization: Basic "))
+        .unwrap_or_else(|| panic!("no basic authentication in {r}"));
+    assert!(!basic.trim().is_empty());
+    assert!(!out.contains("oidc-client-secret"), "{out}");
+}

@@ -544,7 +544,8 @@ fn password(
     credential: Option<Spanned<String>>,
     properties: &BTreeMap<String, String>,
 ) -> Result<Option<Secret>> {
-    let in_properties = properties.contains_key("sasl.password");
+    let in_properties = properties.contains_key("sasl.password")
+        || properties.contains_key("sasl.oauthbearer.client.secret");
     let read = |path: &std::path::Path| -> std::result::Result<Secret, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;

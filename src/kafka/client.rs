@@ -62,10 +62,21 @@ pub(crate) fn connection_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
-/// Secrets kept out of the config file reach librdkafka here, and only here.
+/// Secrets kept out of the config file reach librdkafka here, and only here. With
+/// OAUTHBEARER (OIDC) the secret is the client secret sent to the token endpoint.
 fn secrets(k: &KafkaConfig, c: &mut ClientConfig) {
     if let Some(p) = &k.sasl_password {
-        c.set("sasl.password", p.expose());
+        let oauth = ["sasl.mechanisms", "sasl.mechanism"].iter().any(|m| {
+            k.properties
+                .get(*m)
+                .is_some_and(|v| v.eq_ignore_ascii_case("OAUTHBEARER"))
+        });
+        let key = if oauth {
+            "sasl.oauthbearer.client.secret"
+        } else {
+            "sasl.password"
+        };
+        c.set(key, p.expose());
     }
 }
 
