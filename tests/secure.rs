@@ -497,3 +497,152 @@ fn oidc_fetches_a_token_from_the_token_endpoint_with_the_secret_from_a_file() {
     assert!(!basic.trim().is_empty());
     assert!(!out.contains("oidc-client-secret"), "{out}");
 }
+
+/// The two certificate failures that need their own certificates: one that names another
+/// host, one that has expired. `check` says it is the certificate, and librdkafka's words
+/// say which check failed.
+#[test]
+fn a_misnamed_or_expired_certificate_is_named() {
+    let s = Scratch::new("secure-certs");
+    let pki = pki(&s.path("pki"));
+    let dir = s.path("pki");
+    // Names another host only.
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.csr",
+            "-subj",
+            "/CN=other.example",
+        ],
+    );
+    std::fs::write(dir.join("other.ext"), "subjectAltName=DNS:other.example\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "other.ext",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "other.key",
+            "-out",
+            "other.pk8",
+        ],
+    );
+    // Expired in 2020 (openssl ca sets the dates).
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::write(dir.join("db/index.txt"), "").unwrap();
+    std::fs::write(dir.join("db/serial"), "01\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca=t\n[t]\ndatabase=db/index.txt\nserial=db/serial\nnew_certs_dir=db\ndefault_md=sha256\npolicy=any\ncopy_extensions=copy\n[any]\ncommonName=supplied\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "old.key",
+            "-out",
+            "old.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "old.csr",
+            "-out",
+            "old.pem",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "old.key", "-out", "old.pk8",
+        ],
+    );
+
+    let jdir = s.path("journal");
+    write_journal(&jdir, "a.journal", &["-n", "10"]);
+    for (name, cert, key, words) in [
+        (
+            "misnamed",
+            "other.pem",
+            "other.pk8",
+            "certificate verify failed",
+        ),
+        ("expired", "old.pem", "old.pk8", "expired"),
+    ] {
+        let broker = Broker::start_secured(
+            &s.path(&format!("broker-{name}")),
+            free_port(),
+            &format!(
+                "--cert {} --key {}",
+                dir.join(cert).display(),
+                dir.join(key).display()
+            ),
+        );
+        let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+            .set("kafka", "connect_timeout_ms", 3000)
+            .property("security.protocol", "ssl")
+            .property("ssl.ca.location", pki.ca.to_str().unwrap());
+        let path = cfg.write(&s.path(&format!("{name}.toml")));
+        let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+        assert!(!st.success(), "{name}: {out}");
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("FAIL  kafka"))
+            .unwrap_or_default();
+        assert!(
+            line.contains("TLS certificate problem") && line.contains(words),
+            "{name}: wanted the certificate named and {words:?}: {out}"
+        );
+    }
+}

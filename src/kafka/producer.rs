@@ -34,12 +34,23 @@ pub(crate) struct DeliveryContext {
     /// Why the brokers could not be reached, last time librdkafka said; logged when it
     /// changes (not on every retry) and cleared by the next delivery.
     cause: std::sync::atomic::AtomicU8,
+    /// librdkafka's words for the last classified failure (which certificate check
+    /// failed, say): errors are rare, so a lock is fine.
+    cause_reason: std::sync::Mutex<String>,
 }
 
 impl DeliveryContext {
     /// The last classified connection failure, if the brokers have not answered since.
     pub(crate) fn cause(&self) -> Option<super::Cause> {
         super::Cause::from_u8(self.cause.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// librdkafka's text for the last classified failure.
+    pub(crate) fn cause_reason(&self) -> String {
+        self.cause_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records the cause (delivery thread, error callback); says so only when it changes.
@@ -90,6 +101,7 @@ impl ClientContext for DeliveryContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if let Some(c) = super::classify(error.rdkafka_error_code(), reason) {
+            *self.cause_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
             self.set_cause(Some(c));
         }
         let fatal = error
@@ -213,6 +225,7 @@ fn create(
         refusals,
         repeats: RateLimit::default(),
         cause: std::sync::atomic::AtomicU8::new(0),
+        cause_reason: std::sync::Mutex::new(String::new()),
     })
 }
 
@@ -243,7 +256,10 @@ pub(crate) fn probe(producer: &Producer, topic: &str, timeout: Duration) -> Resu
         .client()
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| match producer.context().cause() {
-            Some(c) => format!("cannot reach the Kafka brokers within {timeout:?}: {c}"),
+            Some(c) => format!(
+                "cannot reach the Kafka brokers within {timeout:?}: {c} (librdkafka: {})",
+                producer.context().cause_reason()
+            ),
             None => format!("cannot reach the Kafka brokers within {timeout:?}"),
         })?;
     let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
