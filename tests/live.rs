@@ -458,19 +458,22 @@ fn heavy_writes_with_rotation_and_vacuum_lose_nothing_still_in_the_journal() {
         .source(Source::Namespace(ns.clone()))
         .topic("bus");
     let started = Instant::now();
-    let (mut starts, mut sigbus, mut other_deaths) = (0u32, 0u32, Vec::new());
+    let (mut starts, mut sigbus, mut other_deaths) = (1u32, 0u32, Vec::new());
     let mut agent = Agent::start(&s.path("a0"), &cfg);
-    starts += 1;
-    while started.elapsed() < Duration::from_secs(secs) {
-        std::thread::sleep(Duration::from_millis(100));
+    // What systemd's Restart=on-failure does, counting each death by its cause.
+    let mut restart_if_dead = |agent: &mut Agent, sigbus: &mut u32, other: &mut Vec<String>| {
         if let Some(st) = agent.child.try_wait().unwrap() {
             match st.signal() {
-                Some(7) => sigbus += 1,
-                _ => other_deaths.push(format!("{st}: {}", agent.log())),
+                Some(7) => *sigbus += 1,
+                _ => other.push(format!("{st}: {}", agent.log())),
             }
-            agent = Agent::start(&s.path(&format!("a{starts}")), &cfg);
+            *agent = Agent::start(&s.path(&format!("a{starts}")), &cfg);
             starts += 1;
         }
+    };
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(100));
+        restart_if_dead(&mut agent, &mut sigbus, &mut other_deaths);
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -481,14 +484,7 @@ fn heavy_writes_with_rotation_and_vacuum_lose_nothing_still_in_the_journal() {
     let newest = cursor_of(entries.last().unwrap());
     let catch_up = Instant::now();
     while !agent.has_cursor(&newest) {
-        if let Some(st) = agent.child.try_wait().unwrap() {
-            match st.signal() {
-                Some(7) => sigbus += 1,
-                _ => other_deaths.push(format!("{st}: {}", agent.log())),
-            }
-            agent = Agent::start(&s.path(&format!("a{starts}")), &cfg);
-            starts += 1;
-        }
+        restart_if_dead(&mut agent, &mut sigbus, &mut other_deaths);
         assert!(
             catch_up.elapsed() < Duration::from_secs(120),
             "the agent did not catch up: {}",
