@@ -70,7 +70,8 @@ pub struct Metrics {
     /// Unix seconds when the safe cursor last advanced.
     pub last_progress: AtomicU64,
     pub journal_open: AtomicBool,
-    /// librdkafka's view: at least one broker connection is up.
+    /// A broker answers: set by acknowledgements, metadata answers, librdkafka errors and
+    /// statistics (`broker_state`), whichever comes first.
     pub broker_up: AtomicBool,
     // From librdkafka statistics.
     pub broker_rtt_usec: AtomicU64,
@@ -182,7 +183,19 @@ impl Metrics {
                 errors += b["txerrs"].as_u64().unwrap_or(0);
             }
         }
-        // One line per state change, not per statistics tick.
+        self.broker_state(up);
+        Self::set(&self.broker_rtt_usec, rtt);
+        Self::set(&self.producer_retries, retries);
+        Self::set(&self.producer_request_errors, errors);
+    }
+
+    /// Whether a broker answers, from whichever source knows first: an acknowledgement or a
+    /// metadata answer (up), librdkafka's "all brokers down" or a connection failure (down),
+    /// and the statistics snapshot (either). One log line per change, not per report.
+    pub fn broker_state(&self, up: bool) {
+        if self.broker_up.load(Relaxed) == up {
+            return;
+        }
         if self.broker_up.swap(up, Relaxed) != up {
             if up {
                 tracing::info!("connected to the brokers");
@@ -192,9 +205,6 @@ impl Metrics {
                 );
             }
         }
-        Self::set(&self.broker_rtt_usec, rtt);
-        Self::set(&self.producer_retries, retries);
-        Self::set(&self.producer_request_errors, errors);
     }
 
     /// Seconds between now and the entry named by the durable cursor: how far behind the

@@ -154,3 +154,49 @@ fn counters_health_and_status_follow_the_pipeline() {
     );
     assert!(agent.stop().success());
 }
+
+/// Readiness follows the real broker state from the first record: no "no broker
+/// connection" while records are being acknowledged, at once when the brokers go away, and
+/// back without traffic when they return (an idle agent must not wait for a statistics tick).
+#[test]
+fn readiness_tells_the_truth_from_the_first_record() {
+    let s = Scratch::new("readiness");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "300", "--start-usec", &recent_usec(60).to_string()],
+    );
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .set("state", "checkpoint_interval_ms", 100);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    // The first durable cursor means the brokers acknowledged records.
+    agent.wait_cursor_any(Duration::from_secs(30));
+    let (code, body) = http_get(port, "/health/ready");
+    assert_eq!(
+        code, 200,
+        "records are acknowledged, yet readiness says: {body}"
+    );
+
+    broker.kill9();
+    let down = Instant::now();
+    wait_for(
+        "not ready once the broker is gone",
+        Duration::from_secs(3),
+        || http_get(port, "/health/ready").0 == 503,
+    );
+    eprintln!("not ready {:?} after the broker died", down.elapsed());
+
+    broker.restart();
+    let up = Instant::now();
+    wait_for(
+        "ready again, with no entry to ship, soon after the broker is back",
+        Duration::from_secs(4),
+        || http_get(port, "/health/ready").0 == 200,
+    );
+    eprintln!("ready {:?} after the broker restarted", up.elapsed());
+    assert!(agent.stop().success());
+}

@@ -100,9 +100,14 @@ impl ClientContext for DeliveryContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if let Some(c) = super::classify(error.rdkafka_error_code(), reason) {
+        let code = error.rdkafka_error_code();
+        if code == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            self.metrics.broker_state(false);
+        }
+        if let Some(c) = super::classify(code, reason) {
             *self.cause_reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_string();
             self.set_cause(Some(c));
+            self.metrics.broker_state(false);
         }
         let fatal = error
             .rdkafka_error_code()
@@ -124,6 +129,10 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        if result.is_ok() {
+            // An acknowledgement is the surest sign a broker answers (readiness).
+            self.metrics.broker_state(true);
+        }
         if seq == CONTROL {
             // A failure means the transaction that carries it cannot commit; say why.
             self.tracker.control_answered(

@@ -10,7 +10,7 @@
 //! | `journal-reader`  | the sd-journal handle (the input)                | stop/failure seen, or the queue hung up |
 //! | `shipper`         | encoder, admission, the exactly-once transaction | the queue closed, or admission refused  |
 //! | librdkafka's      | delivery reports into the tracker                | the producer is dropped                 |
-//! | `broker-probe`    | one metadata request for readiness               | it has an answer                        |
+//! | `broker-probe`    | metadata requests while no broker answers        | the session ends (within one probe)     |
 
 use std::sync::Arc;
 use std::thread;
@@ -156,22 +156,47 @@ pub(super) fn run(
         },
     };
 
-    // Readiness needs one successful metadata round trip; ask in the background so the
-    // checkpoint ticks below keep going.
+    // Readiness: one metadata round trip at the start (READY waits for it, up to the
+    // connect timeout), then again every second while no broker is known to answer, so an
+    // idle agent sees the brokers come back without waiting for traffic or statistics.
     let probe = Arc::new(Probe::default());
-    if !svc.ready {
-        let (probe, producer) = (probe.clone(), producer.clone());
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    {
+        let (probe, producer, probing, metrics) = (
+            probe.clone(),
+            producer.clone(),
+            probing.clone(),
+            cx.metrics.clone(),
+        );
         let topic = cfg
             .kafka
             .fixed_topic()
             .or(cfg.kafka.topic_fallback.as_deref())
             .unwrap_or("journal")
             .to_string();
-        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+        let first_timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
         let _ = thread::Builder::new()
             .name("broker-probe".into())
             .spawn(move || {
-                probe.set(kafka::probe(&producer, &topic, timeout).map_err(|e| format!("{e:#}")));
+                let mut timeout = first_timeout;
+                let mut first = true;
+                let on = || probing.load(std::sync::atomic::Ordering::Relaxed);
+                while on() {
+                    if first || !metrics.broker_up.load(std::sync::atomic::Ordering::Relaxed) {
+                        first = false;
+                        let answer = kafka::probe(&producer, &topic, timeout);
+                        if answer.is_ok() {
+                            metrics.broker_state(true);
+                        }
+                        probe.set(answer.map_err(|e| format!("{e:#}")));
+                        timeout = first_timeout.min(Duration::from_secs(2));
+                    }
+                    for _ in 0..4 {
+                        if on() {
+                            thread::sleep(Duration::from_millis(250));
+                        }
+                    }
+                }
             });
     }
 
@@ -244,6 +269,8 @@ pub(super) fn run(
         tracker.safe_cursor().map(|(c, _)| c.into_string())
     };
     cx.shutdown.attach(None);
+    // The probe thread ends within one probe timeout; it holds its own producer handle.
+    probing.store(false, std::sync::atomic::Ordering::Relaxed);
     let fenced = exactly_once
         .then(|| transaction::fenced(&producer))
         .flatten();
