@@ -65,6 +65,11 @@ impl Notifier {
         self.send("WATCHDOG=1");
     }
 
+    /// A reload began; READY=1 follows when the new session is up.
+    pub fn reloading(&self) {
+        self.send("RELOADING=1\nSTATUS=reloading: confirming what is in flight, then starting with the new configuration");
+    }
+
     pub fn stopping(&self) {
         self.send(
             "STOPPING=1\nSTATUS=stopping: confirming what is in flight, then saving the cursor",

@@ -218,7 +218,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { config } => {
             let cfg = load(&config, cli.log_level.as_deref())?;
             logging::init(&cfg.log.level, cfg.log.target)?;
-            run::run(cfg)
+            let log_level = cli.log_level.clone();
+            run::run(cfg, move || load(&config, log_level.as_deref()))
         }
         Command::Check { config } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;

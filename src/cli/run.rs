@@ -13,7 +13,11 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::pipeline::{self, Shutdown};
 
-pub(super) fn run(cfg: Config) -> Result<ExitCode> {
+/// Runs the agent. `reread` loads the config file again (SIGHUP).
+pub(super) fn run(
+    cfg: Config,
+    reread: impl Fn() -> Result<Config> + Send + 'static,
+) -> Result<ExitCode> {
     // Signals first: a SIGTERM that arrives while we open things must stop us cleanly, not
     // kill us. The handlers are registered here, synchronously, and served by a small tokio
     // runtime on its own thread; the pipeline itself is plain threads because sd-journal and
@@ -24,22 +28,51 @@ pub(super) fn run(cfg: Config) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the signal handler runtime")?;
-    let (term, int) = {
+    let (term, int, hup) = {
         use tokio::signal::unix::{SignalKind, signal};
         let _enter = rt.enter();
         (
             signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
             signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         )
     };
-    let (sig, sig_notifier) = (shutdown.clone(), notifier.clone());
-    let signals = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || rt.block_on(handle_signals(term, int, sig, sig_notifier)))
-        .context("cannot start the signal thread")?;
+    let signals = {
+        let (shutdown, notifier) = (shutdown.clone(), notifier.clone());
+        let mut reload = Reload {
+            current: cfg.clone(),
+            reread: Box::new(reread),
+        };
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                rt.block_on(handle_signals(
+                    term,
+                    int,
+                    hup,
+                    &shutdown,
+                    &notifier,
+                    &mut reload,
+                ))
+            })
+            .context("cannot start the signal thread")?
+    };
 
     let mut store = FileStore::new(&cfg.state.directory);
-    store.prepare()?;
+    store.prepare().map_err(|e| match unit_state_directory(&cfg) {
+        Some(given) => e.context(format!(
+            "the unit gives this agent the state directory {given} (StateDirectory=) but the config says {}: set [state] directory = \"{given}\"",
+            cfg.state.directory.display()
+        )),
+        None => e,
+    })?;
+    if let Some(given) = unit_state_directory(&cfg) {
+        tracing::warn!(
+            unit = %given,
+            config = %cfg.state.directory.display(),
+            "the state directory differs from the one the unit gives (StateDirectory=); systemd will not manage or clean it"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     if let Some(listen) = &cfg.metrics.listen {
         crate::metrics::server::spawn(listen, metrics.clone(), cfg.metrics.stall_seconds)?;
@@ -70,7 +103,7 @@ pub(super) fn run(cfg: Config) -> Result<ExitCode> {
             .context("cannot start the summary thread")?
     };
 
-    let result = pipeline::run(&cfg, &mut store, &shutdown, &metrics, &notifier);
+    let result = pipeline::run(cfg, &mut store, &shutdown, &metrics, &notifier);
     notifier.stopping();
     shutdown.request();
     let _ = summary.join();
@@ -104,14 +137,22 @@ fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
 async fn handle_signals(
     mut term: tokio::signal::unix::Signal,
     mut int: tokio::signal::unix::Signal,
-    shutdown: Arc<Shutdown>,
-    notifier: Arc<Notifier>,
+    mut hup: tokio::signal::unix::Signal,
+    shutdown: &Shutdown,
+    notifier: &Notifier,
+    reload: &mut Reload,
 ) {
     let mut count = 0;
     loop {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+            _ = hup.recv() => {
+                if count == 0 {
+                    reload.try_reload(shutdown, notifier);
+                }
+                continue;
+            }
         };
         count += 1;
         if count == 1 {
@@ -125,4 +166,84 @@ async fn handle_signals(
             std::process::exit(130);
         }
     }
+}
+
+/// SIGHUP: the config file read again and, when valid, handed to the pipeline.
+struct Reload {
+    /// The configuration the pipeline runs with (or will, once the reload is taken).
+    current: Config,
+    reread: Box<dyn Fn() -> Result<Config> + Send>,
+}
+
+impl Reload {
+    /// An invalid config, or a change only a restart can apply, is refused with the reason
+    /// and the running session goes on untouched.
+    fn try_reload(&mut self, shutdown: &Shutdown, notifier: &Notifier) {
+        let new = match (self.reread)() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: reload refused, still running with the previous configuration: {e:#}"
+                );
+                return;
+            }
+        };
+        let fixed = needs_restart(&self.current, &new);
+        if !fixed.is_empty() {
+            tracing::error!(
+                "SIGHUP: reload refused, still running with the previous configuration: {} cannot change while running (use systemctl restart)",
+                fixed.join(", ")
+            );
+            return;
+        }
+        tracing::info!(
+            "SIGHUP: configuration is valid; ending the session (what is in flight is confirmed first) and starting one with it"
+        );
+        notifier.reloading();
+        self.current = new.clone();
+        shutdown.reload(new);
+    }
+}
+
+/// Settings the process applies once, at start: the HTTP endpoint, logging, where the
+/// cursor lives and how (a reload resumes from the committed cursor of the same store).
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut fixed = Vec::new();
+    let mut same = |name, a: String, b: String| {
+        if a != b {
+            fixed.push(name);
+        }
+    };
+    same(
+        "state.directory",
+        format!("{:?}", old.state.directory),
+        format!("{:?}", new.state.directory),
+    );
+    same(
+        "metrics",
+        format!("{:?}", old.metrics),
+        format!("{:?}", new.metrics),
+    );
+    same("log", format!("{:?}", old.log), format!("{:?}", new.log));
+    same(
+        "delivery.mode",
+        format!("{:?}", old.delivery.mode),
+        format!("{:?}", new.delivery.mode),
+    );
+    same(
+        "delivery.transactional_id",
+        format!("{:?}", old.delivery.transactional_id),
+        format!("{:?}", new.delivery.transactional_id),
+    );
+    fixed
+}
+
+/// The state directory systemd made for this unit (`StateDirectory=`, given in
+/// `$STATE_DIRECTORY`) when the config names another: an instance of the templated unit
+/// whose config was copied from another instance, typically. `None` outside systemd.
+fn unit_state_directory(cfg: &Config) -> Option<String> {
+    let given = std::env::var("STATE_DIRECTORY").ok()?;
+    let ours = cfg.state.directory.as_path();
+    (!given.split(':').any(|d| std::path::Path::new(d) == ours))
+        .then(|| given.split(':').next().unwrap_or_default().to_string())
 }

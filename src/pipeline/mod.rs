@@ -41,7 +41,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 /// Runs the agent until shutdown. Returns a failure only for conditions a new session
 /// cannot get past.
 pub(crate) fn run(
-    cfg: &Config,
+    mut cfg: Config,
     store: &mut dyn Store,
     shutdown: &Arc<Shutdown>,
     metrics: &Arc<Metrics>,
@@ -52,24 +52,39 @@ pub(crate) fn run(
     let (mut resume, mut eo) = match cfg.delivery.mode {
         Mode::AtLeastOnce => {
             let resume = store.load().map_err(Failure::fatal)?;
-            log_restore(resume.as_deref(), &store.describe(), cfg);
+            log_restore(resume.as_deref(), &store.describe(), &cfg);
             (resume, None)
         }
         Mode::ExactlyOnce => (
             None,
             Some(session::ExactlyOnce {
-                id: transaction::transactional_id(cfg).map_err(Failure::fatal)?,
+                id: transaction::transactional_id(&cfg).map_err(Failure::fatal)?,
                 cursor_topic_ready: false,
             }),
         ),
     };
-    let mut svc = service::Service::new(notifier, cfg);
+    let mut svc = service::Service::new(notifier, &cfg);
     let mut backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
     let mut first = true;
     loop {
+        if let Some(new) = shutdown.take_reload() {
+            // The session that ended committed its safe cursor; the next one resumes from
+            // it with the new settings (the delivery mode cannot change here: see `run`'s
+            // reload check). READY follows once the new session is up.
+            cfg = new;
+            svc = service::Service::new(notifier, &cfg);
+            backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
+            if let Some(eo) = eo.as_mut() {
+                eo.cursor_topic_ready = false;
+            }
+            tracing::info!(
+                cursor = resume.as_deref().unwrap_or("(none)"),
+                "configuration reloaded; starting a session with it"
+            );
+        }
         let started = Instant::now();
         let cx = session::Context {
-            cfg,
+            cfg: &cfg,
             shutdown,
             metrics,
             first,
@@ -80,6 +95,7 @@ pub(crate) fn run(
             resume = safe;
         }
         let e = match end {
+            Ok(()) if shutdown.reload_pending() && !shutdown.requested() => continue,
             Ok(()) => return Ok(()),
             Err(e) if !e.is_retryable() => return Err(e),
             Err(e) => e,
@@ -104,7 +120,10 @@ pub(crate) fn run(
                     .saturating_duration_since(Instant::now())
                     .min(Duration::from_secs(1)),
             ) {
-                return Ok(());
+                if shutdown.requested() {
+                    return Ok(());
+                }
+                break;
             }
         }
     }

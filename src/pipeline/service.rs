@@ -15,12 +15,16 @@ use crate::kafka;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 
-/// Lets a signal handler stop the pipeline from another thread.
+/// Lets a signal handler stop the pipeline, or hand it a new configuration, from another
+/// thread.
 #[derive(Default)]
 pub struct Shutdown {
     requested: AtomicBool,
     tracker: Mutex<Option<Arc<Tracker>>>,
     wake: Condvar,
+    /// A validated configuration to run the next session with (SIGHUP): the running
+    /// session stops as for a shutdown, settles and commits, and the loop starts over.
+    reload: Mutex<Option<Config>>,
 }
 
 impl Shutdown {
@@ -41,25 +45,46 @@ impl Shutdown {
         self.requested.load(Ordering::SeqCst)
     }
 
+    /// Ends the running session the way a stop does and makes the next one use `cfg`.
+    pub fn reload(&self, cfg: Config) {
+        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = g.as_ref() {
+            t.stop();
+        }
+        self.wake.notify_all();
+    }
+
+    pub(super) fn reload_pending(&self) -> bool {
+        self.reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    pub(super) fn take_reload(&self) -> Option<Config> {
+        self.reload.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// The running session's tracker, so that a request stops its reader at once.
     pub(super) fn attach(&self, t: Option<Arc<Tracker>>) {
         let mut g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = &t {
-            if self.requested() {
+            if self.requested() || self.reload_pending() {
                 t.stop();
             }
         }
         *g = t;
     }
 
-    /// Sleeps for `d` unless shutdown is requested first. Returns true if it was.
+    /// Sleeps for `d` unless shutdown or a reload is requested first. Returns true if one was.
     pub(super) fn sleep(&self, d: Duration) -> bool {
         let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         let _g = self
             .wake
-            .wait_timeout_while(g, d, |_| !self.requested())
+            .wait_timeout_while(g, d, |_| !self.requested() && !self.reload_pending())
             .unwrap_or_else(|p| p.into_inner());
-        self.requested()
+        self.requested() || self.reload_pending()
     }
 }
 

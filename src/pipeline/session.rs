@@ -358,7 +358,7 @@ fn beside_service<T: Send + 'static>(
                 return Err(Failure::retry(anyhow!("the exactly-once setup panicked")));
             }
         }
-        if cx.shutdown.requested() {
+        if cx.shutdown.requested() || cx.shutdown.reload_pending() {
             return Ok(None);
         }
         svc.waiting(what);

@@ -73,16 +73,31 @@ pass "upgrade kept the edited config and the cursor"
 systemd-analyze verify "$unit" || fail "systemd-analyze verify"
 exposure=$(systemd-analyze security --offline=true "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }' || fail "exposure $exposure > 2.0"
-for k in Type=notify WatchdogSec= Restart=on-failure StateDirectory=journald-kafka User=journald-kafka \
+for k in Type=notify ExecReload= WatchdogSec= Restart=on-failure StateDirectory=journald-kafka User=journald-kafka \
          SupplementaryGroups=systemd-journal ProtectSystem=strict NoNewPrivileges=yes CapabilityBoundingSet=; do
   grep -q "^$k" "$unit" || fail "unit lacks $k"
 done
 pass "unit verifies; systemd-analyze security exposure $exposure"
 
+# The templated unit: one agent per /etc/journald-kafka/%i.toml; hardened exactly as the main one.
+tunit=$(dpkg -L journald-kafka | grep 'systemd/system/journald-kafka@.service$') || fail "templated unit not installed"
+inst=$(mktemp -d)/journald-kafka@web.service
+cp "$tunit" "$inst"
+systemd-analyze verify "$inst" || fail "systemd-analyze verify journald-kafka@web.service"
+texposure=$(systemd-analyze security --offline=true "$inst" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+awk -v t="$texposure" -v e="$exposure" 'BEGIN { exit !(t != "" && t <= e) }' || fail "template exposure $texposure > main unit's $exposure"
+diff <(sed -n '/^# Hardening/,$p' "$unit") <(sed -n '/^# Hardening/,$p' "$tunit") || fail "the template's hardening differs from the main unit's"
+for k in 'ExecStart=/usr/bin/journald-kafka run --config /etc/journald-kafka/%i.toml' 'StateDirectory=journald-kafka/%i' \
+         'ExecReload=/bin/kill -HUP $MAINPID' Type=notify WatchdogSec= User=journald-kafka; do
+  grep -qF "$k" "$tunit" || fail "template lacks $k"
+done
+rm -rf "$(dirname "$inst")"
+pass "templated unit verifies; exposure $texposure (main $exposure), same hardening"
+
 # The rpm.
 rpm -qpl "$rpm" > /tmp/jk-rpm-files
 for f in /usr/bin/journald-kafka /etc/journald-kafka/config.toml /usr/lib/systemd/system/journald-kafka.service \
-         /usr/share/man/man1/journald-kafka.1.gz; do
+         /usr/lib/systemd/system/journald-kafka@.service /usr/share/man/man1/journald-kafka.1.gz; do
   grep -qx "$f" /tmp/jk-rpm-files || fail "rpm lacks $f"
 done
 rpm -qp --scripts "$rpm" | grep -q 'useradd --system' || fail "rpm scripts do not create the user"
