@@ -52,6 +52,8 @@ pub struct Metrics {
     pub sessions_restarted: AtomicU64,
     /// Failed deliveries by librdkafka error code name.
     pub failures_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// The last error an operator should know of, and when (unix seconds): shown by `status`.
+    pub last_error: Mutex<Option<(u64, String)>>,
     /// Seconds from reading an entry to the broker's acknowledgement.
     pub delivery_latency: Histogram,
 
@@ -67,6 +69,13 @@ pub struct Metrics {
     /// Realtime (µs) of the oldest entry still in the journal.
     pub journal_oldest_usec: AtomicU64,
     pub journal_usage_bytes: AtomicU64,
+    /// The bytes the journal's writer lets it occupy now (journald's space rule; 0: unknown).
+    pub journal_allowed_bytes: AtomicU64,
+    /// Bytes per second written to the journal, measured (0: not yet known).
+    pub journal_write_rate: AtomicU64,
+    /// Forecast: seconds until the writer deletes the oldest entry not yet shipped, if
+    /// nothing more were shipped (`u64::MAX`: no deletion coming or not yet known).
+    pub loss_forecast_secs: AtomicU64,
     /// Unix seconds when the safe cursor last advanced.
     pub last_progress: AtomicU64,
     pub journal_open: AtomicBool,
@@ -105,6 +114,7 @@ impl Default for Metrics {
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
             failures_by_kind: Mutex::new(BTreeMap::new()),
+            last_error: Mutex::new(None),
             // 1 ms to ~65 s.
             delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             in_flight_entries: AtomicU64::new(0),
@@ -114,6 +124,9 @@ impl Default for Metrics {
             read_realtime_usec: AtomicU64::new(0),
             journal_oldest_usec: AtomicU64::new(0),
             journal_usage_bytes: AtomicU64::new(0),
+            journal_allowed_bytes: AtomicU64::new(0),
+            journal_write_rate: AtomicU64::new(0),
+            loss_forecast_secs: AtomicU64::new(u64::MAX),
             last_progress: AtomicU64::new(0),
             journal_open: AtomicBool::new(false),
             broker_up: AtomicBool::new(false),
@@ -187,6 +200,31 @@ impl Metrics {
         Self::set(&self.broker_rtt_usec, rtt);
         Self::set(&self.producer_retries, retries);
         Self::set(&self.producer_request_errors, errors);
+    }
+
+    /// Remembers `message` as the last error (rare: errors, not per-entry events).
+    pub fn error(&self, message: impl Into<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((unix_now(), message.into()));
+    }
+
+    /// The agent's own view for `status`: what `/metrics` cannot carry (text, times).
+    pub fn status_json(&self) -> String {
+        let last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut o = serde_json::Map::new();
+        o.insert(
+            "last_error".into(),
+            last.map_or(
+                serde_json::Value::Null,
+                |(at, m)| serde_json::json!({ "at": at, "message": m }),
+            ),
+        );
+        o.insert("broker_up".into(), self.broker_up.load(Relaxed).into());
+        serde_json::Value::Object(o).to_string()
     }
 
     /// Whether a broker answers, from whichever source knows first: an acknowledgement or a
@@ -419,13 +457,31 @@ impl Collector for Metrics {
                 },
             ),
             (
+                "journald_kafka_journal_allowed_bytes",
+                "Bytes the journal's writer lets it occupy (journald's SystemMaxUse/SystemKeepFree rule; 0: unknown)",
+                Self::get(&self.journal_allowed_bytes) as f64,
+            ),
+            (
+                "journald_kafka_journal_write_rate_bytes",
+                "Bytes per second written to the journal, measured over about a minute",
+                Self::get(&self.journal_write_rate) as f64,
+            ),
+            (
+                "journald_kafka_loss_forecast_seconds",
+                "Seconds until the journal's writer deletes the oldest entry not yet shipped if nothing more were shipped (-1: no deletion coming)",
+                match Self::get(&self.loss_forecast_secs) {
+                    u64::MAX => -1.0,
+                    s => s as f64,
+                },
+            ),
+            (
                 "journald_kafka_journal_open",
                 "1 when the journal is open",
                 f64::from(u8::from(self.journal_open.load(Relaxed))),
             ),
             (
                 "journald_kafka_broker_up",
-                "1 when librdkafka has a broker connection up",
+                "1 when a broker answers (acknowledgements, metadata, librdkafka's connection state)",
                 f64::from(u8::from(self.broker_up.load(Relaxed))),
             ),
             (

@@ -507,3 +507,111 @@ fn heavy_writes_with_rotation_and_vacuum_lose_nothing_still_in_the_journal() {
     );
     assert_eq!((lost, ooo), (0, 0));
 }
+
+/// A small journal written fast while the brokers are away: the agent forecasts when
+/// journald will start deleting what it has not shipped, says so in `/metrics`, `status`
+/// and the log, and readiness turns once the forecast is below the margin.
+#[test]
+fn forecast_before_loss_with_a_small_journal_and_the_broker_away() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let s = Scratch::new("forecast");
+    let broker = Broker::with_topic(&s, "fc", 1);
+    let ns = format!("jkfc{}", std::process::id());
+    let conf = PathBuf::from(format!("/etc/systemd/journald@{ns}.conf"));
+    let limits = "RateLimitBurst=0\nSystemMaxUse=16M\nSystemMaxFileSize=2M\nRuntimeMaxUse=16M\nRuntimeMaxFileSize=2M\n";
+    std::fs::write(&conf, format!("[Journal]\n{limits}")).unwrap();
+    struct RemoveConf(PathBuf);
+    impl Drop for RemoveConf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _conf = RemoveConf(conf);
+    let jd = Journald::start(&ns, &s.path("journald.log"));
+    let client = UnixDatagram::unbound().unwrap();
+    for i in 0..10 {
+        jd.send(
+            &client,
+            &format!("MESSAGE=before {i}\nSYSLOG_IDENTIFIER=jk-fc\n"),
+        );
+    }
+    let port = free_port();
+    let cfg = TestConfig::new(Path::new("/nonexistent"), &broker.addr(), &s.path("state"))
+        .source(Source::Namespace(ns.clone()))
+        .topic("fc")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .set("metrics", "min_loss_forecast_seconds", 3600)
+        .set("pipeline", "shutdown_timeout_ms", 2000);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor_any(Duration::from_secs(30));
+
+    broker.kill9();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, ns) = (stop.clone(), ns.clone());
+        std::thread::spawn(move || {
+            let client = UnixDatagram::unbound().unwrap();
+            let sock = format!("/run/systemd/journal.{ns}/socket");
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let msg = format!(
+                    "MESSAGE=fill {i} {}\nSYSLOG_IDENTIFIER=jk-fc\n",
+                    "y".repeat(300)
+                );
+                let _ = client.send_to(msg.as_bytes(), &sock);
+                i += 1;
+                if i % 100 == 0 {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+    };
+    let metric = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let start = Instant::now();
+    let (forecast, rate, allowed) = loop {
+        let text = http_get(port, "/metrics").1;
+        let f = metric(&text, "journald_kafka_loss_forecast_seconds");
+        if (0.0..3600.0).contains(&f) {
+            break (
+                f,
+                metric(&text, "journald_kafka_journal_write_rate_bytes"),
+                metric(&text, "journald_kafka_journal_allowed_bytes"),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no forecast below an hour after {:?}: {f}\n{text}",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("forecast {forecast}s, write rate {rate} B/s, allowed {allowed} B");
+    assert!(rate > 10_000.0, "a fast writer is measured as such: {rate}");
+    assert!(
+        allowed > 0.0 && allowed <= 16.0 * 1048576.0,
+        "journald's SystemMaxUse=16M applies: {allowed}"
+    );
+    let (code, body) = http_get(port, "/health/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("forecast"), "{body}");
+    let (_, out) = run_cli(&["status", "--config", agent.config.to_str().unwrap()]);
+    assert!(out.contains("loss in"), "status shows the forecast: {out}");
+    assert!(
+        agent
+            .log()
+            .contains("journald is forecast to delete entries not yet shipped"),
+        "{}",
+        agent.log()
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    agent.stop();
+    drop(jd);
+}

@@ -104,7 +104,7 @@ fn counters_health_and_status_follow_the_pipeline() {
         "status must fail while the broker is down: {out}"
     );
     assert!(
-        out.contains("UNHEALTHY") && out.contains("no broker connection"),
+        out.contains("NOT READY") && out.contains("no broker connection"),
         "{out}"
     );
 

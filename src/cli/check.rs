@@ -15,7 +15,11 @@ use crate::kafka;
 use crate::metrics::Metrics;
 use crate::pipeline;
 
-pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
+pub(super) fn check(
+    cfg: &Config,
+    path: &std::path::Path,
+    min_journal_hours: f64,
+) -> Result<ExitCode> {
     let mut ok = true;
     let mut report = |what: &str, r: Result<String>| match r {
         Ok(s) => say!("ok    {what}: {s}"),
@@ -28,7 +32,7 @@ pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
     for w in exposed_secrets(cfg, path) {
         say!("warn  secrets: {w}");
     }
-    for w in quiet_loss_risks(cfg) {
+    for w in quiet_loss_risks(cfg, min_journal_hours) {
         say!("warn  journal: {w}");
     }
 
@@ -144,25 +148,59 @@ pub(super) fn check(cfg: &Config, path: &std::path::Path) -> Result<ExitCode> {
 }
 
 /// Setups that lose entries without an error anywhere: said by `check`, never fatal.
-fn quiet_loss_risks(cfg: &Config) -> Vec<String> {
+fn quiet_loss_risks(cfg: &Config, min_journal_hours: f64) -> Vec<String> {
+    use crate::journal::retention::{self, Limits};
     let mut out = Vec::new();
-    if cfg.journal.source == config::Source::Local {
-        let conf = journald_storage(&[
-            std::path::Path::new("/etc/systemd/journald.conf"),
-            std::path::Path::new("/etc/systemd/journald.conf.d"),
-            std::path::Path::new("/run/systemd/journald.conf.d"),
-            std::path::Path::new("/usr/lib/systemd/journald.conf.d"),
-        ]);
-        match conf.as_deref() {
-            Some("volatile") | Some("none") => out.push(format!(
-                "journald has Storage={}: entries not yet shipped are lost at every reboot (set Storage=persistent)",
-                conf.as_deref().unwrap_or_default()
+    if matches!(
+        cfg.journal.source,
+        config::Source::Local | config::Source::Namespace(_)
+    ) {
+        match retention::storage(&cfg.journal).as_str() {
+            s @ ("volatile" | "none") => out.push(format!(
+                "journald has Storage={s}: entries not yet shipped are lost at every reboot (set Storage=persistent)"
             )),
-            Some("persistent") => {}
+            "persistent" => {}
             _ if !std::path::Path::new("/var/log/journal").is_dir() => out.push(
                 "journal storage is volatile (Storage=auto and no /var/log/journal): entries not yet shipped are lost at every reboot (mkdir /var/log/journal, or set Storage=persistent)".into(),
             ),
             _ => {}
+        }
+    }
+    // How long the journal keeps entries at the rate it was written so far: an outage
+    // longer than that loses entries.
+    if let Some(limits) = Limits::of(&cfg.journal) {
+        let now = crate::metrics::unix_now_usec();
+        if let Ok(s) = retention::sample(&cfg.journal, now) {
+            let span = now.saturating_sub(s.oldest_usec) as f64 / 1e6;
+            let allowed = limits.allowed(s.usage);
+            if let (Some(allowed), true) = (allowed, s.usage > 0 && span > 60.0) {
+                let hours = span * allowed as f64 / s.usage as f64 / 3600.0;
+                let retention = limits.max_retention.map(|r| r.as_secs_f64() / 3600.0);
+                let hours = retention.map_or(hours, |r| hours.min(r));
+                let line = format!(
+                    "the journal keeps about {hours:.1} hours at the rate it was written so far ({} MiB used of {} MiB allowed{}, from {})",
+                    s.usage >> 20,
+                    allowed >> 20,
+                    retention.map_or(String::new(), |r| format!(", MaxRetentionSec {r:.1} h")),
+                    if limits.from.is_empty() {
+                        "defaults: 10% of the file system, at most 4 GiB".to_string()
+                    } else {
+                        limits
+                            .from
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                );
+                if hours < min_journal_hours {
+                    out.push(format!(
+                        "{line}: a broker outage longer than that loses entries (raise SystemMaxUse=, or see --min-journal-hours)"
+                    ));
+                } else {
+                    say!("ok    retention: {line}");
+                }
+            }
         }
     }
     if let Some(v) = systemd_version() {
@@ -181,40 +219,6 @@ fn quiet_loss_risks(cfg: &Config) -> Vec<String> {
         );
     }
     out
-}
-
-/// The effective `Storage=` of journald: the last setting in the main file and its
-/// drop-ins, in the order journald reads them.
-fn journald_storage(places: &[&std::path::Path]) -> Option<String> {
-    let mut files: Vec<std::path::PathBuf> = Vec::new();
-    for p in places {
-        if p.is_file() {
-            files.push(p.to_path_buf());
-        } else if let Ok(rd) = std::fs::read_dir(p) {
-            let mut d: Vec<_> = rd
-                .flatten()
-                .map(|e| e.path())
-                .filter(|f| f.extension().is_some_and(|x| x == "conf"))
-                .collect();
-            d.sort();
-            files.extend(d);
-        }
-    }
-    let mut storage = None;
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
-        if let Some(v) = storage_setting(&text) {
-            storage = Some(v);
-        }
-    }
-    storage
-}
-
-fn storage_setting(conf: &str) -> Option<String> {
-    conf.lines()
-        .filter_map(|l| l.trim().strip_prefix("Storage="))
-        .next_back()
-        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 /// The installed systemd's version, from `journalctl --version` ("systemd 252 (...)").
@@ -397,17 +401,5 @@ mod tests {
         );
         assert_eq!(parse_systemd_version("systemd 256.7\n"), Some(256));
         assert_eq!(parse_systemd_version("garbage"), None);
-        assert_eq!(
-            storage_setting("[Journal]\n#Storage=auto\nStorage=volatile\n"),
-            Some("volatile".into())
-        );
-        assert_eq!(storage_setting("[Journal]\n#Storage=auto\n"), None);
-        let dir = tempfile::tempdir().unwrap();
-        let main = dir.path().join("journald.conf");
-        std::fs::write(&main, "[Journal]\nStorage=persistent\n").unwrap();
-        let d = dir.path().join("journald.conf.d");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::write(d.join("50-x.conf"), "[Journal]\nStorage=volatile\n").unwrap();
-        assert_eq!(journald_storage(&[&main, &d]), Some("volatile".into()));
     }
 }

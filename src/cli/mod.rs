@@ -71,6 +71,10 @@ pub(crate) enum Command {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Warn when the journal keeps fewer hours than this at the rate it was written
+        /// (the longest broker outage it survives).
+        #[arg(long, value_name = "HOURS", default_value_t = 24.0)]
+        min_journal_hours: f64,
     },
     /// Print records from Kafka, decoded, the way journalctl prints entries.
     ///
@@ -221,9 +225,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let log_level = cli.log_level.clone();
             run::run(cfg, move || load(&config, log_level.as_deref()))
         }
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            min_journal_hours,
+        } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
-            check::check(&cfg, &config)
+            check::check(&cfg, &config, min_journal_hours)
         }
         Command::Cat {
             config,

@@ -75,7 +75,12 @@ pub(super) fn run(
     }
     let metrics = Arc::new(Metrics::default());
     if let Some(listen) = &cfg.metrics.listen {
-        crate::metrics::server::spawn(listen, metrics.clone(), cfg.metrics.stall_seconds)?;
+        crate::metrics::server::spawn(
+            listen,
+            metrics.clone(),
+            cfg.metrics.stall_seconds,
+            cfg.metrics.min_loss_forecast_seconds,
+        )?;
         tracing::info!(
             "metrics and health on http://{listen}/metrics, /health/live, /health/ready"
         );
@@ -103,6 +108,7 @@ pub(super) fn run(
             .context("cannot start the summary thread")?
     };
 
+    spawn_forecast(&cfg, metrics.clone(), shutdown.clone())?;
     let result = pipeline::run(cfg, &mut store, &shutdown, &metrics, &notifier);
     notifier.stopping();
     shutdown.request();
@@ -246,4 +252,61 @@ fn unit_state_directory(cfg: &Config) -> Option<String> {
     let ours = cfg.state.directory.as_path();
     (!given.split(':').any(|d| std::path::Path::new(d) == ours))
         .then(|| given.split(':').next().unwrap_or_default().to_string())
+}
+
+/// How often the journal is sampled for the loss forecast: cheap (one open, two calls).
+const FORECAST_EVERY: Duration = Duration::from_secs(5);
+
+/// Samples the journal beside the pipeline (which cannot while it waits on the brokers) and
+/// keeps the loss forecast in the metrics: its write rate, the room its writer allows, and
+/// when the oldest unshipped entry would be deleted. Logs once when the forecast falls
+/// below `metrics.min_loss_forecast_seconds` while entries wait.
+fn spawn_forecast(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) -> Result<()> {
+    use crate::journal::retention::{self, Limits, WriteRate};
+    let Some(limits) = Limits::of(&cfg.journal) else {
+        return Ok(());
+    };
+    let (journal, margin) = (cfg.journal.clone(), cfg.metrics.min_loss_forecast_seconds);
+    std::thread::Builder::new()
+        .name("forecast".into())
+        .spawn(move || {
+            let mut rate = WriteRate::default();
+            let mut warned = false;
+            loop {
+                let now = crate::metrics::unix_now_usec();
+                if let Ok(sample) = retention::sample(&journal, now) {
+                    let r = rate.add(sample);
+                    let allowed = limits.allowed(sample.usage);
+                    Metrics::set(&metrics.journal_usage_bytes, sample.usage);
+                    Metrics::set(&metrics.journal_allowed_bytes, allowed.unwrap_or(0));
+                    Metrics::set(&metrics.journal_write_rate, r.unwrap_or(0.0) as u64);
+                    // The oldest unshipped entry follows the durable cursor; before the
+                    // first one, everything in the journal is unshipped.
+                    let shipped = match Metrics::get(&metrics.checkpoint_realtime_usec) {
+                        0 => sample.oldest_usec,
+                        c => c,
+                    };
+                    let f = retention::seconds_until_loss(&limits, allowed, &sample, shipped, r);
+                    let secs = f.map_or(u64::MAX, |f| f as u64);
+                    Metrics::set(&metrics.loss_forecast_secs, secs);
+                    let waiting = Metrics::get(&metrics.in_flight_entries) > 0;
+                    if waiting && secs < margin && !warned {
+                        tracing::warn!(
+                            forecast_seconds = secs,
+                            allowed_bytes = allowed.unwrap_or(0),
+                            write_rate_bytes = r.unwrap_or(0.0) as u64,
+                            "journald is forecast to delete entries not yet shipped in {secs}s at the current write rate"
+                        );
+                        warned = true;
+                    } else if secs >= margin {
+                        warned = false;
+                    }
+                }
+                if shutdown_wait(&shutdown, FORECAST_EVERY) {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the forecast thread")?;
+    Ok(())
 }

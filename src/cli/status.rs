@@ -46,6 +46,21 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// A duration for people: "3h 02m", "45s".
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m {:02}s", s / 60, s % 60),
+        7200..=172_799 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn mib(b: f64) -> String {
+    format!("{:.1} MiB", b / 1048576.0)
+}
+
+/// `systemctl status`-like: one screen, the state first, the details after.
 pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     let path = cfg.state.cursor_file();
     let mut healthy = true;
@@ -69,15 +84,25 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         .and_then(|c| crate::checkpoint::place::newest(c))
         .and_then(|c| cursor::parse(c).ok())
         .map(|i| now_usec.saturating_sub(i.realtime_usec) / 1_000_000);
+    // Entries written after the cursor: read from the journal, not from the agent.
+    let lag_entries = cursor
+        .as_deref()
+        .and_then(|c| crate::journal::entries_behind(&cfg.journal, c).ok());
     let mut live: Vec<(&str, f64)> = Vec::new();
     let mut ready = None;
+    let mut not_ready = None;
+    let mut last_error: Option<(u64, String)> = None;
+    let mut running = false;
     if let Some(addr) = &cfg.metrics.listen {
         match http_get(addr, "/health/ready") {
             Ok((code, body)) => {
+                running = true;
                 ready = Some(code == 200);
                 if code != 200 {
                     healthy = false;
-                    problems.push(body.trim().to_string());
+                    let why = body.trim().trim_start_matches("not ready: ").to_string();
+                    problems.push(format!("not ready: {why}"));
+                    not_ready = Some(why);
                 }
             }
             Err(e) => {
@@ -90,32 +115,60 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                 "journald_kafka_entries_delivered_total",
                 "journald_kafka_entries_failed_total",
                 "journald_kafka_in_flight_entries",
+                "journald_kafka_in_flight_bytes",
                 "journald_kafka_watermark_lag_seconds",
                 "journald_kafka_broker_up",
                 "journald_kafka_pipeline_restarts_total",
+                "journald_kafka_journal_disk_usage_bytes",
+                "journald_kafka_journal_allowed_bytes",
+                "journald_kafka_journal_write_rate_bytes",
+                "journald_kafka_loss_forecast_seconds",
             ] {
                 if let Some(v) = metric(&text, name) {
                     live.push((name, v));
                 }
             }
         }
+        if let Ok((200, body)) = http_get(addr, "/status") {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                if let (Some(at), Some(m)) = (
+                    v["last_error"]["at"].as_u64(),
+                    v["last_error"]["message"].as_str(),
+                ) {
+                    last_error = Some((at, m.to_string()));
+                }
+            }
+        }
     }
+    let get = |name: &str| {
+        live.iter()
+            .find(|(k, _)| k.trim_start_matches("journald_kafka_") == name)
+            .map(|(_, v)| *v)
+    };
+    let in_flight = get("in_flight_entries").unwrap_or(0.0);
+    let state = match (running, &not_ready) {
+        _ if cfg.metrics.listen.is_none() => "unknown (set [metrics] listen to see it)".to_string(),
+        (false, _) => "not running (its endpoint does not answer)".to_string(),
+        (true, Some(why)) => format!("NOT READY: {why}"),
+        (true, None) if in_flight > 0.0 || lag_entries.is_some_and(|n| n > 0) => {
+            "shipping".to_string()
+        }
+        (true, None) => "caught up".to_string(),
+    };
+    let forecast = get("loss_forecast_seconds").filter(|f| *f >= 0.0);
     if json {
         let mut o = serde_json::Map::new();
         o.insert("healthy".into(), healthy.into());
+        o.insert("state".into(), state.clone().into());
         o.insert("cursor_file".into(), path.display().to_string().into());
         o.insert(
             "cursor".into(),
             cursor.clone().map_or(serde_json::Value::Null, Into::into),
         );
-        o.insert(
-            "cursor_age_seconds".into(),
-            age.map_or(serde_json::Value::Null, Into::into),
-        );
-        o.insert(
-            "lag_seconds".into(),
-            lag.map_or(serde_json::Value::Null, Into::into),
-        );
+        let opt = |v: Option<u64>| v.map_or(serde_json::Value::Null, Into::into);
+        o.insert("cursor_age_seconds".into(), opt(age));
+        o.insert("lag_seconds".into(), opt(lag));
+        o.insert("lag_entries".into(), opt(lag_entries));
         o.insert(
             "ready".into(),
             ready.map_or(serde_json::Value::Null, Into::into),
@@ -123,47 +176,99 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         for (k, v) in &live {
             o.insert(k.trim_start_matches("journald_kafka_").into(), (*v).into());
         }
+        o.insert(
+            "last_error".into(),
+            last_error.clone().map_or(
+                serde_json::Value::Null,
+                |(at, m)| serde_json::json!({ "at": at, "message": m }),
+            ),
+        );
         o.insert("problems".into(), problems.clone().into());
         say!("{}", serde_json::Value::Object(o));
     } else {
-        say!(
-            "{}  {}",
-            if healthy { "HEALTHY" } else { "UNHEALTHY" },
-            path.display()
-        );
+        let dot = if healthy { "●" } else { "×" };
+        say!("{dot} journald-kafka: {state}");
         match cursor.as_deref() {
-            None => say!("cursor:     (none yet)"),
+            None => say!("      Cursor: (none yet) in {}", path.display()),
             Some(c) => {
                 for (i, p) in crate::checkpoint::place::positions(c).enumerate() {
                     say!(
                         "{}{p}",
                         if i == 0 {
-                            "cursor:     "
+                            "      Cursor: "
                         } else {
-                            "            "
+                            "              "
                         }
                     );
                 }
+                say!(
+                    "              {} (written {} ago)",
+                    path.display(),
+                    age.map_or("?".into(), human_secs)
+                );
             }
         }
-        if let Some(a) = age {
-            say!("written:    {a}s ago");
+        let mut lag_line = Vec::new();
+        if let Some(n) = lag_entries {
+            lag_line.push(format!("{n} entries"));
         }
         if let Some(l) = lag {
-            say!("lag:        {l}s behind now (time of the entry the cursor names)");
+            lag_line.push(format!("{} behind now (the cursor's entry)", human_secs(l)));
         }
-        match ready {
-            Some(r) => say!("ready:      {r}"),
-            None => say!("live:       set [metrics] listen for live figures and readiness"),
+        if !lag_line.is_empty() {
+            say!("         Lag: {}", lag_line.join(", "));
         }
-        for (k, v) in &live {
+        if running {
             say!(
-                "{:<11} {v}",
-                format!("{}:", k.trim_start_matches("journald_kafka_"))
+                "   In flight: {} entries, {}",
+                in_flight,
+                mib(get("in_flight_bytes").unwrap_or(0.0))
             );
+            say!(
+                "     Brokers: {}",
+                if get("broker_up") == Some(1.0) {
+                    "answering"
+                } else {
+                    "NOT answering"
+                }
+            );
+            say!(
+                "   Delivered: {} ({} failed, {} restarts)",
+                get("entries_delivered_total").unwrap_or(0.0),
+                get("entries_failed_total").unwrap_or(0.0),
+                get("pipeline_restarts_total").unwrap_or(0.0)
+            );
+            let allowed = get("journal_allowed_bytes").unwrap_or(0.0);
+            say!(
+                "     Journal: {} used{}, written at {}/s; {}",
+                mib(get("journal_disk_usage_bytes").unwrap_or(0.0)),
+                if allowed > 0.0 {
+                    format!(" of {} allowed", mib(allowed))
+                } else {
+                    String::new()
+                },
+                mib(get("journal_write_rate_bytes").unwrap_or(0.0)),
+                match forecast {
+                    Some(f) => format!(
+                        "loss in {} if nothing more were shipped",
+                        human_secs(f as u64)
+                    ),
+                    None => "no deletion forecast".to_string(),
+                }
+            );
+            match &last_error {
+                Some((at, m)) => say!(
+                    "  Last error: {} ({} ago): {m}",
+                    jiff::Timestamp::from_second(*at as i64)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    human_secs(crate::metrics::unix_now().saturating_sub(*at))
+                ),
+                None => say!("  Last error: none since start"),
+            }
         }
         for p in &problems {
-            say!("problem:    {p}");
+            say!("     Problem: {p}");
         }
     }
     Ok(if healthy {

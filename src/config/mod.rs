@@ -81,6 +81,9 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
     /// Not ready once the cursor has not moved for this long while entries are in flight.
     pub stall_seconds: u64,
+    /// Not ready when entries are in flight and the journal's writer is forecast to delete
+    /// unshipped entries within this many seconds (0: never for this reason).
+    pub min_loss_forecast_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,7 @@ pub(super) struct RawDelivery {
 pub(super) struct RawMetrics {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) stall_seconds: Option<Spanned<u64>>,
+    pub(super) min_loss_forecast_seconds: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]

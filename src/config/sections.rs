@@ -503,6 +503,13 @@ pub(super) fn metrics(raw: RawMetrics, at: &Locator) -> Result<MetricsConfig> {
     Ok(MetricsConfig {
         listen,
         stall_seconds: at.range("metrics.stall_seconds", raw.stall_seconds, 60, 1, 86_400)?,
+        min_loss_forecast_seconds: at.range(
+            "metrics.min_loss_forecast_seconds",
+            raw.min_loss_forecast_seconds,
+            900,
+            0,
+            365 * 86_400,
+        )?,
     })
 }
 

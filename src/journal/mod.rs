@@ -18,6 +18,7 @@ pub mod cursor;
 mod entry;
 mod matches;
 mod own;
+pub(crate) mod retention;
 mod stream;
 mod writers;
 
@@ -475,6 +476,26 @@ pub(crate) fn start_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
         positions.extend(p);
     }
     Ok((!positions.is_empty()).then(|| place::join(positions.iter().map(String::as_str))))
+}
+
+/// How many entries the journal holds after the saved `place`, filters ignored: per
+/// writer, its newest sequence number minus the saved one. Writers the place does not
+/// know are not counted (their first entries' numbers are unknown without reading them).
+pub fn entries_behind(cfg: &JournalConfig, saved: &str) -> Result<u64> {
+    let newest = Reader::open(cfg)?.newest_cursors()?;
+    let mut behind = 0;
+    for n in &newest {
+        let Some((space, seq)) = cursor::seqnum(n) else {
+            continue;
+        };
+        let at = place::positions(saved)
+            .filter_map(cursor::seqnum)
+            .find(|(s, _)| *s == space);
+        if let Some((_, saved_seq)) = at {
+            behind += seq.saturating_sub(saved_seq);
+        }
+    }
+    Ok(behind)
 }
 
 /// The journal files of the source that cannot be opened, with why: libsystemd leaves such

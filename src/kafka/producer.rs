@@ -59,9 +59,13 @@ impl DeliveryContext {
         let old = self.cause.swap(new, std::sync::atomic::Ordering::Relaxed);
         if old != new {
             match c {
-                Some(c) => tracing::error!(
-                    "cannot connect to the brokers: {c}; the cursor stays where it is and the agent keeps retrying"
-                ),
+                Some(c) => {
+                    tracing::error!(
+                        "cannot connect to the brokers: {c}; the cursor stays where it is and the agent keeps retrying"
+                    );
+                    self.metrics
+                        .error(format!("cannot connect to the brokers: {c}"));
+                }
                 None => tracing::info!("the brokers answer again"),
             }
         }
@@ -102,6 +106,13 @@ impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         if code == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
+            if self
+                .metrics
+                .broker_up
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                self.metrics.error(format!("no broker answers: {reason}"));
+            }
             self.metrics.broker_state(false);
         }
         if let Some(c) = super::classify(code, reason) {

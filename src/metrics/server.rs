@@ -1,8 +1,10 @@
-//! The HTTP endpoint: `/metrics`, `/health/live`, `/health/ready` (tiny_http, one thread).
+//! The HTTP endpoint: `/metrics`, `/health/live`, `/health/ready`, `/status` (tiny_http,
+//! one thread).
 //!
-//! Readiness: the journal is open, a broker connection is up, and the durable cursor is not
-//! stalled — it has not failed to move for `metrics.stall_seconds` while entries are in
-//! flight. Liveness: the process answers.
+//! Readiness: the journal is open, a broker answers, the durable cursor is not stalled (it
+//! has not failed to move for `metrics.stall_seconds` while entries are in flight), and,
+//! while entries are in flight, journald is not forecast to delete unshipped ones within
+//! `metrics.min_loss_forecast_seconds`. Liveness: the process answers.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,26 +14,38 @@ use anyhow::{Result, anyhow};
 
 use super::{Metrics, unix_now};
 
-/// Why the agent is not ready, or `None` when it is.
-pub fn not_ready(m: &Metrics, stall_seconds: u64) -> Option<String> {
+/// Why the agent is not ready (every reason, most fundamental first), or `None` when it is.
+pub fn not_ready(m: &Metrics, stall_seconds: u64, min_forecast: u64) -> Option<String> {
     if !m.journal_open.load(Relaxed) {
         return Some("journal not open".into());
     }
+    let mut why = Vec::new();
     if !m.broker_up.load(Relaxed) {
-        return Some("no broker connection".into());
+        why.push("no broker connection".to_string());
     }
     let pending = Metrics::get(&m.in_flight_entries);
     let since = unix_now().saturating_sub(Metrics::get(&m.last_progress));
     if pending > 0 && Metrics::get(&m.last_progress) > 0 && since >= stall_seconds {
-        return Some(format!(
+        why.push(format!(
             "cursor stalled for {since}s with {pending} entries in flight"
         ));
     }
-    None
+    let forecast = Metrics::get(&m.loss_forecast_secs);
+    if pending > 0 && forecast < min_forecast {
+        why.push(format!(
+            "journald is forecast to delete entries not yet shipped in {forecast}s (metrics.min_loss_forecast_seconds = {min_forecast})"
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// Serves until the process ends.
-pub fn spawn(listen: &str, metrics: Arc<Metrics>, stall_seconds: u64) -> Result<()> {
+pub fn spawn(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    stall_seconds: u64,
+    min_forecast: u64,
+) -> Result<()> {
     let server = tiny_http::Server::http(listen)
         .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
     let registry = metrics.registry();
@@ -60,13 +74,15 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>, stall_seconds: u64) -> Result<
                         }
                     }
                     "/health/live" => (200, "ok\n".to_string(), "text/plain"),
-                    "/health/ready" => match not_ready(&metrics, stall_seconds) {
+                    "/status" => (200, metrics.status_json(), "application/json"),
+                    "/health/ready" => match not_ready(&metrics, stall_seconds, min_forecast) {
                         None => (200, "ready\n".to_string(), "text/plain"),
                         Some(why) => (503, format!("not ready: {why}\n"), "text/plain"),
                     },
                     _ => (
                         404,
-                        "not found: try /metrics, /health/live, /health/ready\n".to_string(),
+                        "not found: try /metrics, /health/live, /health/ready, /status\n"
+                            .to_string(),
                         "text/plain",
                     ),
                 };

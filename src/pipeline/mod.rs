@@ -103,6 +103,7 @@ pub(crate) fn run(
         Metrics::add(&metrics.sessions_restarted, 1);
         let wait = backoff.next(started.elapsed());
         let error = e.to_string();
+        metrics.error(format!("pipeline restarted: {error}"));
         tracing::error!(
             error,
             retry_in = ?wait,

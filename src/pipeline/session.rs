@@ -421,6 +421,7 @@ fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, m
                 );
             }
             Metrics::add(&metrics.cursor_write_errors, 1);
+            metrics.error(format!("cannot save the cursor: {e:#}"));
         }
     }
 }
