@@ -27,6 +27,8 @@ phase "cargo test"
 cargo test --release -- --test-threads "${JK_TEST_THREADS:-2}"
 phase "packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
 tests/packaging/check.sh
+phase "system test (the .deb under a real systemd in systemd-nspawn: enable, kill, watchdog, reload, template, credential, upgrade, purge)"
+JK_PREV_DEB=/tmp/journald-kafka-prev.deb scripts/system-test.sh
 phase "benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
 scripts/bench-delivery.sh --quick

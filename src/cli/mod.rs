@@ -154,6 +154,17 @@ pub(crate) enum Command {
     /// Print whether the agent is healthy: its cursor, the cursor's age and lag, and — when
     /// [metrics] listen is set — live figures from the running agent. Exits 0 when healthy,
     /// 1 when not (for monitoring checks).
+    /// Validate the configuration and, if it is valid, tell the running agent to reload it
+    /// (SIGHUP). The units' ExecReload=: an invalid config makes `systemctl reload` fail
+    /// with the key and line, and the agent is not disturbed.
+    Reload {
+        /// The TOML configuration file.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The agent's process id (systemd's $MAINPID).
+        #[arg(long, value_name = "PID")]
+        pid: i32,
+    },
     Status {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -341,6 +352,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Reload { config, pid } => {
+            load_for_tool(&config, cli.log_level.as_deref())?;
+            let pid = rustix::process::Pid::from_raw(pid)
+                .with_context(|| format!("--pid {pid} is not a process id"))?;
+            rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+                .with_context(|| format!("cannot signal process {pid:?}"))?;
+            say!(
+                "config {} is valid; asked process {} to reload it",
+                config.display(),
+                pid.as_raw_nonzero()
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Status { config, json } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;

@@ -88,7 +88,7 @@ texposure=$(systemd-analyze security --offline=true "$inst" 2>/dev/null | sed -n
 awk -v t="$texposure" -v e="$exposure" 'BEGIN { exit !(t != "" && t <= e) }' || fail "template exposure $texposure > main unit's $exposure"
 diff <(sed -n '/^# Hardening/,$p' "$unit") <(sed -n '/^# Hardening/,$p' "$tunit") || fail "the template's hardening differs from the main unit's"
 for k in 'ExecStart=/usr/bin/journald-kafka run --config /etc/journald-kafka/%i.toml' 'StateDirectory=journald-kafka/%i' \
-         'ExecReload=/bin/kill -HUP $MAINPID' Type=notify WatchdogSec= User=journald-kafka; do
+         'ExecReload=/usr/bin/journald-kafka reload --config /etc/journald-kafka/%i.toml --pid $MAINPID' Type=notify WatchdogSec= User=journald-kafka; do
   grep -qF "$k" "$tunit" || fail "template lacks $k"
 done
 rm -rf "$(dirname "$inst")"

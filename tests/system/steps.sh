@@ -1,0 +1,229 @@
+#!/bin/bash
+# The system test's steps, run inside a booted Debian container by the oneshot unit
+# jk-system-test.service (scripts/system-test.sh puts it there). Each step appends
+# "ok    NAME" or "FAIL  NAME: why" to /root/jk/results; the last line is "DONE". Then the
+# container powers off. Everything a user does is done the way a user does it: dpkg,
+# systemctl, logger, systemd-run, journalctl.
+set -u
+J=/root/jk
+R=$J/results
+L=$J/steps.log
+: >"$R"
+: >"$L"
+# PORT (plain broker), SPORT (SCRAM broker), MPORT (metrics), VERSION (new package).
+. $J/env
+exec >>"$L" 2>&1
+set -x
+
+ok() { echo "ok    $*" >>"$R"; }
+fail() { echo "FAIL  $*" >>"$R"; }
+# wait_for SECONDS CMD...: true once CMD succeeds, false after SECONDS.
+wait_for() {
+  local t=$1; shift
+  local end=$((SECONDS + t))
+  while [ $SECONDS -lt $end ]; do "$@" && return 0; sleep 0.5; done
+  "$@"
+}
+active() { [ "$(systemctl is-active "$1")" = active ]; }
+main_pid() { systemctl show -p MainPID --value "$1"; }
+restarts() { systemctl show -p NRestarts --value "$1"; }
+# count TOPIC PREFIX [BROKER_ARGS...]: distinct "PREFIX n" messages in TOPIC.
+count() {
+  local topic=$1 prefix=$2; shift 2
+  journald-kafka cat "${@:---brokers=127.0.0.1:$PORT}" --topic "$topic" -o cat --idle-ms 2000 2>/dev/null \
+    | grep -E "^$prefix [0-9]+$" | sort -u | wc -l
+}
+# all TOPIC PREFIX [BROKER_ARGS...]: every "PREFIX n" message in TOPIC, duplicates included.
+all() {
+  local topic=$1 prefix=$2; shift 2
+  journald-kafka cat "${@:---brokers=127.0.0.1:$PORT}" --topic "$topic" -o cat --idle-ms 2000 2>/dev/null \
+    | grep -cE "^$prefix [0-9]+$"
+}
+arrived() { [ "$(count "$@")" -ge "$N" ]; }
+log_lines() { # PREFIX N
+  for i in $(seq 1 "$2"); do logger -t jk-system "$1 $i"; done
+}
+http_code() { # PATH
+  exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || return 1
+  printf 'GET %s HTTP/1.0\r\n\r\n' "$1" >&3
+  head -1 <&3 | awk '{print $2}'
+  exec 3>&-
+}
+ready() { [ "$(http_code /health/ready)" = 200 ]; }
+config() { # TOPIC [extra TOML]
+  cat >/etc/journald-kafka/config.toml <<EOF
+[kafka]
+brokers = "127.0.0.1:$PORT"
+topic = "$1"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+${2:-}
+EOF
+}
+
+# 1. Install the previous release and enable it with a short config.
+if dpkg -i $J/prev.deb && getent passwd journald-kafka >/dev/null; then ok "install the .deb"; else fail "install: dpkg -i"; fi
+config sys
+if systemctl enable --now journald-kafka && wait_for 30 active journald-kafka; then
+  ok "systemctl enable --now: active (READY=1 received: Type=notify)"
+else
+  fail "enable --now: $(systemctl status journald-kafka --no-pager | head -20)"
+fi
+if wait_for 15 ready; then ok "/health/ready 200 under systemd"; else fail "readiness: $(http_code /health/ready)"; fi
+status=$(systemctl show -p StatusText --value journald-kafka)
+[ -n "$status" ] && ok "STATUS= shown by systemctl: $status" || fail "no STATUS= text"
+
+# 2. Live lines from logger arrive.
+N=100; log_lines m1 100
+if wait_for 60 arrived sys m1; then ok "100 logger lines shipped from the live journal"; else fail "m1: $(count sys m1) of 100"; fi
+
+# 3. SIGKILL: systemd restarts it (Restart=on-failure) and lines written meanwhile arrive.
+pid=$(main_pid journald-kafka); r0=$(restarts journald-kafka)
+systemctl kill -s KILL journald-kafka
+N=100; log_lines m2 100
+if wait_for 30 bash -c "[ \"\$(systemctl show -p MainPID --value journald-kafka)\" != $pid ] && [ \"\$(systemctl is-active journald-kafka)\" = active ]"; then
+  ok "SIGKILL: restarted by systemd (NRestarts $r0 -> $(restarts journald-kafka))"
+else
+  fail "SIGKILL: not restarted: $(systemctl status journald-kafka --no-pager | head -20)"
+fi
+if wait_for 60 arrived sys m2; then ok "SIGKILL: lines written while it was dead arrived (lost 0)"; else fail "m2: $(count sys m2) of 100"; fi
+if [ "$(count sys m1)" = 100 ]; then ok "SIGKILL: earlier lines still all there"; else fail "m1 after kill: $(count sys m1)"; fi
+
+# 4. Watchdog: a frozen agent (SIGSTOP) is killed and restarted by systemd.
+mkdir -p /etc/systemd/system/journald-kafka.service.d
+printf '[Service]\nWatchdogSec=4\nTimeoutAbortSec=5\n' >/etc/systemd/system/journald-kafka.service.d/50-test.conf
+systemctl daemon-reload
+systemctl restart journald-kafka
+wait_for 30 active journald-kafka
+pid=$(main_pid journald-kafka)
+kill -STOP "$pid"
+N=50; log_lines m3 50
+if wait_for 45 bash -c "[ \"\$(systemctl show -p MainPID --value journald-kafka)\" != $pid ] && [ \"\$(systemctl is-active journald-kafka)\" = active ]"; then
+  ok "watchdog: the frozen agent was restarted by systemd"
+else
+  fail "watchdog: $(systemctl status journald-kafka --no-pager | head -20)"
+fi
+if journalctl -u journald-kafka --no-pager | grep -qi "watchdog timeout"; then ok "watchdog: systemd logged the watchdog timeout"; else fail "watchdog: no 'Watchdog timeout' in the unit's log"; fi
+if wait_for 60 arrived sys m3; then ok "watchdog: lines written while it was frozen arrived (lost 0)"; else fail "m3: $(count sys m3) of 50"; fi
+rm /etc/systemd/system/journald-kafka.service.d/50-test.conf
+systemctl daemon-reload
+
+# 5. Reload: a valid config applies without a restart; a bad one is refused, the agent goes on.
+systemctl restart journald-kafka
+wait_for 30 active journald-kafka
+pid=$(main_pid journald-kafka)
+config sys2
+systemctl reload journald-kafka
+if wait_for 20 bash -c "journalctl -u journald-kafka --no-pager | grep -q 'configuration reloaded'"; then ok "reload: configuration reloaded"; else fail "reload: not in the log"; fi
+[ "$(main_pid journald-kafka)" = "$pid" ] && ok "reload: same process" || fail "reload: the process changed"
+N=50; log_lines m4 50
+if wait_for 60 arrived sys2 m4; then ok "reload: lines go to the new topic"; else fail "m4: $(count sys2 m4) of 50 in sys2"; fi
+echo 'garbage = [' >>/etc/journald-kafka/config.toml
+if ! systemctl reload journald-kafka && journalctl -u journald-kafka --no-pager | grep -q 'invalid config file' \
+   && active journald-kafka && [ "$(main_pid journald-kafka)" = "$pid" ]; then
+  ok "reload: an invalid config fails systemctl reload with the reason, the agent keeps running"
+else
+  fail "reload of an invalid config: $(systemctl status journald-kafka --no-pager | head -20)"
+fi
+config sys2
+
+# 6. The templated unit, one instance reading a journal namespace.
+cat >/etc/journald-kafka/web.toml <<EOF
+[journal]
+namespace = "web"
+[kafka]
+brokers = "127.0.0.1:$PORT"
+topic = "sysweb"
+[state]
+directory = "/var/lib/journald-kafka/web"
+EOF
+chown root:journald-kafka /etc/journald-kafka/web.toml
+chmod 640 /etc/journald-kafka/web.toml
+systemd-run -q --wait -p LogNamespace=web /bin/echo "web starting"
+if systemctl enable --now journald-kafka@web && wait_for 30 active journald-kafka@web; then
+  ok "journald-kafka@web: active"
+else
+  fail "journald-kafka@web: $(systemctl status journald-kafka@web --no-pager | head -20)"
+fi
+systemd-run -q --wait -p LogNamespace=web /bin/sh -c 'for i in $(seq 1 30); do echo "w1 $i"; done'
+N=30
+if wait_for 60 arrived sysweb w1; then ok "journald-kafka@web: the namespace's lines arrived"; else fail "w1: $(count sysweb w1) of 30"; fi
+[ -s /var/lib/journald-kafka/web/cursor ] && ok "journald-kafka@web: its cursor in /var/lib/journald-kafka/web" || fail "no cursor in /var/lib/journald-kafka/web"
+[ "$(count sys2 w1)" = 0 ] && ok "the main instance did not ship the namespace's lines" || fail "w1 in the main topic"
+# A copied config that names another instance's state directory is refused by the sandbox.
+cp /etc/journald-kafka/web.toml /etc/journald-kafka/copy.toml
+chown root:journald-kafka /etc/journald-kafka/copy.toml; chmod 640 /etc/journald-kafka/copy.toml
+systemctl start journald-kafka@copy
+sleep 2
+if journalctl -u journald-kafka@copy --no-pager | grep -q 'set \[state\] directory = "/var/lib/journald-kafka/copy"'; then
+  ok "journald-kafka@copy with web's state directory: refused, naming the directory to set"
+else
+  fail "journald-kafka@copy: $(journalctl -u journald-kafka@copy --no-pager | tail -5)"
+fi
+systemctl stop journald-kafka@copy; systemctl reset-failed journald-kafka@copy 2>/dev/null
+
+# 7. The SASL password as a systemd credential (LoadCredential=), to a SCRAM broker.
+echo -n "$SPASSWORD" >/etc/journald-kafka/kafka-password
+chmod 600 /etc/journald-kafka/kafka-password
+printf '[Service]\nLoadCredential=kafka-password:/etc/journald-kafka/kafka-password\n' \
+  >/etc/systemd/system/journald-kafka.service.d/60-credential.conf
+secure='sasl_password_credential = "kafka-password"
+[kafka.properties]
+"security.protocol" = "sasl_plaintext"
+"sasl.mechanisms" = "SCRAM-SHA-512"
+"sasl.username" = "jk"'
+cat >/etc/journald-kafka/config.toml <<EOF
+[kafka]
+brokers = "127.0.0.1:$SPORT"
+topic = "syssec"
+$secure
+[metrics]
+listen = "127.0.0.1:$MPORT"
+EOF
+cat >/root/jk/cat-secure.toml <<EOF
+[kafka]
+brokers = "127.0.0.1:$SPORT"
+topic = "syssec"
+sasl_password_file = "/etc/journald-kafka/kafka-password"
+[kafka.properties]
+"security.protocol" = "sasl_plaintext"
+"sasl.mechanisms" = "SCRAM-SHA-512"
+"sasl.username" = "jk"
+EOF
+systemctl daemon-reload
+systemctl restart journald-kafka
+if wait_for 30 active journald-kafka && wait_for 20 ready; then ok "LoadCredential: active and ready against the SCRAM broker"; else fail "LoadCredential: $(journalctl -u journald-kafka --no-pager | tail -5)"; fi
+N=40; log_lines m5 40
+if wait_for 60 arrived syssec m5 --config=/root/jk/cat-secure.toml; then ok "LoadCredential: lines shipped with the credential's password"; else fail "m5: $(count syssec m5 --config=/root/jk/cat-secure.toml) of 40"; fi
+
+# 8. Upgrade to the new package: restarted, cursor kept (nothing shipped again), lines arrive.
+cursor_before=$(cat /var/lib/journald-kafka/cursor)
+pid=$(main_pid journald-kafka)
+if dpkg -i $J/new.deb && [ "$(dpkg-query -W -f='${Version}' journald-kafka)" != 0.0.1 ]; then ok "upgrade to $VERSION"; else fail "upgrade: dpkg -i new"; fi
+if wait_for 30 active journald-kafka && [ "$(main_pid journald-kafka)" != "$pid" ]; then ok "upgrade: restarted by the package"; else fail "upgrade: not restarted"; fi
+[ -s /var/lib/journald-kafka/cursor ] && ok "upgrade: cursor file kept" || fail "upgrade: cursor file gone"
+N=40; log_lines m6 40
+if wait_for 60 arrived syssec m6 --config=/root/jk/cat-secure.toml; then ok "upgrade: lines after the upgrade arrived"; else fail "m6: $(count syssec m6 --config=/root/jk/cat-secure.toml) of 40"; fi
+dups=$(all syssec m5 --config=/root/jk/cat-secure.toml)
+[ "$dups" = 40 ] && ok "upgrade: nothing shipped again (m5 40 times, once each)" || fail "upgrade: m5 seen $dups times (cursor before: $cursor_before)"
+
+# 9. systemd-analyze security, online, for both units.
+exp() { systemd-analyze security "$1" 2>/dev/null | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p'; }
+e=$(exp journald-kafka.service); t=$(exp journald-kafka@web.service)
+if awk -v e="$e" -v t="$t" 'BEGIN { exit !(e != "" && e <= 2.0 && t != "" && t <= e) }'; then
+  ok "systemd-analyze security (online): main $e, journald-kafka@web $t"
+else
+  fail "exposure: main '$e', template '$t'"
+fi
+
+# 10. Purge: units stopped, state gone.
+systemctl disable --now journald-kafka@web
+rm -f /etc/systemd/system/journald-kafka.service.d/60-credential.conf
+if dpkg --purge journald-kafka; then ok "dpkg --purge"; else fail "purge"; fi
+! active journald-kafka && ok "purge: the service is stopped" || fail "purge: still active"
+[ ! -e /var/lib/journald-kafka ] && ok "purge: state removed" || fail "purge: /var/lib/journald-kafka left"
+[ ! -e /usr/lib/systemd/system/journald-kafka.service ] && [ ! -e /usr/lib/systemd/system/journald-kafka@.service ] \
+  && ok "purge: unit files removed" || fail "purge: unit files left"
+
+echo DONE >>"$R"
+systemctl poweroff --force
