@@ -35,6 +35,22 @@ fn check_reports_what_works_and_what_does_not() {
         out.contains("enable.idempotence=true") && out.contains("acks=all"),
         "{out}"
     );
+    // How long the journal keeps entries at its rate, against the operator's margin.
+    assert!(
+        out.contains("ok    retention: the journal keeps about"),
+        "{out}"
+    );
+    let (_, out) = run_cli(&[
+        "check",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--min-journal-hours",
+        "1e15",
+    ]);
+    assert!(
+        out.contains("a broker outage longer than that loses entries"),
+        "{out}"
+    );
 
     let bad = s.path("bad.toml");
     config(
