@@ -53,7 +53,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PORT=$(free_port); SPORT=$(free_port); MPORT=$(free_port)
+PORT=$(free_port); SPORT=$(free_port); MPORT=$(free_port); DPORT=$(free_port)
 SPASSWORD=$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
 scripts/kafka-broker.sh install
 pids+=("$(scripts/kafka-broker.sh start "$PORT" "$work/broker" sqlite)")
@@ -77,6 +77,7 @@ cat >"$root/root/jk/env" <<EOF
 PORT=$PORT
 SPORT=$SPORT
 MPORT=$MPORT
+DPORT=$DPORT
 SPASSWORD=$SPASSWORD
 VERSION=$version
 EOF

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub sessions_restarted: AtomicU64,
     /// Failed deliveries by librdkafka error code name.
     pub failures_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Readiness thresholds (`metrics.stall_seconds`, `metrics.min_loss_forecast_seconds`):
+    /// here rather than captured by the endpoint, so that a reload applies them.
+    pub ready_stall_secs: AtomicU64,
+    pub ready_min_forecast_secs: AtomicU64,
     /// The last error an operator should know of, and when (unix seconds): shown by `status`.
     pub last_error: Mutex<Option<(u64, String)>>,
     /// Seconds from reading an entry to the broker's acknowledgement.
@@ -115,6 +119,8 @@ impl Default for Metrics {
             sessions_restarted: AtomicU64::new(0),
             failures_by_kind: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
+            ready_stall_secs: AtomicU64::new(60),
+            ready_min_forecast_secs: AtomicU64::new(0),
             // 1 ms to ~65 s.
             delivery_latency: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             in_flight_entries: AtomicU64::new(0),
@@ -200,6 +206,12 @@ impl Metrics {
         Self::set(&self.broker_rtt_usec, rtt);
         Self::set(&self.producer_retries, retries);
         Self::set(&self.producer_request_errors, errors);
+    }
+
+    /// The readiness thresholds, at start and at every reload.
+    pub fn set_thresholds(&self, stall_seconds: u64, min_loss_forecast_seconds: u64) {
+        Self::set(&self.ready_stall_secs, stall_seconds);
+        Self::set(&self.ready_min_forecast_secs, min_loss_forecast_seconds);
     }
 
     /// Remembers `message` as the last error (rare: errors, not per-entry events).

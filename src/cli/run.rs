@@ -74,13 +74,12 @@ pub(super) fn run(
         );
     }
     let metrics = Arc::new(Metrics::default());
+    metrics.set_thresholds(
+        cfg.metrics.stall_seconds,
+        cfg.metrics.min_loss_forecast_seconds,
+    );
     if let Some(listen) = &cfg.metrics.listen {
-        crate::metrics::server::spawn(
-            listen,
-            metrics.clone(),
-            cfg.metrics.stall_seconds,
-            cfg.metrics.min_loss_forecast_seconds,
-        )?;
+        crate::metrics::server::spawn(listen, metrics.clone())?;
         tracing::info!(
             "metrics and health on http://{listen}/metrics, /health/live, /health/ready"
         );
@@ -211,8 +210,8 @@ impl Reload {
     }
 }
 
-/// Settings the process applies once, at start: the HTTP endpoint, logging, where the
-/// cursor lives and how (a reload resumes from the committed cursor of the same store).
+/// Settings the process applies once, at start: the HTTP endpoint's address, logging, where
+/// the cursor lives and how (a reload resumes from the committed cursor of the same store).
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut fixed = Vec::new();
     let mut same = |name, a: String, b: String| {
@@ -226,9 +225,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         format!("{:?}", new.state.directory),
     );
     same(
-        "metrics",
-        format!("{:?}", old.metrics),
-        format!("{:?}", new.metrics),
+        "metrics.listen",
+        format!("{:?}", old.metrics.listen),
+        format!("{:?}", new.metrics.listen),
     );
     same("log", format!("{:?}", old.log), format!("{:?}", new.log));
     same(
@@ -263,10 +262,10 @@ const FORECAST_EVERY: Duration = Duration::from_secs(5);
 /// below `metrics.min_loss_forecast_seconds` while entries wait.
 fn spawn_forecast(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) -> Result<()> {
     use crate::journal::retention::{self, Limits, WriteRate};
-    let Some(limits) = Limits::of(&cfg.journal) else {
+    if Limits::of(&cfg.journal).is_none() {
         return Ok(());
-    };
-    let (journal, margin) = (cfg.journal.clone(), cfg.metrics.min_loss_forecast_seconds);
+    }
+    let journal = cfg.journal.clone();
     std::thread::Builder::new()
         .name("forecast".into())
         .spawn(move || {
@@ -274,7 +273,10 @@ fn spawn_forecast(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) 
             let mut warned = false;
             loop {
                 let now = crate::metrics::unix_now_usec();
-                if let Ok(sample) = retention::sample(&journal, now) {
+                // Read every time (a few small files): an operator who changes journald's
+                // limits sees the forecast follow without restarting the agent.
+                let limits = Limits::of(&journal);
+                if let (Ok(sample), Some(limits)) = (retention::sample(&journal, now), limits) {
                     let r = rate.add(sample);
                     let allowed = limits.allowed(sample.usage);
                     Metrics::set(&metrics.journal_usage_bytes, sample.usage);
@@ -290,6 +292,7 @@ fn spawn_forecast(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) 
                     let secs = f.map_or(u64::MAX, |f| f as u64);
                     Metrics::set(&metrics.loss_forecast_secs, secs);
                     let waiting = Metrics::get(&metrics.in_flight_entries) > 0;
+                    let margin = Metrics::get(&metrics.ready_min_forecast_secs);
                     if waiting && secs < margin && !warned {
                         tracing::warn!(
                             forecast_seconds = secs,

@@ -15,7 +15,9 @@ use anyhow::{Result, anyhow};
 use super::{Metrics, unix_now};
 
 /// Why the agent is not ready (every reason, most fundamental first), or `None` when it is.
-pub fn not_ready(m: &Metrics, stall_seconds: u64, min_forecast: u64) -> Option<String> {
+pub fn not_ready(m: &Metrics) -> Option<String> {
+    let stall_seconds = Metrics::get(&m.ready_stall_secs);
+    let min_forecast = Metrics::get(&m.ready_min_forecast_secs);
     if !m.journal_open.load(Relaxed) {
         return Some("journal not open".into());
     }
@@ -40,12 +42,7 @@ pub fn not_ready(m: &Metrics, stall_seconds: u64, min_forecast: u64) -> Option<S
 }
 
 /// Serves until the process ends.
-pub fn spawn(
-    listen: &str,
-    metrics: Arc<Metrics>,
-    stall_seconds: u64,
-    min_forecast: u64,
-) -> Result<()> {
+pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
     let server = tiny_http::Server::http(listen)
         .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
     let registry = metrics.registry();
@@ -75,7 +72,7 @@ pub fn spawn(
                     }
                     "/health/live" => (200, "ok\n".to_string(), "text/plain"),
                     "/status" => (200, metrics.status_json(), "application/json"),
-                    "/health/ready" => match not_ready(&metrics, stall_seconds, min_forecast) {
+                    "/health/ready" => match not_ready(&metrics) {
                         None => (200, "ready\n".to_string(), "text/plain"),
                         Some(why) => (503, format!("not ready: {why}\n"), "text/plain"),
                     },

@@ -72,6 +72,10 @@ pub(crate) fn run(
             // it with the new settings (the delivery mode cannot change here: see `run`'s
             // reload check). READY follows once the new session is up.
             cfg = new;
+            metrics.set_thresholds(
+                cfg.metrics.stall_seconds,
+                cfg.metrics.min_loss_forecast_seconds,
+            );
             svc = service::Service::new(notifier, &cfg);
             backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
             if let Some(eo) = eo.as_mut() {

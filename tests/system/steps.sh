@@ -10,7 +10,8 @@ R=$J/results
 L=$J/steps.log
 : >"$R"
 : >"$L"
-# PORT (plain broker), SPORT (SCRAM broker), MPORT (metrics), VERSION (new package).
+# PORT (plain broker), SPORT (SCRAM broker), MPORT (metrics), DPORT (nothing listens:
+# a broker that is away), VERSION (new package).
 . $J/env
 exec >>"$L" 2>&1
 set -x
@@ -50,10 +51,22 @@ http_code() { # PATH
   exec 3>&-
 }
 ready() { [ "$(http_code /health/ready)" = 200 ]; }
-config() { # TOPIC [extra TOML]
+not_ready() { [ "$(http_code /health/ready)" = 503 ]; }
+http_body() { # PATH
+  exec 3<>"/dev/tcp/127.0.0.1/$MPORT" || return 1
+  printf 'GET %s HTTP/1.0\r\n\r\n' "$1" >&3
+  sed '1,/^\r$/d' <&3
+  exec 3>&-
+}
+forecast_below() { # SECONDS: the agent forecasts loss sooner than that
+  local f
+  f=$(http_body /metrics | sed -n 's/^journald_kafka_loss_forecast_seconds \([-0-9.]*\)$/\1/p')
+  [ -n "$f" ] && awk -v f="$f" -v m="$1" 'BEGIN { exit !(f >= 0 && f < m) }'
+}
+config() { # TOPIC [extra TOML]   (BROKER_PORT overrides the broker)
   cat >/etc/journald-kafka/config.toml <<EOF
 [kafka]
-brokers = "127.0.0.1:$PORT"
+brokers = "127.0.0.1:${BROKER_PORT:-$PORT}"
 topic = "$1"
 [metrics]
 listen = "127.0.0.1:$MPORT"
@@ -126,6 +139,45 @@ else
   fail "reload of an invalid config: $(systemctl status journald-kafka --no-pager | head -20)"
 fi
 config sys2
+
+# 5b. An outage with a small journal written fast: readiness turns at once, the agent
+# forecasts when journald will delete what it has not shipped, status and check say so;
+# readiness returns with the brokers.
+mkdir -p /etc/systemd/journald.conf.d
+printf '[Journal]\nSystemMaxUse=16M\nSystemMaxFileSize=2M\nRateLimitBurst=0\n' >/etc/systemd/journald.conf.d/50-small.conf
+systemctl restart systemd-journald
+BROKER_PORT=$DPORT config sys2 "min_loss_forecast_seconds = 3600"
+systemctl reload journald-kafka
+if wait_for 30 not_ready; then
+  ok "outage: /health/ready turns 503 when no broker answers"
+else
+  fail "outage: still ready: $(http_body /health/ready)"
+fi
+seq 1 300000 | sed 's/^/fill line with some text to make it longer /' | systemd-cat -t jk-fill
+if wait_for 60 forecast_below 3600; then
+  ok "forecast: $(http_body /metrics | grep '^journald_kafka_loss_forecast_seconds') with a 16M journal written fast"
+else
+  fail "forecast: $(http_body /metrics | grep -E '^journald_kafka_(loss_forecast|journal_allowed|journal_write_rate)')"
+fi
+body=$(http_body /health/ready)
+case "$body" in *forecast*) ok "forecast: readiness names it: $body" ;; *) fail "forecast: readiness says: $body" ;; esac
+if journald-kafka status --config /etc/journald-kafka/config.toml | grep -q "loss in"; then ok "forecast: status shows it"; else fail "status: $(journald-kafka status --config /etc/journald-kafka/config.toml)"; fi
+chk=$(journald-kafka check --config /etc/journald-kafka/config.toml 2>&1)
+case "$chk" in *"a broker outage longer than that loses entries"*) ok "check: warns that the journal keeps less than 24 h" ;; *) fail "check (hours): $chk" ;; esac
+case "$chk" in *"systemd 252 truncates"*) ok "check: warns about systemd 252 (SIGBUS)" ;; *) fail "check (version): $chk" ;; esac
+printf '[Journal]\nStorage=volatile\n' >/etc/systemd/journald.conf.d/60-volatile.conf
+chk=$(journald-kafka check --config /etc/journald-kafka/config.toml 2>&1)
+case "$chk" in *"Storage=volatile"*) ok "check: warns about volatile storage" ;; *) fail "check (volatile): $chk" ;; esac
+rm /etc/systemd/journald.conf.d/60-volatile.conf
+sed "s#^\[metrics\]#[state]\ndirectory = \"/tmp/nobody-state\"\n[metrics]#" /etc/journald-kafka/config.toml >/tmp/nobody.toml
+chmod 644 /tmp/nobody.toml
+chk=$(runuser -u nobody -- journald-kafka check --config /tmp/nobody.toml 2>&1)
+case "$chk" in *"neither systemd-journal nor adm"*) ok "check: warns about a user outside systemd-journal" ;; *) fail "check (user): $chk" ;; esac
+config sys2
+systemctl reload journald-kafka
+if wait_for 30 ready; then ok "recovery: ready again once the brokers answer"; else fail "recovery: $(http_body /health/ready)"; fi
+rm /etc/systemd/journald.conf.d/50-small.conf
+systemctl restart systemd-journald
 
 # 6. The templated unit, one instance reading a journal namespace.
 cat >/etc/journald-kafka/web.toml <<EOF
