@@ -94,7 +94,9 @@ fn sighup_applies_a_valid_config_and_refuses_a_bad_one_without_stopping() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        agent.log().contains("metrics.listen cannot change while running"),
+        agent
+            .log()
+            .contains("metrics.listen cannot change while running"),
         "{}",
         agent.log()
     );
