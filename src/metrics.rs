@@ -24,6 +24,8 @@ pub struct Metrics {
     pub entries_read: AtomicU64,
     /// The agent's own log entries, skipped (journal.exclude_own_entries).
     pub entries_own_skipped: AtomicU64,
+    /// Entries the filter's exclusions or patterns dropped (evaluated by the agent).
+    pub entries_excluded: AtomicU64,
     pub entries_produced: AtomicU64,
     pub entries_delivered: AtomicU64,
     pub entries_failed: AtomicU64,
@@ -98,6 +100,7 @@ impl Default for Metrics {
         Metrics {
             entries_read: AtomicU64::new(0),
             entries_own_skipped: AtomicU64::new(0),
+            entries_excluded: AtomicU64::new(0),
             entries_produced: AtomicU64::new(0),
             entries_delivered: AtomicU64::new(0),
             entries_failed: AtomicU64::new(0),
@@ -295,7 +298,7 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "journald_kafka_entries_read",
                 "Journal entries read (after the journal matches)",
@@ -305,6 +308,11 @@ impl Collector for Metrics {
                 "journald_kafka_entries_filtered_out",
                 "Entries read but not shipped (the agent's own log entries)",
                 &self.entries_own_skipped,
+            ),
+            (
+                "journald_kafka_entries_excluded",
+                "Entries read and dropped by the filter's exclusions or patterns (evaluated by the agent)",
+                &self.entries_excluded,
             ),
             (
                 "journald_kafka_entries_produced",

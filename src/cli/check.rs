@@ -71,10 +71,54 @@ pub(super) fn check(
     );
     let cursor = cursor.ok().flatten();
     report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
-    if !cfg.journal.filter.is_empty() {
-        let mut terms = cfg.journal.filter.matches.clone();
-        terms.extend(journal::shorthand_terms(&cfg.journal.filter));
-        report("filters", Ok(terms.join(" ")));
+    let f = &cfg.journal.filter;
+    if !f.is_empty() {
+        let mut terms = f.matches.clone();
+        terms.extend(journal::shorthand_terms(f));
+        let mut said = Vec::new();
+        if !terms.is_empty() {
+            said.push(format!("journal matches {}", terms.join(" ")));
+        }
+        for (what, list) in [
+            (
+                "units",
+                if f.units_in_agent() {
+                    &f.units[..]
+                } else {
+                    &[][..]
+                },
+            ),
+            (
+                "identifiers",
+                if f.identifiers_in_agent() {
+                    &f.identifiers[..]
+                } else {
+                    &[][..]
+                },
+            ),
+            ("excluded units", &f.exclude_units[..]),
+            ("excluded identifiers", &f.exclude_identifiers[..]),
+            ("excluded when", &f.exclude_matches[..]),
+        ] {
+            if !list.is_empty() {
+                said.push(format!("{what} {}", list.join(" ")));
+            }
+        }
+        if f.units_mode == config::UnitsMode::Journalctl {
+            said.push("units as journalctl -u has them".into());
+        }
+        report("filters", Ok(said.join("; ")));
+        const WINDOW: u64 = 10_000;
+        report(
+            "filter effect",
+            journal::filter_effect(&cfg.journal, WINDOW).map(|(total, matched, kept)| {
+                format!(
+                    "of the newest {total} entries, {kept} would be shipped ({} left out by the journal matches, {} by the agent's exclusions and patterns)",
+                    total.saturating_sub(matched),
+                    matched.saturating_sub(kept)
+                )
+            }),
+        );
     }
 
     let probe_topic = cfg

@@ -134,14 +134,40 @@ pub struct JournalConfig {
     pub exclude_own_entries: bool,
 }
 
-/// Entry filters, evaluated by libsystemd as journal matches.
+/// Entry filters. What libsystemd can express (exact names, priorities, `matches`) it
+/// evaluates as journal matches; patterns, exclusions and the journalctl meaning of units
+/// are evaluated by the agent (`journal::select`), because libsystemd matches cannot negate
+/// or glob.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
+    /// Unit names or glob patterns (`nginx@*.service`); a name without a type gets
+    /// `.service`, as `journalctl -u` does.
     pub units: Vec<String>,
     pub identifiers: Vec<String>,
     pub max_priority: Option<u8>,
     /// journalctl-style terms: `FIELD=value` or `+` (OR between groups).
     pub matches: Vec<String>,
+    pub exclude_units: Vec<String>,
+    pub exclude_identifiers: Vec<String>,
+    /// `FIELD=value` terms (the value may be a glob): an entry matching any is excluded.
+    pub exclude_matches: Vec<String>,
+    pub units_mode: UnitsMode,
+}
+
+/// Which entries a unit name selects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnitsMode {
+    /// Entries the unit's processes wrote (`_SYSTEMD_UNIT`).
+    #[default]
+    Processes,
+    /// As `journalctl -u`: also what systemd and coredumps say about the unit (`UNIT`,
+    /// `OBJECT_SYSTEMD_UNIT`, `COREDUMP_UNIT`) and the user-unit equivalents.
+    Journalctl,
+}
+
+/// Whether a name is a glob pattern (fnmatch: `*`, `?`, `[...]`).
+pub fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
 }
 
 impl Filter {
@@ -150,6 +176,29 @@ impl Filter {
             && self.identifiers.is_empty()
             && self.max_priority.is_none()
             && self.matches.is_empty()
+            && self.exclude_units.is_empty()
+            && self.exclude_identifiers.is_empty()
+            && self.exclude_matches.is_empty()
+    }
+
+    /// The units are selected by the agent, not by libsystemd.
+    pub fn units_in_agent(&self) -> bool {
+        !self.units.is_empty()
+            && (self.units_mode == UnitsMode::Journalctl || self.units.iter().any(|u| is_glob(u)))
+    }
+
+    /// The identifiers are selected by the agent, not by libsystemd.
+    pub fn identifiers_in_agent(&self) -> bool {
+        self.identifiers.iter().any(|i| is_glob(i))
+    }
+
+    /// libsystemd matches are in use: entries they leave out never reach the agent, so
+    /// sequence-number jumps are not gaps and filtered stretches must be passed at idle.
+    pub fn uses_journal_matches(&self) -> bool {
+        !self.matches.is_empty()
+            || self.max_priority.is_some()
+            || (!self.units.is_empty() && !self.units_in_agent())
+            || (!self.identifiers.is_empty() && !self.identifiers_in_agent())
     }
 }
 

@@ -70,6 +70,13 @@ pub(super) struct RawJournal {
     pub(super) priority: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub(super) matches: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude_units: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude_identifiers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) exclude_matches: Vec<Spanned<String>>,
+    pub(super) units_mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -146,15 +146,42 @@ pub(super) fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
         }
     };
     for u in raw.units {
-        filter
-            .units
-            .push(at.with("journal.units", u, not_empty("unit names"))?);
+        filter.units.push(at.with("journal.units", u, unit_name)?);
     }
     for i in raw.identifiers {
         filter
             .identifiers
             .push(at.with("journal.identifiers", i, not_empty("identifiers"))?);
     }
+    for u in raw.exclude_units {
+        filter
+            .exclude_units
+            .push(at.with("journal.exclude_units", u, unit_name)?);
+    }
+    for i in raw.exclude_identifiers {
+        filter.exclude_identifiers.push(at.with(
+            "journal.exclude_identifiers",
+            i,
+            not_empty("identifiers"),
+        )?);
+    }
+    for m in raw.exclude_matches {
+        filter.exclude_matches.push(at.with("journal.exclude_matches", m, |m| {
+            if m == "+" {
+                return Err("exclusions are ORed already: any term that matches excludes the entry; \"+\" has no meaning here".into());
+            }
+            check_match_term(&m).map(|()| m)
+        })?);
+    }
+    filter.units_mode = at.choice(
+        "journal.units_mode",
+        raw.units_mode,
+        UnitsMode::Processes,
+        &[
+            ("processes", UnitsMode::Processes),
+            ("journalctl", UnitsMode::Journalctl),
+        ],
+    )?;
     for m in raw.matches {
         filter
             .matches
@@ -594,5 +621,34 @@ fn password(
             })
             .map(Some),
         (None, None) => Ok(None),
+    }
+}
+
+/// A unit name or pattern as `journalctl -u` takes it: a plain name without a unit type
+/// gets `.service`; a pattern is kept as written.
+fn unit_name(u: String) -> Result<String, String> {
+    const TYPES: &[&str] = &[
+        ".service",
+        ".socket",
+        ".target",
+        ".device",
+        ".mount",
+        ".automount",
+        ".swap",
+        ".timer",
+        ".path",
+        ".slice",
+        ".scope",
+    ];
+    if u.is_empty() {
+        return Err("unit names must not be empty".into());
+    }
+    if u.contains(['/', '\n']) {
+        return Err(format!("{u:?} is not a unit name"));
+    }
+    if crate::config::is_glob(&u) || TYPES.iter().any(|t| u.ends_with(t)) {
+        Ok(u)
+    } else {
+        Ok(format!("{u}.service"))
     }
 }

@@ -12,13 +12,19 @@ use systemd::Journal;
 use crate::config::Filter;
 
 /// The terms of the shorthand filters, each `FIELD=value`.
+/// Units and identifiers the agent selects itself (patterns, the journalctl meaning of
+/// units: `select`) are left out here.
 pub fn shorthand_terms(f: &Filter) -> Vec<String> {
     let mut terms = Vec::new();
-    for u in &f.units {
-        terms.push(format!("_SYSTEMD_UNIT={u}"));
+    if !f.units_in_agent() {
+        for u in &f.units {
+            terms.push(format!("_SYSTEMD_UNIT={u}"));
+        }
     }
-    for i in &f.identifiers {
-        terms.push(format!("SYSLOG_IDENTIFIER={i}"));
+    if !f.identifiers_in_agent() {
+        for i in &f.identifiers {
+            terms.push(format!("SYSLOG_IDENTIFIER={i}"));
+        }
     }
     if let Some(max) = f.max_priority {
         for p in 0..=max {
@@ -62,7 +68,7 @@ mod tests {
             units: vec!["a.service".into()],
             identifiers: vec!["sshd".into()],
             max_priority: Some(2),
-            matches: vec![],
+            ..Filter::default()
         };
         assert_eq!(
             shorthand_terms(&f),

@@ -19,6 +19,7 @@ mod entry;
 mod matches;
 mod own;
 pub(crate) mod retention;
+mod select;
 mod stream;
 mod writers;
 
@@ -33,6 +34,7 @@ use systemd::journal::{self, Journal, JournalWaitResult};
 pub use entry::Entry;
 pub use matches::{apply as apply_matches, shorthand_terms};
 pub(crate) use own::OwnEntries;
+pub(crate) use select::{Selection, effect as filter_effect};
 
 use self::stream::{Stream, before_in, locate_in, newest_in};
 use self::writers::Writers;

@@ -1,0 +1,195 @@
+//! Filters the agent evaluates itself (exclusions, patterns, the journalctl meaning of
+//! units), against real journals and the real broker: exactly the selected entries are
+//! shipped, and entries dropped by the filter still move the cursor (a restart neither
+//! re-reads them nor reports a gap).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+
+fn value<'a>(f: &'a Fields, name: &str) -> Option<&'a [u8]> {
+    f.get(name).and_then(|v| v.first()).map(Vec::as_slice)
+}
+
+fn shipped(broker: &Broker, topic: &str) -> Vec<String> {
+    consume_all(&broker.addr(), &[topic], 3)
+        .into_iter()
+        .map(|r| r.cursor)
+        .collect()
+}
+
+#[test]
+fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
+    let s = Scratch::new("filters");
+    let broker = Broker::with_topic(&s, "sel", 1);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "3000", "--start-usec", &recent_usec(900).to_string()],
+    );
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .topic("sel")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"))
+        .set(
+            "journal",
+            "exclude_units",
+            vec!["postgresql@*.service", "docker"],
+        )
+        .set("journal", "exclude_identifiers", vec!["CRON"])
+        .set(
+            "journal",
+            "exclude_matches",
+            vec!["PRIORITY=3", "MESSAGE=drop-*"],
+        );
+    let all = journal_entries(&jdir, &[]);
+    let excluded = |f: &Fields| {
+        let unit = value(f, "_SYSTEMD_UNIT").unwrap_or_default();
+        unit.starts_with(b"postgresql@")
+            || unit == b"docker.service"
+            || value(f, "SYSLOG_IDENTIFIER") == Some(b"CRON".as_slice())
+            || value(f, "PRIORITY") == Some(b"3".as_slice())
+            || value(f, "MESSAGE").is_some_and(|m| m.starts_with(b"drop-"))
+    };
+    let want: BTreeSet<String> = all.iter().filter(|f| !excluded(f)).map(cursor_of).collect();
+    assert!(
+        want.len() > 1000 && want.len() < 2500,
+        "the fixture exercises the filter: {} of 3000 kept",
+        want.len()
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
+
+    // The last entries of a second writer are all excluded: the cursor still reaches them.
+    write_journal(
+        &jdir,
+        "b.journal",
+        &[
+            "-n",
+            "200",
+            "--tag",
+            "drop-",
+            "--start-usec",
+            &recent_usec(300).to_string(),
+        ],
+    );
+    let b: Vec<Fields> = journal_entries(&jdir, &[])
+        .into_iter()
+        .filter(|f| value(f, "MESSAGE").is_some_and(|m| m.starts_with(b"drop-")))
+        .collect();
+    assert_eq!(b.len(), 200);
+    agent.wait_cursor(&cursor_of(b.last().unwrap()), Duration::from_secs(60));
+    let metrics = http_get(port, "/metrics").1;
+    let excluded_count = 3000 - want.len() + 200;
+    assert!(
+        metrics.contains(&format!(
+            "journald_kafka_entries_excluded_total {excluded_count}"
+        )),
+        "{excluded_count} excluded:\n{metrics}"
+    );
+    assert!(agent.stop().success());
+    let got = shipped(&broker, "sel");
+    assert_eq!(got.len(), want.len(), "no entry twice, none missing");
+    assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want);
+
+    // check says what the filter selects before anyone enables it.
+    let (_, out) = run_cli(&["check", "--config", agent.config.to_str().unwrap()]);
+    assert!(
+        out.contains(&format!(
+            "filter effect: of the newest 3200 entries, {} would be shipped (0 left out by the journal matches, {excluded_count} by the agent's exclusions and patterns)",
+            want.len()
+        )),
+        "{out}"
+    );
+
+    // A restart: nothing read again, no gap reported.
+    let mut agent = Agent::start(&s.path("agent2"), &cfg);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(agent.stop().success());
+    let log = agent.log();
+    assert!(
+        !log.contains("vanished") && !log.contains("no longer in the journal"),
+        "no false gap after a run that ended on excluded entries:\n{log}"
+    );
+    assert_eq!(
+        shipped(&broker, "sel").len(),
+        want.len(),
+        "nothing re-read:\n{log}"
+    );
+}
+
+#[test]
+fn units_as_journalctl_has_them_and_unit_patterns() {
+    let s = Scratch::new("unitsmode");
+    let broker = Broker::with_topic(&s, "jc", 1);
+    broker.create_topic("proc", 1);
+    let jdir = s.path("journal");
+    let t = recent_usec(120);
+    let entries = [
+        "_SYSTEMD_UNIT=app.service\n_PID=400\n_UID=100\nMESSAGE=from the app",
+        "_PID=1\n_UID=0\nUNIT=app.service\nMESSAGE=Started app.service",
+        "_PID=1\n_UID=0\nUNIT=other.service\nMESSAGE=Started other.service",
+        "_PID=900\n_UID=0\nCOREDUMP_UNIT=app.service\nMESSAGE=Process 400 (app) dumped core",
+        "_PID=77\n_UID=1000\nUNIT=app.service\nMESSAGE=someone else naming the unit",
+        "_SYSTEMD_UNIT=app-worker.service\n_PID=401\n_UID=100\nMESSAGE=from the worker",
+        "_SYSTEMD_UNIT=other.service\n_PID=500\n_UID=100\nMESSAGE=from other",
+    ];
+    let mut export = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        export.extend_from_slice(
+            format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n{e}\n\n",
+                t + i as u64 * 1000,
+                1_000_000 + i as u64 * 1000
+            )
+            .as_bytes(),
+        );
+    }
+    write_export(&jdir, "u.journal", &export);
+    let all = journal_entries(&jdir, &[]);
+    let message = |c: &str| {
+        let f = all.iter().find(|f| cursor_of(f) == c).unwrap();
+        String::from_utf8_lossy(value(f, "MESSAGE").unwrap()).into_owned()
+    };
+    let run = |name: &str, topic: &str, cfg: TestConfig| -> BTreeSet<String> {
+        let mut agent = Agent::start(&s.path(name), &cfg.topic(topic));
+        agent.wait_cursor_any(Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(2));
+        assert!(agent.stop().success());
+        shipped(&broker, topic).iter().map(|c| message(c)).collect()
+    };
+    let base = |state: &str| TestConfig::new(&jdir, &broker.addr(), &s.path(state));
+    let jc = run(
+        "a1",
+        "jc",
+        base("s1")
+            .set("journal", "units", vec!["app"])
+            .set("journal", "units_mode", "journalctl"),
+    );
+    let want: BTreeSet<String> = [
+        "from the app",
+        "Started app.service",
+        "Process 400 (app) dumped core",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(
+        jc, want,
+        "journalctl -u app: the unit's lines, systemd's and coredumps about it"
+    );
+    let proc = run(
+        "a2",
+        "proc",
+        base("s2").set("journal", "units", vec!["app*"]),
+    );
+    let want: BTreeSet<String> = ["from the app", "from the worker"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(proc, want, "a pattern over the units' own processes");
+}
