@@ -193,3 +193,103 @@ fn units_as_journalctl_has_them_and_unit_patterns() {
         .collect();
     assert_eq!(proc, want, "a pattern over the units' own processes");
 }
+
+/// Enrichment: static fields, headers from values and fields, a composite key and the
+/// partitioner, seen by a consumer and by `cat -o json`; a name that collides with a
+/// journal field is refused unless overriding is asked for.
+#[test]
+fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
+    let s = Scratch::new("enrich");
+    let broker = Broker::with_topic(&s, "en", 2);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "200", "--start-usec", &recent_usec(300).to_string()],
+    );
+    let own = format!(
+        "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_HOSTNAME=h1\nMESSAGE=mine\nENVIRONMENT=staging\n\n",
+        recent_usec(100)
+    );
+    write_export(&jdir, "b.journal", own.as_bytes());
+    let all = journal_entries(&jdir, &[]);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .topic("en")
+        .set("encoding.add_fields", "ENVIRONMENT", "prod")
+        .set("encoding.add_fields", "DC", "fra1")
+        .set("kafka.headers", "env", "prod")
+        .set("kafka.headers", "origin", "{_HOSTNAME}/{SYSLOG_IDENTIFIER}")
+        .set("kafka", "key_fields", vec!["_HOSTNAME", "_SYSTEMD_UNIT"])
+        .set("kafka", "partitioner", "murmur2_random");
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    // The newest entry of each writer (a.journal's and b.journal's).
+    let mut last = std::collections::BTreeMap::new();
+    for f in &all {
+        let c = cursor_of(f);
+        last.insert(c.split(';').next().unwrap().to_string(), c);
+    }
+    for c in last.values() {
+        agent.wait_cursor(c, Duration::from_secs(60));
+    }
+    assert!(agent.stop().success());
+    let records = consume_all(&broker.addr(), &["en"], 3);
+    assert_eq!(records.len(), 201);
+    for r in &records {
+        let (fields, _) = decode_msgpack(&r.payload);
+        let one = |k: &str| fields.get(k).map(|v| v[0].clone());
+        let entry = all.iter().find(|f| cursor_of(f) == r.cursor).unwrap();
+        assert_eq!(one("DC").as_deref(), Some(b"fra1".as_slice()));
+        if one("MESSAGE").as_deref() == Some(b"mine".as_slice()) {
+            assert_eq!(
+                fields["ENVIRONMENT"],
+                vec![b"staging".to_vec()],
+                "the entry's own field wins without add_fields_override"
+            );
+            assert!(
+                !r.headers.contains_key("origin"),
+                "no SYSLOG_IDENTIFIER, no header"
+            );
+            assert_eq!(r.key.as_deref(), Some(b"h1/".as_slice()));
+        } else {
+            assert_eq!(one("ENVIRONMENT").as_deref(), Some(b"prod".as_slice()));
+            let host = value(entry, "_HOSTNAME").unwrap();
+            let unit = value(entry, "_SYSTEMD_UNIT").unwrap();
+            let ident = value(entry, "SYSLOG_IDENTIFIER").unwrap();
+            assert_eq!(
+                r.key.as_deref(),
+                Some([host, b"/", unit].concat().as_slice())
+            );
+            assert_eq!(r.headers["origin"], [host, b"/", ident].concat());
+        }
+        assert_eq!(r.headers["env"], b"prod");
+    }
+    // A consumer's view: cat -o json shows the added fields.
+    let (st, out) = run_cli(&[
+        "cat",
+        "--config",
+        agent.config.to_str().unwrap(),
+        "-o",
+        "json",
+        "-n",
+        "1",
+    ]);
+    assert!(st.success(), "{out}");
+    assert!(out.contains("\"DC\":\"fra1\""), "{out}");
+
+    // A name journald uses is refused, naming key and line, unless overriding is asked for.
+    let bad = cfg.clone().set("encoding.add_fields", "MESSAGE", "x");
+    let path = bad.write(&s.path("bad.toml"));
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(
+        out.contains("encoding.add_fields.MESSAGE") && out.contains("line"),
+        "{out}"
+    );
+    let ok = bad.set("encoding", "add_fields_override", true);
+    let path = ok.write(&s.path("ok.toml"));
+    assert!(
+        run_cli(&["check", "--config", path.to_str().unwrap()])
+            .0
+            .success()
+    );
+}

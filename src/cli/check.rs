@@ -181,7 +181,11 @@ pub(super) fn check(
             .fixed_topic()
             .map(str::to_string)
             .unwrap_or_else(|| format!("from template (fallback {probe_topic:?})")),
-        cfg.kafka.key_field.as_deref().unwrap_or("none"),
+        if cfg.kafka.key_fields.is_empty() {
+            "none".to_string()
+        } else {
+            cfg.kafka.key_fields.join(&cfg.kafka.key_separator)
+        },
         cfg.encoding.max_record_bytes
     );
     Ok(if ok {

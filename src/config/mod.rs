@@ -238,7 +238,14 @@ pub struct EncodingConfig {
     pub exclude_fields: Vec<FieldPattern>,
     /// Upper bound of key + value + headers of one record; larger entries are truncated.
     pub max_record_bytes: usize,
+    /// Static fields added to every record (name, value), in name order.
+    pub add_fields: Vec<(String, String)>,
+    /// An added field replaces the entry's own field of that name (else the entry's wins).
+    pub add_fields_override: bool,
 }
+
+/// A header value: literal text and `{FIELD}` parts (a missing field omits the header).
+pub type HeaderTemplate = Vec<TopicPart>;
 
 /// One piece of a topic template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,8 +260,12 @@ pub struct KafkaConfig {
     pub topic: Vec<TopicPart>,
     /// Used when a field named by the topic template is missing from an entry.
     pub topic_fallback: Option<String>,
-    /// Name of the field whose first value keys the record; `None` sends no key.
-    pub key_field: Option<String>,
+    /// Names of the fields whose first values, joined by `key_separator`, key the record
+    /// (`key_field` is the one-field form); empty: no key.
+    pub key_fields: Vec<String>,
+    pub key_separator: String,
+    /// Extra record headers: name and template.
+    pub headers: Vec<(String, HeaderTemplate)>,
     /// librdkafka properties given by the user, already checked against the guarantee.
     pub properties: BTreeMap<String, String>,
     pub connect_timeout_ms: u64,
@@ -412,7 +423,7 @@ mod tests {
         assert!(c.journal.filter.is_empty());
         assert_eq!(c.encoding.format, Format::MessagePack);
         assert_eq!(c.kafka.fixed_topic(), Some("journal"));
-        assert_eq!(c.kafka.key_field, None);
+        assert!(c.kafka.key_fields.is_empty());
         assert_eq!(c.state.directory, PathBuf::from(DEFAULT_STATE_DIR));
         assert_eq!(
             c.state.cursor_file(),
@@ -609,9 +620,9 @@ mod tests {
     #[test]
     fn key_field() {
         let c = parse(&format!("{MIN}key_field = \"_HOSTNAME\"\n")).unwrap();
-        assert_eq!(c.kafka.key_field.as_deref(), Some("_HOSTNAME"));
+        assert_eq!(c.kafka.key_fields, ["_HOSTNAME"]);
         let c = parse(&format!("{MIN}key_field = \"none\"\n")).unwrap();
-        assert_eq!(c.kafka.key_field, None);
+        assert!(c.kafka.key_fields.is_empty());
         let e = err(&format!("{MIN}key_field = \"host name\"\n"));
         assert!(e.contains("kafka.key_field (line 4)"), "{e}");
     }

@@ -88,6 +88,9 @@ pub(super) struct RawEncoding {
     #[serde(default)]
     pub(super) exclude_fields: Vec<Spanned<String>>,
     pub(super) max_record_bytes: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) add_fields: BTreeMap<String, Spanned<String>>,
+    pub(super) add_fields_override: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +100,11 @@ pub(super) struct RawKafka {
     pub(super) topic: Option<Spanned<String>>,
     pub(super) topic_fallback: Option<Spanned<String>>,
     pub(super) key_field: Option<Spanned<String>>,
+    pub(super) key_fields: Option<Spanned<Vec<String>>>,
+    pub(super) key_separator: Option<Spanned<String>>,
+    pub(super) partitioner: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, Spanned<String>>,
     pub(super) connect_timeout_ms: Option<Spanned<u64>>,
     pub(super) sasl_password_file: Option<Spanned<PathBuf>>,
     pub(super) sasl_password_credential: Option<Spanned<String>>,

@@ -228,8 +228,29 @@ pub(super) fn encoding(raw: RawEncoding, at: &Locator) -> Result<EncodingConfig>
             })
             .collect()
     };
+    let add_fields_override = raw.add_fields_override.unwrap_or(false);
+    let mut add_fields = Vec::new();
+    for (name, value) in raw.add_fields {
+        let key = format!("encoding.add_fields.{name}");
+        let value = at.with(&key, value, |v| {
+            if !is_valid_field_name(&name) || name.starts_with("__") {
+                return Err(format!(
+                    "{name:?} is not a journal field name (uppercase letters, digits and '_', not starting with a digit or \"__\")"
+                ));
+            }
+            if !add_fields_override && is_journal_field(&name) {
+                return Err(format!(
+                    "{name} is a field journald or programs set; an added {name} would hide or be hidden by the entry's own (set encoding.add_fields_override = true to replace the entry's value)"
+                ));
+            }
+            Ok(v)
+        })?;
+        add_fields.push((name, value));
+    }
     Ok(EncodingConfig {
         format,
+        add_fields,
+        add_fields_override,
         include_fields: patterns("encoding.include_fields", raw.include_fields)?,
         exclude_fields: patterns("encoding.exclude_fields", raw.exclude_fields)?,
         max_record_bytes: at.range(
@@ -295,6 +316,42 @@ pub(super) fn kafka(
             )),
         })?,
     };
+    let key_fields = match (key_field, raw.key_fields) {
+        (Some(_), Some(k)) => {
+            return at.err(
+                "kafka.key_fields",
+                k.span(),
+                "give kafka.key_field or kafka.key_fields, not both",
+            );
+        }
+        (Some(k), None) => vec![k],
+        (None, Some(k)) => at.with("kafka.key_fields", k, |k| {
+            match k.iter().find(|f| !is_valid_field_name(f)) {
+                Some(bad) => Err(format!("{bad:?} is not a journal field name")),
+                None => Ok(k),
+            }
+        })?,
+        (None, None) => Vec::new(),
+    };
+    let key_separator = raw
+        .key_separator
+        .map_or_else(|| "/".to_string(), Spanned::into_inner);
+    let mut headers = Vec::new();
+    for (name, value) in raw.headers {
+        let key = format!("kafka.headers.\"{name}\"");
+        let template = at.with(&key, value, |v| {
+            if name.is_empty()
+                || name.starts_with("journal-")
+                || name.starts_with("journald-kafka")
+            {
+                return Err(format!(
+                    "{name:?}: header names starting with journal- or journald-kafka are the agent's own (docs/format.md)"
+                ));
+            }
+            header_template(&v)
+        })?;
+        headers.push((name, template));
+    }
 
     let mut properties = BTreeMap::new();
     for (name, value) in raw.properties {
@@ -317,6 +374,33 @@ pub(super) fn kafka(
         properties.insert(name, text);
     }
 
+    if let Some(p) = raw.partitioner {
+        const CHOICES: &[&str] = &[
+            "random",
+            "consistent",
+            "consistent_random",
+            "murmur2",
+            "murmur2_random",
+            "fnv1a",
+            "fnv1a_random",
+        ];
+        if properties.contains_key("partitioner") {
+            return at.err(
+                "kafka.partitioner",
+                p.span(),
+                "also set as kafka.properties.partitioner: give it once",
+            );
+        }
+        let p = at.with("kafka.partitioner", p, |p| {
+            if CHOICES.contains(&p.as_str()) {
+                Ok(p)
+            } else {
+                Err(format!("{p:?}: choose one of {}", CHOICES.join(", ")))
+            }
+        })?;
+        properties.insert("partitioner".to_string(), p);
+    }
+
     let sasl_password_file = raw.sasl_password_file.as_ref().map(|f| f.get_ref().clone());
     let sasl_password = password(
         at,
@@ -329,7 +413,9 @@ pub(super) fn kafka(
         brokers,
         topic: template,
         topic_fallback,
-        key_field,
+        key_fields,
+        key_separator,
+        headers,
         properties,
         sasl_password,
         sasl_password_file,
@@ -651,4 +737,66 @@ fn unit_name(u: String) -> Result<String, String> {
     } else {
         Ok(format!("{u}.service"))
     }
+}
+
+/// A header value template: literal text with `{FIELD}` parts.
+fn header_template(s: &str) -> Result<Vec<TopicPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(TopicPart::Literal(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("unclosed '{{' in header template {s:?}"));
+        };
+        let name = &rest[open + 1..open + close];
+        if !is_valid_field_name(name) {
+            return Err(format!(
+                "{{{name}}} in header template {s:?} is not a journal field name"
+            ));
+        }
+        parts.push(TopicPart::Field(name.to_string()));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TopicPart::Literal(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+/// Fields journald or programs set (systemd.journal-fields(7)), and the agent's own: an
+/// added field of such a name would collide with the entry's.
+fn is_journal_field(name: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "MESSAGE",
+        "MESSAGE_ID",
+        "PRIORITY",
+        "CODE_FILE",
+        "CODE_LINE",
+        "CODE_FUNC",
+        "ERRNO",
+        "INVOCATION_ID",
+        "USER_INVOCATION_ID",
+        "SYSLOG_FACILITY",
+        "SYSLOG_IDENTIFIER",
+        "SYSLOG_PID",
+        "SYSLOG_TIMESTAMP",
+        "SYSLOG_RAW",
+        "DOCUMENTATION",
+        "TID",
+        "UNIT",
+        "USER_UNIT",
+        "COREDUMP_UNIT",
+        "COREDUMP_USER_UNIT",
+        "CONTAINER_NAME",
+        "CONTAINER_ID",
+        "CONTAINER_TAG",
+        "IMAGE_NAME",
+    ];
+    name.starts_with('_')
+        || name.starts_with("OBJECT_")
+        || name.starts_with("COREDUMP_")
+        || name.starts_with("JOURNALD_KAFKA_")
+        || KNOWN.contains(&name)
 }

@@ -25,7 +25,14 @@ pub struct Encoder {
     max_record_bytes: usize,
     topic: Vec<TopicPart>,
     topic_fallback: Option<String>,
-    key_field: Option<Vec<u8>>,
+    /// Fields whose first values, joined by `key_separator`, key the record.
+    key_fields: Vec<Vec<u8>>,
+    key_separator: Vec<u8>,
+    /// Extra headers: name and template.
+    headers: Vec<(String, Vec<TopicPart>)>,
+    /// Static fields added to every record, and whether they replace the entry's own.
+    add_fields: Vec<(Vec<u8>, Vec<u8>)>,
+    add_override: bool,
     /// Groups of selected fields: (index of first occurrence, indices of all occurrences).
     groups: Vec<(usize, Vec<usize>)>,
     /// Per-field byte caps used when truncating, indexed like the entry's fields.
@@ -41,7 +48,19 @@ impl Encoder {
             max_record_bytes: enc.max_record_bytes,
             topic: kafka.topic.clone(),
             topic_fallback: kafka.topic_fallback.clone(),
-            key_field: kafka.key_field.as_ref().map(|k| k.as_bytes().to_vec()),
+            key_fields: kafka
+                .key_fields
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect(),
+            key_separator: kafka.key_separator.as_bytes().to_vec(),
+            headers: kafka.headers.clone(),
+            add_fields: enc
+                .add_fields
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect(),
+            add_override: enc.add_fields_override,
             groups: Vec::new(),
             caps: Vec::new(),
         }
@@ -50,6 +69,17 @@ impl Encoder {
     fn selected(&self, name: &[u8]) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
             && !self.exclude.iter().any(|p| p.matches(name))
+            && !(self.add_override && self.add_fields.iter().any(|(k, _)| k == name))
+    }
+
+    /// Whether the added field `name` goes into this entry's record: always when it
+    /// overrides, else only when the entry has no field of that name (the entry's wins).
+    fn adds(&self, e: &Entry, name: &[u8]) -> bool {
+        self.add_override
+            || !self
+                .groups
+                .iter()
+                .any(|(first, _)| e.field(*first).0 == name)
     }
 
     /// Encodes `e` into `out` (cleared first). Oversized entries are truncated per the
@@ -161,10 +191,16 @@ impl Encoder {
         // The non-allocating parse: this runs once per entry.
         let seq = cursor::seqnum(&e.cursor);
         let add_boot = !Self::has_boot_id(e) && !e.boot_id.is_empty();
+        let added = self
+            .add_fields
+            .iter()
+            .filter(|(k, _)| self.adds(e, k))
+            .count();
         let n = 3
             + if seq.is_some() { 2 } else { 0 }
             + usize::from(add_boot)
             + self.groups.len()
+            + added
             + usize::from(!outcome.truncated.is_empty())
             + usize::from(e.damaged.is_some());
         let mut w = Writer::new(self.format, out);
@@ -197,6 +233,12 @@ impl Encoder {
                 w.end_array();
             }
         }
+        for (k, v) in &self.add_fields {
+            if self.adds(e, k) {
+                w.key(k);
+                w.value(v);
+            }
+        }
         if !outcome.truncated.is_empty() {
             w.key(TRUNCATED_FIELD.as_bytes());
             let mut text = String::new();
@@ -215,9 +257,42 @@ impl Encoder {
         w.end_map();
     }
 
-    /// The record key: the first value of the configured field, if the entry has it.
-    pub fn key<'e>(&self, e: &'e Entry) -> Option<&'e [u8]> {
-        self.key_field.as_ref().and_then(|k| e.get(k))
+    /// The record key into `out`: the first values of the key fields joined by the
+    /// separator (a missing field is an empty part). False: no key (none configured, or
+    /// the entry has none of the fields).
+    pub fn key(&self, e: &Entry, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let mut any = false;
+        for (i, k) in self.key_fields.iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(&self.key_separator);
+            }
+            if let Some(v) = e.get(k) {
+                out.extend_from_slice(v);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// The configured extra headers for `e` (name, value); a header whose template names
+    /// a field the entry lacks is left out.
+    pub fn headers<'s>(&'s self, e: &Entry) -> Vec<(&'s str, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.headers.len());
+        'headers: for (name, parts) in &self.headers {
+            let mut v = Vec::new();
+            for p in parts {
+                match p {
+                    TopicPart::Literal(l) => v.extend_from_slice(l.as_bytes()),
+                    TopicPart::Field(f) => match e.get(f.as_bytes()) {
+                        Some(x) => v.extend_from_slice(x),
+                        None => continue 'headers,
+                    },
+                }
+            }
+            out.push((name.as_str(), v));
+        }
+        out
     }
 
     /// The record's topic. Returns false when a template made a name Kafka would refuse
@@ -524,7 +599,34 @@ mod tests {
             Value::Array(vec![Value::from("a"), Value::Binary(vec![0xc3])])
         );
         assert_eq!(m[8].1, Value::Binary(vec![0, 0xff, 1]));
-        assert_eq!(enc.key(&e), Some(&b"web-1"[..]));
+        let mut key = Vec::new();
+        assert!(enc.key(&e, &mut key));
+        assert_eq!(key, b"web-1");
+    }
+
+    #[test]
+    fn added_fields_composite_key_and_headers() {
+        let mut enc = encoder(
+            "[encoding.add_fields]\nENVIRONMENT = \"prod\"\nDC = \"fra1\"\n[kafka.headers]\nenv = \"prod\"\nwho = \"{_HOSTNAME}:{NOPE}\"\nhost = \"h-{_HOSTNAME}\"\n",
+        );
+        let e = entry(&[
+            (b"MESSAGE", b"hi"),
+            (b"_HOSTNAME", b"web-1"),
+            (b"DC", b"own"),
+        ]);
+        let mut out = Vec::new();
+        enc.encode(&e, &mut out);
+        let m = decode(&out);
+        let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("ENVIRONMENT"), Some(Value::from("prod")));
+        // The entry's own DC wins without override.
+        assert_eq!(get("DC"), Some(Value::from("own")));
+        assert_eq!(m.iter().filter(|(n, _)| n == "DC").count(), 1);
+        let h = enc.headers(&e);
+        assert_eq!(
+            h,
+            vec![("env", b"prod".to_vec()), ("host", b"h-web-1".to_vec())]
+        );
     }
 
     #[test]

@@ -189,6 +189,20 @@ impl ProducerContext for DeliveryContext {
                         payload: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                         cursor,
                         timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+                        extra_headers: msg
+                            .headers()
+                            .map(|h| {
+                                h.iter()
+                                    .filter(|h| {
+                                        h.key != crate::format::CURSOR_HEADER
+                                            && h.key != crate::format::FORMAT_HEADER
+                                    })
+                                    .map(|h| {
+                                        (h.key.to_string(), h.value.unwrap_or_default().to_vec())
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
                     });
                     return;
                 }

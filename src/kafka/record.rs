@@ -29,10 +29,30 @@ pub(crate) fn headers(cursor: &str) -> OwnedHeaders {
         })
 }
 
+/// [`headers`] and the configured extra ones (name, value).
+pub(crate) fn headers_with<N: AsRef<str>, V: AsRef<[u8]>>(
+    cursor: &str,
+    extra: &[(N, V)],
+) -> OwnedHeaders {
+    let mut h = headers(cursor);
+    for (k, v) in extra {
+        h = h.insert(Header {
+            key: k.as_ref(),
+            value: Some(v.as_ref()),
+        });
+    }
+    h
+}
+
 /// The headers of a dead-lettered record: the original ones, then why and where it was
 /// meant to go.
-pub(crate) fn dead_letter_headers(cursor: &str, topic: &str, error: &str) -> OwnedHeaders {
-    headers(cursor)
+pub(crate) fn dead_letter_headers(
+    cursor: &str,
+    extra: &[(String, Vec<u8>)],
+    topic: &str,
+    error: &str,
+) -> OwnedHeaders {
+    headers_with(cursor, extra)
         .insert(Header {
             key: DEAD_LETTER_ERROR_HEADER,
             value: Some(error.as_bytes()),

@@ -50,6 +50,9 @@ pub(crate) struct Refusal {
     pub(crate) payload: Vec<u8>,
     pub(crate) cursor: String,
     pub(crate) timestamp_ms: i64,
+    /// The configured headers the record carried (beyond cursor and format), kept when it
+    /// is sent again.
+    pub(crate) extra_headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Refused records waiting for the shipping thread. Written by librdkafka's delivery

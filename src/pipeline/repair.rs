@@ -170,7 +170,8 @@ impl Repairer {
 
     /// Sends the refused record again to its topic under its own sequence number.
     fn resend(&self, r: &Refusal, payload: &[u8], producer: &Producer) -> bool {
-        self.send(r, &r.topic, payload, kafka::headers(&r.cursor), producer)
+        let headers = kafka::headers_with(&r.cursor, &r.extra_headers);
+        self.send(r, &r.topic, payload, headers, producer)
     }
 
     fn send(
@@ -202,7 +203,7 @@ impl Repairer {
         if self.log.admit("dead-letter").is_some() {
             tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %dlq, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
         }
-        let headers = kafka::dead_letter_headers(&r.cursor, &r.topic, &r.error);
+        let headers = kafka::dead_letter_headers(&r.cursor, &r.extra_headers, &r.topic, &r.error);
         self.send(&r, dlq, &r.payload, headers, producer)
     }
 

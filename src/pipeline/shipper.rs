@@ -39,7 +39,10 @@ pub(super) fn run(
     producer: &Producer,
     metrics: &Metrics,
 ) -> Result<(), Failure> {
-    let mut shipper = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+    let mut shipper = Shipper::new(
+        Encoder::new(&cfg.encoding, &cfg.kafka),
+        !cfg.kafka.headers.is_empty(),
+    );
     let result = ship_all(
         queue,
         &mut shipper,
@@ -125,6 +128,9 @@ struct Shipper {
     encoder: Encoder,
     payload: Vec<u8>,
     topic: String,
+    key: Vec<u8>,
+    /// Headers beyond the cursor and format ones are configured.
+    extra_headers: bool,
     truncated_logged: u32,
     /// A recent reading of the clock (ms since the epoch), never ahead of the real time:
     /// the future-timestamp check re-reads the clock only when an entry looks too new.
@@ -132,11 +138,13 @@ struct Shipper {
 }
 
 impl Shipper {
-    fn new(encoder: Encoder) -> Shipper {
+    fn new(encoder: Encoder, extra_headers: bool) -> Shipper {
         Shipper {
             encoder,
             payload: Vec::with_capacity(4096),
             topic: String::new(),
+            key: Vec::new(),
+            extra_headers,
             truncated_logged: 0,
             clock_ms: now_ms(),
         }
@@ -167,7 +175,12 @@ impl Shipper {
             }
             Metrics::add(&metrics.topics_invalid, 1);
         }
-        let headers = kafka::headers(&entry.cursor);
+        let headers = if self.extra_headers {
+            kafka::headers_with(&entry.cursor, &self.encoder.headers(entry))
+        } else {
+            kafka::headers(&entry.cursor)
+        };
+        let keyed = self.encoder.key(entry, &mut self.key);
         let bytes = self.payload.len() + entry.cursor.len();
         let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {
             return false;
@@ -180,7 +193,7 @@ impl Shipper {
             kafka::Outgoing {
                 topic: &self.topic,
                 payload: &self.payload,
-                key: self.encoder.key(entry),
+                key: keyed.then_some(self.key.as_slice()),
                 headers,
                 timestamp_ms,
             },
@@ -247,7 +260,10 @@ mod tests {
 
         let metrics = Metrics::default();
         let cfg = crate::config::parse("[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n").unwrap();
-        let mut s = Shipper::new(Encoder::new(&cfg.encoding, &cfg.kafka));
+        let mut s = Shipper::new(
+            Encoder::new(&cfg.encoding, &cfg.kafka),
+            !cfg.kafka.headers.is_empty(),
+        );
         let real_now = now_ms();
         let past = s.record_timestamp(1_000_000, &metrics);
         assert_eq!(past, 1_000, "old entries keep their time");
