@@ -242,6 +242,13 @@ pub struct EncodingConfig {
     pub add_fields: Vec<(String, String)>,
     /// An added field replaces the entry's own field of that name (else the entry's wins).
     pub add_fields_override: bool,
+    /// Opt-in field-name profile for consumers that want it (the default is byte-exact):
+    /// names in lowercase, and trusted fields' leading `_` dropped (`_HOSTNAME` →
+    /// `HOSTNAME`). The `__` address fields and the agent's markers keep their names.
+    pub lowercase_names: bool,
+    pub strip_underscore: bool,
+    /// Also `PRIORITY_NAME` ("warning", …) beside the numeric `PRIORITY`.
+    pub priority_name: bool,
 }
 
 /// A header value: literal text and `{FIELD}` parts (a missing field omits the header).

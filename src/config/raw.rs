@@ -91,6 +91,9 @@ pub(super) struct RawEncoding {
     #[serde(default)]
     pub(super) add_fields: BTreeMap<String, Spanned<String>>,
     pub(super) add_fields_override: Option<bool>,
+    pub(super) lowercase_names: Option<bool>,
+    pub(super) strip_underscore: Option<bool>,
+    pub(super) priority_name: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -251,6 +251,9 @@ pub(super) fn encoding(raw: RawEncoding, at: &Locator) -> Result<EncodingConfig>
         format,
         add_fields,
         add_fields_override,
+        lowercase_names: raw.lowercase_names.unwrap_or(false),
+        strip_underscore: raw.strip_underscore.unwrap_or(false),
+        priority_name: raw.priority_name.unwrap_or(false),
         include_fields: patterns("encoding.include_fields", raw.include_fields)?,
         exclude_fields: patterns("encoding.exclude_fields", raw.exclude_fields)?,
         max_record_bytes: at.range(

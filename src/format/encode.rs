@@ -33,6 +33,10 @@ pub struct Encoder {
     /// Static fields added to every record, and whether they replace the entry's own.
     add_fields: Vec<(Vec<u8>, Vec<u8>)>,
     add_override: bool,
+    /// The opt-in name profile (see `EncodingConfig`).
+    lowercase: bool,
+    strip: bool,
+    priority_name: bool,
     /// Groups of selected fields: (index of first occurrence, indices of all occurrences).
     groups: Vec<(usize, Vec<usize>)>,
     /// Per-field byte caps used when truncating, indexed like the entry's fields.
@@ -61,6 +65,9 @@ impl Encoder {
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
                 .collect(),
             add_override: enc.add_fields_override,
+            lowercase: enc.lowercase_names,
+            strip: enc.strip_underscore,
+            priority_name: enc.priority_name,
             groups: Vec::new(),
             caps: Vec::new(),
         }
@@ -70,6 +77,23 @@ impl Encoder {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
             && !self.exclude.iter().any(|p| p.matches(name))
             && !(self.add_override && self.add_fields.iter().any(|(k, _)| k == name))
+    }
+
+    /// A field's name as the profile writes it; `buf` holds a changed name.
+    fn name<'a>(&self, raw: &'a [u8], buf: &'a mut Vec<u8>) -> &'a [u8] {
+        if !self.lowercase && !self.strip {
+            return raw;
+        }
+        let mut n = raw;
+        if self.strip && n.len() > 1 && n[0] == b'_' && n[1] != b'_' {
+            n = &n[1..];
+        }
+        if !self.lowercase {
+            return n;
+        }
+        buf.clear();
+        buf.extend(n.iter().map(u8::to_ascii_lowercase));
+        buf
     }
 
     /// Whether the added field `name` goes into this entry's record: always when it
@@ -196,11 +220,17 @@ impl Encoder {
             .iter()
             .filter(|(k, _)| self.adds(e, k))
             .count();
+        let priority = self
+            .priority_name
+            .then(|| e.get(b"PRIORITY"))
+            .flatten()
+            .and_then(priority_name);
         let n = 3
             + if seq.is_some() { 2 } else { 0 }
             + usize::from(add_boot)
             + self.groups.len()
             + added
+            + usize::from(priority.is_some())
             + usize::from(!outcome.truncated.is_empty())
             + usize::from(e.damaged.is_some());
         let mut w = Writer::new(self.format, out);
@@ -217,12 +247,13 @@ impl Encoder {
             w.key(b"__SEQNUM_ID");
             w.str_value(id.as_bytes());
         }
+        let mut buf = Vec::new();
         if add_boot {
-            w.key(b"_BOOT_ID");
+            w.key(self.name(b"_BOOT_ID", &mut buf));
             w.str_value(e.boot_id.as_bytes());
         }
         for (first, idx) in &self.groups {
-            w.key(e.field(*first).0);
+            w.key(self.name(e.field(*first).0, &mut buf));
             if idx.len() == 1 {
                 w.value(self.value(e, idx[0]));
             } else {
@@ -235,9 +266,13 @@ impl Encoder {
         }
         for (k, v) in &self.add_fields {
             if self.adds(e, k) {
-                w.key(k);
+                w.key(self.name(k, &mut buf));
                 w.value(v);
             }
+        }
+        if let Some(p) = priority {
+            w.key(self.name(b"PRIORITY_NAME", &mut buf));
+            w.str_value(p.as_bytes());
         }
         if !outcome.truncated.is_empty() {
             w.key(TRUNCATED_FIELD.as_bytes());
@@ -336,6 +371,17 @@ impl Encoder {
             return false;
         }
         true
+    }
+}
+
+/// journalctl's name of a syslog priority ("0" … "7").
+fn priority_name(v: &[u8]) -> Option<&'static str> {
+    const NAMES: [&str; 8] = [
+        "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+    ];
+    match v {
+        [d @ b'0'..=b'7'] => Some(NAMES[usize::from(d - b'0')]),
+        _ => None,
     }
 }
 
@@ -602,6 +648,43 @@ mod tests {
         let mut key = Vec::new();
         assert!(enc.key(&e, &mut key));
         assert_eq!(key, b"web-1");
+    }
+
+    #[test]
+    fn name_profile_is_opt_in() {
+        let e = entry(&[
+            (b"MESSAGE", b"hi"),
+            (b"_HOSTNAME", b"web-1"),
+            (b"PRIORITY", b"4"),
+        ]);
+        let names = |extra: &str| {
+            let mut out = Vec::new();
+            encoder(extra).encode(&e, &mut out);
+            decode(&out).into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+        };
+        let plain = names("");
+        assert!(
+            plain.contains(&"_HOSTNAME".to_string())
+                && !plain.contains(&"PRIORITY_NAME".to_string())
+        );
+        let p = names(
+            "[encoding]\nlowercase_names = true\nstrip_underscore = true\npriority_name = true\n",
+        );
+        for want in [
+            "__CURSOR",
+            "__REALTIME_TIMESTAMP",
+            "message",
+            "hostname",
+            "priority",
+            "priority_name",
+            "boot_id",
+        ] {
+            assert!(p.contains(&want.to_string()), "{want} in {p:?}");
+        }
+        let mut out = Vec::new();
+        encoder("[encoding]\npriority_name = true\n").encode(&e, &mut out);
+        let m = decode(&out);
+        assert!(m.contains(&("PRIORITY_NAME".to_string(), Value::from("warning"))));
     }
 
     #[test]
