@@ -58,6 +58,8 @@ pub struct Metrics {
     /// here rather than captured by the endpoint, so that a reload applies them.
     pub ready_stall_secs: AtomicU64,
     pub ready_min_forecast_secs: AtomicU64,
+    /// Per-unit volume and journald's suppressions, merged in batches by the reader.
+    pub units: Mutex<UnitTable>,
     /// The last error an operator should know of, and when (unix seconds): shown by `status`.
     pub last_error: Mutex<Option<(u64, String)>>,
     /// Seconds from reading an entry to the broker's acknowledgement.
@@ -122,6 +124,7 @@ impl Default for Metrics {
             sessions_restarted: AtomicU64::new(0),
             failures_by_kind: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
+            units: Mutex::new(UnitTable::default()),
             ready_stall_secs: AtomicU64::new(60),
             ready_min_forecast_secs: AtomicU64::new(0),
             // 1 ms to ~65 s.
@@ -239,6 +242,20 @@ impl Metrics {
             ),
         );
         o.insert("broker_up".into(), self.broker_up.load(Relaxed).into());
+        let units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+        let row = |u: &str, c: UnitCounts| serde_json::json!({ "unit": u, "entries": c.entries, "bytes": c.bytes, "suppressed": c.suppressed });
+        o.insert(
+            "top_units".into(),
+            units.top(5).iter().map(|(u, c)| row(u, *c)).collect(),
+        );
+        o.insert(
+            "suppressed".into(),
+            units
+                .rows()
+                .filter(|(_, c)| c.suppressed > 0)
+                .map(|(u, c)| row(u, c))
+                .collect(),
+        );
         serde_json::Value::Object(o).to_string()
     }
 
@@ -421,6 +438,36 @@ impl Collector for Metrics {
                 ConstCounter::new(*n).encode(m.encode_family(&labels)?)?;
             }
         }
+        {
+            let units = self.units.lock().unwrap_or_else(|p| p.into_inner());
+            for (name, help, pick) in [
+                (
+                    "journald_kafka_unit_entries",
+                    "Entries read, by _SYSTEMD_UNIT (the busiest units; the rest as \"(other)\")",
+                    0usize,
+                ),
+                (
+                    "journald_kafka_unit_bytes",
+                    "Bytes of entry data read, by _SYSTEMD_UNIT (the busiest units; the rest as \"(other)\")",
+                    1,
+                ),
+                (
+                    "journald_kafka_journal_suppressed",
+                    "Messages journald's rate limit dropped before they reached the journal (its \"Suppressed N messages from UNIT\" entries), by unit",
+                    2,
+                ),
+            ] {
+                let c = ConstCounter::new(0u64);
+                let mut m = enc.encode_descriptor(name, help, None, c.metric_type())?;
+                for (unit, v) in units.rows() {
+                    let n = [v.entries, v.bytes, v.suppressed][pick];
+                    if n > 0 || (pick < 2 && unit == UnitTable::OTHER) {
+                        let labels = [("unit", unit)];
+                        ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
         let now = unix_now();
         let last_write = Self::get(&self.last_cursor_write);
         let oldest = Self::get(&self.journal_oldest_usec);
@@ -530,5 +577,61 @@ impl Collector for Metrics {
             g.encode(enc.encode_descriptor(name, help, None, g.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+/// Counts for one unit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UnitCounts {
+    pub entries: u64,
+    pub bytes: u64,
+    /// Messages journald dropped for this unit (rate limit).
+    pub suppressed: u64,
+}
+
+impl UnitCounts {
+    fn add(&mut self, o: UnitCounts) {
+        self.entries += o.entries;
+        self.bytes += o.bytes;
+        self.suppressed += o.suppressed;
+    }
+}
+
+/// Per-unit counts with bounded cardinality: at most [`UnitTable::MAX`] units by name, the
+/// rest under `(other)`, so a host with thousands of transient units cannot blow up the
+/// scrape. Suppressions always get a row of their own while there is room, since they are
+/// the loss an operator has to see.
+#[derive(Debug, Default)]
+pub struct UnitTable {
+    rows: BTreeMap<String, UnitCounts>,
+}
+
+impl UnitTable {
+    pub const MAX: usize = 100;
+    pub const OTHER: &'static str = "(other)";
+
+    /// Adds a batch the reader gathered (unit name → counts).
+    pub fn merge(&mut self, batch: impl IntoIterator<Item = (String, UnitCounts)>) {
+        for (unit, c) in batch {
+            if let Some(row) = self.rows.get_mut(&unit) {
+                row.add(c);
+            } else if self.rows.len() < Self::MAX {
+                self.rows.insert(unit, c);
+            } else {
+                self.rows.entry(Self::OTHER.to_string()).or_default().add(c);
+            }
+        }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = (&str, UnitCounts)> {
+        self.rows.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// The `n` units with the most entries, busiest first.
+    pub fn top(&self, n: usize) -> Vec<(String, UnitCounts)> {
+        let mut v: Vec<_> = self.rows.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        v.sort_by(|a, b| b.1.entries.cmp(&a.1.entries).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
     }
 }

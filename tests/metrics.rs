@@ -200,3 +200,66 @@ fn readiness_tells_the_truth_from_the_first_record() {
     eprintln!("ready {:?} after the broker restarted", up.elapsed());
     assert!(agent.stop().success());
 }
+
+/// The loss account's first part: entries and bytes per unit, and the messages journald's
+/// rate limit dropped, from its "Suppressed N messages from UNIT" entries (named as the
+/// object, or only in the text), in `/metrics` and `status`.
+#[test]
+fn per_unit_volume_and_journald_suppressions_are_counted() {
+    let s = Scratch::new("units");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "1000", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let t = recent_usec(60);
+    let suppressed = format!(
+        "__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_SYSTEMD_UNIT=systemd-journald.service\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 123 messages from flood.service\nN_DROPPED=123\nOBJECT_SYSTEMD_UNIT=flood.service\n\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900001000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_SYSTEMD_UNIT=systemd-journald.service\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 7 messages from chatty.service\nN_DROPPED=7\n\n",
+        t + 1000
+    );
+    write_export(&jdir, "b.journal", suppressed.as_bytes());
+    let all = journal_entries(&jdir, &[]);
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
+        "metrics",
+        "listen",
+        format!("127.0.0.1:{port}"),
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut last = std::collections::BTreeMap::new();
+    for f in &all {
+        let c = cursor_of(f);
+        last.insert(c.split(';').next().unwrap().to_string(), c);
+    }
+    for c in last.values() {
+        agent.wait_cursor(c, Duration::from_secs(60));
+    }
+    let text = http_get(port, "/metrics").1;
+    let mut per_unit = std::collections::BTreeMap::<String, f64>::new();
+    for f in &all {
+        let u = f
+            .get("_SYSTEMD_UNIT")
+            .map(|v| String::from_utf8_lossy(&v[0]).into_owned())
+            .unwrap_or_else(|| "(none)".into());
+        *per_unit.entry(u).or_default() += 1.0;
+    }
+    for (unit, n) in &per_unit {
+        let line = format!("journald_kafka_unit_entries_total{{unit=\"{unit}\"}} {n}");
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+    for line in [
+        "journald_kafka_journal_suppressed_total{unit=\"flood.service\"} 123",
+        "journald_kafka_journal_suppressed_total{unit=\"chatty.service\"} 7",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    let (_, out) = run_cli(&["status", "--config", agent.config.to_str().unwrap()]);
+    assert!(
+        out.contains("Suppressed: chatty.service 7, flood.service 123"),
+        "{out}"
+    );
+    assert!(out.contains("Top units: "), "{out}");
+    assert!(agent.stop().success());
+}

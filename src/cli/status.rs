@@ -92,6 +92,8 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     let mut ready = None;
     let mut not_ready = None;
     let mut last_error: Option<(u64, String)> = None;
+    let mut top_units = serde_json::Value::Null;
+    let mut suppressed = serde_json::Value::Null;
     let mut running = false;
     if let Some(addr) = &cfg.metrics.listen {
         match http_get(addr, "/health/ready") {
@@ -137,6 +139,8 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                 ) {
                     last_error = Some((at, m.to_string()));
                 }
+                top_units = v["top_units"].clone();
+                suppressed = v["suppressed"].clone();
             }
         }
     }
@@ -183,6 +187,8 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                 |(at, m)| serde_json::json!({ "at": at, "message": m }),
             ),
         );
+        o.insert("top_units".into(), top_units.clone());
+        o.insert("suppressed_by_journald".into(), suppressed.clone());
         o.insert("problems".into(), problems.clone().into());
         say!("{}", serde_json::Value::Object(o));
     } else {
@@ -254,6 +260,35 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                         human_secs(f as u64)
                     ),
                     None => "no deletion forecast".to_string(),
+                }
+            );
+            let list = |v: &serde_json::Value, what: &str| -> String {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|r| {
+                                format!(
+                                    "{} {}",
+                                    r["unit"].as_str().unwrap_or("?"),
+                                    r[what].as_u64().unwrap_or(0)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let top = list(&top_units, "entries");
+            if !top.is_empty() {
+                say!("   Top units: {top} (entries read)");
+            }
+            let lost = list(&suppressed, "suppressed");
+            say!(
+                "  Suppressed: {}",
+                if lost.is_empty() {
+                    "none by journald's rate limit".to_string()
+                } else {
+                    format!("{lost} (dropped by journald's rate limit, never in the journal)")
                 }
             );
             match &last_error {

@@ -13,6 +13,7 @@
 //! exactly-once store take only a `SafeCursor`), and never drop an admitted entry without
 //! failing it in the watermark.
 
+mod account;
 mod exactly_once;
 mod input;
 mod reader;

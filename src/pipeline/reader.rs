@@ -178,6 +178,7 @@ impl Input for JournalInput<'_> {
         let mut last_gauges: Option<Instant> = None;
 
         let own = journal::OwnEntries::new(&cfg.journal.source, Some(std::process::id()));
+        let mut account = super::account::Account::new(metrics);
         let mut gaps = GapDetector::default();
         let mut count = 0u32;
         // An entry already read (by the idle check below) and not yet handled.
@@ -230,6 +231,9 @@ impl Input for JournalInput<'_> {
                     }
                 }
             }
+            if got {
+                account.observe(&entry);
+            }
             if got && cfg.journal.exclude_own_entries && own.matches(&entry) {
                 // Our own log lines: shipping them would let the agent feed on itself. They
                 // still move the watermark like any filtered-out entry.
@@ -256,6 +260,7 @@ impl Input for JournalInput<'_> {
             }
             // The end of the journal, for now.
             tracker.reader_beat();
+            account.flush();
             if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
                 last_gauges = Some(Instant::now());
                 self.refresh_gauges();

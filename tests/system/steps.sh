@@ -90,6 +90,24 @@ status=$(systemctl show -p StatusText --value journald-kafka)
 N=100; log_lines m1 100
 if wait_for 60 arrived sys m1; then ok "100 logger lines shipped from the live journal"; else fail "m1: $(count sys m1) of 100"; fi
 
+# 2b. journald's rate limit: the messages it drops never reach the journal, only its
+# "Suppressed N messages from UNIT" entry does; the agent counts them per unit.
+mkdir -p /etc/systemd/journald.conf.d
+printf '[Journal]\nRateLimitIntervalSec=2s\nRateLimitBurst=20\n' >/etc/systemd/journald.conf.d/40-ratelimit.conf
+systemctl restart systemd-journald
+systemd-run -q --wait -u jk-flood /bin/sh -c 'for i in $(seq 1 300); do echo "flood $i"; done; sleep 3; echo after'
+dropped() { journalctl MESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e -o cat --no-pager | sed -n 's/^Suppressed \([0-9]*\) messages from jk-flood.service$/\1/p' | awk '{s+=$1} END {print s+0}'; }
+counted() { http_body /metrics | sed -n 's/^journald_kafka_journal_suppressed_total{unit="jk-flood.service"} \([0-9]*\)$/\1/p'; }
+suppressed_ok() { local d; d=$(dropped); [ "$d" -gt 0 ] && [ "$(counted)" = "$d" ]; }
+if wait_for 40 suppressed_ok; then
+  ok "suppressed: journald dropped $(dropped) lines of jk-flood.service; the agent counts $(counted)"
+else
+  fail "suppressed: journald says $(dropped), the agent $(counted): $(journalctl MESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e -o export --no-pager | head -30)"
+fi
+if journald-kafka status --config /etc/journald-kafka/config.toml | grep -q "Suppressed: jk-flood.service"; then ok "suppressed: status names the unit"; else fail "status: $(journald-kafka status --config /etc/journald-kafka/config.toml)"; fi
+rm /etc/systemd/journald.conf.d/40-ratelimit.conf
+systemctl restart systemd-journald
+
 # 3. SIGKILL: systemd restarts it (Restart=on-failure) and lines written meanwhile arrive.
 pid=$(main_pid journald-kafka); r0=$(restarts journald-kafka)
 systemctl kill -s KILL journald-kafka

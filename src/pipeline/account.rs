@@ -1,0 +1,95 @@
+//! The loss account's reader side: entries and bytes per unit, and the messages journald's
+//! rate limit dropped (its "Suppressed N messages from UNIT" entries), counted on the
+//! reader thread and handed to the metrics in batches.
+//!
+//! Owns the batch. It must never take a lock per entry (the metrics table is locked once
+//! per batch) and never change what is shipped.
+
+use std::collections::HashMap;
+
+use crate::journal::Entry;
+use crate::metrics::{Metrics, UnitCounts};
+
+/// journald's SD_MESSAGE_JOURNAL_DROPPED: "Suppressed N messages from UNIT".
+const DROPPED: &[u8] = b"a596d6fe7bfa4994828e72309e95d61e";
+
+/// Entries between two merges into the metrics.
+const BATCH: u32 = 4096;
+
+pub(super) struct Account<'m> {
+    metrics: &'m Metrics,
+    batch: HashMap<Vec<u8>, UnitCounts>,
+    pending: u32,
+}
+
+impl<'m> Account<'m> {
+    pub(super) fn new(metrics: &'m Metrics) -> Account<'m> {
+        Account {
+            metrics,
+            batch: HashMap::new(),
+            pending: 0,
+        }
+    }
+
+    /// Counts one entry read. One pass over its fields.
+    pub(super) fn observe(&mut self, e: &Entry) {
+        let (mut unit, mut id, mut dropped, mut object, mut message) =
+            (None, None, None, None, None);
+        for (n, v) in e.fields() {
+            match n {
+                b"_SYSTEMD_UNIT" => unit = Some(v),
+                b"MESSAGE_ID" => id = Some(v),
+                b"N_DROPPED" => dropped = Some(v),
+                b"OBJECT_SYSTEMD_UNIT" => object = Some(v),
+                b"MESSAGE" => message = Some(v),
+                _ => {}
+            }
+        }
+        let unit = unit.unwrap_or(b"(none)");
+        let c = match self.batch.get_mut(unit) {
+            Some(c) => c,
+            None => self.batch.entry(unit.to_vec()).or_default(),
+        };
+        c.entries += 1;
+        c.bytes += e.data_len() as u64;
+        if id == Some(DROPPED) {
+            let n = dropped
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            // The unit the messages came from: journald names the client as the object, and
+            // in the text.
+            let from = object.map(<[u8]>::to_vec).or_else(|| {
+                let m = message?;
+                let at = m.windows(6).position(|w| w == b" from ")?;
+                Some(m[at + 6..].to_vec())
+            });
+            let from = from.unwrap_or_else(|| b"(unknown)".to_vec());
+            self.batch.entry(from).or_default().suppressed += n;
+        }
+        self.pending += 1;
+        if self.pending >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Hands the batch to the metrics (also at the end of the journal, and when dropped).
+    pub(super) fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.pending = 0;
+        let mut t = self.metrics.units.lock().unwrap_or_else(|p| p.into_inner());
+        t.merge(
+            self.batch
+                .drain()
+                .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v)),
+        );
+    }
+}
+
+impl Drop for Account<'_> {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
