@@ -221,8 +221,8 @@ fn quiet_loss_risks(cfg: &Config, min_journal_hours: f64) -> Vec<String> {
         if let Ok(s) = retention::sample(&cfg.journal, now) {
             let span = now.saturating_sub(s.oldest_usec) as f64 / 1e6;
             let allowed = limits.allowed(s.usage);
-            // A short span is the finding itself (a journal that keeps seconds), not noise.
-            if let (Some(allowed), true) = (allowed, s.usage > 0 && span >= 1.0) {
+            // A short span is the finding itself (a journal that keeps seconds, or less), not noise.
+            if let (Some(allowed), true) = (allowed, s.usage > 0 && span > 0.0) {
                 let hours = span * allowed as f64 / s.usage as f64 / 3600.0;
                 let retention = limits.max_retention.map(|r| r.as_secs_f64() / 3600.0);
                 let hours = retention.map_or(hours, |r| hours.min(r));
