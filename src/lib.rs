@@ -17,6 +17,7 @@
 //!
 //! Only what the benchmarks use is public; everything else is `pub(crate)`.
 
+mod audit;
 pub mod checkpoint;
 mod cli;
 pub mod config;

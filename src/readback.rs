@@ -73,6 +73,13 @@ pub fn cat(o: &CatOptions) -> Result<()> {
     }
 }
 
+/// Whether a record is the agent's progress record rather than a journal entry.
+pub(crate) fn is_progress(m: &impl rdkafka::message::Message) -> bool {
+    use rdkafka::message::Headers;
+    m.headers()
+        .is_some_and(|h| h.iter().any(|h| h.key == crate::format::PROGRESS_HEADER))
+}
+
 /// A consumer assigned to every partition of `topics`, from the beginning, with a
 /// throwaway group and no offset commits.
 pub(crate) fn consumer_from_beginning(
@@ -156,6 +163,9 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
         };
         let m = m?;
         last = Instant::now();
+        if is_progress(&m) {
+            continue;
+        }
         let cursor = m
             .headers()
             .and_then(|h| h.iter().find(|h| h.key == crate::format::CURSOR_HEADER))

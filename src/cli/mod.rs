@@ -151,9 +151,23 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print whether the agent is healthy: its cursor, the cursor's age and lag, and — when
-    /// [metrics] listen is set — live figures from the running agent. Exits 0 when healthy,
-    /// 1 when not (for monitoring checks).
+    /// Did we lose entries? From Kafka alone: the entries' sequence numbers and the agent's
+    /// progress records (delivery.progress_interval_ms) say, per host and journal writer,
+    /// how many positions were shipped, filtered, or lost. Exits 1 when any is lost.
+    Audit {
+        /// The agent's configuration: brokers, topic and connection settings.
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Topic(s) to read [default: kafka.topic and delivery.progress_topic].
+        #[arg(long)]
+        topic: Vec<String>,
+        /// Stop reading when no record arrived for this long.
+        #[arg(long, value_name = "MS", default_value = "3000")]
+        idle_ms: u64,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate the configuration and, if it is valid, tell the running agent to reload it
     /// (SIGHUP). The units' ExecReload=: an invalid config makes `systemctl reload` fail
     /// with the key and line, and the agent is not disturbed.
@@ -165,6 +179,9 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PID")]
         pid: i32,
     },
+    /// Print whether the agent is healthy: its cursor, the cursor's age and lag, and — when
+    /// [metrics] listen is set — live figures from the running agent. Exits 0 when healthy,
+    /// 1 when not (for monitoring checks).
     Status {
         /// The TOML configuration file.
         #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
@@ -351,6 +368,43 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
+            })
+        }
+        Command::Audit {
+            config,
+            topic,
+            idle_ms,
+            json,
+        } => {
+            let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
+            let mut topics = topic;
+            if topics.is_empty() {
+                match cfg.kafka.fixed_topic() {
+                    Some(t) => topics.push(t.to_string()),
+                    None => anyhow::bail!(
+                        "kafka.topic is a template: name the topics to read with --topic"
+                    ),
+                }
+                if let Some(p) = &cfg.delivery.progress_topic {
+                    if !topics.contains(p) {
+                        topics.push(p.clone());
+                    }
+                }
+            }
+            let spaces = crate::audit::audit(
+                crate::kafka::connection_config(&cfg.kafka),
+                &topics,
+                Duration::from_millis(idle_ms),
+            )?;
+            if json {
+                say!("{}", serde_json::to_string(&spaces)?);
+            } else {
+                print!("{}", crate::audit::render(&spaces));
+            }
+            Ok(if spaces.iter().any(|s| s.lost > 0) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
             })
         }
         Command::Reload { config, pid } => {

@@ -59,6 +59,10 @@ pub struct DeliveryConfig {
     /// What to do with a record whose (template-made) topic refuses it.
     pub on_topic_refused: OnRefused,
     pub dead_letter_topic: String,
+    /// Progress records for `audit` every this many ms (0: none), to `progress_topic`
+    /// (`None`: the records' own topic, or its fallback when it is a template).
+    pub progress_interval_ms: u64,
+    pub progress_topic: Option<String>,
 }
 
 /// A policy for records the brokers refuse for good (docs/reliability.md).

@@ -43,6 +43,8 @@ pub(super) struct RawDelivery {
     pub(super) on_too_large: Option<Spanned<String>>,
     pub(super) on_topic_refused: Option<Spanned<String>>,
     pub(super) dead_letter_topic: Option<Spanned<String>>,
+    pub(super) progress_interval_ms: Option<Spanned<u64>>,
+    pub(super) progress_topic: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -20,6 +20,10 @@ pub(crate) const FORMAT_VERSION: &str = "1";
 /// Header carrying the entry's journal cursor on every record: consumers de-duplicate by it.
 pub(crate) const CURSOR_HEADER: &str = "journal-cursor";
 
+/// Header marking a progress record (not a journal entry): consumers skip records that
+/// carry it; `audit` reads them.
+pub(crate) const PROGRESS_HEADER: &str = "journal-progress";
+
 /// Header carrying the record layout version.
 pub(crate) const FORMAT_HEADER: &str = "journal-format";
 

@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 /// record): their reports never touch the watermark.
 pub(crate) const CONTROL: usize = usize::MAX;
 
+/// Delivery opaque of progress records: never the watermark's either.
+pub(crate) const PROGRESS: usize = usize::MAX - 1;
+
 /// Receives delivery reports and global errors from librdkafka (on its polling thread).
 pub(crate) struct DeliveryContext {
     tracker: Arc<Tracker>,
@@ -143,6 +146,12 @@ impl ProducerContext for DeliveryContext {
         if result.is_ok() {
             // An acknowledgement is the surest sign a broker answers (readiness).
             self.metrics.broker_state(true);
+        }
+        if seq == PROGRESS {
+            if let Err((e, _)) = result {
+                tracing::warn!(error = %e, "a progress record was not delivered; audit will see that window as unaccounted");
+            }
+            return;
         }
         if seq == CONTROL {
             // A failure means the transaction that carries it cannot commit; say why.

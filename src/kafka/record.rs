@@ -102,3 +102,18 @@ pub(crate) fn send(producer: &Producer, tracker: &Tracker, seq: u64, r: Outgoing
         }
     }
 }
+
+/// Produces a progress record (`pipeline::progress`): marked by its header, keyed by the
+/// machine, outside the watermark (its delivery report is only logged). False when
+/// librdkafka cannot take it now.
+pub(crate) fn send_progress(producer: &Producer, topic: &str, key: &[u8], payload: &[u8]) -> bool {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: crate::format::PROGRESS_HEADER,
+        value: Some(b"1".as_slice()),
+    });
+    let record = BaseRecord::with_opaque_to(topic, super::producer::PROGRESS)
+        .payload(payload)
+        .key(key)
+        .headers(headers);
+    producer.send(record).is_ok()
+}

@@ -16,6 +16,7 @@
 mod account;
 mod exactly_once;
 mod input;
+mod progress;
 mod reader;
 mod repair;
 mod service;

@@ -43,6 +43,7 @@ pub(super) fn run(
         Encoder::new(&cfg.encoding, &cfg.kafka),
         !cfg.kafka.headers.is_empty(),
     );
+    shipper.progress = super::progress::Progress::new(cfg);
     let result = ship_all(
         queue,
         &mut shipper,
@@ -63,6 +64,10 @@ pub(super) fn run(
                 break;
             }
         }
+    }
+    // The last window, so a clean stop leaves nothing unaccounted.
+    if let Some(p) = shipper.progress.as_mut() {
+        p.emit(producer);
     }
     match txn.as_mut() {
         Some(t) => t.finish(result, tracker, metrics),
@@ -93,6 +98,9 @@ fn ship_all(
                 return Ok(());
             }
         }
+        if let Some(p) = shipper.progress.as_mut().filter(|p| p.due()) {
+            p.emit(producer);
+        }
         let Some(item) = item else {
             continue;
         };
@@ -111,7 +119,12 @@ fn ship_all(
                 }
                 queue.recycle(entry);
             }
-            Item::Pass(cursor) => tracker.pass(cursor),
+            Item::Pass(cursor) => {
+                if let Some(p) = shipper.progress.as_mut() {
+                    p.filtered(&cursor);
+                }
+                tracker.pass(cursor)
+            }
             Item::Idle => {
                 if let Some(t) = txn.as_deref_mut() {
                     // Nothing to read: close the transaction now rather than hold its
@@ -131,6 +144,8 @@ struct Shipper {
     key: Vec<u8>,
     /// Headers beyond the cursor and format ones are configured.
     extra_headers: bool,
+    /// Progress records for `audit`, when configured.
+    progress: Option<super::progress::Progress>,
     truncated_logged: u32,
     /// A recent reading of the clock (ms since the epoch), never ahead of the real time:
     /// the future-timestamp check re-reads the clock only when an entry looks too new.
@@ -145,6 +160,7 @@ impl Shipper {
             topic: String::new(),
             key: Vec::new(),
             extra_headers,
+            progress: None,
             truncated_logged: 0,
             clock_ms: now_ms(),
         }
@@ -181,6 +197,9 @@ impl Shipper {
             kafka::headers(&entry.cursor)
         };
         let keyed = self.encoder.key(entry, &mut self.key);
+        if let Some(p) = self.progress.as_mut() {
+            p.shipped(&entry.cursor);
+        }
         let bytes = self.payload.len() + entry.cursor.len();
         let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {
             return false;

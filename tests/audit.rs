@@ -1,0 +1,123 @@
+//! `journald-kafka audit`: completeness from Kafka alone, with the agent's progress records.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+fn audit(config: &str, topic: Option<&str>) -> (bool, serde_json::Value, String) {
+    let mut args = vec!["audit", "--config", config, "--json", "--idle-ms", "2000"];
+    if let Some(t) = topic {
+        args.extend(["--topic", t]);
+    }
+    let (st, out) = run_cli(&args);
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no JSON from audit: {out}"));
+    (st.success(), serde_json::from_str(json).unwrap(), out)
+}
+
+#[test]
+fn audit_tells_lost_from_filtered_without_the_host() {
+    let s = Scratch::new("audit");
+    let broker = Broker::with_topic(&s, "au", 2);
+    broker.create_topic("au-copy", 2);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let all = journal_entries(&jdir, &[]);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .topic("au")
+        .set("delivery", "progress_interval_ms", 300)
+        // Entries whose SEQ ends in 0, 1 or 2: 600 of 2000, dropped by the agent.
+        .set("journal", "exclude_matches", vec!["SEQ=*[0-2]"]);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
+    assert!(agent.stop().success());
+    let config = agent.config.to_str().unwrap().to_string();
+
+    // A clean run: nothing lost, the filtered ones accounted for.
+    let (ok, v, out) = audit(&config, None);
+    assert!(ok, "{out}");
+    assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
+    let w = &v[0];
+    assert_eq!(w["covered"], 2000, "{out}");
+    assert_eq!(w["shipped"], 1400, "{out}");
+    assert_eq!(w["filtered"], 600, "{out}");
+    assert_eq!(w["lost"], 0, "{out}");
+    assert_eq!(w["duplicates"], 0, "{out}");
+    assert_eq!(w["hosts"][0], "testhost", "{out}");
+
+    // A copy of the topic with 37 entry records left out: exactly those are lost.
+    let records = consume_all(&broker.addr(), &["au"], 3);
+    let progress = records
+        .iter()
+        .filter(|r| r.headers.contains_key("journal-progress"))
+        .count();
+    assert!(progress >= 1, "progress records were produced");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.addr())
+        .create()
+        .unwrap();
+    let mut left_out = 0;
+    for (i, r) in records.iter().enumerate() {
+        let entry = !r.headers.contains_key("journal-progress");
+        if entry && i % 20 == 7 && left_out < 37 {
+            left_out += 1;
+            continue;
+        }
+        let mut h = OwnedHeaders::new();
+        for (k, v) in &r.headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec = BaseRecord::to("au-copy")
+            .payload(&r.payload)
+            .headers(h)
+            .partition(r.partition);
+        if let Some(k) = &r.key {
+            rec = rec.key(k);
+        }
+        producer.send(rec).map_err(|(e, _)| e).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(left_out, 37);
+    let (ok, v, out) = audit(&config, Some("au-copy"));
+    assert!(!ok, "audit fails when entries are lost: {out}");
+    assert_eq!(v[0]["lost"], 37, "{out}");
+    assert_eq!(v[0]["filtered"], 600, "{out}");
+    let (_, text) = run_cli(&[
+        "audit",
+        "--config",
+        &config,
+        "--topic",
+        "au-copy",
+        "--idle-ms",
+        "2000",
+    ]);
+    assert!(
+        text.contains("37 LOST") && text.contains("total lost: 37"),
+        "{text}"
+    );
+
+    // verify and cat are not confused by progress records.
+    let (vst, vout) = run_cli(&["verify", "--config", &config, "--json"]);
+    assert!(vst.success(), "{vout}");
+    assert!(
+        vout.contains("\"entries\":1400")
+            && vout.contains("\"lost\":0")
+            && vout.contains("\"unmarked\":0"),
+        "verify expects only what the filter keeps, and skips progress records: {vout}"
+    );
+}
