@@ -4,7 +4,9 @@
 #   scripts/bench.sh                 1,000,000 entries, 3 repetitions
 #   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
-#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs
+#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs (also: filter90, baseline,
+#                                                kcat, rsyslog, syslog-ng; the peers are not in
+#                                                the default set: they install Debian packages)
 #   BENCH_PROPS='"linger.ms" = 5' scripts/bench.sh   producer properties for the agent (TOML lines)
 #   BENCH_CONFIG=$'[pipeline]\nmax_in_flight_bytes = 8388608' scripts/bench.sh   other agent settings
 # The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
@@ -110,6 +112,97 @@ run_kcat() {
   echo "$e $(echo "$u + $s" | bc) $m -" >> "$WORK/kcat"
 }
 
+# Records in a topic: the sum of its partitions' high watermarks (confluent-kafka).
+topic_count() {
+  python3 - "127.0.0.1:$PORT" "$1" <<'PY'
+import sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "bench-count"})
+md = c.list_topics(sys.argv[2], timeout=10)
+t = md.topics.get(sys.argv[2])
+n = 0
+if t is not None and t.error is None:
+    for p in t.partitions:
+        n += c.get_watermark_offsets(TopicPartition(sys.argv[2], p), timeout=10)[1]
+print(n)
+PY
+}
+
+# A peer agent (rsyslog, syslog-ng) reading the benchmark journal as "the local journal"
+# (scripts/run-in-journal-ns.sh) into topic $2, with the same guarantees where it allows
+# them (idempotence, acks=all, lz4). Runs until its topic holds N records or nothing more
+# arrived for 20 s: a peer that loses entries is reported with its completeness, not hidden.
+# Appends "seconds cpu hwm anon - - - broker - records".
+run_peer() { # name topic command...
+  local name=$1 topic=$2; shift 2
+  local bpid b0 start pid anon=0 a n=0 prev=-1 still=0 end
+  bpid=$(cat "$broker_dir/broker.pid"); b0=$(proc_cpu "/proc/$bpid/stat")
+  start=$(date +%s.%N)
+  "$ROOT/scripts/run-in-journal-ns.sh" "$JDIR" "$@" >"$WORK/$name.log" 2>&1 & pid=$!
+  sleep 0.5
+  # The namespace wrapper execs the agent: the PID is the agent's.
+  while :; do
+    kill -0 "$pid" 2>/dev/null || { echo "$name exited:" >&2; tail -20 "$WORK/$name.log" >&2; return; }
+    a=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${a:-0}" -gt "$anon" ] && anon=$a
+    n=$(topic_count "$topic" 2>/dev/null || echo 0)
+    [ "$n" -ge "$N" ] && break
+    if [ "$n" = "$prev" ]; then still=$((still + 1)); else still=0; fi
+    [ "$still" -ge 40 ] && break
+    prev=$n
+    sleep 0.5
+  done
+  end=$(date +%s.%N)
+  [ "$still" -ge 40 ] && end=$(echo "$end - 20" | bc)
+  local cpu hwm broker
+  cpu=$(proc_cpu "/proc/$pid/stat"); hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  broker=$(echo "$(proc_cpu "/proc/$bpid/stat") - $b0" | bc)
+  kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+  echo "$(echo "$end - $start" | bc) $cpu $hwm $anon - - - $broker - $n" >> "$WORK/$name"
+}
+
+run_rsyslog() {
+  if ! command -v rsyslogd >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-kafka >/dev/null \
+      || { echo "rsyslog skipped: cannot install rsyslog-kafka" >&2; return; }
+  fi
+  local d=$WORK/rsyslog-$1; mkdir -p "$d"
+  cat > "$d/rsyslog.conf" <<CONF
+global(workDirectory="$d")
+module(load="imjournal" StateFile="$d/imjournal.state" Ratelimit.Interval="0" Ratelimit.Burst="0" IgnorePreviousMessages="off" PersistStateInterval="100000")
+module(load="omkafka")
+template(name="all" type="string" string="%\$!all-json%")
+action(type="omkafka" broker=["127.0.0.1:$PORT"] topic="bench-rsyslog" template="all"
+       confParam=["compression.codec=lz4", "enable.idempotence=true", "acks=all", "linger.ms=100"])
+CONF
+  run_peer rsyslog bench-rsyslog rsyslogd -n -f "$d/rsyslog.conf" -i "$d/pid"
+}
+
+# syslog-ng and rsyslog conflict as Debian packages (both "system-log-daemon"), so syslog-ng
+# runs from its unpacked packages (dpkg -x into the cache), its libraries installed by apt.
+SNG=$CACHE/syslog-ng-root
+run_syslogng() {
+  if [ ! -x "$SNG/usr/sbin/syslog-ng" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2 libglib2.0-0 libivykis0 libjson-c5 \
+      libnet1 libpcre3 librdkafka1 libwrap0 >/dev/null || { echo "syslog-ng skipped: its libraries" >&2; return; }
+    local dl; dl=$(mktemp -d)
+    (cd "$dl" && apt-get download syslog-ng-core syslog-ng-mod-rdkafka >/dev/null 2>&1) || { echo "syslog-ng skipped: apt-get download" >&2; return; }
+    mkdir -p "$SNG"; for f in "$dl"/*.deb; do dpkg -x "$f" "$SNG"; done; rm -rf "$dl"
+  fi
+  local d=$WORK/syslog-ng-$1; mkdir -p "$d"
+  cat > "$d/syslog-ng.conf" <<CONF
+@version: 3.38
+options { stats_freq(0); log_fifo_size(100000); };
+source s_journal { systemd-journal(prefix(".journal.") max-field-size(65536) log-fetch-limit(1000)); };
+destination d_kafka { kafka-c(bootstrap-servers("127.0.0.1:$PORT") config("compression.codec" "lz4" "enable.idempotence" "true" "acks" "all" "linger.ms" "100")
+                              topic("bench-syslogng") message("\$(format-json --scope all-nv-pairs)")); };
+log { source(s_journal); destination(d_kafka); flags(flow-control); };
+CONF
+  run_peer syslog-ng bench-syslogng env LD_LIBRARY_PATH="$SNG/usr/lib/syslog-ng:$SNG/usr/lib/x86_64-linux-gnu" \
+    "$SNG/usr/sbin/syslog-ng" -F -f "$d/syslog-ng.conf" --module-path="$SNG/usr/lib/syslog-ng/3.38" \
+    -R "$d/persist" -p "$d/pid" -c "$d/ctl"
+}
+
 # BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
 RUNS=${BENCH_RUNS:-scan agent filter90 baseline kcat}
 want() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }
@@ -122,6 +215,8 @@ for r in $(seq 1 "$REPS"); do
   if want filter90; then fresh_broker "f$r"; run_agent "$r" filter90 'exclude_matches = ["SEQ=*[0-8]"]'; fi
   if want baseline; then fresh_broker "b$r"; run_baseline; fi
   if want kcat; then fresh_broker "c$r"; run_kcat; fi
+  if want rsyslog; then fresh_broker "r$r"; run_rsyslog "$r"; fi
+  if want syslog-ng; then fresh_broker "s$r"; run_syslogng "$r"; fi
 done
 
 row() { # name file
@@ -139,6 +234,13 @@ row "journald-kafka -> Kafka" "$WORK/agent"
 row "journald-kafka, filter drops 90%" "$WORK/filter90"
 row "journalctl -o json | producer.py" "$WORK/baseline"
 row "journalctl -o json | kcat -P" "$WORK/kcat"
+row "rsyslog imjournal -> omkafka" "$WORK/rsyslog"
+row "syslog-ng systemd-journal -> kafka-c" "$WORK/syslog-ng"
+for peer in rsyslog syslog-ng; do
+  if [ -f "$WORK/$peer" ]; then
+    printf "%s completeness: %s of %s entries in Kafka (median)\n" "$peer" "$(median "$WORK/$peer" 10)" "$N"
+  fi
+done
 rate() { [ -f "$1" ] && echo "$N / $(median "$1" 1)" | bc -l || echo 0; }
 a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline"); k=$(rate "$WORK/kcat")
 if [ -f "$WORK/agent" ]; then
