@@ -7,11 +7,10 @@
 //! definition; it only reads, and never needs the hosts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 
 use crate::format::{Value, decode};
@@ -59,17 +58,11 @@ fn text(fields: &[(String, Value)], name: &str) -> Option<String> {
 pub fn audit(connection: ClientConfig, topics: &[String], idle: Duration) -> Result<Vec<Space>> {
     let consumer = crate::readback::consumer_from_beginning(connection, topics)?;
     let mut spaces: BTreeMap<String, Gather> = BTreeMap::new();
-    let mut last = Instant::now();
-    while last.elapsed() < idle {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
-        last = Instant::now();
+    crate::readback::read_until_idle(&consumer, idle, |m| {
         let payload = m.payload().unwrap_or_default();
-        if crate::readback::is_progress(&m) {
+        if crate::readback::is_progress(m) {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-                continue;
+                return;
             };
             let host = v["host"].as_str().unwrap_or_default().to_string();
             for s in v["spaces"].as_array().into_iter().flatten() {
@@ -87,17 +80,17 @@ pub fn audit(connection: ClientConfig, topics: &[String], idle: Duration) -> Res
                     g.hosts.insert(host.clone());
                 }
             }
-            continue;
+            return;
         }
         let Ok(fields) = decode(payload) else {
-            continue;
+            return;
         };
         let seq = fields.iter().find_map(|(k, v)| match (k.as_str(), v) {
             ("__SEQNUM", Value::Int(n)) => Some(*n),
             _ => None,
         });
         let (Some(seq), Some(id)) = (seq, text(&fields, "__SEQNUM_ID")) else {
-            continue;
+            return;
         };
         let g = spaces.entry(id).or_default();
         *g.seqs.entry(seq).or_default() += 1;
@@ -107,8 +100,7 @@ pub fn audit(connection: ClientConfig, topics: &[String], idle: Duration) -> Res
         if let Some(b) = text(&fields, "_BOOT_ID") {
             g.boots.insert(b);
         }
-    }
-    drop(consumer.unassign());
+    })?;
     Ok(spaces.into_iter().map(|(id, g)| settle(id, g)).collect())
 }
 

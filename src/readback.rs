@@ -73,6 +73,26 @@ pub fn cat(o: &CatOptions) -> Result<()> {
     }
 }
 
+/// Hands every record the consumer gets to `f` until none arrived for `idle`, then lets
+/// go of the partitions (the checkers' read loop).
+pub(crate) fn read_until_idle(
+    consumer: &BaseConsumer,
+    idle: Duration,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> Result<()> {
+    let mut last = Instant::now();
+    while last.elapsed() < idle {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let m = m?;
+        last = Instant::now();
+        f(&m);
+    }
+    drop(consumer.unassign());
+    Ok(())
+}
+
 /// Whether a record is the agent's progress record rather than a journal entry.
 pub(crate) fn is_progress(m: &impl rdkafka::message::Message) -> bool {
     use rdkafka::message::Headers;

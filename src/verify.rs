@@ -5,10 +5,9 @@
 //! agent, the topics from the beginning — and must never produce or move a cursor.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
-use rdkafka::consumer::Consumer;
 use rdkafka::message::{Headers, Message};
 
 use crate::config::{Config, Start};
@@ -122,15 +121,9 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     };
     let mut seen: HashSet<u64> = HashSet::new();
     let mut max_per_key: HashMap<(String, Vec<u8>), u64> = HashMap::new();
-    let mut last = Instant::now();
-    while last.elapsed() < idle {
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
-        last = Instant::now();
-        if crate::readback::is_progress(&m) {
-            continue;
+    crate::readback::read_until_idle(&consumer, idle, |m| {
+        if crate::readback::is_progress(m) {
+            return;
         }
         report.records += 1;
         let cursor = m
@@ -140,19 +133,19 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let Some(cursor) = cursor else {
             report.unmarked += 1;
-            continue;
+            return;
         };
         let Some(&i) = index.get(&cursor) else {
             report.foreign += 1;
-            continue;
+            return;
         };
         if !seen.insert(i) {
             report.duplicates += 1;
-            continue;
+            return;
         }
         if m.topic() == dead_letter && !topics.contains(dead_letter) {
             report.dead_lettered += 1;
-            continue;
+            return;
         }
         if let Some(key) = m.key() {
             let max = max_per_key
@@ -164,8 +157,7 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
                 *max = i;
             }
         }
-    }
-    drop(consumer.unassign());
+    })?;
     for (i, c) in order.iter().enumerate() {
         if !seen.contains(&(i as u64)) {
             report.lost += 1;

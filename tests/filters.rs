@@ -223,12 +223,7 @@ fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
         .set("kafka", "partitioner", "murmur2_random");
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     // The newest entry of each writer (a.journal's and b.journal's).
-    let mut last = std::collections::BTreeMap::new();
-    for f in &all {
-        let c = cursor_of(f);
-        last.insert(c.split(';').next().unwrap().to_string(), c);
-    }
-    for c in last.values() {
+    for c in &newest_per_writer(&all) {
         agent.wait_cursor(c, Duration::from_secs(60));
     }
     assert!(agent.stop().success());

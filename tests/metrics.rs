@@ -228,12 +228,7 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
         format!("127.0.0.1:{port}"),
     );
     let mut agent = Agent::start(&s.path("agent"), &cfg);
-    let mut last = std::collections::BTreeMap::new();
-    for f in &all {
-        let c = cursor_of(f);
-        last.insert(c.split(';').next().unwrap().to_string(), c);
-    }
-    for c in last.values() {
+    for c in &newest_per_writer(&all) {
         agent.wait_cursor(c, Duration::from_secs(60));
     }
     let text = http_get(port, "/metrics").1;

@@ -213,34 +213,27 @@ impl Reload {
 /// Settings the process applies once, at start: the HTTP endpoint's address, logging, where
 /// the cursor lives and how (a reload resumes from the committed cursor of the same store).
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut fixed = Vec::new();
-    let mut same = |name, a: String, b: String| {
-        if a != b {
-            fixed.push(name);
-        }
-    };
-    same(
-        "state.directory",
-        format!("{:?}", old.state.directory),
-        format!("{:?}", new.state.directory),
-    );
-    same(
-        "metrics.listen",
-        format!("{:?}", old.metrics.listen),
-        format!("{:?}", new.metrics.listen),
-    );
-    same("log", format!("{:?}", old.log), format!("{:?}", new.log));
-    same(
-        "delivery.mode",
-        format!("{:?}", old.delivery.mode),
-        format!("{:?}", new.delivery.mode),
-    );
-    same(
-        "delivery.transactional_id",
-        format!("{:?}", old.delivery.transactional_id),
-        format!("{:?}", new.delivery.transactional_id),
-    );
+    use std::fmt::Debug;
+    let fixed: [(&'static str, &dyn Debug, &dyn Debug); 5] = [
+        (
+            "state.directory",
+            &old.state.directory,
+            &new.state.directory,
+        ),
+        ("metrics.listen", &old.metrics.listen, &new.metrics.listen),
+        ("log", &old.log, &new.log),
+        ("delivery.mode", &old.delivery.mode, &new.delivery.mode),
+        (
+            "delivery.transactional_id",
+            &old.delivery.transactional_id,
+            &new.delivery.transactional_id,
+        ),
+    ];
     fixed
+        .into_iter()
+        .filter(|(_, a, b)| format!("{a:?}") != format!("{b:?}"))
+        .map(|(name, _, _)| name)
+        .collect()
 }
 
 /// The state directory systemd made for this unit (`StateDirectory=`, given in

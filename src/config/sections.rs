@@ -351,7 +351,7 @@ pub(super) fn kafka(
                     "{name:?}: header names starting with journal- or journald-kafka are the agent's own (docs/format.md)"
                 ));
             }
-            header_template(&v)
+            template_parts(&v, "header")
         })?;
         headers.push((name, template));
     }
@@ -432,7 +432,9 @@ pub(super) fn kafka(
     })
 }
 
-fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> {
+/// Literal text and `{FIELD}` parts of a template (`what` names it in errors): the topic
+/// and header templates share this syntax.
+fn template_parts(s: &str, what: &str) -> std::result::Result<Vec<TopicPart>, String> {
     let mut parts = Vec::new();
     let mut rest = s;
     while let Some(open) = rest.find('{') {
@@ -440,12 +442,12 @@ fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> 
             parts.push(TopicPart::Literal(rest[..open].to_string()));
         }
         let Some(close) = rest[open..].find('}') else {
-            return Err(format!("unclosed '{{' in topic template {s:?}"));
+            return Err(format!("unclosed '{{' in {what} template {s:?}"));
         };
         let name = &rest[open + 1..open + close];
         if !is_valid_field_name(name) {
             return Err(format!(
-                "{{{name}}} in topic template {s:?} is not a journal field name"
+                "{{{name}}} in {what} template {s:?} is not a journal field name"
             ));
         }
         parts.push(TopicPart::Field(name.to_string()));
@@ -454,6 +456,11 @@ fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> 
     if !rest.is_empty() {
         parts.push(TopicPart::Literal(rest.to_string()));
     }
+    Ok(parts)
+}
+
+fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> {
+    let parts = template_parts(s, "topic")?;
     if parts.is_empty() {
         return Err("must not be empty".into());
     }
@@ -758,32 +765,6 @@ fn unit_name(u: String) -> Result<String, String> {
     } else {
         Ok(format!("{u}.service"))
     }
-}
-
-/// A header value template: literal text with `{FIELD}` parts.
-fn header_template(s: &str) -> Result<Vec<TopicPart>, String> {
-    let mut parts = Vec::new();
-    let mut rest = s;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            parts.push(TopicPart::Literal(rest[..open].to_string()));
-        }
-        let Some(close) = rest[open..].find('}') else {
-            return Err(format!("unclosed '{{' in header template {s:?}"));
-        };
-        let name = &rest[open + 1..open + close];
-        if !is_valid_field_name(name) {
-            return Err(format!(
-                "{{{name}}} in header template {s:?} is not a journal field name"
-            ));
-        }
-        parts.push(TopicPart::Field(name.to_string()));
-        rest = &rest[open + close + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(TopicPart::Literal(rest.to_string()));
-    }
-    Ok(parts)
 }
 
 /// Fields journald or programs set (systemd.journal-fields(7)), and the agent's own: an

@@ -270,6 +270,17 @@ pub fn cursor_of(f: &Fields) -> String {
     String::from_utf8(f["__CURSOR"][0].clone()).unwrap()
 }
 
+/// The cursor of the newest entry of each writer (sequence-number space) among `entries`,
+/// in journalctl's order: where the agent's saved place ends up once all is shipped.
+pub fn newest_per_writer(entries: &[Fields]) -> Vec<String> {
+    let mut last = BTreeMap::new();
+    for f in entries {
+        let c = cursor_of(f);
+        last.insert(c.split(';').next().unwrap().to_string(), c);
+    }
+    last.into_values().collect()
+}
+
 /// A record as read back from Kafka.
 #[derive(Debug, Clone)]
 pub struct Record {
