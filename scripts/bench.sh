@@ -9,6 +9,9 @@
 #                                                the default set: they install Debian packages)
 #   BENCH_PROPS='"linger.ms" = 5' scripts/bench.sh   producer properties for the agent (TOML lines)
 #   BENCH_CONFIG=$'[pipeline]\nmax_in_flight_bytes = 8388608' scripts/bench.sh   other agent settings
+#   BENCH_AB="before=/tmp/jk-old after=target/release/journald-kafka" BENCH_RUNS=ab scripts/bench.sh
+#                                    the agent run for several builds, interleaved in each
+#                                    repetition (before/after figures of one change, one run)
 # The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
 # The broker (fresh for every run) is noida-db by default: Debian's kcat and rsyslog link
 # librdkafka 2.0.2, which cannot talk to Nisshi, and every contender must use the same
@@ -65,7 +68,7 @@ TOML
   local start end pid anon=0 a bpid b0
   bpid=$(cat "$broker_dir/broker.pid"); b0=$(proc_cpu "/proc/$bpid/stat")
   start=$(date +%s.%N)
-  "$BIN" run --config "$cfg" 2>"$WORK/agent-$1.log" & pid=$!
+  "${AGENT_BIN:-$BIN}" run --config "$cfg" 2>"$WORK/agent-$1.log" & pid=$!
   while [ "$(cat "$state/cursor" 2>/dev/null)" != "$LAST" ]; do
     kill -0 "$pid" 2>/dev/null || { cat "$WORK/agent-$1.log" >&2; exit 1; }
     a=$(awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
@@ -217,6 +220,11 @@ for r in $(seq 1 "$REPS"); do
   if want kcat; then fresh_broker "c$r"; run_kcat; fi
   if want rsyslog; then fresh_broker "r$r"; run_rsyslog "$r"; fi
   if want syslog-ng; then fresh_broker "s$r"; run_syslogng "$r"; fi
+  if want ab; then
+    for ab in ${BENCH_AB:-}; do
+      fresh_broker "ab$r"; AGENT_BIN=${ab#*=} run_agent "$r" "ab-${ab%%=*}"
+    done
+  fi
 done
 
 row() { # name file
@@ -236,6 +244,13 @@ row "journalctl -o json | producer.py" "$WORK/baseline"
 row "journalctl -o json | kcat -P" "$WORK/kcat"
 row "rsyslog imjournal -> omkafka" "$WORK/rsyslog"
 row "syslog-ng systemd-journal -> kafka-c" "$WORK/syslog-ng"
+for ab in ${BENCH_AB:-}; do
+  f=$WORK/ab-${ab%%=*}
+  [ -f "$f" ] || continue
+  row "agent build '${ab%%=*}'" "$f"
+  per() { printf "%.2f" "$(echo "$(median "$f" "$1") * 1000000 / $N" | bc -l)"; }
+  echo "    CPU s / 1M: reader $(per 5), shipping $(per 9), librdkafka broker threads $(per 6), delivery reports $(per 7)"
+done
 for peer in rsyslog syslog-ng; do
   if [ -f "$WORK/$peer" ]; then
     printf "%s completeness: %s of %s entries in Kafka (median)\n" "$peer" "$(median "$WORK/$peer" 10)" "$N"

@@ -258,7 +258,10 @@ impl Input for JournalInput<'_> {
                 }
                 continue;
             }
-            // The end of the journal, for now.
+            // The end of the journal, for now: what is gathered goes before any wait.
+            if !out.flush() {
+                return Ok(());
+            }
             tracker.reader_beat();
             account.flush();
             if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {

@@ -79,7 +79,7 @@ pub(super) fn run(
 const REPAIR_POLL: Duration = Duration::from_millis(20);
 
 fn ship_all(
-    queue: In,
+    mut queue: In,
     shipper: &mut Shipper,
     mut txn: Option<&mut Transaction>,
     mut repairs: Option<&mut Repairer>,
