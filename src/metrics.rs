@@ -305,7 +305,7 @@ impl Metrics {
         let mut r = Registry::default();
         r.register(
             "journald_kafka_delivery_latency_seconds",
-            "Time from reading an entry to the broker's acknowledgement",
+            "Time from reading an entry to the broker's acknowledgement (one entry in 16)",
             self.delivery_latency.clone(),
         );
         r.register_collector(Box::new(self.clone()));

@@ -53,6 +53,10 @@ struct Inner {
     failure: Option<String>,
     /// Records outside the watermark (the exactly-once cursor record) not yet answered.
     controls_pending: usize,
+    /// Threads waiting on `changed`: a notification without a waiter is skipped, because
+    /// std's condition variable makes a futex system call for every one (one per delivery
+    /// report otherwise, #19).
+    waiters: usize,
 }
 
 /// The watermark and the window, shared by the shipping thread (admit, pass), the
@@ -163,11 +167,13 @@ impl Tracker {
                     );
                 }
             }
+            g.waiters += 1;
             g = self
                 .changed
                 .wait_timeout(g, Duration::from_millis(200))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            g.waiters -= 1;
         }
     }
 
@@ -195,7 +201,7 @@ impl Tracker {
         if g.failure.is_none() {
             g.failure = Some(error);
         }
-        self.changed.notify_all();
+        self.notify(&g);
     }
 
     /// A record outside the watermark was handed to the producer.
@@ -212,7 +218,7 @@ impl Tracker {
                 g.failure = Some(e);
             }
         }
-        self.changed.notify_all();
+        self.notify(&g);
     }
 
     /// Waits until every record outside the watermark is answered; false at the deadline.
@@ -232,11 +238,13 @@ impl Tracker {
             if now >= deadline {
                 return false;
             }
+            g.waiters += 1;
             g = self
                 .changed
                 .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            g.waiters -= 1;
         }
     }
 
@@ -246,13 +254,21 @@ impl Tracker {
         if g.failure.is_none() {
             g.failure = Some(error);
         }
-        self.changed.notify_all();
+        self.notify(&g);
     }
 
     fn release(&self, g: &mut Inner, bytes: usize) {
         g.in_flight_entries = g.in_flight_entries.saturating_sub(1);
         g.in_flight_bytes = g.in_flight_bytes.saturating_sub(bytes);
-        self.changed.notify_all();
+        self.notify(g);
+    }
+
+    /// Wakes the waiters, if any. Called with the lock held: a thread that is about to
+    /// wait has counted itself under the same lock, so none is missed.
+    fn notify(&self, g: &Inner) {
+        if g.waiters > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// Asks the reader to stop at the next entry.
@@ -260,8 +276,7 @@ impl Tracker {
         let mut g = self.lock();
         g.stopping = true;
         g.stopped_at.get_or_insert_with(Instant::now);
-        drop(g);
-        self.changed.notify_all();
+        self.notify(&g);
     }
 
     /// When a stop was requested, if it was.
