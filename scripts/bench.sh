@@ -11,7 +11,9 @@
 #   BENCH_CONFIG=$'[pipeline]\nmax_in_flight_bytes = 8388608' scripts/bench.sh   other agent settings
 #   BENCH_AB="before=/tmp/jk-old after=target/release/journald-kafka" BENCH_RUNS=ab scripts/bench.sh
 #                                    the agent run for several builds, interleaved in each
-#                                    repetition (before/after figures of one change, one run)
+#                                    repetition (before/after figures of one change, one run);
+#                                    name=path%file also appends the lines of file to that build's
+#                                    config, under [kafka.properties] unless they open a section (a sweep of settings in one run)
 # The journal is generated once with systemd-journal-remote and cached in $BENCH_CACHE.
 # The broker (fresh for every run) is noida-db by default: Debian's kcat and rsyslog link
 # librdkafka 2.0.2, which cannot talk to Nisshi, and every contender must use the same
@@ -64,6 +66,7 @@ ${BENCH_CONFIG:-}
 target = "stderr"
 [kafka.properties]
 ${BENCH_PROPS:-}
+$( [ -n "${AGENT_EXTRA:-}" ] && cat "$AGENT_EXTRA")
 TOML
   local start end pid anon=0 a bpid b0
   bpid=$(cat "$broker_dir/broker.pid"); b0=$(proc_cpu "/proc/$bpid/stat")
@@ -222,7 +225,8 @@ for r in $(seq 1 "$REPS"); do
   if want syslog-ng; then fresh_broker "s$r"; run_syslogng "$r"; fi
   if want ab; then
     for ab in ${BENCH_AB:-}; do
-      fresh_broker "ab$r"; AGENT_BIN=${ab#*=} run_agent "$r" "ab-${ab%%=*}"
+      spec=${ab#*=}; extra=; case $spec in *%*) extra=${spec#*%}; spec=${spec%%%*} ;; esac
+      fresh_broker "ab$r"; AGENT_BIN=$spec AGENT_EXTRA=$extra run_agent "$r" "ab-${ab%%=*}"
     done
   fi
 done
