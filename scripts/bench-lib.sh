@@ -43,3 +43,57 @@ median() {
   [ -f "$1" ] || { echo "-"; return; }
   awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'
 }
+
+# The peers fleets run today, configured alike for every benchmark: the same guarantees
+# where they allow them (idempotence, acks=all, lz4, linger 100 ms), everything in the
+# journal entry sent as JSON. Both read only "the local journal": run them through
+# scripts/run-in-journal-ns.sh.
+ensure_rsyslog() {
+  if ! command -v rsyslogd >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-kafka >/dev/null \
+      || { echo "rsyslog skipped: cannot install rsyslog-kafka" >&2; return 1; }
+  fi
+}
+
+rsyslog_conf() { # dir topic
+  cat > "$1/rsyslog.conf" <<CONF
+global(workDirectory="$1")
+module(load="imjournal" StateFile="$1/imjournal.state" Ratelimit.Interval="0" Ratelimit.Burst="0" IgnorePreviousMessages="off" PersistStateInterval="100000")
+module(load="omkafka")
+template(name="all" type="string" string="%\$!all-json%")
+action(type="omkafka" broker=["127.0.0.1:$PORT"] topic="$2" template="all"
+       confParam=["compression.codec=lz4", "enable.idempotence=true", "acks=all", "linger.ms=100"])
+CONF
+}
+
+# syslog-ng and rsyslog conflict as Debian packages (both "system-log-daemon"), so syslog-ng
+# runs from its unpacked packages (dpkg -x into the cache), its libraries installed by apt.
+SNG=$CACHE/syslog-ng-root
+ensure_syslogng() {
+  if [ ! -x "$SNG/usr/sbin/syslog-ng" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2 libglib2.0-0 libivykis0 libjson-c5 \
+      libnet1 libpcre3 librdkafka1 libwrap0 >/dev/null || { echo "syslog-ng skipped: its libraries" >&2; return 1; }
+    local dl; dl=$(mktemp -d)
+    (cd "$dl" && apt-get download syslog-ng-core syslog-ng-mod-rdkafka >/dev/null 2>&1) || { echo "syslog-ng skipped: apt-get download" >&2; return 1; }
+    mkdir -p "$SNG"; for f in "$dl"/*.deb; do dpkg -x "$f" "$SNG"; done; rm -rf "$dl"
+  fi
+}
+
+# flags(flow-control): without it syslog-ng drops entries when its output queue fills
+# (measured: 10 % of a 200,000-entry backlog), which is not the guarantee compared here.
+syslogng_conf() { # dir topic
+  cat > "$1/syslog-ng.conf" <<CONF
+@version: 3.38
+options { stats_freq(0); log_fifo_size(100000); };
+source s_journal { systemd-journal(prefix(".journal.") max-field-size(65536) log-fetch-limit(1000)); };
+destination d_kafka { kafka-c(bootstrap-servers("127.0.0.1:$PORT") config("compression.codec" "lz4" "enable.idempotence" "true" "acks" "all" "linger.ms" "100")
+                              topic("$2") message("\$(format-json --scope all-nv-pairs)")); };
+log { source(s_journal); destination(d_kafka); flags(flow-control); };
+CONF
+}
+
+syslogng_cmd() { # dir
+  echo env LD_LIBRARY_PATH="$SNG/usr/lib/syslog-ng:$SNG/usr/lib/x86_64-linux-gnu" \
+    "$SNG/usr/sbin/syslog-ng" -F -f "$1/syslog-ng.conf" --module-path="$SNG/usr/lib/syslog-ng/3.38" \
+    -R "$1/persist" -p "$1/pid" -c "$1/ctl"
+}

@@ -168,45 +168,18 @@ run_peer() { # name topic command...
 }
 
 run_rsyslog() {
-  if ! command -v rsyslogd >/dev/null || [ ! -f /usr/lib/x86_64-linux-gnu/rsyslog/omkafka.so ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-kafka >/dev/null \
-      || { echo "rsyslog skipped: cannot install rsyslog-kafka" >&2; return; }
-  fi
+  ensure_rsyslog || return 0
   local d=$WORK/rsyslog-$1; mkdir -p "$d"
-  cat > "$d/rsyslog.conf" <<CONF
-global(workDirectory="$d")
-module(load="imjournal" StateFile="$d/imjournal.state" Ratelimit.Interval="0" Ratelimit.Burst="0" IgnorePreviousMessages="off" PersistStateInterval="100000")
-module(load="omkafka")
-template(name="all" type="string" string="%\$!all-json%")
-action(type="omkafka" broker=["127.0.0.1:$PORT"] topic="bench-rsyslog" template="all"
-       confParam=["compression.codec=lz4", "enable.idempotence=true", "acks=all", "linger.ms=100"])
-CONF
+  rsyslog_conf "$d" bench-rsyslog
   run_peer rsyslog bench-rsyslog rsyslogd -n -f "$d/rsyslog.conf" -i "$d/pid"
 }
 
-# syslog-ng and rsyslog conflict as Debian packages (both "system-log-daemon"), so syslog-ng
-# runs from its unpacked packages (dpkg -x into the cache), its libraries installed by apt.
-SNG=$CACHE/syslog-ng-root
 run_syslogng() {
-  if [ ! -x "$SNG/usr/sbin/syslog-ng" ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libcap2 libglib2.0-0 libivykis0 libjson-c5 \
-      libnet1 libpcre3 librdkafka1 libwrap0 >/dev/null || { echo "syslog-ng skipped: its libraries" >&2; return; }
-    local dl; dl=$(mktemp -d)
-    (cd "$dl" && apt-get download syslog-ng-core syslog-ng-mod-rdkafka >/dev/null 2>&1) || { echo "syslog-ng skipped: apt-get download" >&2; return; }
-    mkdir -p "$SNG"; for f in "$dl"/*.deb; do dpkg -x "$f" "$SNG"; done; rm -rf "$dl"
-  fi
+  ensure_syslogng || return 0
   local d=$WORK/syslog-ng-$1; mkdir -p "$d"
-  cat > "$d/syslog-ng.conf" <<CONF
-@version: 3.38
-options { stats_freq(0); log_fifo_size(100000); };
-source s_journal { systemd-journal(prefix(".journal.") max-field-size(65536) log-fetch-limit(1000)); };
-destination d_kafka { kafka-c(bootstrap-servers("127.0.0.1:$PORT") config("compression.codec" "lz4" "enable.idempotence" "true" "acks" "all" "linger.ms" "100")
-                              topic("bench-syslogng") message("\$(format-json --scope all-nv-pairs)")); };
-log { source(s_journal); destination(d_kafka); flags(flow-control); };
-CONF
-  run_peer syslog-ng bench-syslogng env LD_LIBRARY_PATH="$SNG/usr/lib/syslog-ng:$SNG/usr/lib/x86_64-linux-gnu" \
-    "$SNG/usr/sbin/syslog-ng" -F -f "$d/syslog-ng.conf" --module-path="$SNG/usr/lib/syslog-ng/3.38" \
-    -R "$d/persist" -p "$d/pid" -c "$d/ctl"
+  syslogng_conf "$d" bench-syslogng
+  # shellcheck disable=SC2046
+  run_peer syslog-ng bench-syslogng $(syslogng_cmd "$d")
 }
 
 # BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
