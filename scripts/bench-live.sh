@@ -6,6 +6,8 @@
 #   scripts/bench-live.sh --quick    journald-kafka only, 1000 and 10000 entries/s, 5 s (CI: proves
 #                                    the harness runs; prints figures, asserts nothing about speed)
 #   LIVE_RATES="10000" LIVE_SECONDS=30 LIVE_REPS=3 LIVE_AGENTS="agent rsyslog" scripts/bench-live.sh
+#   LIVE_PERF=DIR ...                also records a perf profile of each agent during the load
+#                                    (DIR/AGENT-RATE-REP.data; perf report -i ... --sort comm,sym)
 # For every agent and rate: a fresh journald namespace instance (rate limit off, persistent
 # storage) and a fresh broker (noida-db, which the peers' librdkafka 2.0.2 can talk to); the
 # agent starts first and follows the namespace (the peers read it as "the local journal"
@@ -120,7 +122,12 @@ run_one() { # agent rate rep
   kill -0 "$agent_pid" 2>/dev/null || { echo "$name exited:" >&2; tail -20 "$WORK/$name/log" >&2; return 1; }
   local c0 j0 t0 t1 c1 j1 sent took
   c0=$(proc_cpu "/proc/$agent_pid/stat"); j0=$(proc_cpu "/proc/$jd_pid/stat"); t0=$(date +%s.%N)
+  local perf_pid=""
+  if [ -n "${LIVE_PERF:-}" ]; then
+    mkdir -p "$LIVE_PERF"; perf record -F 999 -g -p "$agent_pid" -o "$LIVE_PERF/$1-$2-$3.data" >/dev/null 2>&1 & perf_pid=$!
+  fi
   read -r sent took < <(python3 "$ROOT/tests/tools/loadgen.py" "/run/systemd/journal.$NS/socket" "$r" "$SECS" "$3$2")
+  if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   t1=$(date +%s.%N)
   c1=$(proc_cpu "/proc/$agent_pid/stat"); j1=$(proc_cpu "/proc/$jd_pid/stat")
   echo "$sent" > "$WORK/stop"

@@ -21,7 +21,12 @@ pub(super) struct Account<'m> {
     metrics: &'m Metrics,
     batch: HashMap<Vec<u8>, UnitCounts, BuildHasherDefault<UnitHasher>>,
     pending: u32,
+    last_flush: std::time::Instant,
 }
+
+/// At the end of the journal the batch is handed over if it is this old: a live reader
+/// reaches the end many times a second, and merging each time showed in its profile.
+const IDLE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<'m> Account<'m> {
     pub(super) fn new(metrics: &'m Metrics) -> Account<'m> {
@@ -29,6 +34,7 @@ impl<'m> Account<'m> {
             metrics,
             batch: HashMap::default(),
             pending: 0,
+            last_flush: std::time::Instant::now(),
         }
     }
 
@@ -74,12 +80,20 @@ impl<'m> Account<'m> {
         }
     }
 
-    /// Hands the batch to the metrics (also at the end of the journal, and when dropped).
+    /// At the end of the journal: hands the batch over if it waited long enough.
+    pub(super) fn idle(&mut self) {
+        if !self.batch.is_empty() && self.last_flush.elapsed() >= IDLE_FLUSH {
+            self.flush();
+        }
+    }
+
+    /// Hands the batch to the metrics (also when dropped).
     pub(super) fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
         }
         self.pending = 0;
+        self.last_flush = std::time::Instant::now();
         let mut t = self.metrics.units.lock().unwrap_or_else(|p| p.into_inner());
         t.merge(
             self.batch

@@ -11,6 +11,7 @@
 //! [`Item`] and its encoder to `format`; the queue, the shipping thread, the watermark and
 //! the stores stay as they are.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
@@ -129,42 +130,48 @@ pub(super) trait Input {
 /// idle, and before the input would wait for room; an input calls [`Out::flush`] before it
 /// waits for data of its own. Dropping it sends what it holds.
 pub(super) struct Out {
-    tx: mpsc::SyncSender<Vec<Item>>,
-    recycle: mpsc::Receiver<Vec<Entry>>,
+    tx: mpsc::SyncSender<VecDeque<Item>>,
+    recycle: mpsc::Receiver<(VecDeque<Item>, Vec<Entry>)>,
     budget: Arc<Budget>,
-    batch: Vec<Item>,
+    batch: VecDeque<Item>,
+    /// Emptied batches back from the shipping thread: at live rates a batch is sent at
+    /// every end of the journal, and allocating one each time showed in the profile.
+    empties: Vec<VecDeque<Item>>,
     /// Cleared buffers back from the shipping thread, handed out one per entry shipped.
     spares: Vec<Entry>,
 }
 
 /// The shipping thread's end: items in, spent buffers back.
 pub(super) struct In {
-    rx: mpsc::Receiver<Vec<Item>>,
-    recycle: mpsc::SyncSender<Vec<Entry>>,
+    rx: mpsc::Receiver<VecDeque<Item>>,
+    recycle: mpsc::SyncSender<(VecDeque<Item>, Vec<Entry>)>,
     budget: Arc<Budget>,
-    current: std::vec::IntoIter<Item>,
+    current: VecDeque<Item>,
     spent: Vec<Entry>,
 }
 
 /// A queue between an input and the shipping thread, bounded in entries and in bytes.
 pub(super) fn queue() -> (Out, In) {
     let batches = SHIP_QUEUE / BATCH;
-    let (tx, rx) = mpsc::sync_channel::<Vec<Item>>(batches);
-    let (recycle_tx, recycle_rx) = mpsc::sync_channel::<Vec<Entry>>(batches);
+    let (tx, rx) = mpsc::sync_channel::<VecDeque<Item>>(batches);
+    // Room for every batch in flight to come back, so a returned buffer is never dropped
+    // for want of space.
+    let (recycle_tx, recycle_rx) = mpsc::sync_channel(batches + 2);
     let budget = Arc::new(Budget::default());
     (
         Out {
             tx,
             recycle: recycle_rx,
             budget: budget.clone(),
-            batch: Vec::with_capacity(BATCH),
+            batch: VecDeque::with_capacity(BATCH),
+            empties: Vec::new(),
             spares: Vec::new(),
         },
         In {
             rx,
             recycle: recycle_tx,
             budget,
-            current: Vec::new().into_iter(),
+            current: VecDeque::new(),
             spent: Vec::with_capacity(BATCH),
         },
     )
@@ -180,7 +187,7 @@ impl Drop for In {
 impl In {
     /// The next item, waiting at most `timeout`. `Err(true)`: the input hung up.
     pub(super) fn next(&mut self, timeout: Duration) -> Result<Item, bool> {
-        let item = match self.current.next() {
+        let item = match self.current.pop_front() {
             Some(item) => item,
             None => {
                 // Most calls find a batch waiting: skip the deadline arithmetic of a timed
@@ -192,13 +199,18 @@ impl In {
                     }
                     Err(mpsc::TryRecvError::Empty) => self.rx.recv_timeout(timeout),
                 };
-                match got {
-                    Ok(batch) => self.current = batch.into_iter(),
+                let batch = match got {
+                    Ok(batch) => batch,
                     Err(mpsc::RecvTimeoutError::Timeout) => return Err(false),
                     Err(mpsc::RecvTimeoutError::Disconnected) => return Err(true),
-                }
+                };
+                // The emptied batch goes back with the buffers spent so far.
+                let empty = std::mem::replace(&mut self.current, batch);
+                let spent = std::mem::take(&mut self.spent);
+                // A full return queue: the input has enough; these are freed.
+                let _ = self.recycle.try_send((empty, spent));
                 // A batch is never sent empty.
-                self.current.next().ok_or(false)?
+                self.current.pop_front().ok_or(false)?
             }
         };
         if let Item::Entry(e) = &item {
@@ -207,16 +219,13 @@ impl In {
         Ok(item)
     }
 
-    /// Hands a spent buffer back to the input (in batches), without the capacity of a
-    /// huge entry.
+    /// Hands a spent buffer back to the input (with the next emptied batch), without the
+    /// capacity of a huge entry.
     pub(super) fn recycle(&mut self, mut entry: Entry) {
         entry.clear();
         entry.release_large(RECYCLE_KEEP_BYTES);
-        self.spent.push(entry);
-        if self.spent.len() >= BATCH {
-            let spent = std::mem::replace(&mut self.spent, Vec::with_capacity(BATCH));
-            // A full return queue: the input has spares enough; these are freed.
-            let _ = self.recycle.try_send(spent);
+        if self.spent.len() < SHIP_QUEUE {
+            self.spent.push(entry);
         }
     }
 }
@@ -234,9 +243,7 @@ impl Out {
             }
         }
         if self.spares.is_empty() {
-            if let Ok(back) = self.recycle.try_recv() {
-                self.spares = back;
-            }
+            self.take_back();
         }
         let spare = self.spares.pop().unwrap_or_default();
         let full = std::mem::replace(entry, spare);
@@ -250,7 +257,7 @@ impl Out {
 
     /// Says the input has nothing more for now; sends what is gathered.
     pub(super) fn idle(&mut self) -> bool {
-        self.batch.push(Item::Idle);
+        self.batch.push_back(Item::Idle);
         self.flush()
     }
 
@@ -259,12 +266,31 @@ impl Out {
         if self.batch.is_empty() {
             return !self.budget.closed.load(Ordering::Acquire);
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        if self.empties.is_empty() {
+            self.take_back();
+        }
+        let next = self
+            .empties
+            .pop()
+            .unwrap_or_else(|| VecDeque::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.batch, next);
         self.tx.send(batch).is_ok()
     }
 
+    /// Collects the batches and buffers the shipping thread gave back.
+    fn take_back(&mut self) {
+        while let Ok((empty, spent)) = self.recycle.try_recv() {
+            if self.empties.len() < SHIP_QUEUE / BATCH + 2 {
+                self.empties.push(empty);
+            }
+            if self.spares.len() < SHIP_QUEUE {
+                self.spares.extend(spent);
+            }
+        }
+    }
+
     fn push(&mut self, item: Item) -> bool {
-        self.batch.push(item);
+        self.batch.push_back(item);
         if self.batch.len() >= BATCH {
             self.flush()
         } else {

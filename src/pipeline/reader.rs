@@ -270,7 +270,7 @@ impl Input for JournalInput<'_> {
                 return Ok(());
             }
             tracker.reader_beat();
-            account.flush();
+            account.idle();
             if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
                 last_gauges = Some(Instant::now());
                 self.refresh_gauges();
