@@ -503,7 +503,9 @@ pub(super) fn pipeline(raw: RawPipeline, at: &Locator) -> Result<PipelineConfig>
         max_in_flight_bytes: at.range(
             "pipeline.max_in_flight_bytes",
             raw.max_in_flight_bytes,
-            16 << 20,
+            // 4 MiB keeps the agent under 16 MiB of anonymous memory while it drains a
+            // backlog, at the same rate and CPU per entry as 16 MiB (measured, #19).
+            4 << 20,
             65_536,
             4 << 30,
         )? as usize,

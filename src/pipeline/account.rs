@@ -80,9 +80,11 @@ impl<'m> Account<'m> {
         }
     }
 
-    /// At the end of the journal: hands the batch over if it waited long enough.
-    pub(super) fn idle(&mut self) {
-        if !self.batch.is_empty() && self.last_flush.elapsed() >= IDLE_FLUSH {
+    /// At the end of the journal: hands the batch over if it waited long enough, or if
+    /// the journal stayed quiet since the last end (`quiet`): then nothing is coming that
+    /// would make the merge worth deferring.
+    pub(super) fn idle(&mut self, quiet: bool) {
+        if !self.batch.is_empty() && (quiet || self.last_flush.elapsed() >= IDLE_FLUSH) {
             self.flush();
         }
     }

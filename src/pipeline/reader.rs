@@ -188,6 +188,10 @@ impl Input for JournalInput<'_> {
         let mut account = super::account::Account::new(metrics);
         let mut gaps = GapDetector::default();
         let mut count = 0u32;
+        // Entries read, and their number at the previous end of the journal: equal means
+        // nothing was read since.
+        let mut read = 0u64;
+        let mut read_at_last_end = u64::MAX;
         // An entry already read (by the idle check below) and not yet handled.
         let mut pending = false;
         let mut last_entry = Instant::now();
@@ -239,6 +243,7 @@ impl Input for JournalInput<'_> {
                 }
             }
             if got {
+                read += 1;
                 account.observe(&entry);
             }
             if got && cfg.journal.exclude_own_entries && own.matches(&entry) {
@@ -270,7 +275,8 @@ impl Input for JournalInput<'_> {
                 return Ok(());
             }
             tracker.reader_beat();
-            account.idle();
+            account.idle(read_at_last_end == read);
+            read_at_last_end = read;
             if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
                 last_gauges = Some(Instant::now());
                 self.refresh_gauges();

@@ -75,6 +75,11 @@ pub(super) fn run(
     }
 }
 
+/// What a record costs beyond its value and cursor while in flight (librdkafka's message
+/// and headers, the watermark's slot), counted against the byte window so that it bounds
+/// memory for small entries too.
+const RECORD_BOOKKEEPING: usize = 256;
+
 /// How often the shipping thread looks for refused records while the queue is quiet.
 const REPAIR_POLL: Duration = Duration::from_millis(20);
 
@@ -200,7 +205,7 @@ impl Shipper {
         if let Some(p) = self.progress.as_mut() {
             p.shipped(&entry.cursor);
         }
-        let bytes = self.payload.len() + entry.cursor.len();
+        let bytes = self.payload.len() + entry.cursor.len() + RECORD_BOOKKEEPING;
         let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {
             return false;
         };
