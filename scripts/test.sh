@@ -32,5 +32,6 @@ JK_PREV_DEB=/tmp/journald-kafka-prev.deb scripts/system-test.sh
 phase "benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
 scripts/bench-delivery.sh --quick
+scripts/bench-live.sh --quick
 phase ""
 echo "== all tests passed in $((SECONDS - t0)) s"
