@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Live load: what each agent costs while it follows a real systemd-journald fed at fixed
 # rates, the measure fleets care about (an agent runs on machines doing real work).
-#   scripts/bench-live.sh            rates 1000 10000 30000 max, 20 s each, journald-kafka,
+#   scripts/bench-live.sh            rates idle 1000 10000 30000 max, 20 s each, journald-kafka,
 #                                    rsyslog (imjournal -> omkafka), syslog-ng (systemd-journal -> kafka-c)
 #   scripts/bench-live.sh --quick    journald-kafka only, 1000 and 10000 entries/s, 5 s (CI: proves
 #                                    the harness runs; prints figures, asserts nothing about speed)
 #   LIVE_RATES="10000" LIVE_SECONDS=30 LIVE_REPS=3 LIVE_AGENTS="agent rsyslog" scripts/bench-live.sh
+#   LIVE_AB="before=/tmp/jk-old after=target/release/journald-kafka" LIVE_AGENTS= scripts/bench-live.sh
+#                                    journald-kafka builds side by side (before/after one change)
 #   LIVE_PERF=DIR ...                also records a perf profile of each agent during the load
 #                                    (DIR/AGENT-RATE-REP.data; perf report -i ... --sort comm,sym)
 # For every agent and rate: a fresh journald namespace instance (rate limit off, persistent
 # storage) and a fresh broker (noida-db, which the peers' librdkafka 2.0.2 can talk to); the
 # agent starts first and follows the namespace (the peers read it as "the local journal"
 # through scripts/run-in-journal-ns.sh); tests/tools/loadgen.py writes entries at the rate
-# ("max": as fast as journald takes them) while tests/tools/live_consumer.py reads the topic.
+# ("max": as fast as journald takes them; "idle": nothing, what an agent costs on a quiet host) while tests/tools/live_consumer.py reads the topic.
 # Reported: the rate journald took, the agent's CPU as % of one core over the load (user +
 # system, all threads), its largest anonymous RSS, latency p50/p99 from send to the record
 # being read back from Kafka, and entries lost (sent, and never seen in Kafka after 15 s of
@@ -20,10 +22,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-RATES=${LIVE_RATES:-1000 10000 30000 max}; SECS=${LIVE_SECONDS:-20}; REPS=${LIVE_REPS:-1}
-AGENTS=${LIVE_AGENTS:-agent rsyslog syslog-ng}
+RATES=${LIVE_RATES:-idle 1000 10000 30000 max}; SECS=${LIVE_SECONDS:-20}; REPS=${LIVE_REPS:-1}
+AGENTS=${LIVE_AGENTS-agent rsyslog syslog-ng}
 if [ "${1:-}" = "--quick" ]; then
-  RATES=${LIVE_RATES:-1000 10000}; SECS=${LIVE_SECONDS:-5}; AGENTS=${LIVE_AGENTS:-agent}
+  RATES=${LIVE_RATES:-idle 1000 10000}; SECS=${LIVE_SECONDS:-5}; AGENTS=${LIVE_AGENTS-agent}
 fi
 CACHE=${BENCH_CACHE:-$HOME/.cache/journald-kafka-bench}
 WORK=$(mktemp -d /tmp/jk-live.XXXXXX)
@@ -71,9 +73,12 @@ start_journald() {
 }
 
 start_agent() { # name topic
-  local d=$WORK/$1; mkdir -p "$d"
+  local d=$WORK/$1 bin=$BIN; mkdir -p "$d"
   case $1 in
-    agent)
+    ab-*) for ab in ${LIVE_AB:-}; do [ "ab-${ab%%=*}" = "$1" ] && bin=${ab#*=}; done ;;
+  esac
+  case $1 in
+    agent|ab-*)
       cat > "$d/agent.toml" <<TOML
 [journal]
 namespace = "$NS"
@@ -85,7 +90,7 @@ directory = "$d/state"
 [log]
 target = "stderr"
 TOML
-      "$BIN" run --config "$d/agent.toml" 2>"$d/log" & agent_pid=$! ;;
+      "$bin" run --config "$d/agent.toml" 2>"$d/log" & agent_pid=$! ;;
     rsyslog)
       ensure_rsyslog || return 1
       rsyslog_conf "$d" "$2"
@@ -111,6 +116,7 @@ sample_anon() {
 # One agent at one rate; appends "rate_taken cpu_pct anon_kib p50 p99 lost journald_pct sent".
 run_one() { # agent rate rep
   local name=$1 rate=$2 topic=live-$1 r=${2/max/0}
+  [ "$rate" = idle ] && r=0
   fresh_broker "$1-$2-$3"
   start_journald
   start_agent "$name" "$topic" || { stop_journald; return 0; }
@@ -126,7 +132,11 @@ run_one() { # agent rate rep
   if [ -n "${LIVE_PERF:-}" ]; then
     mkdir -p "$LIVE_PERF"; perf record -F 999 -g -p "$agent_pid" -o "$LIVE_PERF/$1-$2-$3.data" >/dev/null 2>&1 & perf_pid=$!
   fi
-  read -r sent took < <(python3 "$ROOT/tests/tools/loadgen.py" "/run/systemd/journal.$NS/socket" "$r" "$SECS" "$3$2")
+  if [ "$rate" = idle ]; then
+    sleep "$SECS"; sent=0; took=$SECS
+  else
+    read -r sent took < <(python3 "$ROOT/tests/tools/loadgen.py" "/run/systemd/journal.$NS/socket" "$r" "$SECS" "$3$2")
+  fi
   if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   t1=$(date +%s.%N)
   c1=$(proc_cpu "/proc/$agent_pid/stat"); j1=$(proc_cpu "/proc/$jd_pid/stat")
@@ -141,6 +151,7 @@ run_one() { # agent rate rep
   stop_journald
 }
 
+for ab in ${LIVE_AB:-}; do AGENTS="$AGENTS ab-${ab%%=*}"; done
 for rep in $(seq 1 "$REPS"); do
   for rate in $RATES; do
     for a in $AGENTS; do
@@ -150,7 +161,7 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-label() { case $1 in agent) echo "journald-kafka" ;; rsyslog) echo "rsyslog imjournal->omkafka" ;; syslog-ng) echo "syslog-ng journal->kafka-c" ;; esac; }
+label() { case $1 in agent) echo "journald-kafka" ;; ab-*) echo "journald-kafka '${1#ab-}'" ;; rsyslog) echo "rsyslog imjournal->omkafka" ;; syslog-ng) echo "syslog-ng journal->kafka-c" ;; esac; }
 echo
 echo "live benchmark: journald namespace instance, noida-db on 127.0.0.1, $SECS s per rate, $REPS repetition(s), medians; $(nproc) cores, $(uname -r)"
 printf "%-28s %8s %10s %8s %10s %9s %9s %7s %11s\n" agent rate "taken/s" "CPU %" "anon MiB" "p50 ms" "p99 ms" lost "journald %"

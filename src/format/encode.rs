@@ -1005,7 +1005,10 @@ mod tests {
                 .collect();
             assert_eq!(values, ["first", "second"], "{n}");
         }
-        assert_eq!(map.iter().filter(|(k, _)| k.starts_with("FIELD_")).count(), 150);
+        assert_eq!(
+            map.iter().filter(|(k, _)| k.starts_with("FIELD_")).count(),
+            150
+        );
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! nothing else may tell it that a record was delivered.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
 
 use super::client::client_config;
 use super::refusal::{self, Refusal, Refusals};
@@ -40,6 +41,9 @@ pub(crate) struct DeliveryContext {
     /// librdkafka's words for the last classified failure (which certificate check
     /// failed, say): errors are rare, so a lock is fine.
     cause_reason: std::sync::Mutex<String>,
+    /// Callbacks served (deliveries, statistics, errors, log lines): the polling thread
+    /// drains events while this moves.
+    served: AtomicU64,
 }
 
 impl DeliveryContext {
@@ -77,6 +81,7 @@ impl DeliveryContext {
 
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         // librdkafka repeats connection failures on every attempt; one line a minute per
         // kind of message is enough (the key ignores its "N identical suppressed" suffix).
         let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
@@ -101,12 +106,14 @@ impl ClientContext for DeliveryContext {
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         // Statistics arrive from librdkafka's polling thread: proof that it is not wedged.
         self.tracker.producer_beat();
         self.metrics.librdkafka_stats(statistics);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         let code = error.rdkafka_error_code();
         if code == Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown) {
             if self
@@ -143,6 +150,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        self.served.fetch_add(1, Ordering::Relaxed);
         if result.is_ok() {
             // An acknowledgement is the surest sign a broker answers (readiness).
             self.metrics.broker_state(true);
@@ -228,7 +236,85 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-pub(crate) type Producer = ThreadedProducer<DeliveryContext>;
+/// librdkafka's producer and the thread that serves its events (delivery reports,
+/// statistics, errors).
+///
+/// Not rdkafka's `ThreadedProducer`: its thread calls `poll(100 ms)`, which loops until
+/// its deadline and, once less than a millisecond is left, polls without blocking — a
+/// busy wait at the end of every call. Measured on an idle agent: 0.87 % of a core in
+/// that thread alone (30 s idle: 0.26 s of CPU), most of it reading the clock (#19).
+/// This thread drains the events that are there without blocking and then sleeps: 2 ms
+/// while records are in flight, so delivery reports are served promptly, 100 ms
+/// otherwise.
+#[derive(Clone)]
+pub(crate) struct Producer {
+    inner: Arc<BaseProducer<DeliveryContext>>,
+    /// Stops and joins the polling thread when the last clone goes.
+    _poller: Arc<Poller>,
+}
+
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sleep between drains while records are in flight, and while none are.
+const POLL_BUSY: Duration = Duration::from_millis(2);
+const POLL_IDLE: Duration = Duration::from_millis(100);
+
+/// At most this many events per drain, so a stop is noticed under any load.
+const DRAIN_MAX: u32 = 1024;
+
+impl Producer {
+    fn start(inner: BaseProducer<DeliveryContext>) -> Producer {
+        let inner = Arc::new(inner);
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (p, stop) = (inner.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("producer-poll".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // poll(0) serves at most one event; go on while callbacks run.
+                        for _ in 0..DRAIN_MAX {
+                            let before = p.context().served.load(Ordering::Relaxed);
+                            p.poll(Duration::ZERO);
+                            if p.context().served.load(Ordering::Relaxed) == before {
+                                break;
+                            }
+                        }
+                        let busy = p.in_flight_count() > 0;
+                        std::thread::sleep(if busy { POLL_BUSY } else { POLL_IDLE });
+                    }
+                })
+                .expect("spawn the producer's polling thread")
+        };
+        Producer {
+            inner,
+            _poller: Arc::new(Poller {
+                stop,
+                thread: Some(poller),
+            }),
+        }
+    }
+}
+
+impl std::ops::Deref for Producer {
+    type Target = BaseProducer<DeliveryContext>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
 
 /// What makes a producer transactional (exactly-once mode).
 pub(crate) struct Transactional<'a> {
@@ -269,7 +355,9 @@ fn create(
         repeats: RateLimit::default(),
         cause: std::sync::atomic::AtomicU8::new(0),
         cause_reason: std::sync::Mutex::new(String::new()),
+        served: AtomicU64::new(0),
     })
+    .map(Producer::start)
 }
 
 /// A producer for records the brokers refused as too large: one record per batch and no

@@ -83,6 +83,9 @@ const RECORD_BOOKKEEPING: usize = 256;
 /// How often the shipping thread looks for refused records while the queue is quiet.
 const REPAIR_POLL: Duration = Duration::from_millis(20);
 
+/// The same, before any record was refused in this session and without progress records.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
 fn ship_all(
     mut queue: In,
     shipper: &mut Shipper,
@@ -93,7 +96,11 @@ fn ship_all(
     metrics: &Metrics,
 ) -> Result<(), Failure> {
     loop {
-        let item = match queue.next(REPAIR_POLL) {
+        // A quiet queue is woken for refused records and progress windows; with neither
+        // in play, four times a second is enough (50 wake-ups a second were a third of an
+        // idle agent's CPU, #19): a first refusal then waits at most that long.
+        let busy = repairs.as_deref().is_some_and(Repairer::active) || shipper.progress.is_some();
+        let item = match queue.next(if busy { REPAIR_POLL } else { IDLE_POLL }) {
             Ok(item) => Some(item),
             Err(false) => None,
             Err(true) => return Ok(()),

@@ -58,4 +58,5 @@ while True:
         break
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
-print(sent, len(seen), sent - len(seen), "%.1f" % q(0.50), "%.1f" % q(0.99), "%.1f" % (lat[-1] if lat else float("nan")))
+fmt = lambda v: "-" if v != v else "%.1f" % v
+print(sent, len(seen), sent - len(seen), fmt(q(0.50)), fmt(q(0.99)), fmt(lat[-1] if lat else float("nan")))
