@@ -131,7 +131,27 @@ impl Tracker {
     /// Waits for room in the window, then registers the entry and returns its sequence
     /// number. An entry larger than the whole byte window is admitted alone once everything
     /// before it is settled, so it cannot wedge the pipeline.
+    #[cfg(test)]
     pub fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
+        self.admit_or(cursor, bytes, None)
+    }
+
+    /// [`Tracker::admit`], running `while_full` (without the lock) every 20 ms while the
+    /// window is full: records the brokers refused stay in the window until their policy
+    /// settles them, and that policy runs on the waiting thread, so without this a window
+    /// full of refused records would never empty (found when the default window shrank to
+    /// 4 MiB, #19). `while_full` returning false ends the wait (the session is ending).
+    pub fn admit_or(
+        &self,
+        cursor: String,
+        bytes: usize,
+        mut while_full: Option<&mut dyn FnMut() -> bool>,
+    ) -> Result<u64, Refused> {
+        let wait = if while_full.is_some() {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(200)
+        };
         let mut g = self.lock();
         let mut waiting_since: Option<Instant> = None;
         let mut engaged = false;
@@ -170,10 +190,17 @@ impl Tracker {
             g.waiters += 1;
             g = self
                 .changed
-                .wait_timeout(g, Duration::from_millis(200))
+                .wait_timeout(g, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
             g.waiters -= 1;
+            if let Some(f) = while_full.as_deref_mut() {
+                drop(g);
+                if !f() {
+                    return Err(Refused::Stopping);
+                }
+                g = self.lock();
+            }
         }
     }
 

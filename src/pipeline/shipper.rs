@@ -123,7 +123,17 @@ fn ship_all(
                 }
                 // False: admission was refused (stop or failure). What is still queued was
                 // never admitted, so the watermark cannot pass it.
-                if !shipper.ship(&mut entry, tracker, producer, metrics) {
+                let shipped = match repairs.as_deref_mut() {
+                    Some(r) => shipper.ship(
+                        &mut entry,
+                        tracker,
+                        producer,
+                        metrics,
+                        Some(&mut || r.repair_waiting()),
+                    ),
+                    None => shipper.ship(&mut entry, tracker, producer, metrics, None),
+                };
+                if !shipped {
                     return Ok(());
                 }
                 if let Some(t) = txn.as_deref_mut() {
@@ -186,6 +196,7 @@ impl Shipper {
         tracker: &Tracker,
         producer: &Producer,
         metrics: &Metrics,
+        while_full: Option<&mut dyn FnMut() -> bool>,
     ) -> bool {
         Metrics::add(&metrics.entries_read, 1);
         Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
@@ -213,7 +224,7 @@ impl Shipper {
             p.shipped(&entry.cursor);
         }
         let bytes = self.payload.len() + entry.cursor.len() + RECORD_BOOKKEEPING;
-        let Ok(seq) = tracker.admit(std::mem::take(&mut entry.cursor), bytes) else {
+        let Ok(seq) = tracker.admit_or(std::mem::take(&mut entry.cursor), bytes, while_full) else {
             return false;
         };
         let timestamp_ms = self.record_timestamp(entry.realtime_usec, metrics);
