@@ -596,33 +596,29 @@ impl<'a> Writer<'a> {
         // Most journal values are ASCII: checking that is cheaper than full UTF-8
         // validation, and the string header is written here rather than through rmp's
         // `Write`-based path (both measured in the profile, #19).
-        if self.format == Format::MessagePack && v.is_ascii() {
-            msgpack_str_header(self.out, v.len());
-            self.out.extend_from_slice(v);
-            return;
-        }
-        match (self.format, std::str::from_utf8(v)) {
-            (Format::MessagePack, Ok(s)) => {
-                rmp::encode::write_str(self.out, s).expect("Vec<u8> write");
+        match self.format {
+            Format::MessagePack if v.is_ascii() || std::str::from_utf8(v).is_ok() => {
+                msgpack_str_header(self.out, v.len());
+                self.out.extend_from_slice(v);
             }
-            (Format::MessagePack, Err(_)) => {
+            Format::MessagePack => {
                 rmp::encode::write_bin(self.out, v).expect("Vec<u8> write");
             }
-            (Format::Json, Ok(s)) => {
+            Format::Json => {
                 self.sep();
-                json_string(self.out, s);
-                self.end_value();
-            }
-            (Format::Json, Err(_)) => {
-                self.sep();
-                self.out.push(b'[');
-                for (i, b) in v.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push(b',');
+                match std::str::from_utf8(v) {
+                    Ok(s) => json_string(self.out, s),
+                    Err(_) => {
+                        self.out.push(b'[');
+                        for (i, b) in v.iter().enumerate() {
+                            if i > 0 {
+                                self.out.push(b',');
+                            }
+                            self.out.extend_from_slice(b.to_string().as_bytes());
+                        }
+                        self.out.push(b']');
                     }
-                    self.out.extend_from_slice(b.to_string().as_bytes());
                 }
-                self.out.push(b']');
                 self.end_value();
             }
         }

@@ -50,32 +50,36 @@ struct Budget {
 }
 
 impl Budget {
-    /// Takes `n` bytes if they fit now (or the queue is empty); never waits.
+    /// Takes `n` bytes if they fit now (or the queue is empty); never waits for room (a
+    /// lost race with the other end is retried).
     fn try_take(&self, n: usize) -> bool {
-        let used = self.used.load(Ordering::Acquire);
-        (used == 0 || used + n <= SHIP_QUEUE_BYTES)
-            && self
+        loop {
+            let used = self.used.load(Ordering::Acquire);
+            if used != 0 && used + n > SHIP_QUEUE_BYTES {
+                return false;
+            }
+            if self
                 .used
                 .compare_exchange(used, used + n, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+            {
+                return true;
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
     }
 
     /// Waits until `n` more bytes fit (or the queue is empty), then takes them. Returns
     /// false when the shipping end is gone.
     fn take(&self, n: usize) -> bool {
         loop {
-            let used = self.used.load(Ordering::Acquire);
-            if used == 0 || used + n <= SHIP_QUEUE_BYTES {
-                if self
-                    .used
-                    .compare_exchange(used, used + n, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return !self.closed.load(Ordering::Acquire);
-                }
-                continue;
+            if self.try_take(n) {
+                return self.is_open();
             }
-            if self.closed.load(Ordering::Acquire) {
+            if !self.is_open() {
                 return false;
             }
             let g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,7 +268,7 @@ impl Out {
     /// Sends the items gathered so far. An input calls it before it waits for data.
     pub(super) fn flush(&mut self) -> bool {
         if self.batch.is_empty() {
-            return !self.budget.closed.load(Ordering::Acquire);
+            return self.budget.is_open();
         }
         if self.empties.is_empty() {
             self.take_back();
@@ -294,7 +298,7 @@ impl Out {
         if self.batch.len() >= BATCH {
             self.flush()
         } else {
-            !self.budget.closed.load(Ordering::Acquire)
+            self.budget.is_open()
         }
     }
 }
