@@ -12,7 +12,9 @@
 //! Module dependencies point one way too (no cycles): `config`, `error`, `logging`,
 //! `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on `journal`;
 //! `checkpoint` on `journal` and `logging`; `kafka` on `checkpoint` and `format`;
-//! `pipeline` on all of them; `cli`, `readback` and `verify` sit on top. See
+//! `pipeline` on all of them; `forward` (the Forward-protocol input, beside the journal
+//! pipeline) on `config`, `kafka`, `logging` and `metrics`; `cli`, `readback` and
+//! `verify` sit on top. See
 //! `docs/design.md` for the reasoning behind the shape.
 //!
 //! Only what the benchmarks use is public; everything else is `pub(crate)`.
@@ -23,6 +25,7 @@ mod cli;
 pub mod config;
 mod error;
 pub mod format;
+mod forward;
 pub mod journal;
 mod kafka;
 mod logging;

@@ -52,6 +52,16 @@ pub struct Metrics {
     /// Exactly-once mode: transactions aborted (their entries are sent again).
     pub transactions_aborted: AtomicU64,
     pub sessions_restarted: AtomicU64,
+    // The Forward input (zero when it is off).
+    pub forward_connections_total: AtomicU64,
+    pub forward_events: AtomicU64,
+    pub forward_events_delivered: AtomicU64,
+    pub forward_events_failed: AtomicU64,
+    pub forward_chunks: AtomicU64,
+    pub forward_acks: AtomicU64,
+    pub forward_rejected: AtomicU64,
+    /// Forward connections open now.
+    pub forward_connections_open: AtomicU64,
     /// Failed deliveries by librdkafka error code name.
     pub failures_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Readiness thresholds (`metrics.stall_seconds`, `metrics.min_loss_forecast_seconds`):
@@ -122,6 +132,14 @@ impl Default for Metrics {
             cursor_write_errors: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
+            forward_connections_total: AtomicU64::new(0),
+            forward_events: AtomicU64::new(0),
+            forward_events_delivered: AtomicU64::new(0),
+            forward_events_failed: AtomicU64::new(0),
+            forward_chunks: AtomicU64::new(0),
+            forward_acks: AtomicU64::new(0),
+            forward_rejected: AtomicU64::new(0),
+            forward_connections_open: AtomicU64::new(0),
             failures_by_kind: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
             units: Mutex::new(UnitTable::default()),
@@ -315,7 +333,7 @@ impl Metrics {
 
 impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, &AtomicU64); 20] = [
+        let counters: [(&str, &str, &AtomicU64); 27] = [
             (
                 "journald_kafka_entries_read",
                 "Journal entries read (after the journal matches)",
@@ -416,6 +434,41 @@ impl Collector for Metrics {
                 "Pipeline restarts from the last safe cursor after a failure",
                 &self.sessions_restarted,
             ),
+            (
+                "journald_kafka_forward_connections",
+                "Forward-protocol connections accepted",
+                &self.forward_connections_total,
+            ),
+            (
+                "journald_kafka_forward_events",
+                "Forward events received in well-formed messages",
+                &self.forward_events,
+            ),
+            (
+                "journald_kafka_forward_events_delivered",
+                "Forward events acknowledged by the broker",
+                &self.forward_events_delivered,
+            ),
+            (
+                "journald_kafka_forward_events_failed",
+                "Forward events the producer could not deliver (their chunk is not acknowledged; the client resends)",
+                &self.forward_events_failed,
+            ),
+            (
+                "journald_kafka_forward_chunks",
+                "Forward messages that asked for an acknowledgement (option chunk)",
+                &self.forward_chunks,
+            ),
+            (
+                "journald_kafka_forward_acks",
+                "Acknowledgements sent after every event of the chunk was confirmed by the broker",
+                &self.forward_acks,
+            ),
+            (
+                "journald_kafka_forward_rejected",
+                "Forward connections closed for malformed input, a failed handshake or the connection limit",
+                &self.forward_rejected,
+            ),
         ];
         for (name, help, v) in counters {
             let c = ConstCounter::new(Self::get(v));
@@ -473,6 +526,11 @@ impl Collector for Metrics {
         let oldest = Self::get(&self.journal_oldest_usec);
         let checkpoint = Self::get(&self.checkpoint_realtime_usec);
         let gauges: Vec<(&str, &str, f64)> = vec![
+            (
+                "journald_kafka_forward_connections_open",
+                "Forward-protocol connections open now",
+                Self::get(&self.forward_connections_open) as f64,
+            ),
             (
                 "journald_kafka_journal_unreadable_files",
                 "Journal files of the source that cannot be opened (corrupt, or not readable by the agent), as of the last check",

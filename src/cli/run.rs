@@ -107,10 +107,33 @@ pub(super) fn run(
             .context("cannot start the summary thread")?
     };
 
-    spawn_forecast(&cfg, metrics.clone(), shutdown.clone())?;
-    let result = pipeline::run(cfg, &mut store, &shutdown, &metrics, &notifier);
+    let forward = match &cfg.forward {
+        Some(_) => {
+            let server = crate::forward::start(
+                &cfg,
+                metrics.clone(),
+                Duration::from_millis(cfg.pipeline.shutdown_timeout_ms),
+            )?;
+            tracing::info!(
+                listening = server.listening.join(", "),
+                "forward input: listening"
+            );
+            Some(server)
+        }
+        None => None,
+    };
+    let result = if cfg.journal.enabled {
+        spawn_forecast(&cfg, metrics.clone(), shutdown.clone())?;
+        pipeline::run(cfg, &mut store, &shutdown, &metrics, &notifier)
+    } else {
+        forward_only(forward.as_ref(), &shutdown, &notifier)
+    };
     notifier.stopping();
     shutdown.request();
+    // After the journal pipeline settled: both stop within their shutdown timeout.
+    if let Some(f) = forward {
+        f.stop();
+    }
     let _ = summary.join();
     drop(signals);
     match result {
@@ -124,6 +147,39 @@ pub(super) fn run(
             Ok(ExitCode::from(f.exit_code()))
         }
     }
+}
+
+/// The agent with the Forward input alone (`journal.enabled = false`): READY once it
+/// listens, watchdog pings while its thread lives.
+fn forward_only(
+    forward: Option<&crate::forward::Server>,
+    shutdown: &Shutdown,
+    notifier: &Notifier,
+) -> Result<(), crate::error::Failure> {
+    let Some(server) = forward else {
+        return Ok(());
+    };
+    notifier.ready(&format!(
+        "forward input listening on {}",
+        server.listening.join(", ")
+    ));
+    let ping = notifier
+        .watchdog()
+        .map(|w| w / 2)
+        .unwrap_or(Duration::from_secs(3600));
+    let mut last = std::time::Instant::now();
+    while !shutdown_wait(shutdown, Duration::from_millis(200).min(ping)) {
+        if !server.is_running() {
+            return Err(crate::error::Failure::fatal(anyhow::anyhow!(
+                "the forward input stopped unexpectedly"
+            )));
+        }
+        if last.elapsed() >= ping {
+            notifier.watchdog_ping();
+            last = std::time::Instant::now();
+        }
+    }
+    Ok(())
 }
 
 fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
@@ -214,7 +270,13 @@ impl Reload {
 /// the cursor lives and how (a reload resumes from the committed cursor of the same store).
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     use std::fmt::Debug;
-    let fixed: [(&'static str, &dyn Debug, &dyn Debug); 5] = [
+    let fixed: [(&'static str, &dyn Debug, &dyn Debug); 7] = [
+        ("forward", &old.forward, &new.forward),
+        (
+            "journal.enabled",
+            &old.journal.enabled,
+            &new.journal.enabled,
+        ),
         (
             "state.directory",
             &old.state.directory,

@@ -32,6 +32,45 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub delivery: DeliveryConfig,
+    /// The Fluentd Forward input (`None`: off).
+    pub forward: Option<ForwardConfig>,
+}
+
+/// The Forward-protocol input (docs/configuration.md, `[forward]`).
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// TCP address to listen on.
+    pub listen: Option<String>,
+    /// Unix socket path to listen on.
+    pub socket: Option<PathBuf>,
+    pub topic: Vec<ForwardPart>,
+    /// For a topic the template cannot make (a missing field, an invalid name).
+    pub topic_fallback: String,
+    /// Record field whose string value keys the record.
+    pub key_field: Option<String>,
+    /// Names under which the tag and the event time are added to the record (`None`: not).
+    pub tag_field: Option<String>,
+    pub time_field: Option<String>,
+    /// The shared key: clients must pass the HELO/PING/PONG handshake with it.
+    pub shared_key: Option<Secret>,
+    pub self_hostname: String,
+    /// User authentication inside the handshake (name, password); needs `shared_key`.
+    pub users: Vec<(String, Secret)>,
+    /// TLS certificate chain and key (PEM): the TCP listener speaks TLS only.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_bytes: usize,
+}
+
+/// One piece of the Forward topic template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardPart {
+    Literal(String),
+    /// `{@tag}`: the event's tag.
+    Tag,
+    /// `{name}`: a string field of the record.
+    Field(String),
 }
 
 /// The delivery guarantee and, for exactly-once, its transaction settings.
@@ -130,6 +169,8 @@ pub enum CursorLost {
 
 #[derive(Debug, Clone)]
 pub struct JournalConfig {
+    /// The journal input runs (false: only `[forward]` does).
+    pub enabled: bool,
     pub source: Source,
     pub start: Start,
     pub cursor_lost: CursorLost,
@@ -382,7 +423,24 @@ pub fn parse(text: &str) -> Result<Config> {
         log: sections::log(raw.log, &at)?,
         metrics: sections::metrics(raw.metrics, &at)?,
         delivery: sections::delivery(raw.delivery, &at)?,
+        forward: None,
     };
+    let forward = match raw.forward {
+        Some(f) => {
+            let span = f.span();
+            Some(sections::forward(f.into_inner(), span, &cfg.kafka, &at)?)
+        }
+        None => None,
+    };
+    if !cfg.journal.enabled && forward.is_none() {
+        bail!("journal.enabled = false leaves no input: configure [forward] or enable the journal");
+    }
+    if forward.is_some() && cfg.delivery.mode == Mode::ExactlyOnce {
+        bail!(
+            "[forward] cannot run in delivery.mode = \"exactly-once\": a Forward client's acknowledgement is its own resend protocol (at-least-once with a dedup id); run the Forward input in an agent of its own"
+        );
+    }
+    let cfg = Config { forward, ..cfg };
     // librdkafka refuses a record above its message.max.bytes before sending it; the
     // encoder's limit must stay below, or such an entry could never be shipped.
     let producer_max: usize = cfg

@@ -28,6 +28,35 @@ pub(super) struct RawConfig {
     pub(super) metrics: RawMetrics,
     #[serde(default)]
     pub(super) delivery: RawDelivery,
+    pub(super) forward: Option<Spanned<RawForward>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForward {
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) socket: Option<Spanned<PathBuf>>,
+    pub(super) topic: Option<Spanned<String>>,
+    pub(super) topic_fallback: Option<Spanned<String>>,
+    pub(super) key_field: Option<Spanned<String>>,
+    pub(super) tag_field: Option<Spanned<String>>,
+    pub(super) time_field: Option<Spanned<String>>,
+    pub(super) shared_key_file: Option<Spanned<PathBuf>>,
+    pub(super) self_hostname: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) users: Vec<Spanned<RawForwardUser>>,
+    pub(super) tls_cert: Option<Spanned<PathBuf>>,
+    pub(super) tls_key: Option<Spanned<PathBuf>>,
+    pub(super) max_message_bytes: Option<Spanned<u64>>,
+    pub(super) max_connections: Option<Spanned<u64>>,
+    pub(super) max_in_flight_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForwardUser {
+    pub(super) name: String,
+    pub(super) password_file: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,6 +87,7 @@ pub(super) struct RawMetrics {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJournal {
+    pub(super) enabled: Option<bool>,
     pub(super) directory: Option<Spanned<PathBuf>>,
     pub(super) files: Option<Spanned<Vec<PathBuf>>>,
     pub(super) namespace: Option<Spanned<String>>,

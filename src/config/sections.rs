@@ -194,6 +194,7 @@ pub(super) fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
     }
 
     Ok(JournalConfig {
+        enabled: raw.enabled.unwrap_or(true),
         source,
         start,
         cursor_lost,
@@ -803,4 +804,209 @@ fn is_journal_field(name: &str) -> bool {
         || name.starts_with("COREDUMP_")
         || name.starts_with("JOURNALD_KAFKA_")
         || KNOWN.contains(&name)
+}
+
+/// `[forward]`: at least one listener; the topic defaults to kafka.topic when that is a
+/// plain name.
+pub(super) fn forward(
+    raw: RawForward,
+    span: std::ops::Range<usize>,
+    kafka: &KafkaConfig,
+    at: &Locator,
+) -> Result<ForwardConfig> {
+    let listen = raw
+        .listen
+        .map(|l| {
+            at.with("forward.listen", l, |l| {
+                match l.parse::<std::net::SocketAddr>() {
+                    Ok(_) => Ok(l),
+                    Err(_) => Err(format!(
+                        "{l:?} is not an address such as \"127.0.0.1:24224\""
+                    )),
+                }
+            })
+        })
+        .transpose()?;
+    let socket = raw
+        .socket
+        .map(|s| {
+            at.with("forward.socket", s, |s| {
+                if s.is_absolute() {
+                    Ok(s)
+                } else {
+                    Err(format!("{} is not an absolute path", s.display()))
+                }
+            })
+        })
+        .transpose()?;
+    if listen.is_none() && socket.is_none() {
+        return at.err(
+            "forward",
+            span,
+            "give forward.listen (\"127.0.0.1:24224\") or forward.socket, or both",
+        );
+    }
+    let topic = match raw.topic {
+        Some(t) => at.with("forward.topic", t, |t| parse_forward_template(&t))?,
+        None => match kafka.fixed_topic() {
+            Some(t) => vec![ForwardPart::Literal(t.to_string())],
+            None => {
+                return at.err(
+                    "forward",
+                    span,
+                    "kafka.topic is a journal template: give forward.topic (\"{@tag}\" is the event's tag)",
+                );
+            }
+        },
+    };
+    let topic_fallback = match raw.topic_fallback {
+        Some(t) => at.with("forward.topic_fallback", t, |t| {
+            check_topic_name(&t).map(|()| t)
+        })?,
+        None => kafka
+            .topic_fallback
+            .clone()
+            .or_else(|| kafka.fixed_topic().map(str::to_string))
+            .unwrap_or_else(|| "fluent".to_string()),
+    };
+    let field_name = |key: &str, v: Option<Spanned<String>>, default: Option<&str>| match v {
+        None => Ok(default.map(str::to_string)),
+        Some(v) if v.get_ref().is_empty() => Ok(None),
+        Some(v) => at.with(key, v, |s| {
+            if s.len() > 256 {
+                Err("must be at most 256 bytes".into())
+            } else {
+                Ok(Some(s))
+            }
+        }),
+    };
+    let key_field = field_name("forward.key_field", raw.key_field, None)?;
+    let tag_field = field_name("forward.tag_field", raw.tag_field, Some("fluent_tag"))?;
+    let time_field = field_name("forward.time_field", raw.time_field, Some("fluent_time"))?;
+    let secret = |key: &str, p: Spanned<PathBuf>| {
+        at.with(key, p, |path| {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                return Err(format!("{} is empty", path.display()));
+            }
+            Ok(Secret::new(text.to_string()))
+        })
+    };
+    let shared_key = raw
+        .shared_key_file
+        .map(|p| secret("forward.shared_key_file", p))
+        .transpose()?;
+    let mut users = Vec::new();
+    for u in raw.users {
+        let span = u.span();
+        let u = u.into_inner();
+        if shared_key.is_none() {
+            return at.err(
+                "forward.users",
+                span,
+                "user authentication is part of the shared-key handshake: set forward.shared_key_file too",
+            );
+        }
+        if u.name.is_empty() {
+            return at.err("forward.users", span, "a user needs a name");
+        }
+        let password = secret(
+            "forward.users.password_file",
+            Spanned::new(span.clone(), u.password_file),
+        )?;
+        users.push((u.name, password));
+    }
+    let self_hostname = match raw.self_hostname {
+        Some(h) => h.into_inner(),
+        None => gethostname::gethostname()
+            .to_string_lossy()
+            .trim()
+            .to_string(),
+    };
+    let tls = match (raw.tls_cert, raw.tls_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((c.into_inner(), k.into_inner())),
+        (Some(c), None) => {
+            return at.err("forward.tls_cert", c.span(), "needs forward.tls_key too");
+        }
+        (None, Some(k)) => {
+            return at.err("forward.tls_key", k.span(), "needs forward.tls_cert too");
+        }
+    };
+    let max_message_bytes = at.range(
+        "forward.max_message_bytes",
+        raw.max_message_bytes,
+        8 << 20,
+        1024,
+        256 << 20,
+    )? as usize;
+    let max_connections = at.range(
+        "forward.max_connections",
+        raw.max_connections,
+        64,
+        1,
+        65_536,
+    )? as usize;
+    let max_in_flight_bytes = at.range(
+        "forward.max_in_flight_bytes",
+        raw.max_in_flight_bytes,
+        16 << 20,
+        64 << 10,
+        1 << 34,
+    )? as usize;
+    Ok(ForwardConfig {
+        listen,
+        socket,
+        topic,
+        topic_fallback,
+        key_field,
+        tag_field,
+        time_field,
+        shared_key,
+        self_hostname,
+        users,
+        tls,
+        max_message_bytes,
+        max_connections,
+        max_in_flight_bytes,
+    })
+}
+
+/// `{@tag}` for the tag, `{name}` for a record field, literal text between (which must be
+/// valid in a topic name on its own).
+fn parse_forward_template(s: &str) -> std::result::Result<Vec<ForwardPart>, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(ForwardPart::Literal(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("unclosed '{{' in topic template {s:?}"));
+        };
+        let name = &rest[open + 1..open + close];
+        parts.push(match name {
+            "@tag" => ForwardPart::Tag,
+            "" => return Err(format!("empty '{{}}' in topic template {s:?}")),
+            n => ForwardPart::Field(n.to_string()),
+        });
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(ForwardPart::Literal(rest.to_string()));
+    }
+    if parts.is_empty() {
+        return Err("must not be empty".into());
+    }
+    for p in &parts {
+        // "." alone is fine between two fields ("{@tag}.{host}").
+        if let ForwardPart::Literal(l) = p.clone() {
+            if l != "." && l != ".." {
+                check_topic_name(&l)?;
+            }
+        }
+    }
+    Ok(parts)
 }

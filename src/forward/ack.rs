@@ -1,0 +1,292 @@
+//! Kafka's confirmations turned into Forward acknowledgements: the Forward input's
+//! producer, its in-flight window, and the chunk a record belongs to.
+//!
+//! A chunk is acknowledged when its last record is confirmed and none failed; a failed
+//! record leaves its chunk unacknowledged for good (the client resends it, the dedup id
+//! lets consumers drop the copies). The window is released only by delivery reports.
+//!
+//! Who touches what:
+//!
+//! | field                 | connection task (forward thread)     | `forward-poll` thread (delivery reports) |
+//! |-----------------------|--------------------------------------|------------------------------------------|
+//! | `Chunk::remaining`    | sets it, adds one per record sent, drops its own guard | subtracts one per report |
+//! | `Chunk::failed`       | sets it when a record cannot be queued | sets it on a failed report            |
+//! | `Chunk::reply`        | creates it                           | sends the ack through it, once           |
+//! | window permits        | takes them before sending            | gives them back                          |
+//!
+//! The guard the connection holds while it still sends a chunk's records keeps a fast
+//! report from acknowledging a chunk that is only half sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::msgpack::write;
+use crate::config::Config;
+use crate::logging::RateLimit;
+use crate::metrics::Metrics;
+
+/// A message's events on their way to Kafka.
+pub(crate) struct Chunk {
+    /// Records not yet reported, plus one while the connection is still sending.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    /// `{"ack": chunk}` and the connection's writer; `None`: no ack asked.
+    reply: Option<(Vec<u8>, mpsc::UnboundedSender<Vec<u8>>)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Chunk {
+    /// A chunk whose sender holds one guard (see [`Chunk::sent_all`]).
+    pub(crate) fn new(
+        id: Option<&[u8]>,
+        writer: &mpsc::UnboundedSender<Vec<u8>>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Chunk> {
+        let reply = id.map(|id| {
+            let mut ack = Vec::with_capacity(id.len() + 8);
+            write::map_len(&mut ack, 1);
+            write::str(&mut ack, b"ack");
+            write::str(&mut ack, id);
+            (ack, writer.clone())
+        });
+        Arc::new(Chunk {
+            remaining: AtomicUsize::new(1),
+            failed: AtomicBool::new(false),
+            reply,
+            metrics,
+        })
+    }
+
+    fn add_record(&self) {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A record of this chunk will never be confirmed.
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// The sender is done with this chunk (all records sent, or it gave up on it).
+    pub(crate) fn sent_all(&self) {
+        self.release();
+    }
+
+    fn release(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some((ack, writer)) = &self.reply {
+            // A closed connection cannot take its ack: the client resends the chunk.
+            if writer.send(ack.clone()).is_ok() {
+                Metrics::add(&self.metrics.forward_acks, 1);
+            }
+        }
+    }
+}
+
+/// What a record carries to its delivery report.
+pub(crate) struct Pending {
+    chunk: Arc<Chunk>,
+    permits: u32,
+    window: Arc<Semaphore>,
+}
+
+/// Delivery reports and client events of the Forward producer.
+pub(crate) struct AckContext {
+    metrics: Arc<Metrics>,
+    repeats: RateLimit,
+    served: AtomicU64,
+    /// librdkafka declared the producer unusable; a new one is made.
+    pub(crate) fatal: AtomicBool,
+}
+
+impl ClientContext for AckContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
+        let Some(repeats) = self.repeats.admit(&key) else {
+            return;
+        };
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", input = "forward", repeats, "{fac}: {msg}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", input = "forward", repeats, "{fac}: {msg}")
+            }
+            _ => tracing::debug!(target: "librdkafka", input = "forward", "{fac}: {msg}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+            tracing::error!(%error, reason, "forward input: fatal producer error; unconfirmed chunks stay unacknowledged and a new producer is made");
+            self.fatal.store(true, Ordering::Release);
+        } else if let Some(repeats) = self.repeats.admit(&error.to_string()) {
+            tracing::warn!(%error, reason, repeats_in_last_minute = repeats, "forward input: kafka client error");
+        }
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<Pending>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, p: Box<Pending>) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(_) => {
+                Metrics::add(&self.metrics.forward_events_delivered, 1);
+                self.metrics.broker_state(true);
+            }
+            Err((e, msg)) => {
+                use rdkafka::message::Message;
+                Metrics::add(&self.metrics.forward_events_failed, 1);
+                let line = format!(
+                    "forward input: delivery to topic {} failed: {e}",
+                    msg.topic()
+                );
+                if let Some(repeats) = self.repeats.admit(&line) {
+                    tracing::error!(
+                        repeats,
+                        "{line}; the chunk is not acknowledged and the client will resend it"
+                    );
+                }
+                self.metrics.error(line);
+                p.chunk.fail();
+            }
+        }
+        p.window.add_permits(p.permits as usize);
+        p.chunk.release();
+    }
+}
+
+/// The Forward producer and the thread that serves its reports.
+pub(crate) struct Producer {
+    pub(crate) inner: Arc<BaseProducer<AckContext>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Makes the producer: the same client settings (and guarantee) as the journal's.
+pub(crate) fn producer(cfg: &Config, metrics: Arc<Metrics>) -> Result<Producer> {
+    let fwd = cfg.forward.as_ref().expect("forward is configured");
+    let mut pipeline = cfg.pipeline.clone();
+    pipeline.max_in_flight_bytes = fwd.max_in_flight_bytes;
+    let mut c = crate::kafka::client_config(&cfg.kafka, &pipeline);
+    // The journal producer's statistics feed the watchdog; these would double the work.
+    c.set("statistics.interval.ms", "0");
+    c.set(
+        "message.max.bytes",
+        (fwd.max_message_bytes + 64 * 1024)
+            .max(1_000_000)
+            .to_string(),
+    );
+    let inner: BaseProducer<AckContext> = c
+        .create_with_context(AckContext {
+            metrics,
+            repeats: RateLimit::default(),
+            served: AtomicU64::new(0),
+            fatal: AtomicBool::new(false),
+        })
+        .context("cannot create the Forward input's Kafka producer")?;
+    let inner = Arc::new(inner);
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (p, stop) = (inner.clone(), stop.clone());
+        // As the journal producer's thread (kafka::Producer): drain without blocking, then
+        // sleep, briefly while records are in flight.
+        std::thread::Builder::new()
+            .name("forward-poll".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1024 {
+                        let before = p.context().served.load(Ordering::Relaxed);
+                        p.poll(Duration::ZERO);
+                        if p.context().served.load(Ordering::Relaxed) == before {
+                            break;
+                        }
+                    }
+                    let busy = p.in_flight_count() > 0;
+                    std::thread::sleep(Duration::from_millis(if busy { 2 } else { 100 }));
+                }
+            })
+            .context("cannot start the Forward producer's polling thread")?
+    };
+    Ok(Producer {
+        inner,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// The in-flight window, in bytes of record value plus bookkeeping.
+pub(crate) struct Window {
+    pub(crate) sem: Arc<Semaphore>,
+    pub(crate) max: u32,
+}
+
+/// What a record costs beyond its value while in flight (as the journal path counts it).
+const RECORD_BOOKKEEPING: usize = 256;
+
+impl Window {
+    pub(crate) fn new(bytes: usize) -> Window {
+        let max = bytes.min(u32::MAX as usize / 2) as u32;
+        Window {
+            sem: Arc::new(Semaphore::new(max as usize)),
+            max,
+        }
+    }
+
+    /// Waits for room for a record of `len` bytes (one larger than the window waits for an
+    /// empty window), then returns what its delivery report will need.
+    pub(crate) async fn admit(&self, chunk: &Arc<Chunk>, len: usize) -> Box<Pending> {
+        let permits = (len + RECORD_BOOKKEEPING).min(self.max as usize) as u32;
+        // The semaphore is never closed.
+        if let Ok(p) = self.sem.acquire_many(permits).await {
+            p.forget();
+        }
+        chunk.add_record();
+        Box::new(Pending {
+            chunk: chunk.clone(),
+            permits,
+            window: self.sem.clone(),
+        })
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.max as usize - self.sem.available_permits()
+    }
+}
+
+impl Pending {
+    /// The record never reached the producer: give its room back and fail its chunk.
+    pub(crate) fn refuse(self: Box<Self>) {
+        self.window.add_permits(self.permits as usize);
+        self.chunk.fail();
+        self.chunk.release();
+    }
+}

@@ -1,0 +1,25 @@
+//! The Fluentd Forward input: a Forward protocol v1 server that sends every event to Kafka
+//! and acknowledges a chunk to its sender only once Kafka confirmed all of its events.
+//!
+//! It is an input beside the journal, not behind the journal's seam (`pipeline::input`):
+//! the journal has positions to resume from, a Forward client has none — its resend
+//! protocol is the position. So the watermark and the cursor stores have nothing to do
+//! here; the ack is the commit. What it shares with the journal path: the Kafka client
+//! settings and guarantee (`kafka::client_config`), the metrics, the process.
+//!
+//! Stages, one way: `server` (sockets, handshake via `handshake`) → `protocol` (frames
+//! into events, over `msgpack`) → `record` (events into Kafka records) → the producer in
+//! `ack`, whose delivery reports write the acks back through the connection's writer.
+//!
+//! It must never acknowledge a chunk before every one of its events was confirmed by the
+//! broker (acks=all, idempotent), never read more from a connection while the in-flight
+//! window is full, and never let one connection's bad input affect another.
+
+mod ack;
+mod handshake;
+pub(crate) mod msgpack;
+pub(crate) mod protocol;
+mod record;
+mod server;
+
+pub(crate) use server::{Server, start};

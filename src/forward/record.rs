@@ -1,0 +1,241 @@
+//! One Forward event as one Kafka record: the record map kept byte for byte, the tag and
+//! time added under their configured names, the topic from the template, the key from a
+//! field (docs/format.md, "Forward records").
+//!
+//! It must never alter a value the sender wrote: fields are copied as raw MessagePack, and
+//! a record that already has a field of the tag's or time's name keeps its own.
+
+use super::msgpack::{Malformed, Reader, write};
+use super::protocol::Event;
+use crate::config::{ForwardConfig, ForwardPart};
+
+/// Version of the Forward record layout, in the `fluent-format` header.
+pub(crate) const FORMAT_VERSION: &str = "1";
+/// Header names of a Forward record.
+pub(crate) const SOURCE_HEADER: &str = "journald-kafka-source";
+pub(crate) const FORMAT_HEADER: &str = "fluent-format";
+pub(crate) const TAG_HEADER: &str = "fluent-tag";
+/// `<chunk id>:<index>` of an acknowledged chunk: a resent chunk carries the same ids.
+pub(crate) const ID_HEADER: &str = "fluent-id";
+
+/// A record ready for the producer.
+pub(crate) struct Encoded<'a> {
+    pub(crate) topic: String,
+    /// Borrowed from the event's record.
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) timestamp_ms: i64,
+    /// The topic template could not be filled in (the fallback was used).
+    pub(crate) fell_back: bool,
+}
+
+/// Longest valid Kafka topic name.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// Encodes one event. `now_ms` stands in for times more than five minutes in the future:
+/// brokers refuse those for good (the event's own time stays in the record).
+pub(crate) fn encode<'a>(
+    cfg: &ForwardConfig,
+    tag: &[u8],
+    event: &Event<'a>,
+    now_ms: i64,
+    mut value: Vec<u8>,
+) -> Result<Encoded<'a>, Malformed> {
+    let mut r = Reader::new(event.record);
+    let n = r.map_len()?;
+    let body_start = r.pos();
+    let mut has_tag = false;
+    let mut has_time = false;
+    let mut key = None;
+    let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
+    let wants_fields = cfg.topic.iter().any(|p| matches!(p, ForwardPart::Field(_)));
+    for _ in 0..n {
+        let k = r.value()?;
+        let v_start = r.pos();
+        let v = r.value()?;
+        let name = str_of(k);
+        if let Some(name) = name {
+            has_tag |= cfg
+                .tag_field
+                .as_deref()
+                .is_some_and(|t| t.as_bytes() == name);
+            has_time |= cfg
+                .time_field
+                .as_deref()
+                .is_some_and(|t| t.as_bytes() == name);
+            if key.is_none()
+                && cfg
+                    .key_field
+                    .as_deref()
+                    .is_some_and(|f| f.as_bytes() == name)
+            {
+                key = str_of(v);
+            }
+            if wants_fields {
+                fields.push((name, &event.record[v_start..v_start + v.len()]));
+            }
+        }
+    }
+    let add_tag = cfg.tag_field.as_deref().filter(|_| !has_tag);
+    let add_time = cfg.time_field.as_deref().filter(|_| !has_time);
+    value.clear();
+    value.reserve(event.record.len() + tag.len() + 48);
+    write::map_len(
+        &mut value,
+        n + usize::from(add_tag.is_some()) + usize::from(add_time.is_some()),
+    );
+    value.extend_from_slice(&event.record[body_start..]);
+    if let Some(name) = add_tag {
+        write::str(&mut value, name.as_bytes());
+        write::str(&mut value, tag);
+    }
+    if let Some(name) = add_time {
+        write::str(&mut value, name.as_bytes());
+        write::uint(&mut value, event.time.as_nanos());
+    }
+    let (topic, fell_back) = topic(cfg, tag, &fields);
+    let event_ms = (event.time.as_nanos() / 1_000_000).min(i64::MAX as u64) as i64;
+    let timestamp_ms = if event_ms > now_ms + 5 * 60 * 1000 {
+        now_ms
+    } else {
+        event_ms
+    };
+    Ok(Encoded {
+        topic,
+        key,
+        value,
+        timestamp_ms,
+        fell_back,
+    })
+}
+
+/// A str or bin value's bytes; `None` for anything else.
+fn str_of(v: &[u8]) -> Option<&[u8]> {
+    Reader::new(v).bytes().ok()
+}
+
+/// Fills in the topic template. Characters a topic name cannot hold become '_'; a missing
+/// field or an unusable result gives the fallback.
+fn topic(cfg: &ForwardConfig, tag: &[u8], fields: &[(&[u8], &[u8])]) -> (String, bool) {
+    let mut out = String::new();
+    let push = |out: &mut String, bytes: &[u8]| {
+        for &b in bytes {
+            out.push(if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                b as char
+            } else {
+                '_'
+            });
+        }
+    };
+    for p in &cfg.topic {
+        match p {
+            ForwardPart::Literal(l) => out.push_str(l),
+            ForwardPart::Tag => push(&mut out, tag),
+            ForwardPart::Field(name) => {
+                let v = fields
+                    .iter()
+                    .find(|(n, _)| *n == name.as_bytes())
+                    .and_then(|(_, v)| str_of(v));
+                match v {
+                    Some(v) if !v.is_empty() => push(&mut out, v),
+                    _ => return (cfg.topic_fallback.clone(), true),
+                }
+            }
+        }
+    }
+    if out.is_empty() || out.len() > MAX_TOPIC_LEN || out == "." || out == ".." {
+        return (cfg.topic_fallback.clone(), true);
+    }
+    (out, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::msgpack::Time;
+    use rmpv::Value as V;
+
+    fn cfg(topic: Vec<ForwardPart>) -> ForwardConfig {
+        ForwardConfig {
+            listen: Some("127.0.0.1:0".into()),
+            socket: None,
+            topic,
+            topic_fallback: "fallback".into(),
+            key_field: Some("host".into()),
+            tag_field: Some("fluent_tag".into()),
+            time_field: Some("fluent_time".into()),
+            shared_key: None,
+            self_hostname: "h".into(),
+            users: vec![],
+            tls: None,
+            max_message_bytes: 1 << 20,
+            max_connections: 4,
+            max_in_flight_bytes: 1 << 20,
+        }
+    }
+
+    fn enc(v: &V) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_record_is_kept_and_tag_and_time_are_added() {
+        let rec = enc(&V::Map(vec![
+            (V::from("host"), V::from("web-1")),
+            (V::from("raw"), V::Binary(vec![0, 0xff, 0xc1])),
+            (V::from("n"), V::from(-5)),
+        ]));
+        let ev = Event {
+            time: Time {
+                secs: 1_700_000_000,
+                nanos: 5,
+            },
+            record: &rec,
+        };
+        let c = cfg(vec![ForwardPart::Literal("logs.".into()), ForwardPart::Tag]);
+        let e = encode(&c, b"app/access", &ev, 1_700_000_000_000, Vec::new()).unwrap();
+        assert_eq!(e.topic, "logs.app_access");
+        assert_eq!(e.key, Some(&b"web-1"[..]));
+        assert_eq!(e.timestamp_ms, 1_700_000_000_000);
+        let v = rmpv::decode::read_value(&mut &e.value[..]).unwrap();
+        let m = v.as_map().unwrap();
+        assert_eq!(m.len(), 5);
+        assert_eq!(
+            m[1].1,
+            V::Binary(vec![0, 0xff, 0xc1]),
+            "binary kept as sent"
+        );
+        assert_eq!(m[3], (V::from("fluent_tag"), V::from("app/access")));
+        assert_eq!(
+            m[4],
+            (
+                V::from("fluent_time"),
+                V::from(1_700_000_000_000_000_005u64)
+            )
+        );
+    }
+
+    #[test]
+    fn a_record_keeps_its_own_field_of_the_same_name_and_a_missing_topic_field_falls_back() {
+        let rec = enc(&V::Map(vec![(V::from("fluent_tag"), V::from("mine"))]));
+        let ev = Event {
+            time: Time {
+                secs: 4_000_000_000,
+                nanos: 0,
+            },
+            record: &rec,
+        };
+        let c = cfg(vec![ForwardPart::Field("service".into())]);
+        let e = encode(&c, b"t", &ev, 1_700_000_000_000, Vec::new()).unwrap();
+        assert_eq!((e.topic.as_str(), e.fell_back), ("fallback", true));
+        assert_eq!(
+            e.timestamp_ms, 1_700_000_000_000,
+            "a future time is clamped"
+        );
+        let v = rmpv::decode::read_value(&mut &e.value[..]).unwrap();
+        assert_eq!(v.as_map().unwrap().len(), 2);
+        assert_eq!(v.as_map().unwrap()[0].1, V::from("mine"));
+    }
+}

@@ -1,0 +1,512 @@
+//! Listeners and connections: accept (TCP, TLS, Unix socket), handshake, read frames,
+//! send each event to Kafka, write acknowledgements back.
+//!
+//! All connections are tasks of one tokio runtime on the `forward` thread; each has a
+//! writer task for its acks. A connection stops reading while the window is full (the
+//! sender then sees TCP backpressure), holds at most one message of
+//! `forward.max_message_bytes` (plus its decompressed entries), and is closed, with the
+//! reason logged, at its first malformed message: other connections never notice.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer as _};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::ack::{self, Chunk, Window};
+use super::handshake::{Handshake, Keys};
+use super::msgpack::{Malformed, value_len};
+use super::protocol;
+use super::record;
+use crate::config::{Config, ForwardConfig};
+use crate::metrics::Metrics;
+
+/// How long a client has to finish the TLS and shared-key handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Read size; a message larger than this arrives over several reads.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// What every connection shares.
+struct Shared {
+    cfg: ForwardConfig,
+    metrics: Arc<Metrics>,
+    producer: std::sync::Mutex<Arc<ack::Producer>>,
+    window: Window,
+    full_cfg: Config,
+    stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The current producer, replaced after a fatal error (its unconfirmed chunks were
+    /// never acknowledged, so their clients resend them to the new one).
+    fn producer(&self) -> Arc<ack::Producer> {
+        let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
+        if g.inner.context().fatal.load(Ordering::Acquire) {
+            match ack::producer(&self.full_cfg, self.metrics.clone()) {
+                Ok(p) => *g = Arc::new(p),
+                Err(e) => tracing::error!("forward input: {e:#}"),
+            }
+        }
+        g.clone()
+    }
+}
+
+/// The running Forward input.
+pub(crate) struct Server {
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Where it listens, for logs and `status`.
+    pub(crate) listening: Vec<String>,
+}
+
+/// Binds the listeners (an address in use is an error now, not later) and starts serving.
+pub(crate) fn start(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+    shutdown_timeout: Duration,
+) -> Result<Server> {
+    let fwd = cfg.forward.clone().expect("forward is configured");
+    let mut listening = Vec::new();
+    let tcp = match &fwd.listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("forward.listen: cannot listen on {addr}"))?;
+            l.set_nonblocking(true)?;
+            listening.push(format!(
+                "{}://{}",
+                if fwd.tls.is_some() { "tls" } else { "tcp" },
+                l.local_addr()?
+            ));
+            Some(l)
+        }
+        None => None,
+    };
+    let unix = match &fwd.socket {
+        Some(path) => {
+            // A socket left by an earlier run: nobody listens on it any more.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                && std::os::unix::net::UnixStream::connect(path).is_err()
+            {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = std::os::unix::net::UnixListener::bind(path)
+                .with_context(|| format!("forward.socket: cannot listen on {}", path.display()))?;
+            l.set_nonblocking(true)?;
+            listening.push(format!("unix:{}", path.display()));
+            Some(l)
+        }
+        None => None,
+    };
+    let tls = match &fwd.tls {
+        Some((cert, key)) => Some(Arc::new(tls_acceptor(cert, key)?)),
+        None => None,
+    };
+    let producer = ack::producer(cfg, metrics.clone())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        window: Window::new(fwd.max_in_flight_bytes),
+        cfg: fwd,
+        metrics,
+        producer: std::sync::Mutex::new(Arc::new(producer)),
+        full_cfg: cfg.clone(),
+        stop: stop_rx,
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the Forward input's runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || rt.block_on(serve(shared, tcp, unix, tls, shutdown_timeout)))
+        .context("cannot start the Forward input's thread")?;
+    Ok(Server {
+        stop: stop_tx,
+        thread: Some(thread),
+        listening,
+    })
+}
+
+impl Server {
+    /// Stops accepting and reading, waits (up to the shutdown timeout) for what is in
+    /// flight to be confirmed and acknowledged, then closes every connection.
+    pub(crate) fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub(crate) fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<openssl::ssl::SslAcceptor> {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
+        .context("cannot set up TLS")?;
+    b.set_certificate_chain_file(cert)
+        .with_context(|| format!("forward.tls_cert: cannot load {}", cert.display()))?;
+    b.set_private_key_file(key, SslFiletype::PEM)
+        .with_context(|| format!("forward.tls_key: cannot load {}", key.display()))?;
+    b.check_private_key()
+        .context("forward.tls_key does not match forward.tls_cert")?;
+    Ok(b.build())
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    tcp: Option<std::net::TcpListener>,
+    unix: Option<std::os::unix::net::UnixListener>,
+    tls: Option<Arc<openssl::ssl::SslAcceptor>>,
+    shutdown_timeout: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let tcp = tcp.map(|l| tokio::net::TcpListener::from_std(l).expect("a listener for tokio"));
+    let unix = unix.map(|l| tokio::net::UnixListener::from_std(l).expect("a listener for tokio"));
+    let mut stop = shared.stop.clone();
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted: Option<(Box<dyn Stream>, String)> = tokio::select! {
+            _ = stop.changed() => break,
+            Some(r) = async { match &tcp { Some(l) => Some(l.accept().await), None => None } } => match r {
+                Ok((s, peer)) => {
+                    let _ = s.set_nodelay(true);
+                    match &tls {
+                        Some(tls) => {
+                            let tls = tls.clone();
+                            let shared2 = shared.clone();
+                            // The TLS handshake runs in the connection's own task.
+                            if let Ok(slot) = slots.clone().try_acquire_owned() {
+                                conns.spawn(async move {
+                                    let _slot = slot;
+                                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_tls(&tls, s)).await {
+                                        Ok(Ok(s)) => connection(Box::new(s), peer.to_string(), shared2).await,
+                                        Ok(Err(e)) => refused(&shared2, &peer.to_string(), &format!("TLS handshake failed: {e}")),
+                                        Err(_) => refused(&shared2, &peer.to_string(), "TLS handshake timed out"),
+                                    }
+                                });
+                            } else {
+                                refused(&shared, &peer.to_string(), "forward.max_connections reached");
+                            }
+                            None
+                        }
+                        None => Some((Box::new(s) as Box<dyn Stream>, peer.to_string())),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "forward input: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    None
+                }
+            },
+            Some(r) = async { match &unix { Some(l) => Some(l.accept().await), None => None } } => match r {
+                Ok((s, _)) => Some((Box::new(s) as Box<dyn Stream>, "unix socket".to_string())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "forward input: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    None
+                }
+            },
+        };
+        let Some((stream, peer)) = accepted else {
+            continue;
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let shared = shared.clone();
+                conns.spawn(async move {
+                    let _slot = slot;
+                    connection(stream, peer, shared).await;
+                });
+            }
+            Err(_) => refused(&shared, &peer, "forward.max_connections reached"),
+        }
+        // Reap finished connections so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    // Stop: connections stop reading on the same signal; what they sent is confirmed and
+    // acknowledged until the deadline.
+    drop(tcp);
+    drop(unix);
+    let deadline = Instant::now() + shutdown_timeout;
+    while shared.window.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if shared.window.in_flight() > 0 {
+        tracing::warn!(
+            bytes = shared.window.in_flight(),
+            "forward input: records still unconfirmed at the shutdown deadline; their chunks stay unacknowledged and the clients resend them"
+        );
+    }
+    // Acks queued by the last reports get written.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+    if let Some(p) = &shared.cfg.socket {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+async fn accept_tls(
+    acceptor: &openssl::ssl::SslAcceptor,
+    s: tokio::net::TcpStream,
+) -> Result<tokio_openssl::SslStream<tokio::net::TcpStream>> {
+    let ssl = openssl::ssl::Ssl::new(acceptor.context())?;
+    let mut s = tokio_openssl::SslStream::new(ssl, s)?;
+    std::pin::Pin::new(&mut s)
+        .accept()
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(s)
+}
+
+fn refused(shared: &Shared, peer: &str, why: &str) {
+    Metrics::add(&shared.metrics.forward_rejected, 1);
+    tracing::warn!(peer, "forward input: connection closed: {why}");
+}
+
+/// Serves one connection until the client closes it, it sends something malformed, or
+/// the agent stops.
+async fn connection(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>) {
+    Metrics::add(&shared.metrics.forward_connections_total, 1);
+    shared
+        .metrics
+        .forward_connections_open
+        .fetch_add(1, Ordering::Relaxed);
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (close_tx, close_rx) = watch::channel(false);
+    let writer = tokio::spawn(write_replies(wr, rx, close_rx));
+    let end = read_loop(rd, &tx, &peer, &shared).await;
+    if let Err(why) = end {
+        refused(&shared, &peer, &why);
+        // Close at once: a client that sent garbage gets no more acks on this connection.
+        let _ = close_tx.send(true);
+    }
+    // The writer ends when the last pending chunk of this connection is reported (or at
+    // once after an error): acks for confirmed chunks still reach a client that is done
+    // sending.
+    drop(tx);
+    let _ = writer.await;
+    shared
+        .metrics
+        .forward_connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut close: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some(bytes) => {
+                    if wr.write_all(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            _ = close.changed() => break,
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads messages until EOF (`Ok`) or a reason to close the connection (`Err`).
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    peer: &str,
+    shared: &Shared,
+) -> Result<(), String> {
+    let cfg = &shared.cfg;
+    let limit = cfg.max_message_bytes;
+    let mut stop = shared.stop.clone();
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut start = 0usize;
+    let mut handshake = cfg
+        .shared_key
+        .as_ref()
+        .map(|_| Handshake::new(!cfg.users.is_empty()));
+    let opened = Instant::now();
+    if let Some(h) = &handshake {
+        let _ = tx.send(h.helo());
+    }
+    let mut scratch = Vec::new();
+    let mut value_buf = Vec::new();
+    loop {
+        // Every complete message in the buffer first.
+        loop {
+            let frame_len = value_len(&buf[start..], limit).map_err(|e| e.to_string())?;
+            let Some(n) = frame_len else {
+                break;
+            };
+            let frame = &buf[start..start + n];
+            if let Some(h) = &handshake {
+                let keys = Keys {
+                    shared_key: cfg.shared_key.as_ref().expect("a key with a handshake"),
+                    self_hostname: &cfg.self_hostname,
+                    users: &cfg.users,
+                };
+                let (pong, verdict) = h.ping(frame, &keys).map_err(|e| e.to_string())?;
+                let _ = tx.send(pong);
+                verdict.map_err(|why| format!("handshake refused: {why}"))?;
+                tracing::debug!(peer, "forward input: handshake passed");
+                handshake = None;
+            } else {
+                message(frame, tx, shared, &mut scratch, &mut value_buf)
+                    .await
+                    .map_err(|e| format!("malformed message: {e}"))?;
+            }
+            start += n;
+        }
+        // Keep the unread tail only.
+        if start > 0 {
+            buf.drain(..start);
+            start = 0;
+        }
+        if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+            buf.shrink_to(READ_CHUNK);
+        }
+        buf.reserve(READ_CHUNK);
+        let old = buf.len();
+        buf.resize(old + READ_CHUNK, 0);
+        let timeout = match &handshake {
+            Some(_) => HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
+            None => Duration::from_secs(86_400 * 365),
+        };
+        let got = tokio::select! {
+            r = tokio::time::timeout(timeout, rd.read(&mut buf[old..])) => r,
+            _ = stop.changed() => return Ok(()),
+        };
+        let n = match got {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                buf.truncate(old);
+                return Err(format!("read failed: {e}"));
+            }
+            Err(_) => return Err("no PING within the handshake timeout".into()),
+        };
+        buf.truncate(old + n);
+        if n == 0 {
+            if !buf.is_empty() {
+                return Err(format!(
+                    "the connection closed in the middle of a message ({} bytes unread)",
+                    buf.len()
+                ));
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// One message: every event sent to Kafka (waiting for room in the window), the ack
+/// promised once they are all confirmed.
+async fn message(
+    frame: &[u8],
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    shared: &Shared,
+    scratch: &mut Vec<u8>,
+    value_buf: &mut Vec<u8>,
+) -> Result<(), Malformed> {
+    let cfg = &shared.cfg;
+    let msg = protocol::parse(frame)?;
+    // Every event is decoded before the first is sent: a malformed message sends nothing.
+    let events = msg.events(scratch, cfg.max_message_bytes)?;
+    let chunk_id = msg.options.chunk;
+    Metrics::add(&shared.metrics.forward_events, events.len() as u64);
+    if chunk_id.is_some() {
+        Metrics::add(&shared.metrics.forward_chunks, 1);
+    }
+    let chunk = Chunk::new(chunk_id, tx, shared.metrics.clone());
+    let producer = shared.producer();
+    let now_ms = crate::metrics::unix_now_usec() as i64 / 1000;
+    let mut id = String::new();
+    for (i, ev) in events.iter().enumerate() {
+        let rec = match record::encode(cfg, msg.tag, ev, now_ms, std::mem::take(value_buf)) {
+            Ok(r) => r,
+            Err(e) => {
+                // Checked by `events`: a record is a map. Anything else here is a bug.
+                chunk.fail();
+                chunk.sent_all();
+                return Err(e);
+            }
+        };
+        if rec.fell_back {
+            Metrics::add(&shared.metrics.topics_invalid, 1);
+        }
+        let pending = shared.window.admit(&chunk, rec.value.len()).await;
+        let mut headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: record::SOURCE_HEADER,
+                value: Some("forward"),
+            })
+            .insert(Header {
+                key: record::FORMAT_HEADER,
+                value: Some(record::FORMAT_VERSION),
+            })
+            .insert(Header {
+                key: record::TAG_HEADER,
+                value: Some(msg.tag),
+            });
+        if let Some(c) = chunk_id {
+            id.clear();
+            id.push_str(&String::from_utf8_lossy(c));
+            id.push(':');
+            id.push_str(&i.to_string());
+            headers = headers.insert(Header {
+                key: record::ID_HEADER,
+                value: Some(id.as_str()),
+            });
+        }
+        let len = rec.value.len();
+        let mut br = BaseRecord::with_opaque_to(&rec.topic, pending)
+            .payload(&rec.value[..])
+            .headers(headers)
+            .timestamp(rec.timestamp_ms);
+        if let Some(k) = rec.key {
+            br = br.key(k);
+        }
+        loop {
+            match producer.inner.send(br) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    br = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((e, back)) => {
+                    Metrics::add(&shared.metrics.forward_events_failed, 1);
+                    tracing::error!(topic = %rec.topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
+                    shared
+                        .metrics
+                        .error(format!("forward input: a record cannot be queued: {e}"));
+                    back.delivery_opaque.refuse();
+                    break;
+                }
+            }
+        }
+        Metrics::add(&shared.metrics.bytes_produced, len as u64);
+        *value_buf = rec.value;
+    }
+    chunk.sent_all();
+    Ok(())
+}
