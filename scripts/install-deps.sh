@@ -29,3 +29,15 @@ if [ "${1:-}" != "--demo" ]; then
 fi
 # The exactly-once tests need a broker with transactions (see kafka-broker.sh).
 scripts/kafka-broker.sh install-noida
+
+# Real Forward-protocol clients for the Forward input's tests: @fluent-org/logger (npm,
+# pinned in tests/tools/fluent/package.json) and fluent-logger (PyPI).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d tests/tools/fluent/node_modules/@fluent-org/logger ]; then
+  (cd tests/tools/fluent && npm install --no-audit --no-fund --silent)
+fi
+python3 -c 'import fluent.sender' 2>/dev/null || python3 -m pip install -q fluent-logger==0.11.1

@@ -70,7 +70,14 @@ pub(super) fn check(
         },
     );
     let cursor = cursor.ok().flatten();
-    report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
+    if cfg.journal.enabled {
+        report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
+    } else {
+        say!("      journal: off (journal.enabled = false)");
+    }
+    if let Some(f) = &cfg.forward {
+        report("forward", crate::forward::check(f));
+    }
     let f = &cfg.journal.filter;
     if !f.is_empty() {
         let mut terms = f.matches.clone();

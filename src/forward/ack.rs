@@ -284,7 +284,7 @@ impl Window {
 
 impl Pending {
     /// The record never reached the producer: give its room back and fail its chunk.
-    pub(crate) fn refuse(self: Box<Self>) {
+    pub(crate) fn refuse(self) {
         self.window.add_permits(self.permits as usize);
         self.chunk.fail();
         self.chunk.release();

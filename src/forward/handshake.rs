@@ -141,6 +141,51 @@ impl Handshake {
     }
 }
 
+/// The client's side, for `check`'s probe: the PING answering `helo`.
+pub(crate) fn client_ping(
+    helo: &[u8],
+    keys: &Keys<'_>,
+    user: &str,
+    password: &str,
+) -> Result<Vec<u8>, Malformed> {
+    let mut r = Reader::new(helo);
+    r.array_len()?;
+    if r.bytes()? != b"HELO" {
+        return malformed("the server did not greet with HELO");
+    }
+    let (mut nonce, mut auth) = (&b""[..], &b""[..]);
+    for _ in 0..r.map_len()? {
+        match r.bytes()? {
+            b"nonce" => nonce = r.bytes()?,
+            b"auth" => auth = r.bytes()?,
+            _ => {
+                r.value()?;
+            }
+        }
+    }
+    let salt = b"journald-kafka-check";
+    let digest = hex_sha512(&[
+        salt,
+        keys.self_hostname.as_bytes(),
+        nonce,
+        keys.shared_key.expose().as_bytes(),
+    ]);
+    let pw = if auth.is_empty() {
+        String::new()
+    } else {
+        hex_sha512(&[auth, user.as_bytes(), password.as_bytes()])
+    };
+    let mut out = Vec::new();
+    write::array_len(&mut out, 6);
+    write::str(&mut out, b"PING");
+    write::str(&mut out, keys.self_hostname.as_bytes());
+    write::str(&mut out, salt);
+    write::str(&mut out, digest.as_bytes());
+    write::str(&mut out, user.as_bytes());
+    write::str(&mut out, pw.as_bytes());
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

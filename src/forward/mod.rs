@@ -16,10 +16,12 @@
 //! window is full, and never let one connection's bad input affect another.
 
 mod ack;
+mod check;
 mod handshake;
 pub(crate) mod msgpack;
 pub(crate) mod protocol;
 mod record;
 mod server;
 
+pub(crate) use check::check;
 pub(crate) use server::{Server, start};

@@ -148,7 +148,7 @@ impl Server {
     }
 }
 
-fn tls_acceptor(
+pub(super) fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<openssl::ssl::SslAcceptor> {
@@ -499,7 +499,7 @@ async fn message(
                     shared
                         .metrics
                         .error(format!("forward input: a record cannot be queued: {e}"));
-                    back.delivery_opaque.refuse();
+                    (*back.delivery_opaque).refuse();
                     break;
                 }
             }

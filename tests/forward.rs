@@ -1,0 +1,665 @@
+//! The Forward input against real clients (@fluent-org/logger from npm, fluent-logger from
+//! PyPI) and a real broker: every event arrives as sent, acks only after the broker
+//! confirmed, no loss across a broker outage or a kill -9 of the agent, the handshake and
+//! TLS, bad input closing only its own connection, and backpressure.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rmpv::Value as V;
+
+const TOPIC: &str = "fluent";
+
+/// An agent with the Forward input only, on `port`.
+fn forward_config(s: &Scratch, broker: &Broker, port: u16) -> TestConfig {
+    TestConfig::new(&s.path("unused-journal"), &broker.addr(), &s.path("state"))
+        .topic(TOPIC)
+        .set("journal", "enabled", false)
+        .set("forward", "listen", format!("127.0.0.1:{port}"))
+}
+
+fn wait_listening(port: u16, agent: &mut Agent) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            agent.child.try_wait().unwrap().is_none(),
+            "the agent exited: {}",
+            agent.log()
+        );
+        assert!(Instant::now() < until, "not listening: {}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The Node client, running; its progress lines are collected.
+struct Sender {
+    child: Child,
+    acked: Arc<Mutex<(u64, u64)>>,
+    summary: Arc<Mutex<Option<serde_json::Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sender {
+    fn start(opts: serde_json::Value) -> Sender {
+        let mut child = Command::new("node")
+            .arg(root().join("tests/tools/fluent/send.js"))
+            .arg(opts.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node (scripts/install-deps.sh installs it and @fluent-org/logger)");
+        let out = child.stdout.take().unwrap();
+        let acked = Arc::new(Mutex::new((0, 0)));
+        let summary = Arc::new(Mutex::new(None));
+        let reader = {
+            let (acked, summary) = (acked.clone(), summary.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.strip_prefix("progress ") {
+                        let mut it = rest.split(' ').map(|n| n.parse::<u64>().unwrap());
+                        *acked.lock().unwrap() = (it.next().unwrap(), it.next().unwrap());
+                    } else if line.starts_with('{') {
+                        *summary.lock().unwrap() = serde_json::from_str(&line).ok();
+                    }
+                }
+            })
+        };
+        Sender {
+            child,
+            acked,
+            summary,
+            reader: Some(reader),
+        }
+    }
+
+    /// (acked, failed) so far.
+    fn progress(&self) -> (u64, u64) {
+        *self.acked.lock().unwrap()
+    }
+
+    fn finish(mut self, timeout: Duration) -> serde_json::Value {
+        let until = Instant::now() + timeout;
+        loop {
+            if self.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > until {
+                let _ = self.child.kill();
+                panic!(
+                    "the client did not finish in {timeout:?}: {:?}",
+                    self.progress()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.reader.take().unwrap().join().unwrap();
+        self.summary
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a summary line")
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send(opts: serde_json::Value) -> serde_json::Value {
+    Sender::start(opts).finish(Duration::from_secs(120))
+}
+
+/// The records of `topic`, decoded, by event id (one entry per copy). `want`: stop at this
+/// many records (`usize::MAX`: read until none came for 5 s, when resends make copies).
+fn events_by_id(broker: &Broker, want: usize) -> BTreeMap<String, Vec<(Record, V)>> {
+    let mut by_id: BTreeMap<String, Vec<(Record, V)>> = BTreeMap::new();
+    let idle = Duration::from_secs(if want == usize::MAX { 5 } else { 10 });
+    for r in consume(&broker.addr(), &[TOPIC], want, idle) {
+        let v = rmpv::decode::read_value(&mut &r.payload[..]).expect("a MessagePack record");
+        let id = field(&v, "id").as_str().unwrap().to_string();
+        by_id.entry(id).or_default().push((r, v));
+    }
+    by_id
+}
+
+fn field<'a>(v: &'a V, name: &str) -> &'a V {
+    v.as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(name))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no field {name} in {v}"))
+}
+
+/// What send.js emits for event `i` of `count`.
+fn check_event(v: &V, i: u64, count: u64) {
+    assert_eq!(field(v, "n").as_u64(), Some(i));
+    assert_eq!(
+        field(v, "msg").as_str(),
+        Some(
+            format!("event {i} of {count}: ünïcödé, \"quotes\", tab\there, newline\nthere")
+                .as_str()
+        )
+    );
+    assert_eq!(
+        field(v, "bin"),
+        &V::Binary(vec![0, 1, 2, 0xc1, 0xff, (i & 0xff) as u8]),
+        "binary data arrives byte for byte"
+    );
+    assert_eq!(
+        field(field(v, "nested"), "deep"),
+        &V::Map(vec![(V::from("k"), V::from("v"))])
+    );
+    assert_eq!(field(v, "fluent_tag").as_str(), Some("test.sub"));
+    assert!(field(v, "fluent_time").as_u64().unwrap() > 1_700_000_000_000_000_000);
+}
+
+#[test]
+fn every_event_mode_from_a_real_client_arrives_as_sent_and_is_acknowledged() {
+    let s = Scratch::new("forward-modes");
+    let broker = Broker::with_topic(&s, TOPIC, 2);
+    let port = free_port();
+    let metrics = free_port();
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port).set("metrics", "listen", format!("127.0.0.1:{metrics}")),
+    );
+    wait_listening(port, &mut agent);
+    const N: u64 = 500;
+    let modes = [
+        "Message",
+        "Forward",
+        "PackedForward",
+        "CompressedPackedForward",
+    ];
+    for mode in modes {
+        let r = send(serde_json::json!({
+            "port": port, "mode": mode, "count": N, "ack": true, "prefix": mode, "quiet": true,
+        }));
+        assert_eq!(
+            (r["acked"].as_u64(), r["failed"].as_u64()),
+            (Some(N), Some(0)),
+            "{mode}: {r}"
+        );
+    }
+    let by_id = events_by_id(&broker, modes.len() * N as usize);
+    for mode in modes {
+        for i in 0..N {
+            let copies = by_id
+                .get(&format!("{mode}-{i}"))
+                .unwrap_or_else(|| panic!("{mode}-{i} is missing"));
+            assert_eq!(copies.len(), 1, "{mode}-{i} arrived {} times", copies.len());
+            let (rec, v) = &copies[0];
+            check_event(v, i, N);
+            assert_eq!(
+                rec.headers.get("journald-kafka-source").map(Vec::as_slice),
+                Some(&b"forward"[..])
+            );
+            assert_eq!(
+                rec.headers.get("fluent-tag").map(Vec::as_slice),
+                Some(&b"test.sub"[..])
+            );
+            assert!(rec.timestamp_ms.unwrap() > 1_700_000_000_000);
+            if mode != "Message" || rec.headers.contains_key("fluent-id") {
+                let id = String::from_utf8(rec.headers["fluent-id"].clone()).unwrap();
+                assert!(id.contains(':'), "{id}");
+            }
+        }
+    }
+    // Dedup ids are unique.
+    let ids: BTreeSet<&Vec<u8>> = by_id
+        .values()
+        .flat_map(|c| c.iter().filter_map(|(r, _)| r.headers.get("fluent-id")))
+        .collect();
+    let with_id: usize = by_id
+        .values()
+        .map(|c| {
+            c.iter()
+                .filter(|(r, _)| r.headers.contains_key("fluent-id"))
+                .count()
+        })
+        .sum();
+    assert_eq!(ids.len(), with_id, "every fluent-id is distinct");
+    let (_, text) = http_get(metrics, "/metrics");
+    for (name, want) in [
+        ("journald_kafka_forward_events_total", 4 * N),
+        ("journald_kafka_forward_events_delivered_total", 4 * N),
+        ("journald_kafka_forward_events_failed_total", 0),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in {text}"));
+        assert_eq!(line, format!("{name} {want}"), "{text}");
+    }
+    assert!(text.contains("journald_kafka_forward_acks_total"));
+    agent.stop();
+}
+
+#[test]
+fn fluent_logger_from_pypi_in_message_mode() {
+    let s = Scratch::new("forward-python");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start(&s.path("agent"), &forward_config(&s, &broker, port));
+    wait_listening(port, &mut agent);
+    let script = format!(
+        r#"
+import time
+from fluent import sender
+s = sender.FluentSender("py", host="127.0.0.1", port={port}, nanosecond_precision=True)
+for i in range(300):
+    ok = s.emit("app", {{"id": "py-%d" % i, "n": i, "text": "héllo %d" % i, "raw": bytes([0, 255, i % 256])}})
+    assert ok, s.last_error
+s.close()
+"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_id = events_by_id(&broker, 300);
+    for i in 0..300u64 {
+        let copies = &by_id[&format!("py-{i}")];
+        assert_eq!(copies.len(), 1);
+        let v = &copies[0].1;
+        assert_eq!(
+            field(v, "text").as_str(),
+            Some(format!("héllo {i}").as_str())
+        );
+        assert_eq!(field(v, "raw"), &V::Binary(vec![0, 255, i as u8]));
+        assert_eq!(field(v, "fluent_tag").as_str(), Some("py.app"));
+        let ns = field(v, "fluent_time").as_u64().unwrap();
+        assert!(
+            ns % 1_000_000_000 != 0 || i > 0,
+            "EventTime keeps nanoseconds"
+        );
+        assert!(
+            !copies[0].0.headers.contains_key("fluent-id"),
+            "no chunk, no dedup id"
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn no_ack_while_the_broker_is_away_then_acks_and_nothing_lost_once_it_is_back() {
+    let s = Scratch::new("forward-outage");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start(&s.path("agent"), &forward_config(&s, &broker, port));
+    wait_listening(port, &mut agent);
+    // Warm: the producer knows the topic.
+    let r = send(
+        serde_json::json!({"port": port, "count": 10, "ack": true, "prefix": "warm", "quiet": true}),
+    );
+    assert_eq!(r["acked"], 10);
+    broker.stop();
+    const N: u64 = 2000;
+    let sender = Sender::start(serde_json::json!({
+        "port": port, "mode": "PackedForward", "count": N, "ack": true, "ackTimeout": 120000,
+        "prefix": "outage",
+    }));
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        sender.progress().0,
+        0,
+        "no ack while no broker confirmed anything"
+    );
+    broker.restart();
+    let r = sender.finish(Duration::from_secs(120));
+    assert_eq!(
+        (r["acked"].as_u64(), r["failed"].as_u64()),
+        (Some(N), Some(0)),
+        "{r}"
+    );
+    let by_id = events_by_id(&broker, usize::MAX);
+    for i in 0..N {
+        assert!(
+            by_id.contains_key(&format!("outage-{i}")),
+            "outage-{i} lost"
+        );
+    }
+    agent.stop();
+}
+
+#[test]
+fn kill_9_of_the_agent_while_clients_send_with_acks_loses_nothing() {
+    let s = Scratch::new("forward-kill9");
+    let broker = Broker::with_topic(&s, TOPIC, 2);
+    let port = free_port();
+    let cfg = forward_config(&s, &broker, port);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    wait_listening(port, &mut agent);
+    const N: u64 = 20_000;
+    let senders: Vec<Sender> = ["PackedForward", "CompressedPackedForward"]
+        .iter()
+        .map(|mode| {
+            Sender::start(serde_json::json!({
+                "port": port, "mode": mode, "count": N, "ack": true, "ackTimeout": 10000,
+                "retries": 100, "prefix": mode, "payload": 200, "flushInterval": 20, "batch": 500,
+            }))
+        })
+        .collect();
+    // Kill while events are in flight.
+    let until = Instant::now() + Duration::from_secs(30);
+    while senders.iter().map(|s| s.progress().0).sum::<u64>() < 2000 {
+        assert!(Instant::now() < until, "no progress before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    let at_kill: u64 = senders.iter().map(|s| s.progress().0).sum();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut agent = Agent::start(&s.path("agent2"), &cfg);
+    wait_listening(port, &mut agent);
+    let mut dup = 0;
+    let results: Vec<serde_json::Value> = senders
+        .into_iter()
+        .map(|s| s.finish(Duration::from_secs(180)))
+        .collect();
+    for r in &results {
+        assert_eq!(
+            (r["acked"].as_u64(), r["failed"].as_u64()),
+            (Some(N), Some(0)),
+            "{r}"
+        );
+    }
+    let by_id = events_by_id(&broker, usize::MAX);
+    for mode in ["PackedForward", "CompressedPackedForward"] {
+        for i in 0..N {
+            let copies = by_id
+                .get(&format!("{mode}-{i}"))
+                .unwrap_or_else(|| panic!("{mode}-{i} lost across the kill -9"));
+            dup += copies.len() - 1;
+        }
+    }
+    eprintln!("acked before the kill: {at_kill}; lost 0; copies resent by the clients: {dup}");
+    agent.stop();
+}
+
+fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+#[test]
+fn shared_key_users_and_tls() {
+    let s = Scratch::new("forward-secure");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let (cert, key) = self_signed(&s.path("tls"));
+    std::fs::write(s.path("shared_key"), "the-shared-key\n").unwrap();
+    std::fs::write(s.path("alice"), "alices-password\n").unwrap();
+    let mut users = toml::Table::new();
+    users.insert("name".into(), "alice".into());
+    users.insert(
+        "password_file".into(),
+        s.path("alice").to_str().unwrap().into(),
+    );
+    let cfg = forward_config(&s, &broker, port)
+        .set(
+            "forward",
+            "shared_key_file",
+            s.path("shared_key").to_str().unwrap(),
+        )
+        .set("forward", "self_hostname", "agent-host")
+        .set(
+            "forward",
+            "users",
+            toml::Value::Array(vec![toml::Value::Table(users)]),
+        )
+        .set("forward", "tls_cert", cert.to_str().unwrap())
+        .set("forward", "tls_key", key.to_str().unwrap());
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    wait_listening(port, &mut agent);
+    let base = serde_json::json!({"port": port, "tlsCa": cert, "count": 200, "ack": true, "ackTimeout": 5000, "quiet": true});
+    let with = |extra: serde_json::Value| {
+        let mut o = base.clone();
+        o.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        o
+    };
+    let r = send(with(
+        serde_json::json!({"sharedKey": "the-shared-key", "username": "alice", "password": "alices-password", "prefix": "good"}),
+    ));
+    assert_eq!(r["acked"], 200, "{r}");
+    for (what, extra) in [
+        (
+            "wrong shared key",
+            serde_json::json!({"sharedKey": "nope", "username": "alice", "password": "alices-password", "prefix": "bad1"}),
+        ),
+        (
+            "wrong password",
+            serde_json::json!({"sharedKey": "the-shared-key", "username": "alice", "password": "nope", "prefix": "bad2"}),
+        ),
+    ] {
+        let mut o = with(extra);
+        o["count"] = 5.into();
+        o["ackTimeout"] = 1500.into();
+        let r = Sender::start(o);
+        std::thread::sleep(Duration::from_secs(4));
+        assert_eq!(r.progress().0, 0, "{what}: nothing acknowledged");
+    }
+    // Plain TCP to the TLS listener: refused, and the agent says why.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = plain.write_all(&[0x93, 0xa1, b't', 0x01, 0x80]);
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 16];
+    assert!(matches!(plain.read(&mut b), Ok(0) | Err(_)));
+    let by_id = events_by_id(&broker, 200);
+    assert_eq!(by_id.len(), 200);
+    assert!(by_id.keys().all(|k| k.starts_with("good-")));
+    std::thread::sleep(Duration::from_millis(500));
+    let log = agent.log();
+    assert!(
+        log.contains("handshake refused: shared key mismatch"),
+        "{log}"
+    );
+    assert!(
+        log.contains("handshake refused: username/password mismatch"),
+        "{log}"
+    );
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    agent.stop();
+}
+
+fn msgpack(v: &V) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, v).unwrap();
+    out
+}
+
+/// Reads an ack map from a raw connection.
+fn read_ack(s: &mut TcpStream) -> Option<String> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let v = rmpv::decode::read_value(s).ok()?;
+    field(&v, "ack").as_str().map(str::to_string)
+}
+
+#[test]
+fn bad_input_closes_only_its_own_connection_with_the_reason_logged() {
+    let s = Scratch::new("forward-bad");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port).set("forward", "max_message_bytes", 65536),
+    );
+    wait_listening(port, &mut agent);
+    let mut good = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let event = |id: &str, chunk: &str| {
+        msgpack(&V::Array(vec![
+            V::from("raw"),
+            V::from(common::now_usec() / 1_000_000),
+            V::Map(vec![(V::from("id"), V::from(id))]),
+            V::Map(vec![(V::from("chunk"), V::from(chunk))]),
+        ]))
+    };
+    good.write_all(&event("raw-0", "c0")).unwrap();
+    assert_eq!(read_ack(&mut good).as_deref(), Some("c0"));
+    let bad_inputs: Vec<(&str, Vec<u8>)> = vec![
+        ("not MessagePack", vec![0xc1, 0x00]),
+        (
+            "record not a map",
+            msgpack(&V::Array(vec![V::from("t"), V::from(1), V::from("x")])),
+        ),
+        // An array declaring 2^32-1 elements: refused before anything arrives.
+        ("declared too large", vec![0xdd, 0xff, 0xff, 0xff, 0xff]),
+        (
+            "too large",
+            msgpack(&V::Array(vec![
+                V::from("t"),
+                V::from(1),
+                V::Map(vec![(V::from("x"), V::from("y".repeat(70_000)))]),
+            ])),
+        ),
+    ];
+    for (what, bytes) in &bad_inputs {
+        let mut b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _ = b.write_all(bytes);
+        b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(b.read(&mut buf), Ok(0) | Err(_)),
+            "{what}: the connection is closed"
+        );
+    }
+    // The good connection is untouched.
+    good.write_all(&event("raw-1", "c1")).unwrap();
+    assert_eq!(read_ack(&mut good).as_deref(), Some("c1"));
+    let log = agent.log();
+    for want in [
+        "byte 0xc1 is not MessagePack",
+        "a record must be a map",
+        "max_message_bytes",
+    ] {
+        assert!(log.contains(want), "{want} in {log}");
+    }
+    assert_eq!(
+        events_by_id(&broker, 2).len(),
+        2,
+        "only the good events were produced"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_full_window_stops_reading_the_socket_and_memory_stays_bounded() {
+    let s = Scratch::new("forward-backpressure");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port).set("forward", "max_in_flight_bytes", 1 << 20),
+    );
+    wait_listening(port, &mut agent);
+    broker.stop();
+    // PackedForward messages of 500 events of ~500 bytes, as fast as the socket takes them.
+    let now = common::now_usec() / 1_000_000;
+    let mut packed = Vec::new();
+    for i in 0..500 {
+        packed.extend(msgpack(&V::Array(vec![
+            V::from(now),
+            V::Map(vec![
+                (V::from("id"), V::from(format!("bp-{i}"))),
+                (V::from("pad"), V::from("p".repeat(500))),
+            ]),
+        ])));
+    }
+    let msg = msgpack(&V::Array(vec![V::from("bp"), V::Binary(packed)]));
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut written = 0usize;
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        match c.write_all(&msg) {
+            Ok(()) => written += msg.len(),
+            Err(_) => break,
+        }
+    }
+    let anon = rss_anon_kib(agent.child.id());
+    eprintln!(
+        "written before the agent stopped reading: {} KiB; agent anon RSS {anon} KiB",
+        written / 1024
+    );
+    assert!(
+        written < 32 << 20,
+        "the agent kept reading with the broker away: {written} bytes taken"
+    );
+    assert!(anon < 64 * 1024, "anon RSS {anon} KiB");
+    broker.restart();
+    agent.stop();
+}
+
+#[test]
+fn check_says_whether_the_listener_is_free_or_answered_by_a_running_agent() {
+    let s = Scratch::new("forward-check");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let cfg = forward_config(&s, &broker, port);
+    let path = cfg.write(&s.path("check.toml"));
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok    forward: 127.0.0.1:{port} is free to listen on"
+        )),
+        "{out}"
+    );
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    wait_listening(port, &mut agent);
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(st.success(), "{out}");
+    assert!(out.contains("answers the Forward protocol"), "{out}");
+    agent.stop();
+    // Something else on the port.
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!st.success(), "{out}");
+    assert!(out.contains("does not answer as a Forward server"), "{out}");
+}
