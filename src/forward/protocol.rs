@@ -444,3 +444,111 @@ mod tests {
         assert!(err.0.contains("expand beyond"), "{err}");
     }
 }
+
+/// The frame decoder against arbitrary input: no panic, no slice outside the input, no
+/// allocation beyond the limit, and well-formed messages found whole however they are cut.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::forward::msgpack::value_len;
+    use proptest::prelude::*;
+    use rmpv::Value as V;
+
+    fn leaf() -> impl Strategy<Value = V> {
+        prop_oneof![
+            Just(V::Nil),
+            any::<bool>().prop_map(V::from),
+            any::<i64>().prop_map(V::from),
+            any::<u64>().prop_map(V::from),
+            any::<f64>().prop_map(V::from),
+            ".{0,40}".prop_map(V::from),
+            proptest::collection::vec(any::<u8>(), 0..300).prop_map(V::Binary),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20)).prop_map(|(t, b)| V::Ext(t, b)),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = V> {
+        leaf().prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(V::Array),
+                proptest::collection::vec((".{0,8}".prop_map(V::from), inner), 0..8).prop_map(V::Map),
+            ]
+        })
+    }
+
+    fn enc(v: &V) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).unwrap();
+        out
+    }
+
+    /// A Forward message of any mode around arbitrary records.
+    fn message() -> impl Strategy<Value = Vec<u8>> {
+        let record = proptest::collection::vec((".{0,8}".prop_map(V::from), value()), 0..6).prop_map(V::Map);
+        (proptest::collection::vec((any::<u32>(), record), 1..6), 0..3u8).prop_map(|(events, mode)| {
+            let entries: Vec<V> = events
+                .iter()
+                .map(|(t, r)| V::Array(vec![V::from(*t), r.clone()]))
+                .collect();
+            let chunk = V::Map(vec![(V::from("chunk"), V::from("c"))]);
+            enc(&match mode {
+                0 => V::Array(vec![V::from("t"), V::from(events[0].0), events[0].1.clone(), chunk]),
+                1 => V::Array(vec![V::from("t"), V::Array(entries), chunk]),
+                _ => V::Array(vec![
+                    V::from("t"),
+                    V::Binary(entries.iter().flat_map(enc).collect()),
+                    chunk,
+                ]),
+            })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(Some(n)) = value_len(&bytes, 1 << 16) {
+                prop_assert!(n <= bytes.len());
+                if let Ok(m) = parse(&bytes[..n]) {
+                    let mut scratch = Vec::new();
+                    let _ = m.events(&mut scratch, 1 << 16);
+                    prop_assert!(scratch.capacity() <= 4 << 16);
+                }
+            }
+        }
+
+        #[test]
+        fn value_len_is_exact_for_every_value(v in value()) {
+            let b = enc(&v);
+            prop_assert_eq!(value_len(&b, usize::MAX), Ok(Some(b.len())));
+        }
+
+        #[test]
+        fn a_message_cut_anywhere_is_found_whole(m in message(), cut in any::<prop::sample::Index>()) {
+            let at = cut.index(m.len());
+            prop_assert_eq!(value_len(&m[..at], usize::MAX), Ok(None));
+            prop_assert_eq!(value_len(&m, usize::MAX), Ok(Some(m.len())));
+            let parsed = parse(&m).unwrap();
+            let mut scratch = Vec::new();
+            let events = parsed.events(&mut scratch, 1 << 20).unwrap();
+            prop_assert!(!events.is_empty());
+            prop_assert_eq!(parsed.options.chunk, Some(&b"c"[..]));
+        }
+
+        #[test]
+        fn corrupted_messages_never_panic(m in message(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)) {
+            let mut m = m;
+            for (i, b) in flips {
+                let at = i.index(m.len());
+                m[at] = b;
+            }
+            if let Ok(Some(n)) = value_len(&m, 1 << 20) {
+                if let Ok(p) = parse(&m[..n]) {
+                    let mut scratch = Vec::new();
+                    let _ = p.events(&mut scratch, 1 << 20);
+                }
+            }
+        }
+    }
+}
