@@ -86,7 +86,7 @@ pub(super) fn run(
     }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        source = %cfg.journal.source,
+        source = %if cfg.journal.enabled { cfg.journal.source.to_string() } else { "none (the Forward input only)".to_string() },
         brokers = %cfg.kafka.brokers,
         "journald-kafka starting"
     );

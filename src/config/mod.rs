@@ -554,6 +554,67 @@ mod tests {
     }
 
     #[test]
+    fn the_forward_section_and_its_mistakes() {
+        let c = parse(&format!(
+            "{MIN}[journal]\nenabled = false\n[forward]\nlisten = \"127.0.0.1:24224\"\ntopic = \"fluent.{{@tag}}.{{service}}\"\nkey_field = \"host\"\ntag_field = \"\"\n"
+        ))
+        .unwrap();
+        let f = c.forward.unwrap();
+        assert!(!c.journal.enabled);
+        assert_eq!(
+            f.topic,
+            [
+                ForwardPart::Literal("fluent.".into()),
+                ForwardPart::Tag,
+                ForwardPart::Literal(".".into()),
+                ForwardPart::Field("service".into())
+            ]
+        );
+        assert_eq!(f.topic_fallback, "journal");
+        assert_eq!(
+            (f.tag_field, f.time_field.as_deref()),
+            (None, Some("fluent_time"))
+        );
+        assert_eq!(f.max_message_bytes, 8 << 20);
+        let cases = [
+            ("[journal]\nenabled = false\n", "leaves no input"),
+            ("[forward]\ntopic = \"x\"\n", "give forward.listen"),
+            (
+                "[forward]\nlisten = \"localhost\"\n",
+                "forward.listen (line",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\ntopic = \"a b{@tag}\"\n",
+                "not a valid Kafka topic name",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"/x\"\n",
+                "needs forward.tls_key",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\nusers = [{ name = \"a\", password_file = \"/x\" }]\n",
+                "set forward.shared_key_file",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\nshared_key_file = \"/nonexistent\"\n",
+                "cannot read /nonexistent",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\n[delivery]\nmode = \"exactly-once\"\n",
+                "cannot run in delivery.mode",
+            ),
+            (
+                "[forward]\nlisten = \"127.0.0.1:1\"\nmax_message_bytes = 10\n",
+                "forward.max_message_bytes",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = err(&format!("{MIN}{text}"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn the_packaged_example_parses() {
         let text = include_str!("../../packaging/config.toml");
         let c = parse(text).unwrap();

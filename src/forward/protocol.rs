@@ -463,7 +463,8 @@ mod fuzz {
             any::<f64>().prop_map(V::from),
             ".{0,40}".prop_map(V::from),
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(V::Binary),
-            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20)).prop_map(|(t, b)| V::Ext(t, b)),
+            (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..20))
+                .prop_map(|(t, b)| V::Ext(t, b)),
         ]
     }
 
@@ -471,7 +472,8 @@ mod fuzz {
         leaf().prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..8).prop_map(V::Array),
-                proptest::collection::vec((".{0,8}".prop_map(V::from), inner), 0..8).prop_map(V::Map),
+                proptest::collection::vec((".{0,8}".prop_map(V::from), inner), 0..8)
+                    .prop_map(V::Map),
             ]
         })
     }
@@ -484,23 +486,33 @@ mod fuzz {
 
     /// A Forward message of any mode around arbitrary records.
     fn message() -> impl Strategy<Value = Vec<u8>> {
-        let record = proptest::collection::vec((".{0,8}".prop_map(V::from), value()), 0..6).prop_map(V::Map);
-        (proptest::collection::vec((any::<u32>(), record), 1..6), 0..3u8).prop_map(|(events, mode)| {
-            let entries: Vec<V> = events
-                .iter()
-                .map(|(t, r)| V::Array(vec![V::from(*t), r.clone()]))
-                .collect();
-            let chunk = V::Map(vec![(V::from("chunk"), V::from("c"))]);
-            enc(&match mode {
-                0 => V::Array(vec![V::from("t"), V::from(events[0].0), events[0].1.clone(), chunk]),
-                1 => V::Array(vec![V::from("t"), V::Array(entries), chunk]),
-                _ => V::Array(vec![
-                    V::from("t"),
-                    V::Binary(entries.iter().flat_map(enc).collect()),
-                    chunk,
-                ]),
+        let record =
+            proptest::collection::vec((".{0,8}".prop_map(V::from), value()), 0..6).prop_map(V::Map);
+        (
+            proptest::collection::vec((any::<u32>(), record), 1..6),
+            0..3u8,
+        )
+            .prop_map(|(events, mode)| {
+                let entries: Vec<V> = events
+                    .iter()
+                    .map(|(t, r)| V::Array(vec![V::from(*t), r.clone()]))
+                    .collect();
+                let chunk = V::Map(vec![(V::from("chunk"), V::from("c"))]);
+                enc(&match mode {
+                    0 => V::Array(vec![
+                        V::from("t"),
+                        V::from(events[0].0),
+                        events[0].1.clone(),
+                        chunk,
+                    ]),
+                    1 => V::Array(vec![V::from("t"), V::Array(entries), chunk]),
+                    _ => V::Array(vec![
+                        V::from("t"),
+                        V::Binary(entries.iter().flat_map(enc).collect()),
+                        chunk,
+                    ]),
+                })
             })
-        })
     }
 
     proptest! {

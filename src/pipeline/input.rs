@@ -7,9 +7,11 @@
 //! positions are safe only through the checkpoint (the store's cursor at the next session,
 //! or `Tracker::safe_cursor` while running), never from the shipping side.
 //!
-//! The journal is the first input (`reader`). A second input adds its record type to
-//! [`Item`] and its encoder to `format`; the queue, the shipping thread, the watermark and
-//! the stores stay as they are.
+//! The journal is the input of this kind (`reader`); an input with resumable positions
+//! adds its record type to [`Item`] and its encoder to `format`, and the queue, the
+//! shipping thread, the watermark and the stores stay as they are. The Forward input has no
+//! positions (its clients resend what was not acknowledged) and runs beside the pipeline
+//! instead (`crate::forward`, docs/design.md).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
