@@ -33,5 +33,6 @@ phase "benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
 scripts/bench-delivery.sh --quick
 scripts/bench-live.sh --quick
+scripts/bench-forward.sh --quick
 phase ""
 echo "== all tests passed in $((SECONDS - t0)) s"

@@ -199,6 +199,13 @@ pub(crate) fn producer(cfg: &Config, metrics: Arc<Metrics>) -> Result<Producer> 
     let mut c = crate::kafka::client_config(&cfg.kafka, &pipeline);
     // The journal producer's statistics feed the watchdog; these would double the work.
     c.set("statistics.interval.ms", "0");
+    // A client waits for its ack before it frees the chunk, and most keep only a few in
+    // flight: the journal's 100 ms linger would cap a connection at a few chunks per 100 ms
+    // (measured: 8 chunks of 1,000 in flight gave 80,000 events/s). Unless the user chose.
+    let p = &cfg.kafka.properties;
+    if !p.contains_key("linger.ms") && !p.contains_key("queue.buffering.max.ms") {
+        c.set("linger.ms", "5");
+    }
     c.set(
         "message.max.bytes",
         (fwd.max_message_bytes + 64 * 1024)
