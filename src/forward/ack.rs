@@ -12,7 +12,7 @@
 //! | `Chunk::remaining`    | sets it, adds one per record sent, drops its own guard | subtracts one per report |
 //! | `Chunk::failed`       | sets it when a record cannot be queued | sets it on a failed report            |
 //! | `Chunk::reply`        | creates it                           | sends the ack through it, once           |
-//! | window permits        | takes them before sending            | gives them back                          |
+//! | `Window` permits      | takes them before sending            | gives them back (same length: the payload's) |
 //!
 //! The guard the connection holds while it still sends a chunk's records keeps a fast
 //! report from acknowledging a chunk that is only half sent.
@@ -95,16 +95,10 @@ impl Chunk {
     }
 }
 
-/// What a record carries to its delivery report.
-pub(crate) struct Pending {
-    chunk: Arc<Chunk>,
-    permits: u32,
-    window: Arc<Semaphore>,
-}
-
 /// Delivery reports and client events of the Forward producer.
 pub(crate) struct AckContext {
     metrics: Arc<Metrics>,
+    window: Arc<Window>,
     repeats: RateLimit,
     served: AtomicU64,
     /// librdkafka declared the producer unusable; a new one is made.
@@ -144,17 +138,21 @@ impl ClientContext for AckContext {
 }
 
 impl ProducerContext for AckContext {
-    type DeliveryOpaque = Box<Pending>;
+    type DeliveryOpaque = Arc<Chunk>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, p: Box<Pending>) {
+    fn delivery(&self, result: &DeliveryResult<'_>, chunk: Arc<Chunk>) {
+        use rdkafka::message::Message;
         self.served.fetch_add(1, Ordering::Relaxed);
+        let len = match result {
+            Ok(m) => m.payload_len(),
+            Err((_, m)) => m.payload_len(),
+        };
         match result {
             Ok(_) => {
                 Metrics::add(&self.metrics.forward_events_delivered, 1);
                 self.metrics.broker_state(true);
             }
             Err((e, msg)) => {
-                use rdkafka::message::Message;
                 Metrics::add(&self.metrics.forward_events_failed, 1);
                 let line = format!(
                     "forward input: delivery to topic {} failed: {e}",
@@ -167,11 +165,11 @@ impl ProducerContext for AckContext {
                     );
                 }
                 self.metrics.error(line);
-                p.chunk.fail();
+                chunk.fail();
             }
         }
-        p.window.add_permits(p.permits as usize);
-        p.chunk.release();
+        self.window.give(len);
+        chunk.release();
     }
 }
 
@@ -192,7 +190,11 @@ impl Drop for Producer {
 }
 
 /// Makes the producer: the same client settings (and guarantee) as the journal's.
-pub(crate) fn producer(cfg: &Config, metrics: Arc<Metrics>) -> Result<Producer> {
+pub(crate) fn producer(
+    cfg: &Config,
+    window: Arc<Window>,
+    metrics: Arc<Metrics>,
+) -> Result<Producer> {
     let fwd = cfg.forward.as_ref().expect("forward is configured");
     let mut pipeline = cfg.pipeline.clone();
     pipeline.max_in_flight_bytes = fwd.max_in_flight_bytes;
@@ -215,6 +217,7 @@ pub(crate) fn producer(cfg: &Config, metrics: Arc<Metrics>) -> Result<Producer> 
     let inner: BaseProducer<AckContext> = c
         .create_with_context(AckContext {
             metrics,
+            window,
             repeats: RateLimit::default(),
             served: AtomicU64::new(0),
             fatal: AtomicBool::new(false),
@@ -268,32 +271,34 @@ impl Window {
         }
     }
 
-    /// Waits for room for a record of `len` bytes (one larger than the window waits for an
-    /// empty window), then returns what its delivery report will need.
-    pub(crate) async fn admit(&self, chunk: &Arc<Chunk>, len: usize) -> Box<Pending> {
-        let permits = (len + RECORD_BOOKKEEPING).min(self.max as usize) as u32;
+    /// What a record of `len` value bytes holds of the window: one larger than the window
+    /// takes all of it, so it waits for an empty window and then passes alone.
+    fn permits(&self, len: usize) -> u32 {
+        (len + RECORD_BOOKKEEPING).min(self.max as usize) as u32
+    }
+
+    /// Waits for room for a record of `len` bytes of `chunk`. The delivery report (or
+    /// [`Window::refuse`]) gives the room back, from the same length.
+    pub(crate) async fn admit(&self, chunk: &Chunk, len: usize) {
         // The semaphore is never closed.
-        if let Ok(p) = self.sem.acquire_many(permits).await {
+        if let Ok(p) = self.sem.acquire_many(self.permits(len)).await {
             p.forget();
         }
         chunk.add_record();
-        Box::new(Pending {
-            chunk: chunk.clone(),
-            permits,
-            window: self.sem.clone(),
-        })
+    }
+
+    fn give(&self, len: usize) {
+        self.sem.add_permits(self.permits(len) as usize);
+    }
+
+    /// A record admitted for `chunk` never reached the producer.
+    pub(crate) fn refuse(&self, chunk: &Chunk, len: usize) {
+        self.give(len);
+        chunk.fail();
+        chunk.release();
     }
 
     pub(crate) fn in_flight(&self) -> usize {
         self.max as usize - self.sem.available_permits()
-    }
-}
-
-impl Pending {
-    /// The record never reached the producer: give its room back and fail its chunk.
-    pub(crate) fn refuse(self) {
-        self.window.add_permits(self.permits as usize);
-        self.chunk.fail();
-        self.chunk.release();
     }
 }

@@ -20,7 +20,9 @@ pub(crate) const ID_HEADER: &str = "fluent-id";
 
 /// A record ready for the producer.
 pub(crate) struct Encoded<'a> {
-    pub(crate) topic: String,
+    /// `None`: the template has no record fields, so the topic is the message's
+    /// ([`message_topic`]), made once for all of its events.
+    pub(crate) topic: Option<String>,
     /// Borrowed from the event's record.
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: Vec<u8>,
@@ -93,7 +95,12 @@ pub(crate) fn encode<'a>(
         write::str(&mut value, name.as_bytes());
         write::uint(&mut value, event.time.as_nanos());
     }
-    let (topic, fell_back) = topic(cfg, tag, &fields);
+    let (topic, fell_back) = if wants_fields {
+        let (t, f) = topic(cfg, tag, &fields);
+        (Some(t), f)
+    } else {
+        (None, false)
+    };
     let event_ms = (event.time.as_nanos() / 1_000_000).min(i64::MAX as u64) as i64;
     let timestamp_ms = if event_ms > now_ms + 5 * 60 * 1000 {
         now_ms
@@ -112,6 +119,12 @@ pub(crate) fn encode<'a>(
 /// A str or bin value's bytes; `None` for anything else.
 fn str_of(v: &[u8]) -> Option<&[u8]> {
     Reader::new(v).bytes().ok()
+}
+
+/// The topic of every event of a message with this tag, when the template names no record
+/// field; and whether it is the fallback.
+pub(crate) fn message_topic(cfg: &ForwardConfig, tag: &[u8]) -> (String, bool) {
+    topic(cfg, tag, &[])
 }
 
 /// Fills in the topic template. Characters a topic name cannot hold become '_'; a missing
@@ -196,7 +209,11 @@ mod tests {
         };
         let c = cfg(vec![ForwardPart::Literal("logs.".into()), ForwardPart::Tag]);
         let e = encode(&c, b"app/access", &ev, 1_700_000_000_000, Vec::new()).unwrap();
-        assert_eq!(e.topic, "logs.app_access");
+        assert_eq!(e.topic, None, "the same for the whole message");
+        assert_eq!(
+            message_topic(&c, b"app/access"),
+            ("logs.app_access".into(), false)
+        );
         assert_eq!(e.key, Some(&b"web-1"[..]));
         assert_eq!(e.timestamp_ms, 1_700_000_000_000);
         let v = rmpv::decode::read_value(&mut &e.value[..]).unwrap();
@@ -229,7 +246,7 @@ mod tests {
         };
         let c = cfg(vec![ForwardPart::Field("service".into())]);
         let e = encode(&c, b"t", &ev, 1_700_000_000_000, Vec::new()).unwrap();
-        assert_eq!((e.topic.as_str(), e.fell_back), ("fallback", true));
+        assert_eq!((e.topic.as_deref(), e.fell_back), (Some("fallback"), true));
         assert_eq!(
             e.timestamp_ms, 1_700_000_000_000,
             "a future time is clamped"

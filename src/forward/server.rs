@@ -37,7 +37,7 @@ struct Shared {
     cfg: ForwardConfig,
     metrics: Arc<Metrics>,
     producer: std::sync::Mutex<Arc<ack::Producer>>,
-    window: Window,
+    window: Arc<Window>,
     full_cfg: Config,
     stop: watch::Receiver<bool>,
 }
@@ -48,7 +48,7 @@ impl Shared {
     fn producer(&self) -> Arc<ack::Producer> {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if g.inner.context().fatal.load(Ordering::Acquire) {
-            match ack::producer(&self.full_cfg, self.metrics.clone()) {
+            match ack::producer(&self.full_cfg, self.window.clone(), self.metrics.clone()) {
                 Ok(p) => *g = Arc::new(p),
                 Err(e) => tracing::error!("forward input: {e:#}"),
             }
@@ -108,10 +108,11 @@ pub(crate) fn start(
         Some((cert, key)) => Some(Arc::new(tls_acceptor(cert, key)?)),
         None => None,
     };
-    let producer = ack::producer(cfg, metrics.clone())?;
+    let window = Arc::new(Window::new(fwd.max_in_flight_bytes));
+    let producer = ack::producer(cfg, window.clone(), metrics.clone())?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        window: Window::new(fwd.max_in_flight_bytes),
+        window,
         cfg: fwd,
         metrics,
         producer: std::sync::Mutex::new(Arc::new(producer)),
@@ -440,6 +441,7 @@ async fn message(
     let chunk = Chunk::new(chunk_id, tx, shared.metrics.clone());
     let producer = shared.producer();
     let now_ms = crate::metrics::unix_now_usec() as i64 / 1000;
+    let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag);
     let mut id = String::new();
     for (i, ev) in events.iter().enumerate() {
         let rec = match record::encode(cfg, msg.tag, ev, now_ms, std::mem::take(value_buf)) {
@@ -451,10 +453,11 @@ async fn message(
                 return Err(e);
             }
         };
-        if rec.fell_back {
+        if rec.fell_back || (rec.topic.is_none() && msg_fell_back) {
             Metrics::add(&shared.metrics.topics_invalid, 1);
         }
-        let pending = shared.window.admit(&chunk, rec.value.len()).await;
+        let topic = rec.topic.as_deref().unwrap_or(&msg_topic);
+        shared.window.admit(&chunk, rec.value.len()).await;
         let mut headers = OwnedHeaders::new_with_capacity(4)
             .insert(Header {
                 key: record::SOURCE_HEADER,
@@ -479,7 +482,7 @@ async fn message(
             });
         }
         let len = rec.value.len();
-        let mut br = BaseRecord::with_opaque_to(&rec.topic, pending)
+        let mut br = BaseRecord::with_opaque_to(topic, chunk.clone())
             .payload(&rec.value[..])
             .headers(headers)
             .timestamp(rec.timestamp_ms);
@@ -495,11 +498,11 @@ async fn message(
                 }
                 Err((e, back)) => {
                     Metrics::add(&shared.metrics.forward_events_failed, 1);
-                    tracing::error!(topic = %rec.topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
+                    tracing::error!(topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
                     shared
                         .metrics
                         .error(format!("forward input: a record cannot be queued: {e}"));
-                    (*back.delivery_opaque).refuse();
+                    shared.window.refuse(&back.delivery_opaque, len);
                     break;
                 }
             }
