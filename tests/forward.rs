@@ -663,3 +663,113 @@ fn check_says_whether_the_listener_is_free_or_answered_by_a_running_agent() {
     assert!(!st.success(), "{out}");
     assert!(out.contains("does not answer as a Forward server"), "{out}");
 }
+
+#[test]
+fn a_unix_socket_listener_with_the_real_client() {
+    let s = Scratch::new("forward-unix");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let sock = s.path("forward.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port).set("forward", "socket", sock.to_str().unwrap()),
+    );
+    wait_listening(port, &mut agent);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    let r = send(
+        serde_json::json!({"path": sock, "mode": "CompressedPackedForward", "count": 300, "ack": true, "prefix": "unix", "quiet": true}),
+    );
+    assert_eq!(r["acked"], 300, "{r}");
+    let by_id = events_by_id(&broker, 300);
+    assert_eq!(by_id.len(), 300);
+    agent.stop();
+    assert!(!sock.exists(), "a clean stop removes the socket");
+}
+
+#[test]
+fn a_chunk_whose_record_the_topic_refuses_gets_no_ack_and_the_connection_stays_usable() {
+    let s = Scratch::new("forward-refused");
+    let b = Broker::start(&s.path("broker"));
+    b.create_topic_with(TOPIC, 1, Some("max.message.bytes=100000"));
+    let port = free_port();
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &b, port).set("forward", "key_field", "id"),
+    );
+    wait_listening(port, &mut agent);
+    let now = common::now_usec() / 1_000_000;
+    let mut rng = Rng(7);
+    // Incompressible padding: the broker judges the compressed batch.
+    let mut chunk = |id: &str, chunk: &str, pad: usize| {
+        let pad: Vec<u8> = (0..pad).map(|_| rng.next(0, 256) as u8).collect();
+        msgpack(&V::Array(vec![
+            V::from("refused"),
+            V::Array(vec![V::Array(vec![
+                V::from(now),
+                V::Map(vec![
+                    (V::from("id"), V::from(id)),
+                    (V::from("pad"), V::Binary(pad)),
+                ]),
+            ])]),
+            V::Map(vec![(V::from("chunk"), V::from(chunk))]),
+        ]))
+    };
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&chunk("too-big", "big", 150_000)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let mut b1 = [0u8; 1];
+    assert!(
+        matches!(c.read(&mut b1), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "no ack for a chunk the broker refused"
+    );
+    c.write_all(&chunk("small", "ok", 10)).unwrap();
+    assert_eq!(
+        read_ack(&mut c).as_deref(),
+        Some("ok"),
+        "the same connection still works"
+    );
+    let by_id = events_by_id(&b, 1);
+    assert_eq!(by_id.keys().collect::<Vec<_>>(), ["small"]);
+    assert_eq!(
+        by_id["small"][0].0.key.as_deref(),
+        Some(&b"small"[..]),
+        "forward.key_field keys the record"
+    );
+    let log = agent.log();
+    assert!(log.contains("the chunk is not acknowledged"), "{log}");
+    agent.stop();
+}
+
+#[test]
+fn the_forward_input_runs_beside_the_journal_in_one_agent() {
+    let s = Scratch::new("forward-beside");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    broker.create_topic(TOPIC, 1);
+    let jdir = s.path("journal");
+    let start = format!("{}", recent_usec(600));
+    write_journal(&jdir, "a.journal", &["-n", "2000", "--start-usec", &start]);
+    let last = cursor_of(journal_entries(&jdir, &[]).last().unwrap());
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+        .set("forward", "listen", format!("127.0.0.1:{port}"))
+        .set("forward", "topic", TOPIC);
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    wait_listening(port, &mut agent);
+    let r = send(
+        serde_json::json!({"port": port, "count": 500, "ack": true, "prefix": "beside", "quiet": true}),
+    );
+    assert_eq!(r["acked"], 500, "{r}");
+    agent.wait_cursor(&last, Duration::from_secs(60));
+    assert_eq!(
+        consume(&broker.addr(), &["journal"], 2000, Duration::from_secs(10)).len(),
+        2000
+    );
+    assert_eq!(events_by_id(&broker, 500).len(), 500);
+    agent.stop();
+}

@@ -249,6 +249,14 @@ impl Reload {
                 return;
             }
         };
+        if !self.current.journal.enabled {
+            // Nothing runs that a reload could restart: the Forward input holds its
+            // connections, producer and listeners for the life of the process.
+            tracing::error!(
+                "SIGHUP: reload refused, still running with the previous configuration: the Forward input (the only input, journal.enabled = false) applies its settings at start (use systemctl restart)"
+            );
+            return;
+        }
         let fixed = needs_restart(&self.current, &new);
         if !fixed.is_empty() {
             tracing::error!(

@@ -99,6 +99,12 @@ pub(crate) fn start(
             let l = std::os::unix::net::UnixListener::bind(path)
                 .with_context(|| format!("forward.socket: cannot listen on {}", path.display()))?;
             l.set_nonblocking(true)?;
+            // The unit's UMask=0077 would leave it to the agent's user alone: applications
+            // in the agent's group may send.
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
+                .with_context(|| {
+                    format!("forward.socket: cannot set the mode of {}", path.display())
+                })?;
             listening.push(format!("unix:{}", path.display()));
             Some(l)
         }
