@@ -19,17 +19,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::msgpack::write;
 use crate::config::Config;
+use crate::kafka::Poller;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
@@ -108,22 +108,7 @@ pub(crate) struct AckContext {
 impl ClientContext for AckContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         self.served.fetch_add(1, Ordering::Relaxed);
-        let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
-        let Some(repeats) = self.repeats.admit(&key) else {
-            return;
-        };
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", input = "forward", repeats, "{fac}: {msg}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", input = "forward", repeats, "{fac}: {msg}")
-            }
-            _ => tracing::debug!(target: "librdkafka", input = "forward", "{fac}: {msg}"),
-        }
+        crate::kafka::log_line(&self.repeats, "forward", level, fac, msg);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -173,20 +158,10 @@ impl ProducerContext for AckContext {
     }
 }
 
-/// The Forward producer and the thread that serves its reports.
+/// The Forward producer and the thread that serves its reports (as the journal's).
 pub(crate) struct Producer {
     pub(crate) inner: Arc<BaseProducer<AckContext>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Producer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    _poller: Poller,
 }
 
 /// Makes the producer: the same client settings (and guarantee) as the journal's.
@@ -224,32 +199,11 @@ pub(crate) fn producer(
         })
         .context("cannot create the Forward input's Kafka producer")?;
     let inner = Arc::new(inner);
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let (p, stop) = (inner.clone(), stop.clone());
-        // As the journal producer's thread (kafka::Producer): drain without blocking, then
-        // sleep, briefly while records are in flight.
-        std::thread::Builder::new()
-            .name("forward-poll".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..1024 {
-                        let before = p.context().served.load(Ordering::Relaxed);
-                        p.poll(Duration::ZERO);
-                        if p.context().served.load(Ordering::Relaxed) == before {
-                            break;
-                        }
-                    }
-                    let busy = p.in_flight_count() > 0;
-                    std::thread::sleep(Duration::from_millis(if busy { 2 } else { 100 }));
-                }
-            })
-            .context("cannot start the Forward producer's polling thread")?
-    };
     Ok(Producer {
+        _poller: Poller::start("forward-poll", inner.clone(), |c| {
+            c.served.load(Ordering::Relaxed)
+        }),
         inner,
-        stop,
-        thread: Some(thread),
     })
 }
 

@@ -19,7 +19,9 @@ pub(crate) mod transaction;
 
 pub(crate) use cause::{Cause, classify, speaks_tls};
 pub(crate) use client::{STATS_INTERVAL_MS, client_config, connection, connection_config};
-pub(crate) use producer::{CONTROL, Producer, Transactional, probe, producer, repair_producer};
+pub(crate) use producer::{
+    CONTROL, Poller, Producer, Transactional, log_line, probe, producer, repair_producer,
+};
 pub(crate) use record::{
     Outgoing, dead_letter_headers, headers, headers_with, send, send_progress,
 };

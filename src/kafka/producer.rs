@@ -79,30 +79,41 @@ impl DeliveryContext {
     }
 }
 
+/// librdkafka's log lines into ours, for every producer (`input` says whose). librdkafka
+/// repeats connection failures on every attempt; one line a minute per kind of message is
+/// enough (the key ignores its "N identical suppressed" suffix).
+pub(crate) fn log_line(
+    repeats: &RateLimit,
+    input: &str,
+    level: RDKafkaLogLevel,
+    fac: &str,
+    msg: &str,
+) {
+    let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
+    let Some(repeats) = repeats.admit(&key) else {
+        return;
+    };
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", input, repeats, "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Warning => {
+            tracing::warn!(target: "librdkafka", input, repeats, "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", input, "{fac}: {msg}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", input, "{fac}: {msg}"),
+    }
+}
+
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         self.served.fetch_add(1, Ordering::Relaxed);
-        // librdkafka repeats connection failures on every attempt; one line a minute per
-        // kind of message is enough (the key ignores its "N identical suppressed" suffix).
-        let key: String = format!("{fac}:{}", msg.chars().take(80).collect::<String>());
-        let Some(repeats) = self.repeats.admit(&key) else {
-            return;
-        };
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", repeats, "{fac}: {msg}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", repeats, "{fac}: {msg}")
-            }
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", "{fac}: {msg}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", "{fac}: {msg}"),
-        }
+        log_line(&self.repeats, "journal", level, fac, msg);
     }
 
     fn stats_raw(&self, statistics: &[u8]) {
@@ -253,7 +264,8 @@ pub(crate) struct Producer {
     _poller: Arc<Poller>,
 }
 
-struct Poller {
+/// The thread that serves a producer's events; stops and joins it when dropped.
+pub(crate) struct Poller {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -277,18 +289,35 @@ const DRAIN_MAX: u32 = 1024;
 impl Producer {
     fn start(inner: BaseProducer<DeliveryContext>) -> Producer {
         let inner = Arc::new(inner);
+        Producer {
+            _poller: Arc::new(Poller::start("producer-poll", inner.clone(), |c| {
+                c.served.load(Ordering::Relaxed)
+            })),
+            inner,
+        }
+    }
+}
+
+impl Poller {
+    /// Serves `p`'s events on a thread of its own until dropped. `served` counts the
+    /// callbacks run so far: the thread drains while it moves.
+    pub(crate) fn start<C: ProducerContext + 'static>(
+        name: &str,
+        p: Arc<BaseProducer<C>>,
+        served: fn(&C) -> u64,
+    ) -> Poller {
         let stop = Arc::new(AtomicBool::new(false));
-        let poller = {
-            let (p, stop) = (inner.clone(), stop.clone());
+        let thread = {
+            let stop = stop.clone();
             std::thread::Builder::new()
-                .name("producer-poll".into())
+                .name(name.into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         // poll(0) serves at most one event; go on while callbacks run.
                         for _ in 0..DRAIN_MAX {
-                            let before = p.context().served.load(Ordering::Relaxed);
+                            let before = served(p.context());
                             p.poll(Duration::ZERO);
-                            if p.context().served.load(Ordering::Relaxed) == before {
+                            if served(p.context()) == before {
                                 break;
                             }
                         }
@@ -298,12 +327,9 @@ impl Producer {
                 })
                 .expect("spawn the producer's polling thread")
         };
-        Producer {
-            inner,
-            _poller: Arc::new(Poller {
-                stop,
-                thread: Some(poller),
-            }),
+        Poller {
+            stop,
+            thread: Some(thread),
         }
     }
 }
