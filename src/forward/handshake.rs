@@ -191,11 +191,7 @@ mod tests {
     use super::*;
     use rmpv::Value as V;
 
-    fn enc(v: &V) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::forward::msgpack::test_encode as enc;
 
     /// What a client does with a HELO (as fluent-logger and out_forward do).
     fn client_ping(helo: &[u8], key: &str, user: &str, password: &str) -> Vec<u8> {

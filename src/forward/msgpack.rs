@@ -404,15 +404,19 @@ pub(crate) mod write {
     }
 }
 
+/// A value as MessagePack, by rmpv (the reference the tests hold this module to).
+#[cfg(test)]
+pub(crate) fn test_encode(v: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, v).unwrap();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn encode(v: &rmpv::Value) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::forward::msgpack::test_encode as encode;
 
     #[test]
     fn value_len_finds_the_end_of_every_kind_of_value_and_waits_for_the_rest() {

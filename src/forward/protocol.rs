@@ -288,11 +288,7 @@ mod tests {
     use super::*;
     use rmpv::Value as V;
 
-    fn enc(v: &V) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::forward::msgpack::test_encode as enc;
 
     fn rec(i: i64) -> V {
         V::Map(vec![
@@ -478,11 +474,7 @@ mod fuzz {
         })
     }
 
-    fn enc(v: &V) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::forward::msgpack::test_encode as enc;
 
     /// A Forward message of any mode around arbitrary records.
     fn message() -> impl Strategy<Value = Vec<u8>> {

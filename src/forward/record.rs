@@ -187,11 +187,7 @@ mod tests {
         }
     }
 
-    fn enc(v: &V) -> Vec<u8> {
-        let mut out = Vec::new();
-        rmpv::encode::write_value(&mut out, v).unwrap();
-        out
-    }
+    use crate::forward::msgpack::test_encode as enc;
 
     #[test]
     fn the_record_is_kept_and_tag_and_time_are_added() {
