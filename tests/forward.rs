@@ -8,7 +8,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -394,42 +393,12 @@ fn kill_9_of_the_agent_while_clients_send_with_acks_loses_nothing() {
     agent.stop();
 }
 
-fn self_signed(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (cert, key)
-}
-
 #[test]
 fn shared_key_users_and_tls() {
     let s = Scratch::new("forward-secure");
     let broker = Broker::with_topic(&s, TOPIC, 1);
     let port = free_port();
-    let (cert, key) = self_signed(&s.path("tls"));
+    let tls = pki(&s.path("tls"));
     std::fs::write(s.path("shared_key"), "the-shared-key\n").unwrap();
     std::fs::write(s.path("alice"), "alices-password\n").unwrap();
     let mut users = toml::Table::new();
@@ -450,11 +419,11 @@ fn shared_key_users_and_tls() {
             "users",
             toml::Value::Array(vec![toml::Value::Table(users)]),
         )
-        .set("forward", "tls_cert", cert.to_str().unwrap())
-        .set("forward", "tls_key", key.to_str().unwrap());
+        .set("forward", "tls_cert", tls.cert.to_str().unwrap())
+        .set("forward", "tls_key", tls.key.to_str().unwrap());
     let mut agent = Agent::start(&s.path("agent"), &cfg);
     wait_listening(port, &mut agent);
-    let base = serde_json::json!({"port": port, "tlsCa": cert, "count": 200, "ack": true, "ackTimeout": 5000, "quiet": true});
+    let base = serde_json::json!({"port": port, "tlsCa": tls.ca, "count": 200, "ack": true, "ackTimeout": 5000, "quiet": true});
     let with = |extra: serde_json::Value| {
         let mut o = base.clone();
         o.as_object_mut()
