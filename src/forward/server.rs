@@ -34,21 +34,25 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// What every connection shares.
 struct Shared {
-    cfg: ForwardConfig,
+    /// The whole configuration: the producer is made (and remade) from it.
+    config: Config,
     metrics: Arc<Metrics>,
     producer: std::sync::Mutex<Arc<ack::Producer>>,
     window: Arc<Window>,
-    full_cfg: Config,
     stop: watch::Receiver<bool>,
 }
 
 impl Shared {
+    fn cfg(&self) -> &ForwardConfig {
+        self.config.forward.as_ref().expect("forward is configured")
+    }
+
     /// The current producer, replaced after a fatal error (its unconfirmed chunks were
     /// never acknowledged, so their clients resend them to the new one).
     fn producer(&self) -> Arc<ack::Producer> {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if g.inner.context().fatal.load(Ordering::Acquire) {
-            match ack::producer(&self.full_cfg, self.window.clone(), self.metrics.clone()) {
+            match ack::producer(&self.config, self.window.clone(), self.metrics.clone()) {
                 Ok(p) => *g = Arc::new(p),
                 Err(e) => tracing::error!("forward input: {e:#}"),
             }
@@ -71,7 +75,7 @@ pub(crate) fn start(
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
 ) -> Result<Server> {
-    let fwd = cfg.forward.clone().expect("forward is configured");
+    let fwd = cfg.forward.as_ref().expect("forward is configured");
     let mut listening = Vec::new();
     let tcp = match &fwd.listen {
         Some(addr) => {
@@ -119,10 +123,9 @@ pub(crate) fn start(
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         window,
-        cfg: fwd,
         metrics,
         producer: std::sync::Mutex::new(Arc::new(producer)),
-        full_cfg: cfg.clone(),
+        config: cfg.clone(),
         stop: stop_rx,
     });
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -178,7 +181,7 @@ async fn serve(
     tls: Option<Arc<openssl::ssl::SslAcceptor>>,
     shutdown_timeout: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let slots = Arc::new(Semaphore::new(shared.cfg().max_connections));
     let tcp = tcp.map(|l| tokio::net::TcpListener::from_std(l).expect("a listener for tokio"));
     let unix = unix.map(|l| tokio::net::UnixListener::from_std(l).expect("a listener for tokio"));
     let mut stop = shared.stop.clone();
@@ -262,7 +265,7 @@ async fn serve(
     })
     .await;
     conns.abort_all();
-    if let Some(p) = &shared.cfg.socket {
+    if let Some(p) = &shared.cfg().socket {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -345,7 +348,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: &str,
     shared: &Shared,
 ) -> Result<(), String> {
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let limit = cfg.max_message_bytes;
     let mut stop = shared.stop.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -435,7 +438,7 @@ async fn message(
     scratch: &mut Vec<u8>,
     value_buf: &mut Vec<u8>,
 ) -> Result<(), Malformed> {
-    let cfg = &shared.cfg;
+    let cfg = shared.cfg();
     let msg = protocol::parse(frame)?;
     // Every event is decoded before the first is sent: a malformed message sends nothing.
     let events = msg.events(scratch, cfg.max_message_bytes)?;
