@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Module dependencies point one way too (no cycles): `config`, `error`, `logging`,
-//! `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on `journal`;
+//! `malloc`, `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on `journal`;
 //! `checkpoint` on `journal` and `logging`; `kafka` on `checkpoint` and `format`;
 //! `pipeline` on all of them; `forward` (the Forward-protocol input, beside the journal
 //! pipeline) on `config`, `kafka`, `logging` and `metrics`; `cli`, `readback` and
@@ -29,6 +29,7 @@ mod forward;
 pub mod journal;
 mod kafka;
 mod logging;
+mod malloc;
 mod metrics;
 mod notify;
 mod pipeline;

@@ -250,6 +250,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { config } => {
             let cfg = load(&config, cli.log_level.as_deref())?;
             logging::init(&cfg.log.level, cfg.log.target)?;
+            crate::malloc::tune();
             let log_level = cli.log_level.clone();
             run::run(cfg, move || load(&config, log_level.as_deref()))
         }
