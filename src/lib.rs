@@ -10,12 +10,11 @@
 //! ```
 //!
 //! Module dependencies point one way too (no cycles): `config`, `error`, `logging`,
-//! `malloc`, `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on `journal`;
-//! `checkpoint` on `journal` and `logging`; `kafka` on `checkpoint` and `format`;
-//! `pipeline` on all of them; `forward` (the Forward-protocol input, beside the journal
-//! pipeline) on `config`, `kafka`, `logging` and `metrics`; `cli`, `readback` and
-//! `verify` sit on top. See
-//! `docs/design.md` for the reasoning behind the shape.
+//! `malloc`, `metrics` and `notify` depend on no stage; `journal` on `config`; `format` on
+//! `journal`; `checkpoint` on `journal` and `logging`; `kafka` on `checkpoint` and
+//! `format`; `pipeline` on all of them; `forward` (the Forward-protocol input, beside the
+//! journal pipeline) on `config`, `kafka`, `logging` and `metrics`; `cli`, `readback` and
+//! `verify` sit on top. See `docs/design.md` for the reasoning behind the shape.
 //!
 //! Only what the benchmarks use is public; everything else is `pub(crate)`.
 

@@ -206,9 +206,10 @@ impl Stream {
         self.j.restart_data();
         loop {
             match self.j.enumerate_data() {
-                Ok(Some(f)) => {
-                    entry.push_data(f.data());
-                }
+                // An object without '=' is not a field (libsystemd never hands one out
+                // for a valid file); it is left out as before.
+                Ok(Some(f)) if f.value().is_some() => entry.push_split(f.data(), f.name().len()),
+                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     // Keep what could be read rather than losing the whole entry, and say
