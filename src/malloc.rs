@@ -10,18 +10,22 @@
 //! zeroed fresh pages: at 10,000 entries/s page faults and `clear_page` were the broker
 //! thread's largest cost after copying, and its share of the agent's CPU fell from 19.8 % to
 //! 12.3 % without them. Same-run effect (`scripts/bench-live.sh`, 3 × 15 s at 10,000
-//! entries/s): 15.9 → 14.4 and 15.7 → 14.2 % of a core; anonymous memory 7.6 → 7.8 MiB, and
-//! 11.8 → 12.2 MiB draining the 1M-entry backlog, whose CPU did not change (#19).
+//! entries/s): 16.2 → 14.7 % of a core, anonymous memory 7.0 → 7.4 MiB (#19); draining the
+//! 1M-entry backlog, CPU did not change.
 //!
-//! Fixed values also switch off glibc's adjustment, so they are chosen above what
-//! librdkafka asks for at default settings: requests up to 4 MiB come from the heap, and a
-//! heap keeps up to 8 MiB free at its top before trimming.
+//! Fixed values also switch off glibc's adjustment. Allocations up to 1 MiB (librdkafka's
+//! request buffers at live rates) come from the heap, and a heap keeps up to 2 MiB free at
+//! its top; larger ones (a multi-MB entry and its copies) keep their own mapping and go back
+//! to the kernel when freed. 4 and 8 MiB saved no more CPU and kept the copies of 3 MB core
+//! dumps in every thread's heap: 77 MiB anonymous against 18 MiB
+//! (`fleet::memory_stays_bounded_with_multi_megabyte_entries`); trimming alone (at 4 MiB,
+//! the mmap threshold left at 128 KiB) saved nothing.
 
 /// Allocations above this size get their own mapping (glibc's default: 128 KiB, growing
 /// with what is freed).
-const MMAP_THRESHOLD: i32 = 4 << 20;
+const MMAP_THRESHOLD: i32 = 1 << 20;
 /// Free memory at the top of a heap beyond this size goes back to the kernel.
-const TRIM_THRESHOLD: i32 = 8 << 20;
+const TRIM_THRESHOLD: i32 = 2 << 20;
 
 /// Applies the thresholds unless the environment already tunes glibc's allocator.
 pub(crate) fn tune() {
