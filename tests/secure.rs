@@ -408,54 +408,7 @@ fn a_misnamed_or_expired_certificate_is_named() {
     let pki = pki(&s.path("pki"));
     let dir = s.path("pki");
     // Names another host only.
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.csr",
-            "-subj",
-            "/CN=other.example",
-        ],
-    );
-    std::fs::write(dir.join("other.ext"), "subjectAltName=DNS:other.example\n").unwrap();
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "other.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "other.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "other.ext",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            "other.key",
-            "-out",
-            "other.pk8",
-        ],
-    );
+    issue(&dir, "other", "other.example", "DNS:other.example");
     // Expired in 2020 (openssl ca sets the dates).
     std::fs::create_dir_all(dir.join("db")).unwrap();
     std::fs::write(dir.join("db/index.txt"), "").unwrap();
@@ -503,12 +456,7 @@ fn a_misnamed_or_expired_certificate_is_named() {
             "20200102000000Z",
         ],
     );
-    openssl(
-        &dir,
-        &[
-            "pkcs8", "-topk8", "-nocrypt", "-in", "old.key", "-out", "old.pk8",
-        ],
-    );
+    pkcs8(&dir, "old");
 
     let jdir = s.path("journal");
     write_journal(&jdir, "a.journal", &["-n", "10"]);

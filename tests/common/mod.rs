@@ -770,6 +770,57 @@ pub fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// A key and a certificate signed by the CA of [`pki`] in `dir`: `NAME.pem` and `NAME.pk8`
+/// (PKCS#8, as the agent and the brokers read keys), for common name `cn` and subject
+/// alternative names `san` (openssl's syntax, e.g. `IP:127.0.0.1,DNS:localhost`).
+pub fn issue(dir: &Path, name: &str, cn: &str, san: &str) {
+    let (key, csr, ext, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.ext"),
+        format!("{name}.pem"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            &subject,
+        ],
+    );
+    std::fs::write(dir.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    pkcs8(dir, name);
+}
+
+/// `NAME.key` converted to `NAME.pk8` (PKCS#8, unencrypted).
+pub fn pkcs8(dir: &Path, name: &str) {
+    let (key, pk8) = (format!("{name}.key"), format!("{name}.pk8"));
+    openssl(
+        dir,
+        &["pkcs8", "-topk8", "-nocrypt", "-in", &key, "-out", &pk8],
+    );
+}
+
 pub fn pki(dir: &Path) -> Pki {
     std::fs::create_dir_all(dir).unwrap();
     openssl(
@@ -790,58 +841,7 @@ pub fn pki(dir: &Path) -> Pki {
             "/CN=journald-kafka test CA",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "pkcs8",
-            "-topk8",
-            "-nocrypt",
-            "-in",
-            "server.key",
-            "-out",
-            "server.pk8",
-        ],
-    );
+    issue(dir, "server", "127.0.0.1", "IP:127.0.0.1,DNS:localhost");
     Pki {
         ca: dir.join("ca.pem"),
         cert: dir.join("server.pem"),
