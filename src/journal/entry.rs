@@ -45,20 +45,15 @@ impl Entry {
         }
     }
 
-    /// Appends one `NAME=value` data object. Returns false (and stores nothing) when the
-    /// object has no '=', which libsystemd never hands out for a valid file.
-    pub fn push_data(&mut self, data: &[u8]) -> bool {
-        let Some(eq) = data.iter().position(|&b| b == b'=') else {
-            return false;
-        };
-        self.push_split(data, eq);
-        true
-    }
-
-    /// Appends one data object whose '=' is at `eq` (libsystemd's field already found it:
-    /// searching again was a byte loop over every name, ~2 % of the agent's CPU, #19).
-    pub(crate) fn push_split(&mut self, data: &[u8], eq: usize) {
-        debug_assert_eq!(data.get(eq), Some(&b'='));
+    /// Appends one field as libsystemd's crate hands it out, split at the '=' the crate
+    /// already found (searching again was a byte loop over every name, ~2 % of the agent's
+    /// CPU, #19). An object without '=' is not a field (libsystemd never hands one out for a
+    /// valid file): it is left out.
+    pub(crate) fn push_journal_field(&mut self, f: &systemd::journal::JournalEntryField<'_>) {
+        if f.value().is_none() {
+            return;
+        }
+        let (data, eq) = (f.data(), f.name().len());
         let start = self.data.len();
         self.data.extend_from_slice(data);
         self.fields.push((
@@ -120,10 +115,13 @@ mod tests {
     #[test]
     fn fields_keep_order_and_bytes() {
         let mut e = Entry::new();
-        assert!(e.push_data(b"MESSAGE=a=b"));
-        assert!(!e.push_data(b"NOEQUALS"));
+        let data = |d: &'static [u8]| systemd::journal::JournalEntryField::from(d);
+        e.push_journal_field(&data(b"MESSAGE=a=b"));
+        assert_eq!(e.len(), 1);
+        e.push_journal_field(&data(b"NOEQUALS"));
+        assert_eq!(e.len(), 1, "an object without '=' stores nothing");
         e.push_field(b"BIN", &[0, 255, b'=', b'\n']);
-        e.push_data(b"EMPTY=");
+        e.push_journal_field(&data(b"EMPTY="));
         assert_eq!(e.len(), 3);
         assert_eq!(e.field(0), (&b"MESSAGE"[..], &b"a=b"[..]));
         assert_eq!(e.field(1), (&b"BIN"[..], &[0, 255, b'=', b'\n'][..]));

@@ -128,7 +128,7 @@ pub(crate) fn effect(
         e.clear();
         j.restart_data();
         while let Ok(Some(f)) = j.enumerate_data() {
-            e.push_data(f.data());
+            e.push_journal_field(&f);
         }
         if sel.keep(&e) {
             kept += 1;

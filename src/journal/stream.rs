@@ -206,10 +206,7 @@ impl Stream {
         self.j.restart_data();
         loop {
             match self.j.enumerate_data() {
-                // An object without '=' is not a field (libsystemd never hands one out
-                // for a valid file); it is left out as before.
-                Ok(Some(f)) if f.value().is_some() => entry.push_split(f.data(), f.name().len()),
-                Ok(Some(_)) => {}
+                Ok(Some(f)) => entry.push_journal_field(&f),
                 Ok(None) => break,
                 Err(e) => {
                     // Keep what could be read rather than losing the whole entry, and say
