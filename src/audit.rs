@@ -1,10 +1,15 @@
 //! `journald-kafka audit`: did we lose entries, answered from Kafka alone.
 //!
-//! Reads every record of the topics: journal entries by their `__SEQNUM`/`__SEQNUM_ID`
-//! (and the host and boot they name), progress records (`pipeline::progress`) by the
-//! windows they state. Per sequence-number space, the positions the windows cover are either
+//! Reads every record of the topics: journal entries by the position their `journal-cursor`
+//! header names (the agent sets it; a Forward event cannot set headers, so its fields can
+//! never pass for a journal entry), progress records (`pipeline::progress`) by the windows
+//! they state. Per sequence-number space, the positions the windows cover are either
 //! shipped (a record holds them), filtered (the agent says how many) or lost. Owns that
 //! definition; it only reads, and never needs the hosts.
+//!
+//! Records are hostile input (a topic is writable by more than the agent): a record without
+//! the header, from the Forward input, undecodable, or whose fields disagree with its header
+//! is reported and counted in [`Skipped`], never as a journal entry, and never fatal.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -54,10 +59,77 @@ fn text(fields: &[(String, Value)], name: &str) -> Option<String> {
         .and_then(|(_, v)| v.first_text())
 }
 
-/// Reads `topics` until no record came for `idle` and reports every space, by seqnum id.
-pub fn audit(connection: ClientConfig, topics: &[String], idle: Duration) -> Result<Vec<Space>> {
+/// Records that are not counted as journal entries, by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Records without a `journal-cursor` header (another producer's), or whose header is
+    /// not a cursor.
+    pub not_journal: u64,
+    /// Records of the Forward input (`journald-kafka-source: forward`).
+    pub forward: u64,
+    /// Records with a cursor header whose value cannot be decoded; the position is still
+    /// counted (the header says the agent shipped it), the record is named on stderr.
+    pub undecodable: u64,
+    /// Records whose `__SEQNUM_ID`/`__SEQNUM` disagree with their cursor header.
+    pub mismatched: u64,
+    /// The first few problems, each naming the record (topic/partition@offset) and why.
+    pub examples: Vec<String>,
+}
+
+impl Skipped {
+    const EXAMPLES: usize = 20;
+
+    fn note(&mut self, m: &impl Message, why: impl std::fmt::Display) {
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(format!(
+                "record {}/{}@{}: {why}",
+                m.topic(),
+                m.partition(),
+                m.offset()
+            ));
+        }
+    }
+
+    /// One line per kind, for stderr; empty when nothing was skipped.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (n, what) in [
+            (self.forward, "Forward-input records (not journal entries)"),
+            (
+                self.not_journal,
+                "records without a journal cursor header (not written by the agent's journal input)",
+            ),
+            (
+                self.undecodable,
+                "journal records whose value cannot be decoded (their positions are counted)",
+            ),
+            (
+                self.mismatched,
+                "records whose __SEQNUM_ID/__SEQNUM disagree with their cursor header (not counted)",
+            ),
+        ] {
+            if n > 0 {
+                out.push_str(&format!("skipped {n} {what}\n"));
+            }
+        }
+        for e in &self.examples {
+            out.push_str(&format!("  {e}\n"));
+        }
+        out
+    }
+}
+
+/// Reads `topics` until no record came for `idle` and reports every space, by seqnum id,
+/// and the records that were not counted.
+pub fn audit(
+    connection: ClientConfig,
+    topics: &[String],
+    idle: Duration,
+) -> Result<(Vec<Space>, Skipped)> {
+    use rdkafka::message::Headers;
     let consumer = crate::readback::consumer_from_beginning(connection, topics)?;
     let mut spaces: BTreeMap<String, Gather> = BTreeMap::new();
+    let mut skipped = Skipped::default();
     crate::readback::read_until_idle(&consumer, idle, |m| {
         let payload = m.payload().unwrap_or_default();
         if crate::readback::is_progress(m) {
@@ -82,26 +154,60 @@ pub fn audit(connection: ClientConfig, topics: &[String], idle: Duration) -> Res
             }
             return;
         }
-        let Ok(fields) = decode(payload) else {
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name))
+                .and_then(|h| h.value)
+        };
+        if crate::readback::is_forward(m) {
+            skipped.forward += 1;
+            return;
+        }
+        let Some(cursor) = header(crate::format::CURSOR_HEADER) else {
+            skipped.not_journal += 1;
             return;
         };
-        let seq = fields.iter().find_map(|(k, v)| match (k.as_str(), v) {
-            ("__SEQNUM", Value::Int(n)) => Some(*n),
-            _ => None,
-        });
-        let (Some(seq), Some(id)) = (seq, text(&fields, "__SEQNUM_ID")) else {
+        let Some(at) = std::str::from_utf8(cursor)
+            .ok()
+            .and_then(|c| crate::journal::cursor::parse(c).ok())
+        else {
+            skipped.not_journal += 1;
+            skipped.note(m, "its journal-cursor header is not a journal cursor");
             return;
         };
-        let g = spaces.entry(id).or_default();
-        *g.seqs.entry(seq).or_default() += 1;
-        if let Some(h) = text(&fields, "_HOSTNAME") {
+        let fields = match decode(payload) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                skipped.undecodable += 1;
+                skipped.note(m, format_args!("cannot decode: {e:#}"));
+                None
+            }
+        };
+        if let Some(fields) = &fields {
+            let seq = fields.iter().find_map(|(k, v)| match (k.as_str(), v) {
+                ("__SEQNUM", Value::Int(n)) => Some(*n),
+                _ => None,
+            });
+            let id = text(fields, "__SEQNUM_ID");
+            if seq.is_some_and(|n| n != at.seqnum)
+                || id.as_ref().is_some_and(|i| *i != at.seqnum_id)
+            {
+                skipped.mismatched += 1;
+                skipped.note(m, "__SEQNUM_ID/__SEQNUM disagree with the cursor header");
+                return;
+            }
+        }
+        let g = spaces.entry(at.seqnum_id).or_default();
+        *g.seqs.entry(at.seqnum).or_default() += 1;
+        g.boots.insert(at.boot_id);
+        if let Some(h) = fields.as_ref().and_then(|f| text(f, "_HOSTNAME")) {
             g.hosts.insert(h);
         }
-        if let Some(b) = text(&fields, "_BOOT_ID") {
-            g.boots.insert(b);
-        }
     })?;
-    Ok(spaces.into_iter().map(|(id, g)| settle(id, g)).collect())
+    Ok((
+        spaces.into_iter().map(|(id, g)| settle(id, g)).collect(),
+        skipped,
+    ))
 }
 
 fn settle(seqnum_id: String, mut g: Gather) -> Space {

@@ -3,7 +3,8 @@
 //! Owns the tracing subscriber and the policy against log floods ([`RateLimit`]). It must
 //! never log per entry: the agent's logs land in the journal it reads, so chatty logging
 //! would feed on itself. Which entries are the agent's own is the journal input's rule
-//! (`journal::is_own`), keyed on [`IDENTIFIER`].
+//! (`journal::OwnEntries`), judged by journald's trusted fields, never by [`IDENTIFIER`]
+//! (any process can claim it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,7 +16,8 @@ use tracing_subscriber::prelude::*;
 
 use crate::config::LogTarget;
 
-/// SYSLOG_IDENTIFIER of the agent's own journal entries, which it does not ship.
+/// SYSLOG_IDENTIFIER of the agent's own journal entries: for people reading the journal,
+/// never a reason to skip an entry.
 pub(crate) const IDENTIFIER: &str = "journald-kafka";
 
 pub(crate) fn init(level: &str, target: LogTarget) -> Result<()> {

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub journal_unreadable_entries: AtomicU64,
     pub journal_unreadable_files: AtomicU64,
     pub cursor_write_errors: AtomicU64,
+    /// Unix seconds since the cursor save has been failing (0: the last save worked).
+    /// Shipping goes on meanwhile; readiness says so.
+    pub cursor_save_failing_since: AtomicU64,
     /// Exactly-once mode: transactions aborted (their entries are sent again).
     pub transactions_aborted: AtomicU64,
     pub sessions_restarted: AtomicU64,
@@ -130,6 +133,7 @@ impl Default for Metrics {
             journal_unreadable_entries: AtomicU64::new(0),
             journal_unreadable_files: AtomicU64::new(0),
             cursor_write_errors: AtomicU64::new(0),
+            cursor_save_failing_since: AtomicU64::new(0),
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
             forward_connections_total: AtomicU64::new(0),
@@ -568,6 +572,14 @@ impl Collector for Metrics {
                 },
             ),
             (
+                "journald_kafka_cursor_save_failing_seconds",
+                "Seconds the cursor save has been failing (0: the last save worked); entries shipped meanwhile would be sent again after a restart",
+                match Self::get(&self.cursor_save_failing_since) {
+                    0 => 0.0,
+                    since => now.saturating_sub(since) as f64,
+                },
+            ),
+            (
                 "journald_kafka_journal_disk_usage_bytes",
                 "Bytes of journal files the agent reads",
                 Self::get(&self.journal_usage_bytes) as f64,
@@ -649,9 +661,11 @@ pub struct UnitCounts {
 
 impl UnitCounts {
     fn add(&mut self, o: UnitCounts) {
-        self.entries += o.entries;
-        self.bytes += o.bytes;
-        self.suppressed += o.suppressed;
+        // Saturating: the counts come from entries, and a journal-remote writer chooses
+        // its own fields.
+        self.entries = self.entries.saturating_add(o.entries);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+        self.suppressed = self.suppressed.saturating_add(o.suppressed);
     }
 }
 

@@ -100,6 +100,17 @@ pub(crate) fn is_progress(m: &impl rdkafka::message::Message) -> bool {
         .is_some_and(|h| h.iter().any(|h| h.key == crate::format::PROGRESS_HEADER))
 }
 
+/// Whether a record came from the Forward input (its source header, which only the
+/// agent's producer sets): never a journal entry, whatever fields its sender wrote.
+pub(crate) fn is_forward(m: &impl rdkafka::message::Message) -> bool {
+    use rdkafka::message::Headers;
+    m.headers().is_some_and(|h| {
+        h.iter().any(|h| {
+            h.key == crate::format::SOURCE_HEADER && h.value == Some(b"forward".as_slice())
+        })
+    })
+}
+
 /// A consumer assigned to every partition of `topics`, from the beginning, with a
 /// throwaway group and no offset commits.
 pub(crate) fn consumer_from_beginning(
@@ -174,6 +185,7 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut seen = std::collections::HashSet::new();
+    let mut skipped_forward = 0u64;
     let mut n = 0;
     let mut last = Instant::now();
     while o.lines.is_none_or(|l| n < l) && (o.follow || last.elapsed() < o.idle) {
@@ -184,6 +196,11 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
         let m = m?;
         last = Instant::now();
         if is_progress(&m) {
+            continue;
+        }
+        // A Forward event's fields are its sender's: never shown as a journal entry.
+        if is_forward(&m) {
+            skipped_forward += 1;
             continue;
         }
         let cursor = m
@@ -202,12 +219,14 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
         let fields = match decode(payload) {
             Ok(f) => f,
             Err(e) => {
+                // The header is the record writer's text: escaped, never sent to the
+                // terminal as is.
                 eprintln!(
                     "journald-kafka: cannot decode record {}/{}@{} (cursor {}): {e:#}",
                     m.topic(),
                     m.partition(),
                     m.offset(),
-                    cursor.as_deref().unwrap_or("none")
+                    cursor.as_deref().unwrap_or("none").escape_debug()
                 );
                 continue;
             }
@@ -228,6 +247,11 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
         }
     }
     out.flush()?;
+    if skipped_forward > 0 {
+        eprintln!(
+            "journald-kafka: skipped {skipped_forward} Forward-input records (not journal entries)"
+        );
+    }
     Ok(())
 }
 

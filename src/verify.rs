@@ -37,6 +37,9 @@ pub struct Report {
     /// Entries found only in the dead-letter topic (refused by their own topic): not lost,
     /// and counted apart so that an operator sees them.
     pub dead_lettered: u64,
+    /// Records of the Forward input (`journald-kafka-source: forward`): not journal
+    /// entries, whatever fields their sender wrote; not counted as records.
+    pub forward: u64,
 }
 
 impl Report {
@@ -65,6 +68,13 @@ impl std::fmt::Display for Report {
         )?;
         if self.dead_lettered > 0 {
             write!(f, "\nin the dead-letter topic: {}", self.dead_lettered)?;
+        }
+        if self.forward > 0 {
+            write!(
+                f,
+                "\nForward-input records (not journal entries, not counted): {}",
+                self.forward
+            )?;
         }
         for c in &self.first_lost {
             write!(f, "\n  lost: {c}")?;
@@ -123,6 +133,10 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
     let mut max_per_key: HashMap<(String, Vec<u8>), u64> = HashMap::new();
     crate::readback::read_until_idle(&consumer, idle, |m| {
         if crate::readback::is_progress(m) {
+            return;
+        }
+        if crate::readback::is_forward(m) {
+            report.forward += 1;
             return;
         }
         report.records += 1;

@@ -341,3 +341,48 @@ fn a_state_directory_it_cannot_write_is_refused_at_start() {
         .unwrap();
     assert_eq!(out.contains("systemd#24320"), v < 255, "systemd {v}: {out}");
 }
+
+/// Issue 27, item 5, as reproduced: an unclosed quote on the inline password's line made
+/// `check` (and `run`, whose errors reach the journal it ships) print the password, since
+/// the TOML parser quotes the offending line. Now the line and the key are named and the
+/// text is not.
+#[test]
+fn a_typo_on_the_password_line_never_prints_the_password() {
+    let s = Scratch::new("secret-typo");
+    let cfg = s.path("c.toml");
+    let secret = "Hunter2-S3cretPassw0rd";
+    for (text, line) in [
+        (
+            format!(
+                "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.password\" = \"{secret}\n\"acks\" = \"all\"\n"
+            ),
+            "line 5",
+        ),
+        (
+            format!(
+                "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\n[kafka.properties]\n\"sasl.password\" = {secret}\n"
+            ),
+            "line 5",
+        ),
+        (
+            format!(
+                "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"t\"\nproperties = {{ \"sasl.password\" = \"{secret} }}\n"
+            ),
+            "line 4",
+        ),
+    ] {
+        std::fs::write(&cfg, &text).unwrap();
+        for cmd in ["check", "run"] {
+            let (st, out) = run_cli(&[cmd, "--config", cfg.to_str().unwrap()]);
+            assert!(!st.success(), "{cmd}: {out}");
+            assert!(
+                !out.contains("Hunter2"),
+                "{cmd} printed the password: {out}"
+            );
+            assert!(
+                out.contains(line) && out.contains("sasl.password"),
+                "{cmd}: {out}"
+            );
+        }
+    }
+}

@@ -126,9 +126,14 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     }
     let _unmount = Unmount(state.clone());
     // Ship everything, then fill the disk and add more entries.
+    let port = free_port();
     let mut agent = Agent::start(
         &s.path("agent"),
-        &TestConfig::new(&jdir, &broker.addr(), &state),
+        &TestConfig::new(&jdir, &broker.addr(), &state).set(
+            "metrics",
+            "listen",
+            format!("127.0.0.1:{port}"),
+        ),
     );
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let good = agent.cursor().unwrap();
@@ -161,6 +166,27 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
         "{}",
         agent.log()
     );
+    // Issue 27, item 8: the operator sees it (readiness, the metric) and the log says it
+    // once per streak, not every second (before: ready 200, and one line per second).
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, body) = http_get(port, "/health/ready");
+    assert!(
+        code == 503 && body.contains("cursor not saved for") && body.contains("No space left"),
+        "{code} {body}"
+    );
+    let metrics = http_get(port, "/metrics").1;
+    let failing = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("journald_kafka_cursor_save_failing_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no cursor_save_failing_seconds in {metrics}"));
+    assert!(failing >= 3.0, "{failing}");
+    assert_eq!(
+        agent.log().matches("cannot save the cursor").count(),
+        1,
+        "one line per streak: {}",
+        agent.log()
+    );
     let records = consume(
         &broker.addr(),
         &["journal"],
@@ -175,6 +201,14 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     // Free space: the next checkpoint writes the newest safe cursor.
     std::fs::remove_file(state.join("fill")).unwrap();
     agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let (code, body) = http_get(port, "/health/ready");
+    assert_eq!(code, 200, "ready again once the cursor is saved: {body}");
+    assert!(
+        agent.log().contains("the cursor is saved again"),
+        "{}",
+        agent.log()
+    );
     assert!(agent.stop().success());
     let (lost, _, ooo, _) = verify(&agent.config);
     assert_eq!((lost, ooo), (0, 0));

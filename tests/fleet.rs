@@ -488,3 +488,64 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
     let (lost, dups, ooo, _) = verify(&agent.config);
     assert_eq!((lost, dups, ooo), (0, 0, 0));
 }
+
+/// Issue 27, item 1: the agent's own lines are recognised only by fields journald sets (the
+/// agent's unit together with its uid), never by a name the sender chose. In this
+/// machine's journal (its `_MACHINE_ID`), lines that call themselves `journald-kafka` from
+/// another uid or another unit are shipped; only the agent unit's lines of the agent's uid
+/// are skipped. (Before: every `SYSLOG_IDENTIFIER=journald-kafka` line was skipped.)
+#[test]
+fn a_line_that_only_calls_itself_journald_kafka_is_shipped() {
+    let s = Scratch::new("own-forged");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    let mid = std::fs::read_to_string("/etc/machine-id").expect("/etc/machine-id");
+    let mid = mid.trim();
+    let uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").unwrap().uid()
+    };
+    let start = recent_usec(600);
+    // (fields, skipped?)
+    let cases: Vec<(String, bool)> = vec![
+        ("SYSLOG_IDENTIFIER=journald-kafka\n_UID=1000\n_COMM=logger\n_TRANSPORT=syslog".into(), false),
+        ("SYSLOG_IDENTIFIER=journald-kafka\n_UID=1001\n_COMM=journald-kafka\n_PID=4242".into(), false),
+        ("SYSLOG_IDENTIFIER=journald-kafka\n_UID=1000\n_SYSTEMD_UNIT=cron.service".into(), false),
+        (format!("SYSLOG_IDENTIFIER=journald-kafka\n_UID={uid}\n_SYSTEMD_UNIT=sshd.service"), false),
+        ("SYSLOG_IDENTIFIER=journald-kafka\n_UID=1000\n_SYSTEMD_UNIT=user@1000.service\n_SYSTEMD_USER_UNIT=journald-kafka.service".into(), false),
+        (format!("SYSLOG_IDENTIFIER=journald-kafka\n_UID={uid}\n_SYSTEMD_UNIT=journald-kafka.service"), true),
+        (format!("SYSLOG_IDENTIFIER=journald-kafka\n_UID={uid}\n_SYSTEMD_UNIT=journald-kafka@edge.service"), true),
+        ("SYSLOG_IDENTIFIER=app\n_UID=1000\n_SYSTEMD_UNIT=app.service".into(), false),
+    ];
+    let mut export = Vec::new();
+    for (i, (fields, _)) in cases.iter().enumerate() {
+        export.extend_from_slice(
+            format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_MACHINE_ID={mid}\n_HOSTNAME=this-host\n{fields}\nMESSAGE=line {i}\n\n",
+                start + i as u64 * 1000,
+                1_000_000 + i as u64 * 1000
+            )
+            .as_bytes(),
+        );
+    }
+    write_export(&jdir, "system.journal", &export);
+    let entries = journal_entries(&jdir, &[]);
+    assert_eq!(entries.len(), cases.len());
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
+        .into_iter()
+        .map(|r| {
+            let (f, _) = decode_msgpack(&r.payload);
+            String::from_utf8_lossy(&f["MESSAGE"][0]).into_owned()
+        })
+        .collect();
+    let want: BTreeSet<String> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, skipped))| !skipped)
+        .map(|(i, _)| format!("line {i}"))
+        .collect();
+    assert_eq!(got, want, "shipped: every line but the agent unit's own");
+}

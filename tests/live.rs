@@ -615,3 +615,103 @@ fn forecast_before_loss_with_a_small_journal_and_the_broker_away() {
     agent.stop();
     drop(jd);
 }
+
+/// Issue 27, item 1, as reproduced: unprivileged users write lines that call themselves
+/// `journald-kafka` into a real journald (with `logger -t journald-kafka`, and from a copy
+/// of `logger` renamed `journald-kafka` so that `_COMM` says so too). Every one of them is
+/// shipped: a name a user can choose never hides a line.
+#[test]
+fn unprivileged_users_cannot_hide_lines_by_calling_themselves_journald_kafka() {
+    let s = Scratch::new("own-hide");
+    let broker = Broker::with_topic(&s, "own", 1);
+    let ns = format!("jkown{}", std::process::id());
+    let jd = Journald::start(&ns, &s.path("journald.log"));
+    // A directory every user may enter, with logger under the agent's name.
+    let bin = PathBuf::from(format!("/tmp/jk-own-{}", std::process::id()));
+    std::fs::create_dir_all(&bin).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::copy("/usr/bin/logger", bin.join("journald-kafka")).unwrap();
+    let dev_log = format!("/run/systemd/journal.{ns}/dev-log");
+    let as_user = |uid: &str, program: &Path, args: &[&str]| {
+        let st = Command::new("setpriv")
+            .args(["--reuid", uid, "--regid", uid, "--clear-groups"])
+            .arg(program)
+            .args(args)
+            .status()
+            .expect("setpriv");
+        assert!(st.success(), "{} as uid {uid}", program.display());
+    };
+    let logger = Path::new("/usr/bin/logger");
+    as_user(
+        "65534",
+        logger,
+        &[
+            "-u",
+            &dev_log,
+            "-t",
+            "journald-kafka",
+            "hidden 1 (logger -t)",
+        ],
+    );
+    as_user(
+        "65534",
+        &bin.join("journald-kafka"),
+        &[
+            "-u",
+            &dev_log,
+            "-t",
+            "journald-kafka",
+            "hidden 2 (renamed binary)",
+        ],
+    );
+    as_user(
+        "1000",
+        logger,
+        &[
+            "-u",
+            &dev_log,
+            "-t",
+            "journald-kafka",
+            "hidden 3 (another uid)",
+        ],
+    );
+    let start = Instant::now();
+    let entries = loop {
+        let e = jd.entries();
+        let n = e
+            .iter()
+            .filter(|f| {
+                f.get("MESSAGE")
+                    .is_some_and(|m| m[0].starts_with(b"hidden "))
+            })
+            .count();
+        if n == 3 {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "journald holds {n} of 3"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = std::fs::remove_dir_all(&bin);
+    let state = s.path("state");
+    let cfg = TestConfig::new(&state, &broker.addr(), &state)
+        .source(Source::Namespace(ns.clone()))
+        .topic("own");
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    let shipped: BTreeSet<String> = consume_all(&broker.addr(), &["own"], 3)
+        .iter()
+        .map(|r| String::from_utf8_lossy(&decode_msgpack(&r.payload).0["MESSAGE"][0]).into_owned())
+        .filter(|m| m.starts_with("hidden "))
+        .collect();
+    assert_eq!(
+        shipped.len(),
+        3,
+        "every user's line reached Kafka: {shipped:?}"
+    );
+}

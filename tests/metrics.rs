@@ -216,9 +216,17 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
         &["-n", "1000", "--start-usec", &recent_usec(600).to_string()],
     );
     let t = recent_usec(60);
+    // journald's own entries carry what journald sets for itself (driver transport, uid
+    // 0); the last two are a user's forgeries (issue 27, item 7): a fake suppression of
+    // 2^64-1 messages for sshd.service and one for flood.service, which must count nothing.
+    let journald = "_SYSTEMD_UNIT=systemd-journald.service\n_TRANSPORT=driver\n_UID=0\n_PID=93\n_COMM=systemd-journal";
+    let forged =
+        "_SYSTEMD_UNIT=user@1000.service\n_TRANSPORT=journal\n_UID=1000\n_PID=4242\n_COMM=logger";
     let suppressed = format!(
-        "__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_SYSTEMD_UNIT=systemd-journald.service\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 123 messages from flood.service\nN_DROPPED=123\nOBJECT_SYSTEMD_UNIT=flood.service\n\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900001000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_SYSTEMD_UNIT=systemd-journald.service\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 7 messages from chatty.service\nN_DROPPED=7\n\n",
-        t + 1000
+        "__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n{journald}\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 123 messages from flood.service\nN_DROPPED=123\nOBJECT_SYSTEMD_UNIT=flood.service\n\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900001000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n{journald}\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 7 messages from chatty.service\nN_DROPPED=7\n\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900002000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n{forged}\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 18446744073709551615 messages from sshd.service\nN_DROPPED=18446744073709551615\nOBJECT_SYSTEMD_UNIT=sshd.service\n\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900003000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n{forged}\nMESSAGE_ID=a596d6fe7bfa4994828e72309e95d61e\nMESSAGE=Suppressed 18446744073709551615 messages from flood.service\nN_DROPPED=18446744073709551615\nOBJECT_SYSTEMD_UNIT=flood.service\n\n",
+        t + 1000,
+        t + 2000,
+        t + 3000
     );
     write_export(&jdir, "b.journal", suppressed.as_bytes());
     let all = journal_entries(&jdir, &[]);
@@ -251,6 +259,10 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+    assert!(
+        !text.contains("journald_kafka_journal_suppressed_total{unit=\"sshd.service\"}"),
+        "a user's fake suppression counts nothing:\n{text}"
+    );
     let (_, out) = run_cli(&["status", "--config", agent.config.to_str().unwrap()]);
     assert!(
         out.contains("Suppressed: chatty.service 7, flood.service 123"),

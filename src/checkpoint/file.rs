@@ -35,7 +35,7 @@ impl FileStore {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create state directory {}", self.dir.display()))?;
         let probe = self.dir.join(".write-test");
-        File::create(&probe)
+        create_fresh(&probe)
             .and_then(|f| f.sync_all())
             .with_context(|| format!("state directory {} is not writable", self.dir.display()))?;
         let _ = fs::remove_file(&probe);
@@ -43,11 +43,61 @@ impl FileStore {
     }
 }
 
+/// Creates `path` as a new regular file of ours. Whatever is there first (a leftover, or a
+/// symbolic link planted by someone who can write the directory) is unlinked, never
+/// followed: `O_CREAT|O_EXCL` fails on any existing name, links included, so a link
+/// planted between the two steps makes this fail instead of truncating its target.
+fn create_fresh(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The longest cursor file read: a place names one cursor (under 200 bytes) per writer,
+/// so this holds tens of thousands of writers, and a planted huge file is refused.
+const MAX_CURSOR_FILE: u64 = 16 << 20;
+
 /// Reads and validates a cursor file. `Ok(None)` when it does not exist.
 pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
-    let bytes = match fs::read(path) {
+    // Not followed if it is a link, and read only up to a bound: the state directory's
+    // contents are data, and a root `check` must not be pointed at another file.
+    let read = || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?;
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        let mut b = Vec::new();
+        f.take(MAX_CURSOR_FILE + 1).read_to_end(&mut b)?;
+        if b.len() as u64 > MAX_CURSOR_FILE {
+            return Err(std::io::Error::other(format!(
+                "larger than {MAX_CURSOR_FILE} bytes"
+            )));
+        }
+        Ok(b)
+    };
+    let bytes = match read() {
         Ok(b) => b,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!(
+                "cursor file {} is a symbolic link: refused (the agent writes a regular file there; remove the link)",
+                path.display()
+            );
+        }
         Err(e) => {
             return Err(e).with_context(|| format!("cannot read cursor file {}", path.display()));
         }
@@ -118,11 +168,7 @@ impl FileStore {
             return Ok(());
         }
         let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&self.tmp)?;
+            let mut f = create_fresh(&self.tmp)?;
             f.write_all(cursor.as_bytes())?;
             f.write_all(b"\n")?;
             f.sync_all()?;
@@ -167,6 +213,42 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("cursor")]);
+    }
+
+    /// Issue 27, item 8: links planted in the state directory are never followed. Before,
+    /// `.write-test` and `.cursor.tmp` were opened following links and truncating, so a
+    /// root `check` or `run` emptied the link's target.
+    #[test]
+    fn planted_links_are_not_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "precious\n").unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        symlink(&victim, state.join(".write-test")).unwrap();
+        symlink(&victim, state.join(".cursor.tmp")).unwrap();
+        let mut s = FileStore::new(&state);
+        s.prepare().unwrap();
+        s.commit(&SafeCursor(C1.into())).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert_eq!(
+            fs::read_to_string(state.join("cursor")).unwrap(),
+            format!("{C1}\n")
+        );
+        assert!(
+            !fs::symlink_metadata(&victim)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // A cursor file that is a link is refused, not read (a root `check` must not be
+        // pointed at another file and quote it).
+        fs::remove_file(state.join("cursor")).unwrap();
+        symlink(&victim, state.join("cursor")).unwrap();
+        let e = FileStore::new(&state).load().unwrap_err();
+        assert!(format!("{e:#}").contains("is a symbolic link"), "{e:#}");
+        assert!(!format!("{e:#}").contains("precious"));
     }
 
     #[test]

@@ -172,7 +172,7 @@ pub(super) fn check(
         .config_map()
         .iter()
         .map(|(k, v)| {
-            if k.contains("password") || k.contains("secret") {
+            if crate::config::is_secret_name(k) {
                 format!("{k}=***")
             } else {
                 format!("{k}={v}")
@@ -341,7 +341,7 @@ fn exposed_secrets(cfg: &Config, path: &std::path::Path) -> Vec<String> {
         .properties
         .keys()
         .map(String::as_str)
-        .filter(|k| k.contains("password") || k.contains("secret"))
+        .filter(|k| crate::config::is_secret_name(k))
         .collect();
     if !in_config.is_empty() && readable(path) {
         out.push(format!(
@@ -350,10 +350,10 @@ fn exposed_secrets(cfg: &Config, path: &std::path::Path) -> Vec<String> {
             in_config.join(", ")
         ));
     }
-    if let Some(file) = &cfg.kafka.sasl_password_file {
-        if readable(file) {
+    for (key, file) in cfg.secret_files() {
+        if readable(&file) {
             out.push(format!(
-                "the password file {} is readable by every user: chmod 600 (or 640) it",
+                "{key}: {} is readable by every user: chmod 600 (or 640) it",
                 file.display()
             ));
         }

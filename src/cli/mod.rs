@@ -392,11 +392,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            let spaces = crate::audit::audit(
+            let (spaces, skipped) = crate::audit::audit(
                 crate::kafka::connection_config(&cfg.kafka),
                 &topics,
                 Duration::from_millis(idle_ms),
             )?;
+            eprint!("{}", skipped.render());
             if json {
                 say!("{}", serde_json::to_string(&spaces)?);
             } else {

@@ -5,13 +5,17 @@
 //! the typed form through the helpers of `check`, so every error names the key and the line
 //! it came from: an agent that refuses to start must say exactly why. `properties` is the
 //! librdkafka property policy, enforced here so a weakening property is refused at load.
+//! `secrets` is the rule for which names hold secrets, and errors that never quote them.
 //! This module must never touch the journal, the network or the state directory: `check`
 //! and `run` do that with an already-valid configuration.
 
 mod check;
 mod properties;
 mod raw;
+mod secrets;
 mod sections;
+
+pub(crate) use secrets::is_secret_name;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +65,9 @@ pub struct ForwardConfig {
     pub max_message_bytes: usize,
     pub max_connections: usize,
     pub max_in_flight_bytes: usize,
+    /// The files holding this section's secrets (shared key, user passwords, TLS key), by
+    /// the key that named them: `check` warns when other users may read one.
+    pub secret_files: Vec<(String, PathBuf)>,
 }
 
 /// One piece of the Forward topic template.
@@ -348,6 +355,28 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Config {
+    /// Every file the configuration names that holds a secret, with the key that named it:
+    /// the SASL password file, secret-bearing librdkafka properties that name a file
+    /// (`ssl.key.location`, a keytab), and the Forward input's key, password and TLS key
+    /// files.
+    pub fn secret_files(&self) -> Vec<(String, PathBuf)> {
+        let mut out = Vec::new();
+        if let Some(f) = &self.kafka.sasl_password_file {
+            out.push(("kafka.sasl_password_file".to_string(), f.clone()));
+        }
+        for (name, value) in &self.kafka.properties {
+            if (name.ends_with(".location") || name.contains("keytab")) && is_secret_name(name) {
+                out.push((format!("kafka.properties.\"{name}\""), PathBuf::from(value)));
+            }
+        }
+        if let Some(f) = &self.forward {
+            out.extend(f.secret_files.iter().cloned());
+        }
+        out
+    }
+}
+
 impl KafkaConfig {
     /// The topic when the template has no fields.
     pub fn fixed_topic(&self) -> Option<&str> {
@@ -404,8 +433,10 @@ pub fn load(path: &Path) -> Result<Config> {
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str) -> Result<Config> {
-    // toml's own error already names the line, the column and the offending key.
-    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // toml's own error names the line and quotes it: the line may hold a password, and
+    // the agent's errors reach the journal it ships (issue 27). `secrets` says it without.
+    let raw: raw::RawConfig =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", secrets::parse_error(text, &e)))?;
     let at = check::Locator { text };
 
     let Some(kafka) = raw.kafka else {
@@ -428,7 +459,13 @@ pub fn parse(text: &str) -> Result<Config> {
     let forward = match raw.forward {
         Some(f) => {
             let span = f.span();
-            Some(sections::forward(f.into_inner(), span, &cfg.kafka, &at)?)
+            Some(sections::forward(
+                f.into_inner(),
+                span,
+                &cfg.kafka,
+                cfg.journal.enabled,
+                &at,
+            )?)
         }
         None => None,
     };
@@ -612,6 +649,33 @@ mod tests {
             let e = err(&format!("{MIN}{text}"));
             assert!(e.contains(want), "{text}: {e}");
         }
+    }
+
+    /// Issue 27, item 2: beside the journal, the Forward input never shares its topic by
+    /// default, and a listener other hosts can reach needs the shared-key handshake.
+    #[test]
+    fn forward_events_stay_out_of_the_journal_topic_and_off_the_network_unauthenticated() {
+        let c = parse(&format!("{MIN}[forward]\nlisten = \"127.0.0.1:24224\"\n")).unwrap();
+        let f = c.forward.unwrap();
+        assert_eq!(f.topic, [ForwardPart::Literal("fluent".into())]);
+        assert_eq!(f.topic_fallback, "fluent");
+        assert_eq!(c.kafka.fixed_topic(), Some("journal"));
+        for listen in ["0.0.0.0:24224", "[::]:24224", "192.0.2.7:24224"] {
+            let e = err(&format!("{MIN}[forward]\nlisten = \"{listen}\"\n"));
+            assert!(
+                e.contains("forward.listen (line 5)") && e.contains("forward.shared_key_file"),
+                "{listen}: {e}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k3y\n").unwrap();
+        let c = parse(&format!(
+            "{MIN}[forward]\nlisten = \"0.0.0.0:24224\"\nshared_key_file = \"{}\"\n",
+            key.display()
+        ))
+        .unwrap();
+        assert!(c.forward.is_some());
     }
 
     #[test]

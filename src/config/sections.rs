@@ -806,14 +806,23 @@ fn is_journal_field(name: &str) -> bool {
         || KNOWN.contains(&name)
 }
 
-/// `[forward]`: at least one listener; the topic defaults to kafka.topic when that is a
-/// plain name.
+/// The Forward input's topic when the journal input is on and forward.topic is not set.
+pub(crate) const DEFAULT_FORWARD_TOPIC: &str = "fluent";
+
+/// `[forward]`: at least one listener. The topic is never the journal's by default: a
+/// Forward client writes whatever fields it likes (`_HOSTNAME`, `__SEQNUM`), and in a topic
+/// of its own it cannot pass for a host's journal (readers also tell the records apart by
+/// their headers, `format::SOURCE_HEADER`). With the journal input off, kafka.topic (when a
+/// plain name) is the Forward input's. A TCP listener that other hosts can reach needs the
+/// shared-key handshake: without it anyone on the network could write records.
 pub(super) fn forward(
     raw: RawForward,
     span: std::ops::Range<usize>,
     kafka: &KafkaConfig,
+    journal_enabled: bool,
     at: &Locator,
 ) -> Result<ForwardConfig> {
+    let listen_span = raw.listen.as_ref().map(|l| l.span());
     let listen = raw
         .listen
         .map(|l| {
@@ -848,6 +857,7 @@ pub(super) fn forward(
     }
     let topic = match raw.topic {
         Some(t) => at.with("forward.topic", t, |t| parse_forward_template(&t))?,
+        None if journal_enabled => vec![ForwardPart::Literal(DEFAULT_FORWARD_TOPIC.into())],
         None => match kafka.fixed_topic() {
             Some(t) => vec![ForwardPart::Literal(t.to_string())],
             None => {
@@ -863,11 +873,12 @@ pub(super) fn forward(
         Some(t) => at.with("forward.topic_fallback", t, |t| {
             check_topic_name(&t).map(|()| t)
         })?,
+        None if journal_enabled => DEFAULT_FORWARD_TOPIC.to_string(),
         None => kafka
             .topic_fallback
             .clone()
             .or_else(|| kafka.fixed_topic().map(str::to_string))
-            .unwrap_or_else(|| "fluent".to_string()),
+            .unwrap_or_else(|| DEFAULT_FORWARD_TOPIC.to_string()),
     };
     let field_name = |key: &str, v: Option<Spanned<String>>, default: Option<&str>| match v {
         None => Ok(default.map(str::to_string)),
@@ -894,10 +905,29 @@ pub(super) fn forward(
             Ok(Secret::new(text.to_string()))
         })
     };
+    let mut secret_files = Vec::new();
+    if let Some(p) = &raw.shared_key_file {
+        secret_files.push(("forward.shared_key_file".to_string(), p.get_ref().clone()));
+    }
     let shared_key = raw
         .shared_key_file
         .map(|p| secret("forward.shared_key_file", p))
         .transpose()?;
+    if let (Some(addr), Some(l_span), None) = (&listen, listen_span, &shared_key) {
+        let ip = addr
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .expect("checked above");
+        if !ip.is_loopback() {
+            return at.err(
+                "forward.listen",
+                l_span,
+                format!(
+                    "{addr} can be reached from other hosts and forward.shared_key_file is not set: anyone who reaches it could write records under this host's name; set forward.shared_key_file (and users), or listen on 127.0.0.1 / forward.socket"
+                ),
+            );
+        }
+    }
     let mut users = Vec::new();
     for u in raw.users {
         let span = u.span();
@@ -912,6 +942,10 @@ pub(super) fn forward(
         if u.name.is_empty() {
             return at.err("forward.users", span, "a user needs a name");
         }
+        secret_files.push((
+            format!("forward.users ({}) password_file", u.name),
+            u.password_file.clone(),
+        ));
         let password = secret(
             "forward.users.password_file",
             Spanned::new(span.clone(), u.password_file),
@@ -927,7 +961,10 @@ pub(super) fn forward(
     };
     let tls = match (raw.tls_cert, raw.tls_key) {
         (None, None) => None,
-        (Some(c), Some(k)) => Some((c.into_inner(), k.into_inner())),
+        (Some(c), Some(k)) => {
+            secret_files.push(("forward.tls_key".to_string(), k.get_ref().clone()));
+            Some((c.into_inner(), k.into_inner()))
+        }
         (Some(c), None) => {
             return at.err("forward.tls_cert", c.span(), "needs forward.tls_key too");
         }
@@ -972,6 +1009,7 @@ pub(super) fn forward(
         max_message_bytes,
         max_connections,
         max_in_flight_bytes,
+        secret_files,
     })
 }
 

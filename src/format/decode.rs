@@ -2,7 +2,10 @@
 //!
 //! Owns the reading side of the record contract. It must accept every record the encoder
 //! writes, in either format, and reject anything else with an error saying what is wrong,
-//! never guess.
+//! never guess. A topic is writable by more than the agent, so a record is hostile input:
+//! every declared length is checked against the bytes that follow before anything is
+//! allocated for it, nesting is bounded ([`MAX_DEPTH`]), and no record can make the reader
+//! allocate more than a small multiple of its own size or recurse without limit.
 
 use anyhow::{Context, Result, bail};
 
@@ -38,9 +41,14 @@ pub(crate) fn decode(payload: &[u8]) -> Result<Vec<(String, Value)>> {
     }
 }
 
+/// Arrays within arrays a record may hold. The encoder writes one level (a repeated field);
+/// the margin is for other writers' records, and the bound keeps a hostile one from
+/// exhausting the stack (the reader recurses per level).
+pub(crate) const MAX_DEPTH: usize = 16;
+
 fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
     use rmp::decode::*;
-    fn value(p: &mut &[u8]) -> Result<Value> {
+    fn value(p: &mut &[u8], depth: usize) -> Result<Value> {
         let marker = read_marker(p).map_err(|_| anyhow::anyhow!("truncated record"))?;
         use rmp::Marker as M;
         let len = |p: &mut &[u8], n: usize| -> Result<usize> {
@@ -93,14 +101,14 @@ fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
                 let n = len(p, 4)?;
                 Value::Bytes(take(p, n)?)
             }
-            M::FixArray(n) => many(p, n as usize)?,
+            M::FixArray(n) => many(p, n as usize, depth)?,
             M::Array16 => {
                 let n = len(p, 2)?;
-                many(p, n)?
+                many(p, n, depth)?
             }
             M::Array32 => {
                 let n = len(p, 4)?;
-                many(p, n)?
+                many(p, n, depth)?
             }
             other => bail!("unexpected MessagePack marker {other:?}"),
         })
@@ -110,21 +118,39 @@ fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
             String::from_utf8(b).context("str value is not UTF-8")?,
         ))
     }
-    fn many(p: &mut &[u8], n: usize) -> Result<Value> {
-        (0..n)
-            .map(|_| value(p))
-            .collect::<Result<Vec<_>>>()
-            .map(Value::Many)
+    fn many(p: &mut &[u8], n: usize, depth: usize) -> Result<Value> {
+        if depth >= MAX_DEPTH {
+            bail!("arrays nested deeper than {MAX_DEPTH} levels");
+        }
+        // Every element takes at least one byte: a count beyond the bytes left is a lie.
+        if n > p.len() {
+            bail!(
+                "an array declares {n} elements but only {} bytes follow",
+                p.len()
+            );
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(value(p, depth + 1)?);
+        }
+        Ok(Value::Many(out))
     }
     let n = read_map_len(&mut p).map_err(|e| anyhow::anyhow!("not a MessagePack map: {e}"))?;
+    // A key and a value take at least two bytes.
+    if n as usize > p.len() / 2 {
+        bail!(
+            "the map declares {n} fields but only {} bytes follow",
+            p.len()
+        );
+    }
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let k = match value(&mut p)? {
+        let k = match value(&mut p, 0)? {
             Value::Text(s) => s,
             Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
             other => bail!("field name is not a string: {other:?}"),
         };
-        out.push((k, value(&mut p)?));
+        out.push((k, value(&mut p, 0)?));
     }
     if !p.is_empty() {
         bail!("{} bytes after the map", p.len());
@@ -211,4 +237,69 @@ pub(crate) fn to_entry(fields: Vec<(String, Value)>) -> Result<(Entry, Vec<(Stri
         bail!("the record has no __CURSOR");
     }
     Ok((e, prior))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Issue 27, item 6: a map header that claims four billion fields made `cat` and
+    /// `audit` abort ("memory allocation of 240518168520 bytes failed").
+    #[test]
+    fn a_lying_map_or_array_length_is_an_error_not_an_allocation() {
+        let e = decode(b"\xdf\xff\xff\xff\xff").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("declares 4294967295 fields"),
+            "{e:#}"
+        );
+        let e = decode(b"\x81\xa1A\xdd\xff\xff\xff\xff\x01").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("declares 4294967295 elements"),
+            "{e:#}"
+        );
+        let e = decode(b"\x81\xa1A\xdb\xff\xff\xff\xffabc").unwrap_err();
+        assert!(format!("{e:#}").contains("truncated"), "{e:#}");
+    }
+
+    /// 200,000 nested one-element arrays: an error, not a stack overflow.
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut r = b"\x81\xa1A".to_vec();
+        r.extend(std::iter::repeat_n(0x91u8, 200_000));
+        r.push(0x01);
+        let e = decode(&r).unwrap_err();
+        assert!(format!("{e:#}").contains("nested deeper"), "{e:#}");
+        // JSON: serde_json's own recursion limit.
+        let mut j = b"{\"A\":".to_vec();
+        j.extend(std::iter::repeat_n(b'[', 200_000));
+        assert!(decode(&j).is_err());
+        // What the encoder writes (one level) and a little more still decode.
+        let ok = b"\x81\xa1A\x92\xa1x\x91\xa1y";
+        assert_eq!(
+            decode(ok).unwrap()[0].1,
+            Value::Many(vec![
+                Value::Text("x".into()),
+                Value::Many(vec![Value::Text("y".into())])
+            ])
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Arbitrary bytes, and bytes behind every map header (lying counts included):
+        /// decoding returns, never panics or aborts.
+        #[test]
+        fn arbitrary_records_never_panic(
+            head in prop::sample::select(vec![
+                &b""[..], b"\x81", b"\x8f", b"\xde\xff\xff", b"\xdf\xff\xff\xff\xff",
+                b"\x81\xa1A", b"\x81\xa1A\xdd\x7f\xff\xff\xff", b"{",
+            ]),
+            body in prop::collection::vec(any::<u8>(), 0..400),
+        ) {
+            let mut r = head.to_vec();
+            r.extend_from_slice(&body);
+            let _ = decode(&r);
+        }
+    }
 }

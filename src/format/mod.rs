@@ -24,6 +24,10 @@ pub(crate) const CURSOR_HEADER: &str = "journal-cursor";
 /// carry it; `audit` reads them.
 pub(crate) const PROGRESS_HEADER: &str = "journal-progress";
 
+/// Header naming the input of a record that is not a journal entry (`forward`): such a
+/// record is never counted or shown as a journal entry, whatever fields its sender wrote.
+pub(crate) const SOURCE_HEADER: &str = "journald-kafka-source";
+
 /// Header carrying the record layout version.
 pub(crate) const FORMAT_HEADER: &str = "journal-format";
 

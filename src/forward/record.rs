@@ -11,8 +11,9 @@ use crate::config::{ForwardConfig, ForwardPart};
 
 /// Version of the Forward record layout, in the `fluent-format` header.
 pub(crate) const FORMAT_VERSION: &str = "1";
-/// Header names of a Forward record.
-pub(crate) const SOURCE_HEADER: &str = "journald-kafka-source";
+/// Header names of a Forward record (the source header is the record contract's: readers
+/// tell Forward records from journal entries by it).
+pub(crate) use crate::format::SOURCE_HEADER;
 pub(crate) const FORMAT_HEADER: &str = "fluent-format";
 pub(crate) const TAG_HEADER: &str = "fluent-tag";
 /// `<chunk id>:<index>` of an acknowledged chunk: a resent chunk carries the same ids.
@@ -184,6 +185,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             max_connections: 4,
             max_in_flight_bytes: 1 << 20,
+            secret_files: vec![],
         }
     }
 

@@ -1,24 +1,55 @@
 //! The agent's own entries: shipping them would let the agent feed on itself.
 //!
+//! Owns the rule that tells them apart, and it may rest only on *trusted* fields: those
+//! journald itself sets from the kernel's view of the sender (`_PID`, `_UID`, `_BOOT_ID`,
+//! `_SYSTEMD_UNIT`), which no client can choose. `SYSLOG_IDENTIFIER`, `_COMM` and the text
+//! are the sender's to pick (`logger -t journald-kafka`, a renamed binary), so a rule that
+//! looked at them would let any local user hide lines from central logging. It must never
+//! skip an entry of another uid or of a unit that is not the agent's, whatever it calls
+//! itself.
+//!
 //! Only this machine's: a directory or files source (a central journal-remote collector)
 //! holds other hosts' journals, and their agents' logs are those hosts' data to ship.
 
 use super::Entry;
 use crate::config::Source;
-use crate::logging::IDENTIFIER;
 
 /// Which entries are the agent's own, for one journal source.
 #[derive(Debug, Clone)]
 pub(crate) struct OwnEntries {
-    /// This process's PID, for lines it wrote before its log identifier was set.
-    pid: Option<String>,
+    /// This process on this boot (`_PID`, `_BOOT_ID`): lines it wrote when it runs outside
+    /// its unit (from a shell, in a container without systemd).
+    this_run: Option<(String, Vec<u8>)>,
+    /// The uid the agent runs as: an entry of any other uid is never its own.
+    uid: String,
     /// For sources that hold several machines' journals: this machine's id. An entry is
     /// ours only if it carries it.
     machine: Option<Vec<u8>>,
 }
 
+/// Whether `unit` is one of the agent's units: `journald-kafka.service` or an instance of
+/// `journald-kafka@.service`.
+fn is_agent_unit(unit: &[u8]) -> bool {
+    unit == b"journald-kafka.service"
+        || (unit.starts_with(b"journald-kafka@") && unit.ends_with(b".service"))
+}
+
+/// This boot's id as journald writes it (32 hex digits, no dashes).
+fn boot_id() -> Option<Vec<u8>> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id: Vec<u8> = id.trim().bytes().filter(|&b| b != b'-').collect();
+    (id.len() == 32).then_some(id)
+}
+
+/// The effective uid of this process (the owner of its /proc entry), without `unsafe`.
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 impl OwnEntries {
-    /// The rule for `source`, for the running agent (`pid`) or for a checker (`None`).
+    /// The rule for `source`, for the running agent (`pid`) or for a checker (`None`: only
+    /// the agent's units are recognised, for the uid the checker runs as, or `agent_uid`).
     pub(crate) fn new(source: &Source, pid: Option<u32>) -> OwnEntries {
         let machine = match source {
             Source::Local | Source::Namespace(_) => None,
@@ -29,33 +60,52 @@ impl OwnEntries {
                     .unwrap_or_default(),
             ),
         };
+        // Without a boot id or a uid nothing can be proven ours: nothing is skipped.
+        let this_run = pid.zip(boot_id()).map(|(p, b)| (p.to_string(), b));
         OwnEntries {
-            pid: pid.map(|p| p.to_string()),
+            this_run,
+            uid: effective_uid().map(|u| u.to_string()).unwrap_or_default(),
             machine,
         }
     }
 
+    /// The same rule for an agent that runs as `uid` (a checker run by another user).
+    #[cfg(test)]
+    fn with_uid(mut self, uid: u32, boot: &[u8]) -> OwnEntries {
+        self.uid = uid.to_string();
+        if let Some((_, b)) = &mut self.this_run {
+            *b = boot.to_vec();
+        }
+        self
+    }
+
     /// Whether `entry` was logged by journald-kafka on this machine (this process or an
-    /// earlier run).
+    /// earlier run), judged by trusted fields only.
     pub(crate) fn matches(&self, entry: &Entry) -> bool {
         if let Some(m) = &self.machine {
             if m.is_empty() || entry.get(b"_MACHINE_ID") != Some(m.as_slice()) {
                 return false;
             }
         }
-        entry.get(b"SYSLOG_IDENTIFIER") == Some(IDENTIFIER.as_bytes())
-            || self.pid.as_ref().is_some_and(|pid| {
-                entry.get(b"_PID") == Some(pid.as_bytes())
-                    && entry
-                        .get(b"_COMM")
-                        .is_some_and(|c| c.starts_with(b"journald-kafka"))
-            })
+        if self.uid.is_empty() || entry.get(b"_UID") != Some(self.uid.as_bytes()) {
+            return false;
+        }
+        if entry.get(b"_SYSTEMD_UNIT").is_some_and(is_agent_unit) {
+            return true;
+        }
+        self.this_run.as_ref().is_some_and(|(pid, boot)| {
+            entry.get(b"_PID") == Some(pid.as_bytes())
+                && entry.get(b"_BOOT_ID") == Some(boot.as_slice())
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const BOOT: &str = "1e2feb89414c343c1027c4d1c386bbc4";
+    const OTHER_BOOT: &str = "22222222222222222222222222222222";
 
     fn entry(fields: &[(&str, &str)]) -> Entry {
         let mut e = Entry::new();
@@ -65,15 +115,71 @@ mod tests {
         e
     }
 
+    fn local(pid: Option<u32>) -> OwnEntries {
+        OwnEntries::new(&Source::Local, pid).with_uid(990, BOOT.as_bytes())
+    }
+
+    /// The reproduction: what a user can choose (identifier, command name) makes
+    /// nothing the agent's own.
     #[test]
-    fn own_entries_by_identifier_or_pid_and_command() {
-        let local = OwnEntries::new(&Source::Local, Some(77));
-        assert!(local.matches(&entry(&[("SYSLOG_IDENTIFIER", "journald-kafka")])));
-        let by_pid = entry(&[("_PID", "77"), ("_COMM", "journald-kafka")]);
-        assert!(local.matches(&by_pid));
-        assert!(!OwnEntries::new(&Source::Local, Some(78)).matches(&by_pid));
-        assert!(!OwnEntries::new(&Source::Local, None).matches(&by_pid));
-        assert!(!local.matches(&entry(&[("_PID", "77"), ("_COMM", "sshd")])));
+    fn a_name_a_user_can_choose_hides_nothing() {
+        let own = local(Some(77));
+        for fields in [
+            &[("SYSLOG_IDENTIFIER", "journald-kafka"), ("_UID", "1000")][..],
+            &[("SYSLOG_IDENTIFIER", "journald-kafka")][..],
+            &[
+                ("SYSLOG_IDENTIFIER", "journald-kafka"),
+                ("_COMM", "journald-kafka"),
+                ("_UID", "1001"),
+                ("_SYSTEMD_UNIT", "cron.service"),
+            ][..],
+            // A user's own unit of that name is a user unit, under user@.service.
+            &[
+                ("_UID", "1000"),
+                ("_SYSTEMD_UNIT", "user@1000.service"),
+                ("_SYSTEMD_USER_UNIT", "journald-kafka.service"),
+            ][..],
+            // The agent's unit name, but another uid (not something journald would write
+            // for the agent's unit unless an administrator changed User=).
+            &[
+                ("_UID", "1000"),
+                ("_SYSTEMD_UNIT", "journald-kafka.service"),
+            ][..],
+            // This process's PID, but on another boot (the backlog of an earlier boot).
+            &[("_UID", "990"), ("_PID", "77"), ("_BOOT_ID", OTHER_BOOT)][..],
+            // This process's PID and boot, another uid: impossible from journald, refused.
+            &[("_UID", "0"), ("_PID", "77"), ("_BOOT_ID", BOOT)][..],
+        ] {
+            assert!(!own.matches(&entry(fields)), "{fields:?} is shipped");
+        }
+    }
+
+    #[test]
+    fn the_agents_own_lines_by_unit_uid_pid_and_boot() {
+        let own = local(Some(77));
+        for fields in [
+            &[("_UID", "990"), ("_SYSTEMD_UNIT", "journald-kafka.service")][..],
+            &[
+                ("_UID", "990"),
+                ("_SYSTEMD_UNIT", "journald-kafka@edge.service"),
+            ][..],
+            &[("_UID", "990"), ("_PID", "77"), ("_BOOT_ID", BOOT)][..],
+        ] {
+            assert!(own.matches(&entry(fields)), "{fields:?} is skipped");
+        }
+        // A checker knows no PID: only the unit rule.
+        let checker = local(None);
+        assert!(!checker.matches(&entry(&[
+            ("_UID", "990"),
+            ("_PID", "77"),
+            ("_BOOT_ID", BOOT)
+        ])));
+        assert!(checker.matches(&entry(&[
+            ("_UID", "990"),
+            ("_SYSTEMD_UNIT", "journald-kafka.service")
+        ])));
+        assert!(!is_agent_unit(b"journald-kafka.service.d"));
+        assert!(!is_agent_unit(b"journald-kafka-evil.service"));
     }
 
     #[test]
@@ -81,18 +187,24 @@ mod tests {
         let Ok(ours) = std::fs::read_to_string("/etc/machine-id") else {
             return;
         };
-        let dir = OwnEntries::new(&Source::Directory("/var/log/journal/remote".into()), None);
+        let dir = OwnEntries::new(&Source::Directory("/var/log/journal/remote".into()), None)
+            .with_uid(990, BOOT.as_bytes());
         let other = entry(&[
-            ("SYSLOG_IDENTIFIER", "journald-kafka"),
+            ("_SYSTEMD_UNIT", "journald-kafka.service"),
+            ("_UID", "990"),
             ("_MACHINE_ID", "0123456789abcdef0123456789abcdef"),
         ]);
         assert!(
             !dir.matches(&other),
             "another host's agent logs are shipped"
         );
-        assert!(!dir.matches(&entry(&[("SYSLOG_IDENTIFIER", "journald-kafka")])));
+        assert!(!dir.matches(&entry(&[
+            ("_SYSTEMD_UNIT", "journald-kafka.service"),
+            ("_UID", "990")
+        ])));
         let mine = entry(&[
-            ("SYSLOG_IDENTIFIER", "journald-kafka"),
+            ("_SYSTEMD_UNIT", "journald-kafka.service"),
+            ("_UID", "990"),
             ("_MACHINE_ID", ours.trim()),
         ]);
         assert!(dir.matches(&mine));

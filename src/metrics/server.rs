@@ -1,16 +1,41 @@
-//! The HTTP endpoint: `/metrics`, `/health/live`, `/health/ready`, `/status` (tiny_http,
-//! one thread).
+//! The HTTP endpoint: `/metrics`, `/health/live`, `/health/ready`, `/status`.
+//!
+//! A small HTTP/1.x server of its own, because the endpoint is reachable by every local
+//! user (and more, if an operator widens `metrics.listen`) and must survive them: the accept
+//! loop never ends (running out of descriptors in a connection flood makes it wait, not
+//! die), [`WORKERS`] threads serve at most [`QUEUE`] waiting connections and the newest
+//! beyond that get a 503 at once, a request head is read within [`REQUEST_DEADLINE`] and
+//! [`HEADER_LIMIT`] bytes (an idle or trickling client is dropped, an endless header gets
+//! 431), and every connection is closed after one answer. It holds at most
+//! `WORKERS + QUEUE` connections and `WORKERS * HEADER_LIMIT` bytes of requests.
 //!
 //! Readiness: the journal is open, a broker answers, the durable cursor is not stalled (it
-//! has not failed to move for `metrics.stall_seconds` while entries are in flight), and,
+//! has not failed to move for `metrics.stall_seconds` while entries are in flight), the
+//! cursor file can be saved (a full state directory is not hidden), and,
 //! while entries are in flight, journald is not forecast to delete unshipped ones within
 //! `metrics.min_loss_forecast_seconds`. Liveness: the process answers.
 
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
+use prometheus_client::registry::Registry;
+
+/// Threads answering requests. Answers take microseconds; the number only bounds how many
+/// slow clients can hold a thread at once.
+const WORKERS: usize = 4;
+/// Accepted connections waiting for a thread; beyond this the newest gets a 503.
+const QUEUE: usize = 64;
+/// The longest request head read (request line and headers).
+const HEADER_LIMIT: usize = 8 << 10;
+/// Time for a client to send its whole request head, from the moment a thread takes it.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Time for a client to take the answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 use super::{Metrics, unix_now};
 
@@ -32,6 +57,22 @@ pub fn not_ready(m: &Metrics) -> Option<String> {
             "cursor stalled for {since}s with {pending} entries in flight"
         ));
     }
+    let save_failing = Metrics::get(&m.cursor_save_failing_since);
+    if save_failing != 0 {
+        let why_save = m
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, e)| e.as_str())
+            .filter(|e| e.starts_with("cannot save the cursor"))
+            .unwrap_or("cannot save the cursor")
+            .to_string();
+        why.push(format!(
+            "cursor not saved for {}s ({why_save}); entries are shipped, but a restart would send them again",
+            unix_now().saturating_sub(save_failing)
+        ));
+    }
     let forecast = Metrics::get(&m.loss_forecast_secs);
     if pending > 0 && forecast < min_forecast {
         why.push(format!(
@@ -43,54 +84,167 @@ pub fn not_ready(m: &Metrics) -> Option<String> {
 
 /// Serves until the process ends.
 pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
-    let server = tiny_http::Server::http(listen)
+    let listener = TcpListener::bind(listen)
         .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
-    let registry = metrics.registry();
+    let registry = Arc::new(Mutex::new(metrics.registry()));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<TcpStream>(QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..WORKERS {
+        let (rx, metrics, registry) = (rx.clone(), metrics.clone(), registry.clone());
+        std::thread::Builder::new()
+            .name(format!("metrics-http-{i}"))
+            .spawn(move || work(&rx, &metrics, &registry))
+            .context("cannot start the metrics endpoint")?;
+    }
     std::thread::Builder::new()
-        .name("metrics-http".into())
-        .spawn(move || {
-            loop {
-                let req = match server.recv_timeout(Duration::from_secs(1)) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics endpoint: cannot accept");
-                        continue;
-                    }
-                };
-                let (code, body, ctype) = match req.url() {
-                    "/metrics" => {
-                        let mut text = String::new();
-                        match prometheus_client::encoding::text::encode(&mut text, &registry) {
-                            Ok(()) => (
-                                200,
-                                text,
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                            Err(_) => (500, "encoding failed\n".to_string(), "text/plain"),
-                        }
-                    }
-                    "/health/live" => (200, "ok\n".to_string(), "text/plain"),
-                    "/status" => (200, metrics.status_json(), "application/json"),
-                    "/health/ready" => match not_ready(&metrics) {
-                        None => (200, "ready\n".to_string(), "text/plain"),
-                        Some(why) => (503, format!("not ready: {why}\n"), "text/plain"),
-                    },
-                    _ => (
-                        404,
-                        "not found: try /metrics, /health/live, /health/ready, /status\n"
-                            .to_string(),
-                        "text/plain",
-                    ),
-                };
-                let header =
-                    tiny_http::Header::from_bytes("Content-Type", ctype).expect("static header");
-                let _ = req.respond(
-                    tiny_http::Response::from_string(body)
-                        .with_status_code(code)
-                        .with_header(header),
-                );
-            }
-        })?;
+        .name("metrics-accept".into())
+        .spawn(move || accept(&listener, &tx))
+        .context("cannot start the metrics endpoint")?;
     Ok(())
+}
+
+/// The accept loop. It never returns while the workers live: an error from `accept` (out
+/// of descriptors or memory in a flood, a connection reset before it was taken) is waited
+/// out and logged at most once a minute.
+fn accept(listener: &TcpListener, tx: &SyncSender<TcpStream>) {
+    let mut warned: Option<Instant> = None;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => match tx.try_send(stream) {
+                Ok(()) => {}
+                Err(TrySendError::Full(stream)) => overloaded(stream),
+                Err(TrySendError::Disconnected(_)) => return,
+            },
+            Err(e) => {
+                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    tracing::warn!(error = %e, "metrics endpoint: cannot accept a connection; waiting for others to close");
+                    warned = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The newest connection when every thread and queue place is taken: a 503 if the client's
+/// buffer takes it at once, never a wait.
+fn overloaded(stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = (&stream).write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nRetry-After: 1\r\nConnection: close\r\n\r\noverloaded\n",
+    );
+}
+
+fn work(rx: &Mutex<Receiver<TcpStream>>, metrics: &Metrics, registry: &Mutex<Registry>) {
+    loop {
+        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(stream) = next else {
+            return;
+        };
+        serve(stream, metrics, registry);
+    }
+}
+
+/// Reads one request head within the limits, answers it, closes.
+fn serve(mut stream: TcpStream, metrics: &Metrics, registry: &Mutex<Registry>) {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let mut buf = [0u8; HEADER_LIMIT];
+    let mut n = 0;
+    let end = loop {
+        if let Some(end) = head_end(&buf[..n]) {
+            break end;
+        }
+        if n == buf.len() {
+            respond(
+                &mut stream,
+                431,
+                "request header too large\n",
+                "text/plain",
+                false,
+            );
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => n += k,
+        }
+    };
+    let line = buf[..end].split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut words = line.trim_ascii().split(|&b| b == b' ');
+    let (method, target) = (words.next(), words.next());
+    let head_only = method == Some(b"HEAD".as_slice());
+    if !matches!(method, Some(b"GET" | b"HEAD")) {
+        respond(&mut stream, 405, "only GET and HEAD\n", "text/plain", false);
+        return;
+    }
+    let path = target
+        .map(|t| t.split(|&b| b == b'?').next().unwrap_or_default())
+        .unwrap_or_default();
+    let (code, body, ctype) = route(path, metrics, registry);
+    respond(&mut stream, code, &body, ctype, head_only);
+}
+
+/// Where the request head ends (the blank line), if it has arrived.
+fn head_end(b: &[u8]) -> Option<usize> {
+    b.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .or_else(|| b.windows(2).position(|w| w == b"\n\n"))
+}
+
+fn route(
+    path: &[u8],
+    metrics: &Metrics,
+    registry: &Mutex<Registry>,
+) -> (u16, String, &'static str) {
+    match path {
+        b"/metrics" => {
+            let mut text = String::new();
+            let registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+            match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                Ok(()) => (
+                    200,
+                    text,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+                Err(_) => (500, "encoding failed\n".to_string(), "text/plain"),
+            }
+        }
+        b"/health/live" => (200, "ok\n".to_string(), "text/plain"),
+        b"/status" => (200, metrics.status_json(), "application/json"),
+        b"/health/ready" => match not_ready(metrics) {
+            None => (200, "ready\n".to_string(), "text/plain"),
+            Some(why) => (503, format!("not ready: {why}\n"), "text/plain"),
+        },
+        _ => (
+            404,
+            "not found: try /metrics, /health/live, /health/ready, /status\n".to_string(),
+            "text/plain",
+        ),
+    }
+}
+
+fn respond(stream: &mut TcpStream, code: u16, body: &str, ctype: &str, head_only: bool) {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Internal Server Error",
+    };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    if !head_only {
+        let _ = stream.write_all(body.as_bytes());
+    }
+    let _ = stream.flush();
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }

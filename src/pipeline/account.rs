@@ -2,8 +2,11 @@
 //! rate limit dropped (its "Suppressed N messages from UNIT" entries), counted on the
 //! reader thread and handed to the metrics in batches.
 //!
-//! Owns the batch. It must never take a lock per entry (the metrics table is locked once
-//! per batch) and never change what is shipped.
+//! Owns the batch and the rule for which suppression entries count: only those journald
+//! wrote about itself (`_TRANSPORT=driver`, `_UID=0`: trusted fields that journald sets
+//! and no client can), since `MESSAGE_ID`, `N_DROPPED` and `OBJECT_SYSTEMD_UNIT` are
+//! fields any user can log. Counts saturate, never wrap. It must never take a lock per
+//! entry (the metrics table is locked once per batch) and never change what is shipped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,6 +45,7 @@ impl<'m> Account<'m> {
     pub(super) fn observe(&mut self, e: &Entry) {
         let (mut unit, mut id, mut dropped, mut object, mut message) =
             (None, None, None, None, None);
+        let (mut transport, mut uid) = (None, None);
         for (n, v) in e.fields() {
             match n {
                 b"_SYSTEMD_UNIT" => unit = Some(v),
@@ -49,6 +53,8 @@ impl<'m> Account<'m> {
                 b"N_DROPPED" => dropped = Some(v),
                 b"OBJECT_SYSTEMD_UNIT" => object = Some(v),
                 b"MESSAGE" => message = Some(v),
+                b"_TRANSPORT" => transport = Some(v),
+                b"_UID" => uid = Some(v),
                 _ => {}
             }
         }
@@ -57,9 +63,10 @@ impl<'m> Account<'m> {
             Some(c) => c,
             None => self.batch.entry(unit.to_vec()).or_default(),
         };
-        c.entries += 1;
-        c.bytes += e.data_len() as u64;
-        if id == Some(DROPPED) {
+        c.entries = c.entries.saturating_add(1);
+        c.bytes = c.bytes.saturating_add(e.data_len() as u64);
+        // journald's own message, not a user's copy of it.
+        if id == Some(DROPPED) && transport == Some(b"driver") && uid == Some(b"0") {
             let n = dropped
                 .and_then(|d| std::str::from_utf8(d).ok())
                 .and_then(|d| d.trim().parse::<u64>().ok())
@@ -72,7 +79,8 @@ impl<'m> Account<'m> {
                 Some(m[at + 6..].to_vec())
             });
             let from = from.unwrap_or_else(|| b"(unknown)".to_vec());
-            self.batch.entry(from).or_default().suppressed += n;
+            let row = self.batch.entry(from).or_default();
+            row.suppressed = row.suppressed.saturating_add(n);
         }
         self.pending += 1;
         if self.pending >= BATCH {
@@ -129,5 +137,54 @@ impl Hasher for UnitHasher {
 impl Drop for Account<'_> {
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suppression(transport: &str, uid: &str, n: &str, unit: &str) -> Entry {
+        let mut e = Entry::new();
+        for (k, v) in [
+            ("_TRANSPORT", transport),
+            ("_UID", uid),
+            ("MESSAGE_ID", "a596d6fe7bfa4994828e72309e95d61e"),
+            ("N_DROPPED", n),
+            ("OBJECT_SYSTEMD_UNIT", unit),
+        ] {
+            e.push_field(k.as_bytes(), v.as_bytes());
+        }
+        e
+    }
+
+    fn suppressed(m: &Metrics, unit: &str) -> u64 {
+        let t = m.units.lock().unwrap();
+        t.rows()
+            .find(|(u, _)| *u == unit)
+            .map_or(0, |(_, c)| c.suppressed)
+    }
+
+    #[test]
+    fn only_journalds_own_suppressions_count_and_counts_saturate() {
+        let m = Metrics::default();
+        let mut a = Account::new(&m);
+        let max = u64::MAX.to_string();
+        // A user's copies: another transport, another uid.
+        a.observe(&suppression("journal", "1000", &max, "sshd.service"));
+        a.observe(&suppression("syslog", "0", &max, "sshd.service"));
+        a.observe(&suppression("driver", "1000", &max, "sshd.service"));
+        // journald's own, twice at the maximum: saturates instead of wrapping to 2^64-2.
+        a.observe(&suppression("driver", "0", "5", "flood.service"));
+        a.observe(&suppression("driver", "0", &max, "big.service"));
+        a.observe(&suppression("driver", "0", &max, "big.service"));
+        a.flush();
+        assert_eq!(suppressed(&m, "sshd.service"), 0);
+        assert_eq!(suppressed(&m, "flood.service"), 5);
+        assert_eq!(suppressed(&m, "big.service"), u64::MAX);
+        // And again across merges into the table.
+        a.observe(&suppression("driver", "0", &max, "big.service"));
+        a.flush();
+        assert_eq!(suppressed(&m, "big.service"), u64::MAX);
     }
 }

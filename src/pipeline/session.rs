@@ -397,28 +397,59 @@ fn read_and_ship(
     })
 }
 
+/// Unix seconds of the last log line about a failing cursor save (0: none this streak).
+/// Process-wide because a streak outlives the session that met it (a full disk stays full
+/// across session restarts) and must still be one line, then a reminder every
+/// [`SAVE_REMINDER_SECS`].
+static SAVE_ERROR_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+const SAVE_REMINDER_SECS: u64 = 300;
+
 /// One checkpoint tick of the at-least-once path, with its metrics and log lines.
 fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, metrics: &Metrics) {
+    use std::sync::atomic::Ordering::Relaxed;
     match cp.commit_safe(store, tracker) {
         Committed::Unchanged => {}
         Committed::Saved(cursor) => {
             Metrics::add(&metrics.cursor_writes, 1);
-            Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
-            Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
+            let now = crate::metrics::unix_now();
+            Metrics::set(&metrics.last_cursor_write, now);
+            Metrics::set(&metrics.last_progress, now);
+            let since = metrics.cursor_save_failing_since.swap(0, Relaxed);
+            if since != 0 {
+                SAVE_ERROR_LOGGED.store(0, Relaxed);
+                tracing::info!(
+                    failed_for_secs = now.saturating_sub(since),
+                    "the cursor is saved again"
+                );
+            }
             if let Some(Ok(info)) = place::newest(&cursor).map(journal::cursor::parse) {
                 Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
             }
         }
         Committed::Failed(e) => {
-            // The old cursor stays valid; we retry on the next tick. Log only the first
-            // failure of a streak so a full disk does not flood the journal.
-            if Metrics::get(&metrics.cursor_write_errors) == 0
-                || Metrics::get(&metrics.cursor_writes) > 0
-            {
+            // The old cursor stays valid and shipping goes on; the next tick tries again.
+            // One line when the streak starts, then a reminder every few minutes, so a
+            // full disk neither floods the journal nor goes unnoticed (readiness and
+            // `status` say it all along).
+            let now = crate::metrics::unix_now();
+            let _ = metrics
+                .cursor_save_failing_since
+                .compare_exchange(0, now, Relaxed, Relaxed);
+            let since = Metrics::get(&metrics.cursor_save_failing_since);
+            let logged = SAVE_ERROR_LOGGED.load(Relaxed);
+            if logged == 0 {
                 tracing::error!(
                     error = format!("{e:#}"),
-                    "cannot save the cursor; retrying every checkpoint interval"
+                    "cannot save the cursor; shipping goes on (a restart now would send again what was shipped since the last save); retrying every checkpoint interval"
                 );
+                SAVE_ERROR_LOGGED.store(now.max(1), Relaxed);
+            } else if now.saturating_sub(logged) >= SAVE_REMINDER_SECS {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    failing_for_secs = now.saturating_sub(since),
+                    "still cannot save the cursor"
+                );
+                SAVE_ERROR_LOGGED.store(now.max(1), Relaxed);
             }
             Metrics::add(&metrics.cursor_write_errors, 1);
             metrics.error(format!("cannot save the cursor: {e:#}"));
