@@ -271,3 +271,160 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
     assert!(out.contains("Top units: "), "{out}");
     assert!(agent.stop().success());
 }
+
+/// Issue 27, item 3: the endpoint under abuse, with the agent at a soft limit of 128 open
+/// files. A burst of 400 connections opened at once and closed (a port scan, a scraper
+/// gone wrong), 40 idle connections, a client streaming an endless header and one that
+/// trickles: the endpoint keeps answering (200, or a quick 503 while overloaded), never
+/// dies, and its memory stays flat. (Before: the accept loop ended on "Too many open
+/// files" and `/health/live` never answered again.)
+#[test]
+fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let s = Scratch::new("http-abuse");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "100", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let port = free_port();
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
+        "metrics",
+        "listen",
+        format!("127.0.0.1:{port}"),
+    );
+    let dir = s.path("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = cfg.write(&dir.join("config.toml"));
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=128:128", BIN, "run", "--config"])
+        .arg(&path)
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id();
+    let _kill = Kill(&mut child);
+    let live = || {
+        let start = Instant::now();
+        loop {
+            if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = c.set_read_timeout(Some(Duration::from_secs(3)));
+                let _ = c.write_all(b"GET /health/live HTTP/1.0\r\n\r\n");
+                let mut r = String::new();
+                let _ = c.read_to_string(&mut r);
+                if r.starts_with("HTTP/1.1 200") {
+                    return start.elapsed();
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the endpoint stopped answering"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    live();
+    let anon_before = rss_anon_kib(pid);
+
+    // A burst: 400 connections held at once (more than the agent may open), then closed.
+    let burst: Vec<_> = (0..400)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(burst);
+    eprintln!("live again {:?} after the burst", live());
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!("still live {:?} later", live());
+
+    // 40 idle connections: a probe is answered (200 or a quick 503) while they sit there,
+    // and they are dropped after the request deadline.
+    let idle: Vec<_> = (0..40)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /health/live HTTP/1.0\r\n\r\n").unwrap();
+    let mut r = String::new();
+    let _ = c.read_to_string(&mut r);
+    assert!(
+        r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.1 503"),
+        "answered while idle clients sit: {r:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let mut closed = 0;
+    for mut i in idle {
+        i.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 64];
+        if matches!(i.read(&mut b), Ok(_)) {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 36, "idle connections are dropped: {closed} of 40");
+
+    // An endless header: refused at the limit, the connection closed.
+    let mut e = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    e.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    e.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = e.write_all(b"GET /metrics HTTP/1.1\r\nX-Endless: ");
+    let chunk = vec![b'a'; 64 << 10];
+    let mut sent = 0usize;
+    while sent < (16 << 20) && e.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+    }
+    let mut r = Vec::new();
+    let _ = e.read_to_end(&mut r);
+    eprintln!(
+        "endless header: {sent} bytes accepted, answer {:?}",
+        String::from_utf8_lossy(&r[..r.len().min(60)])
+    );
+    assert!(sent < (16 << 20), "the endless header was cut off");
+
+    // A trickling client: one byte every 300 ms is dropped at the deadline.
+    let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let start = Instant::now();
+    let mut cut = false;
+    for b in b"GET /health/live HTTP/1.0\r\nX-Slow: 123456789012345678901234567890\r\n\r\n" {
+        if t.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if start.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let mut r = String::new();
+    t.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let _ = t.read_to_string(&mut r);
+    assert!(
+        cut || !r.starts_with("HTTP/1.1 200"),
+        "a trickling client is not served for ever: {r:?}"
+    );
+
+    eprintln!("live at the end {:?}", live());
+    let anon_after = rss_anon_kib(pid);
+    eprintln!("anonymous memory {anon_before} KiB before, {anon_after} KiB after");
+    assert!(
+        anon_after < anon_before + 16 * 1024,
+        "{anon_before} -> {anon_after} KiB"
+    );
+}

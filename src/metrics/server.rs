@@ -32,7 +32,7 @@ const WORKERS: usize = 4;
 const QUEUE: usize = 64;
 /// The longest request head read (request line and headers).
 const HEADER_LIMIT: usize = 8 << 10;
-/// Time for a client to send its whole request head, from the moment a thread takes it.
+/// Time for a client to send its whole request head, from the moment it was accepted.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Time for a client to take the answer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,7 +87,7 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
     let registry = Arc::new(Mutex::new(metrics.registry()));
-    let (tx, rx) = std::sync::mpsc::sync_channel::<TcpStream>(QUEUE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(TcpStream, Instant)>(QUEUE);
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..WORKERS {
         let (rx, metrics, registry) = (rx.clone(), metrics.clone(), registry.clone());
@@ -106,13 +106,13 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
 /// The accept loop. It never returns while the workers live: an error from `accept` (out
 /// of descriptors or memory in a flood, a connection reset before it was taken) is waited
 /// out and logged at most once a minute.
-fn accept(listener: &TcpListener, tx: &SyncSender<TcpStream>) {
+fn accept(listener: &TcpListener, tx: &SyncSender<(TcpStream, Instant)>) {
     let mut warned: Option<Instant> = None;
     loop {
         match listener.accept() {
-            Ok((stream, _)) => match tx.try_send(stream) {
+            Ok((stream, _)) => match tx.try_send((stream, Instant::now())) {
                 Ok(()) => {}
-                Err(TrySendError::Full(stream)) => overloaded(stream),
+                Err(TrySendError::Full((stream, _))) => overloaded(stream),
                 Err(TrySendError::Disconnected(_)) => return,
             },
             Err(e) => {
@@ -135,19 +135,21 @@ fn overloaded(stream: TcpStream) {
     );
 }
 
-fn work(rx: &Mutex<Receiver<TcpStream>>, metrics: &Metrics, registry: &Mutex<Registry>) {
+fn work(rx: &Mutex<Receiver<(TcpStream, Instant)>>, metrics: &Metrics, registry: &Mutex<Registry>) {
     loop {
         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(stream) = next else {
+        let Ok((stream, accepted)) = next else {
             return;
         };
-        serve(stream, metrics, registry);
+        serve(stream, accepted, metrics, registry);
     }
 }
 
-/// Reads one request head within the limits, answers it, closes.
-fn serve(mut stream: TcpStream, metrics: &Metrics, registry: &Mutex<Registry>) {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
+/// Reads one request head within the limits, answers it, closes. The deadline runs from
+/// the accept, so connections that sat idle in the queue past it are dropped without a
+/// wait: a crowd of idle clients delays a probe by one deadline at most.
+fn serve(mut stream: TcpStream, accepted: Instant, metrics: &Metrics, registry: &Mutex<Registry>) {
+    let deadline = accepted + REQUEST_DEADLINE;
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf = [0u8; HEADER_LIMIT];
     let mut n = 0;
