@@ -374,7 +374,7 @@ fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
     for mut i in idle {
         i.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut b = [0u8; 64];
-        if matches!(i.read(&mut b), Ok(_)) {
+        if i.read(&mut b).is_ok() {
             closed += 1;
         }
     }
