@@ -33,13 +33,56 @@ use crate::kafka::Poller;
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
+/// A connection's replies (HELO, PONG, acks) on their way to its writer task, counted so
+/// that the reading side can stop reading while a client does not take its acks: the
+/// queue holds at most what the chunks in flight plus [`MAX_QUEUED_REPLIES`] produce.
+#[derive(Clone)]
+pub(crate) struct Replies {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// Replies a connection may have waiting for its client before it stops reading.
+pub(crate) const MAX_QUEUED_REPLIES: usize = 1024;
+
+impl Replies {
+    pub(crate) fn new() -> (Replies, mpsc::UnboundedReceiver<Vec<u8>>, Arc<AtomicUsize>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Replies {
+                tx,
+                queued: queued.clone(),
+            },
+            rx,
+            queued,
+        )
+    }
+
+    /// Queues a reply; false when the connection's writer is gone.
+    pub(crate) fn send(&self, bytes: Vec<u8>) -> bool {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send(bytes).is_ok() {
+            true
+        } else {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            false
+        }
+    }
+
+    /// Replies queued and not yet written.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
 /// A message's events on their way to Kafka.
 pub(crate) struct Chunk {
     /// Records not yet reported, plus one while the connection is still sending.
     remaining: AtomicUsize,
     failed: AtomicBool,
     /// `{"ack": chunk}` and the connection's writer; `None`: no ack asked.
-    reply: Option<(Vec<u8>, mpsc::UnboundedSender<Vec<u8>>)>,
+    reply: Option<(Vec<u8>, Replies)>,
     metrics: Arc<Metrics>,
 }
 
@@ -47,7 +90,7 @@ impl Chunk {
     /// A chunk whose sender holds one guard (see [`Chunk::sent_all`]).
     pub(crate) fn new(
         id: Option<&[u8]>,
-        writer: &mpsc::UnboundedSender<Vec<u8>>,
+        writer: &Replies,
         metrics: Arc<Metrics>,
     ) -> Arc<Chunk> {
         let reply = id.map(|id| {
@@ -88,7 +131,7 @@ impl Chunk {
         }
         if let Some((ack, writer)) = &self.reply {
             // A closed connection cannot take its ack: the client resends the chunk.
-            if writer.send(ack.clone()).is_ok() {
+            if writer.send(ack.clone()) {
                 Metrics::add(&self.metrics.forward_acks, 1);
             }
         }

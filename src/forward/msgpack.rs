@@ -81,16 +81,40 @@ fn be(bytes: &[u8]) -> usize {
 /// needed. A value that declares more than `limit` bytes (each element takes at least one)
 /// is refused before its bytes arrive.
 pub(crate) fn value_len(buf: &[u8], limit: usize) -> Result<Option<usize>, Malformed> {
-    let mut pos = 0usize;
+    value_len_from(buf, limit, &mut Scan::default())
+}
+
+/// Where a scan of an incomplete value stopped: the start of the element it could not
+/// finish, and the values still to read there. Resuming from it makes finding the end of a
+/// message that arrives in many reads linear in its size, not quadratic (a client
+/// trickling a large message would otherwise make every read rescan all of it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scan {
+    pos: usize,
+    /// Values still to read at `pos`; 0 before the scan started (then: one, the message).
+    pending: u64,
+}
+
+/// [`value_len`], resumed from `scan` (which must come from an earlier call over a prefix
+/// of the same bytes) and left where it stops when the value is still incomplete.
+pub(crate) fn value_len_from(
+    buf: &[u8],
+    limit: usize,
+    scan: &mut Scan,
+) -> Result<Option<usize>, Malformed> {
+    let mut pos = scan.pos;
     // Values still to read, at least one byte each.
-    let mut pending: u64 = 1;
+    let mut pending: u64 = if scan.pending == 0 { 1 } else { scan.pending };
     while pending > 0 {
         if pos as u64 + pending > limit as u64 {
             return malformed(format!(
                 "a message declares more than the {limit} bytes allowed (forward.max_message_bytes)"
             ));
         }
+        // The element starting here: resumed from if it is not all here yet.
+        let here = Scan { pos, pending };
         let Some(&marker) = buf.get(pos) else {
+            *scan = here;
             return Ok(None);
         };
         pending -= 1;
@@ -99,6 +123,7 @@ pub(crate) fn value_len(buf: &[u8], limit: usize) -> Result<Option<usize>, Malfo
         let mut body = sh.fixed;
         if sh.len_bytes > 0 {
             let Some(len) = buf.get(pos..pos + sh.len_bytes) else {
+                *scan = here;
                 return Ok(None);
             };
             let n = be(len);
@@ -117,9 +142,11 @@ pub(crate) fn value_len(buf: &[u8], limit: usize) -> Result<Option<usize>, Malfo
         }
         pos += body;
         if pos > buf.len() {
+            *scan = here;
             return Ok(None);
         }
     }
+    *scan = Scan::default();
     Ok(Some(pos))
 }
 
@@ -451,6 +478,34 @@ mod tests {
                     "{v:?} cut at {cut}"
                 );
             }
+        }
+    }
+
+    /// A message fed a few bytes at a time, resuming each scan where the last stopped,
+    /// ends where a whole scan says, and the work done is linear: no element is scanned
+    /// more than twice.
+    #[test]
+    fn a_resumed_scan_finds_the_same_end() {
+        use rmpv::Value as V;
+        let v = V::Array(
+            (0..5000)
+                .map(|i| V::Array(vec![V::from(i), V::Map(vec![(V::from("k"), V::from("v"))])]))
+                .collect(),
+        );
+        let bytes = encode(&v);
+        for step in [1, 3, 64, 1000] {
+            let mut scan = Scan::default();
+            let mut end = None;
+            for upto in (step..=bytes.len() + step).step_by(step) {
+                let upto = upto.min(bytes.len());
+                let before = scan;
+                end = value_len_from(&bytes[..upto], usize::MAX, &mut scan).unwrap();
+                if end.is_some() {
+                    break;
+                }
+                assert!(scan.pos >= before.pos, "the scan never goes back");
+            }
+            assert_eq!(end, Some(bytes.len()), "step {step}");
         }
     }
 

@@ -200,25 +200,51 @@ fn options<'a>(r: &mut Reader<'a>) -> Result<Options<'a>, Malformed> {
     Ok(o)
 }
 
+/// The events of one message, checked whole and counted, read again one by one when sent.
+/// Holds no per-event memory: a message of millions of tiny events (a few kilobytes of
+/// gzip) costs its decompressed bytes and nothing per event.
+pub(crate) struct EventList<'a> {
+    one: Option<Event<'a>>,
+    /// The entries, back to back, and how many (all checked by [`Message::events`]).
+    stream: &'a [u8],
+    count: usize,
+}
+
+impl<'a> EventList<'a> {
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// The events, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Event<'a>> + '_ {
+        let mut r = Reader::new(self.stream);
+        let stream = (0..if self.one.is_some() { 0 } else { self.count })
+            // Checked by `events`: every entry reads the same way again.
+            .map_while(move |_| entry(&mut r).ok());
+        self.one.into_iter().chain(stream)
+    }
+}
+
 impl<'a> Message<'a> {
-    /// The events of this message, in order; `scratch` holds a decompressed stream.
-    /// At most `limit` bytes are decompressed. Checks the `size` option when given.
+    /// The events of this message, every one checked before any is handed out (a
+    /// malformed message sends nothing); `scratch` holds a decompressed stream. At most
+    /// `limit` bytes are decompressed. Checks the `size` option when given.
     pub(crate) fn events(
         &self,
         scratch: &'a mut Vec<u8>,
         limit: usize,
-    ) -> Result<Vec<Event<'a>>, Malformed>
+    ) -> Result<EventList<'a>, Malformed>
     where
         Self: 'a,
     {
-        let mut out = Vec::new();
-        match self.events {
-            Events::One(e) => out.push(e),
+        let (one, stream, count) = match self.events {
+            Events::One(e) => (Some(e), &[][..], 1),
             Events::List(count, raw) => {
                 let mut r = Reader::new(raw);
                 for i in 0..count {
-                    out.push(entry(&mut r).map_err(|e| Malformed(format!("entry {i}: {e}")))?);
+                    entry(&mut r).map_err(|e| Malformed(format!("entry {i}: {e}")))?;
                 }
+                (None, raw, count)
             }
             Events::Packed(raw) => {
                 let stream: &'a [u8] = if self.mode == Mode::CompressedPackedForward {
@@ -231,20 +257,20 @@ impl<'a> Message<'a> {
                 let mut r = Reader::new(stream);
                 let mut i = 0usize;
                 while !r.is_empty() {
-                    out.push(entry(&mut r).map_err(|e| Malformed(format!("entry {i}: {e}")))?);
+                    entry(&mut r).map_err(|e| Malformed(format!("entry {i}: {e}")))?;
                     i += 1;
                 }
+                (None, stream, i)
             }
-        }
+        };
         if let Some(size) = self.options.size {
-            if size != out.len() as u64 {
+            if size != count as u64 {
                 return malformed(format!(
-                    "option size says {size} events, the message holds {}",
-                    out.len()
+                    "option size says {size} events, the message holds {count}"
                 ));
             }
         }
-        Ok(out)
+        Ok(EventList { one, stream, count })
     }
 }
 
@@ -368,7 +394,7 @@ mod tests {
         assert_eq!(m.mode, Mode::Message);
         let mut s = Vec::new();
         let e = m.events(&mut s, 100).unwrap();
-        assert_eq!(e[0].time.secs, 1_700_000_000);
+        assert_eq!(e.iter().next().unwrap().time.secs, 1_700_000_000);
         assert_eq!(records(&m), vec![rec(7)]);
     }
 
@@ -536,7 +562,8 @@ mod fuzz {
             let parsed = parse(&m).unwrap();
             let mut scratch = Vec::new();
             let events = parsed.events(&mut scratch, 1 << 20).unwrap();
-            prop_assert!(!events.is_empty());
+            prop_assert!(events.len() > 0);
+            prop_assert_eq!(events.iter().count(), events.len());
             prop_assert_eq!(parsed.options.chunk, Some(&b"c"[..]));
         }
 

@@ -2,10 +2,19 @@
 //! send each event to Kafka, write acknowledgements back.
 //!
 //! All connections are tasks of one tokio runtime on the `forward` thread; each has a
-//! writer task for its acks. A connection stops reading while the window is full (the
-//! sender then sees TCP backpressure), holds at most one message of
-//! `forward.max_message_bytes` (plus its decompressed entries), and is closed, with the
-//! reason logged, at its first malformed message: other connections never notice.
+//! writer task for its acks. A connection stops reading while the window is full or while
+//! its client leaves more than `ack::MAX_QUEUED_REPLIES` replies unread (the sender then
+//! sees TCP backpressure), and is closed, with the reason logged (rate-limited), at its
+//! first malformed message: other connections never notice.
+//!
+//! Memory is bounded whatever clients send. A connection holds at most [`SMALL_MESSAGE`]
+//! bytes of a message on its own; a larger message, and any gzip decompression, needs one
+//! of a few *large slots* shared by all connections (`large_slots`), held while it is read,
+//! decompressed and handed to the producer. A slot held for reading longer than
+//! [`LARGE_READ_DEADLINE`] closes the connection, so trickling clients cannot keep the slots.
+//! Events are checked whole and then read again one by one (`protocol::EventList`): no
+//! memory per event, however many a few kilobytes of gzip inflate to. A connection that
+//! sends nothing for [`IDLE_TIMEOUT`] is closed (clients reconnect).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,14 +25,15 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::ack::{self, Chunk, Window};
+use super::ack::{self, Chunk, Replies, Window};
 use super::handshake::{Handshake, Keys};
-use super::msgpack::{Malformed, value_len};
+use super::msgpack::{Malformed, Scan, value_len_from};
 use super::protocol;
 use super::record;
 use crate::config::{Config, ForwardConfig};
+use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
 /// How long a client has to finish the TLS and shared-key handshakes.
@@ -31,6 +41,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read size; a message larger than this arrives over several reads.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A message up to this size is read with the connection's own memory; a larger one, and
+/// any decompression, waits for a large slot.
+pub(crate) const SMALL_MESSAGE: usize = 256 * 1024;
+
+/// Memory all large slots may hold together: each holds up to a message and its
+/// decompressed entries (two times `forward.max_message_bytes`), so this makes 4 slots at
+/// the default 8 MiB (at least one whatever the setting).
+pub(crate) const LARGE_BUDGET: usize = 64 << 20;
+
+/// The longest a connection may hold a large slot while its message is still arriving.
+const LARGE_READ_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A connection that sends nothing for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How many large slots `max_message_bytes` allows.
+pub(crate) fn large_slots(max_message_bytes: usize) -> usize {
+    (LARGE_BUDGET / (2 * max_message_bytes.max(1))).max(1)
+}
 
 /// What every connection shares.
 struct Shared {
@@ -40,6 +70,10 @@ struct Shared {
     producer: std::sync::Mutex<Arc<ack::Producer>>,
     window: Arc<Window>,
     stop: watch::Receiver<bool>,
+    /// Large slots (see the module's notes).
+    large: Arc<Semaphore>,
+    /// Refused connections are logged once a minute per reason, with the count between.
+    refusals: RateLimit,
 }
 
 impl Shared {
@@ -127,6 +161,8 @@ pub(crate) fn start(
         producer: std::sync::Mutex::new(Arc::new(producer)),
         config: cfg.clone(),
         stop: stop_rx,
+        large: Arc::new(Semaphore::new(large_slots(fwd.max_message_bytes))),
+        refusals: RateLimit::default(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -288,7 +324,16 @@ async fn accept_tls(
 
 fn refused(shared: &Shared, peer: &str, why: &str) {
     Metrics::add(&shared.metrics.forward_rejected, 1);
-    tracing::warn!(peer, "forward input: connection closed: {why}");
+    // A flood of refusals (a scanner, a client stuck in a loop) is one line a minute per
+    // reason; the text of the reason may name the client's mistake, never its data.
+    let kind = why.split(':').next().unwrap_or(why);
+    if let Some(repeats) = shared.refusals.admit(kind) {
+        tracing::warn!(
+            peer,
+            repeats_in_last_minute = repeats,
+            "forward input: connection closed: {why}"
+        );
+    }
 }
 
 /// Serves one connection until the client closes it, it sends something malformed, or
@@ -300,9 +345,9 @@ async fn connection(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>) 
         .forward_connections_open
         .fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = tokio::io::split(stream);
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let (tx, rx, queued) = Replies::new();
     let (close_tx, close_rx) = watch::channel(false);
-    let writer = tokio::spawn(write_replies(wr, rx, close_rx));
+    let writer = tokio::spawn(write_replies(wr, rx, queued, close_rx));
     let end = read_loop(rd, &tx, &peer, &shared).await;
     if let Err(why) = end {
         refused(&shared, &peer, &why);
@@ -323,13 +368,16 @@ async fn connection(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>) 
 async fn write_replies<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     mut close: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
             m = rx.recv() => match m {
                 Some(bytes) => {
-                    if wr.write_all(&bytes).await.is_err() {
+                    let written = wr.write_all(&bytes).await;
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    if written.is_err() {
                         return;
                     }
                 }
@@ -344,7 +392,7 @@ async fn write_replies<W: AsyncWrite + Unpin>(
 /// Reads messages until EOF (`Ok`) or a reason to close the connection (`Err`).
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
-    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    tx: &Replies,
     peer: &str,
     shared: &Shared,
 ) -> Result<(), String> {
@@ -363,10 +411,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
     let mut scratch = Vec::new();
     let mut value_buf = Vec::new();
+    let mut scan = Scan::default();
+    // A large slot, and since when this connection holds it for reading.
+    let mut large: Option<(OwnedSemaphorePermit, Instant)> = None;
     loop {
         // Every complete message in the buffer first.
         loop {
-            let frame_len = value_len(&buf[start..], limit).map_err(|e| e.to_string())?;
+            let frame_len =
+                value_len_from(&buf[start..], limit, &mut scan).map_err(|e| e.to_string())?;
             let Some(n) = frame_len else {
                 break;
             };
@@ -383,7 +435,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!(peer, "forward input: handshake passed");
                 handshake = None;
             } else {
-                message(frame, tx, shared, &mut scratch, &mut value_buf)
+                message(frame, tx, shared, &mut scratch, &mut value_buf, &mut large)
                     .await
                     .map_err(|e| format!("malformed message: {e}"))?;
             }
@@ -394,15 +446,53 @@ async fn read_loop<R: AsyncRead + Unpin>(
             buf.drain(..start);
             start = 0;
         }
-        if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
-            buf.shrink_to(READ_CHUNK);
+        if buf.len() <= SMALL_MESSAGE {
+            // Back to the connection's own memory: the slot and its buffers go.
+            large = None;
+            if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+                buf.shrink_to(READ_CHUNK);
+            }
+            if scratch.capacity() > SMALL_MESSAGE {
+                scratch = Vec::new();
+            }
         }
-        buf.reserve(READ_CHUNK);
+        // A client that does not read its acks is not read either.
+        while tx.queued() > ack::MAX_QUEUED_REPLIES {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+        if buf.len() >= SMALL_MESSAGE && handshake.is_some() {
+            return Err("a handshake message larger than 256 KiB".into());
+        }
+        if buf.len() >= SMALL_MESSAGE && large.is_none() {
+            let slot = tokio::select! {
+                s = shared.large.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                _ = stop.changed() => return Ok(()),
+            };
+            large = Some((slot, Instant::now()));
+        }
+        if large.is_some() {
+            // Grown in place (mremap for large blocks) rather than doubled: a slot's
+            // memory is the message, not twice it.
+            buf.reserve_exact(READ_CHUNK);
+        } else {
+            buf.reserve(READ_CHUNK);
+        }
         let old = buf.len();
         buf.resize(old + READ_CHUNK, 0);
-        let timeout = match &handshake {
-            Some(_) => HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
-            None => Duration::from_secs(86_400 * 365),
+        let (timeout, why) = match (&handshake, &large) {
+            (Some(_), _) => (
+                HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
+                "no PING within the handshake timeout",
+            ),
+            (None, Some((_, since))) => (
+                LARGE_READ_DEADLINE.saturating_sub(since.elapsed()),
+                "a large message did not arrive within 60 s (it holds memory shared with other clients)",
+            ),
+            (None, None) if old == 0 => (IDLE_TIMEOUT, ""),
+            (None, None) => (IDLE_TIMEOUT, "no byte of the message's rest for 10 minutes"),
         };
         let got = tokio::select! {
             r = tokio::time::timeout(timeout, rd.read(&mut buf[old..])) => r,
@@ -414,7 +504,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 buf.truncate(old);
                 return Err(format!("read failed: {e}"));
             }
-            Err(_) => return Err("no PING within the handshake timeout".into()),
+            // Idle between messages: a quiet close.
+            Err(_) if why.is_empty() => {
+                tracing::debug!(peer, "forward input: idle connection closed");
+                return Ok(());
+            }
+            Err(_) => return Err(why.into()),
         };
         buf.truncate(old + n);
         if n == 0 {
@@ -433,13 +528,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// promised once they are all confirmed.
 async fn message(
     frame: &[u8],
-    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    tx: &Replies,
     shared: &Shared,
     scratch: &mut Vec<u8>,
     value_buf: &mut Vec<u8>,
+    large: &mut Option<(OwnedSemaphorePermit, Instant)>,
 ) -> Result<(), Malformed> {
     let cfg = shared.cfg();
     let msg = protocol::parse(frame)?;
+    if msg.mode == protocol::Mode::CompressedPackedForward && large.is_none() {
+        // Decompressing takes up to a message's worth more: a large slot's.
+        let slot = shared
+            .large
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        *large = Some((slot, Instant::now()));
+    }
     // Every event is decoded before the first is sent: a malformed message sends nothing.
     let events = msg.events(scratch, cfg.max_message_bytes)?;
     let chunk_id = msg.options.chunk;
@@ -453,7 +559,7 @@ async fn message(
     let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag);
     let mut id = String::new();
     for (i, ev) in events.iter().enumerate() {
-        let rec = match record::encode(cfg, msg.tag, ev, now_ms, std::mem::take(value_buf)) {
+        let rec = match record::encode(cfg, msg.tag, &ev, now_ms, std::mem::take(value_buf)) {
             Ok(r) => r,
             Err(e) => {
                 // Checked by `events`: a record is a map. Anything else here is a bug.
