@@ -72,6 +72,8 @@ pub struct Skipped {
     pub undecodable: u64,
     /// Records whose `__SEQNUM_ID`/`__SEQNUM` disagree with their cursor header.
     pub mismatched: u64,
+    /// Progress windows that cannot be true (ending before they start): ignored.
+    pub bad_windows: u64,
     /// The first few problems, each naming the record (topic/partition@offset) and why.
     pub examples: Vec<String>,
 }
@@ -106,6 +108,10 @@ impl Skipped {
             (
                 self.mismatched,
                 "records whose __SEQNUM_ID/__SEQNUM disagree with their cursor header (not counted)",
+            ),
+            (
+                self.bad_windows,
+                "progress windows that end before they start (ignored)",
             ),
         ] {
             if n > 0 {
@@ -146,6 +152,15 @@ pub fn audit(
                 ) else {
                     continue;
                 };
+                // A window is the agent's statement about positions: one that cannot be
+                // true (ends before it starts) is ignored, and it cannot filter more
+                // positions than it covers.
+                if first > lastn {
+                    skipped.bad_windows += 1;
+                    skipped.note(m, "a progress window that ends before it starts");
+                    continue;
+                }
+                let filtered = filtered.min((lastn - first).saturating_add(1));
                 let g = spaces.entry(id.to_string()).or_default();
                 g.windows.push((first, lastn, filtered));
                 if !host.is_empty() {
@@ -223,13 +238,15 @@ fn settle(seqnum_id: String, mut g: Gather) -> Space {
         .values()
         .map(|&n| u64::from(n.saturating_sub(1)))
         .sum();
-    // The union of the windows, in order; overlaps counted.
+    // The union of the windows, in order; overlaps counted. Positions are any u64 a record
+    // names, so sizes are computed with saturation and nothing walks a range position by
+    // position (two forged cursors 0 and 2^64-1 must not make a loop of 2^64 steps).
     g.windows.sort_unstable();
     let mut union: Vec<(u64, u64)> = Vec::new();
     for &(first, last, filtered) in &g.windows {
-        s.filtered += filtered;
+        s.filtered = s.filtered.saturating_add(filtered);
         match union.last_mut() {
-            Some((_, end)) if first <= *end + 1 => {
+            Some((_, end)) if first <= end.saturating_add(1) => {
                 if first <= *end {
                     s.overlapping_windows += 1;
                 }
@@ -242,11 +259,26 @@ fn settle(seqnum_id: String, mut g: Gather) -> Space {
         let i = union.partition_point(|&(a, _)| a <= n);
         i > 0 && n <= union[i - 1].1
     };
-    s.covered = union.iter().map(|(a, b)| b - a + 1).sum();
+    let size = |a: u64, b: u64| (b - a).saturating_add(1);
+    s.covered = union
+        .iter()
+        .fold(0u64, |acc, &(a, b)| acc.saturating_add(size(a, b)));
     s.shipped = g.seqs.keys().filter(|&&n| covered(n)).count() as u64;
-    s.lost = s.covered.saturating_sub(s.shipped + s.filtered);
+    s.lost = s
+        .covered
+        .saturating_sub(s.shipped.saturating_add(s.filtered));
     if let (Some(&lo), Some(&hi)) = (g.seqs.keys().min(), g.seqs.keys().max()) {
-        let inside = (lo..=hi).filter(|&n| !covered(n)).count() as u64;
+        // Positions from the first record to the last that no window covers, minus those a
+        // record holds.
+        let in_windows = union.iter().fold(0u64, |acc, &(a, b)| {
+            let (a, b) = (a.max(lo), b.min(hi));
+            if a <= b {
+                acc.saturating_add(size(a, b))
+            } else {
+                acc
+            }
+        });
+        let inside = size(lo, hi).saturating_sub(in_windows);
         let shipped_outside = g.seqs.keys().filter(|&&n| !covered(n)).count() as u64;
         s.unaccounted = inside.saturating_sub(shipped_outside);
     }
@@ -260,7 +292,7 @@ pub fn render(spaces: &[Space]) -> String {
         out.push_str(&format!(
             "writer {} (host {}; {} boot(s)): {} records, {} duplicates; of {} positions the agent accounted for: {} shipped, {} filtered, {} LOST{}{}\n",
             s.seqnum_id,
-            if s.hosts.is_empty() { "?".to_string() } else { s.hosts.iter().cloned().collect::<Vec<_>>().join(",") },
+            if s.hosts.is_empty() { "?".to_string() } else { s.hosts.iter().map(|h| crate::readback::printable(h).into_owned()).collect::<Vec<_>>().join(",") },
             s.boots.len(),
             s.records,
             s.duplicates,
@@ -293,6 +325,29 @@ mod tests {
         assert_eq!((s.records, s.duplicates), (9, 1));
         assert_eq!((s.covered, s.shipped, s.filtered, s.lost), (10, 8, 1, 1));
         assert_eq!((s.unaccounted, s.overlapping_windows), (0, 0));
+    }
+
+    /// The reviewer's case: records at positions 0 and 2^64-1 of one space (forged cursor
+    /// headers) made the count of unaccounted positions walk 2^64 numbers; and windows at
+    /// the ends of the range overflowed.
+    #[test]
+    fn extreme_positions_and_windows_are_counted_without_walking_or_overflowing() {
+        let mut g = Gather::default();
+        for n in [0, 5, u64::MAX] {
+            *g.seqs.entry(n).or_default() += 1;
+        }
+        g.windows = vec![(0, 10, 2), (u64::MAX - 1, u64::MAX, 0), (0, u64::MAX, 0)];
+        let s = settle("x".into(), g);
+        assert_eq!(s.covered, u64::MAX);
+        assert_eq!(s.shipped, 3);
+        assert_eq!(s.unaccounted, 0);
+        let mut g = Gather::default();
+        for n in [0, u64::MAX] {
+            *g.seqs.entry(n).or_default() += 1;
+        }
+        let s = settle("x".into(), g);
+        // 2^64 - 2 positions in truth; counts saturate at 2^64 - 1 on the way.
+        assert!(s.unaccounted >= u64::MAX - 2, "{}", s.unaccounted);
     }
 
     #[test]

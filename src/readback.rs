@@ -238,7 +238,11 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
         match o.output {
             Output::Short => writeln!(out, "{}", short(&fields, &tz, false))?,
             Output::ShortIso => writeln!(out, "{}", short(&fields, &tz, true))?,
-            Output::Cat => writeln!(out, "{}", get(&fields, "MESSAGE").unwrap_or_default())?,
+            Output::Cat => writeln!(
+                out,
+                "{}",
+                printable(&get(&fields, "MESSAGE").unwrap_or_default())
+            )?,
             Output::Json => writeln!(out, "{}", serde_json::to_string(&json(&fields))?)?,
             Output::JsonPretty => {
                 writeln!(out, "{}", serde_json::to_string_pretty(&json(&fields))?)?
@@ -357,10 +361,32 @@ pub fn short(fields: &[(String, Value)], tz: &jiff::tz::TimeZone, iso: bool) -> 
         })
         .unwrap_or_else(|_| usec.to_string());
     format!(
-        "{time} {} {ident}{pid}: {}",
-        get(fields, "_HOSTNAME").unwrap_or_else(|| "localhost".into()),
-        get(fields, "MESSAGE").unwrap_or_default()
+        "{time} {} {}{}: {}",
+        printable(&get(fields, "_HOSTNAME").unwrap_or_else(|| "localhost".into())),
+        printable(&ident),
+        printable(&pid),
+        printable(&get(fields, "MESSAGE").unwrap_or_default())
     )
+}
+
+/// Text from a record made safe for a terminal: control characters other than newline
+/// and tab (escape sequences a local user can log with `logger $'\e]0;…'`, or anyone who
+/// writes to the topic) are shown as `\xNN`, as journalctl does not pass them through
+/// either. Nothing else changes.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn json(fields: &[(String, Value)]) -> serde_json::Value {

@@ -126,6 +126,8 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
         &entry_records[60].payload,
         &[("journal-cursor", &entry_records[61].cursor)],
     );
+    // A message with a terminal escape, as any local user can log it: shown escaped.
+    send(&p, "ht", b"\x81\xa7MESSAGE\xa8\x1b[31mred", &[]);
     p.flush(Duration::from_secs(10)).unwrap();
 
     for output in ["short", "json", "export"] {
@@ -156,8 +158,15 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
             "{stderr}"
         );
         if output == "json" {
-            // 200 real + 3 header-less copies + the mismatched one; no Forward record.
-            assert_eq!(stdout.lines().count(), 204, "{stderr}");
+            // 200 real + 3 header-less copies + the mismatched one + the escape; no
+            // Forward record.
+            assert_eq!(stdout.lines().count(), 205, "{stderr}");
+        }
+        if output == "short" {
+            assert!(
+                !stdout.contains('\x1b') && stdout.contains("\\x1b[31mred"),
+                "control characters are escaped: {stdout:?}"
+            );
         }
     }
 
@@ -187,7 +196,7 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
     assert_eq!(w["covered"], 200, "{stdout}{stderr}");
     for want in [
         "skipped 3 Forward-input records",
-        "skipped 5 records without a journal cursor header",
+        "skipped 6 records without a journal cursor header",
         "skipped 2 journal records whose value cannot be decoded",
         "skipped 1 records whose __SEQNUM_ID/__SEQNUM disagree",
         "record ht/0@",
@@ -195,7 +204,7 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
         assert!(stderr.contains(want), "audit says {want:?}: {stderr}");
     }
 
-    // verify: nothing lost; the Forward records are not records of the journal; the four
+    // verify: nothing lost; the Forward records are not records of the journal; the five
     // without a header are named as such (and fail the check, as records the agent did
     // not write should).
     let (code, stdout, stderr) = cli(&["verify", "--config", &config, "--json"]);
@@ -203,6 +212,6 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["lost"], 0, "{stdout}");
     assert_eq!(v["entries"], 200, "{stdout}");
-    assert_eq!(v["unmarked"], 4, "{stdout}");
+    assert_eq!(v["unmarked"], 5, "{stdout}");
     assert_eq!(v["forward"], 3, "{stdout}");
 }

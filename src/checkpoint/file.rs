@@ -77,8 +77,16 @@ pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)?;
-        if !f.metadata()?.is_file() {
+        let meta = f.metadata()?;
+        if !meta.is_file() {
             return Err(std::io::Error::other("not a regular file"));
+        }
+        // The agent writes it by rename, so it has one name: a second one is a hard link
+        // someone planted to make a root `check` read another file.
+        if std::os::unix::fs::MetadataExt::nlink(&meta) > 1 {
+            return Err(std::io::Error::other(
+                "it has other names (hard links): refused; the agent writes a file of its own there",
+            ));
         }
         let mut b = Vec::new();
         f.take(MAX_CURSOR_FILE + 1).read_to_end(&mut b)?;

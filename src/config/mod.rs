@@ -667,6 +667,10 @@ mod tests {
                 "{listen}: {e}"
             );
         }
+        let e = err(
+            "[kafka]\nbrokers = \"127.0.0.1:9092\"\ntopic = \"fluent\"\n[forward]\nlisten = \"127.0.0.1:24224\"\n",
+        );
+        assert!(e.contains("set forward.topic"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         std::fs::write(&key, "k3y\n").unwrap();

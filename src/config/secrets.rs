@@ -53,24 +53,63 @@ fn keys_on_line(line: &str) -> Vec<String> {
 }
 
 /// Text of the file that may be a secret: the value side of every line whose key is
-/// secret-bearing, in pieces as a parser's message could quote them.
+/// secret-bearing, and every line of a multi-line string opened on such a line, in pieces
+/// as a parser's message could quote them.
 fn secret_texts(text: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // The delimiter of a multi-line string opened on a secret line, while it is open.
+    let mut open: Option<&str> = None;
+    let push = |value: &str, out: &mut Vec<String>| {
+        for piece in value
+            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '{' | '}' | '='))
+            .filter(|p| p.len() >= 3)
+        {
+            out.push(piece.to_string());
+        }
+    };
     for line in text.lines() {
+        if let Some(delim) = open {
+            push(line, &mut out);
+            if line.contains(delim) {
+                open = None;
+            }
+            continue;
+        }
         if !keys_on_line(line).iter().any(|k| is_secret_name(k)) {
             continue;
         }
         let Some((_, value)) = line.split_once('=') else {
             continue;
         };
-        for piece in value
-            .split(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '{' | '}'))
-            .filter(|p| p.len() >= 3)
-        {
-            out.push(piece.to_string());
+        push(value, &mut out);
+        for delim in ["\"\"\"", "\'\'\'"] {
+            if value.matches(delim).count() % 2 == 1 {
+                open = Some(delim);
+            }
         }
     }
     out
+}
+
+/// The key a line starts with (`name = …` or `"name" = …`), if it looks like one of the
+/// agent's or librdkafka's keys (lowercase names): the only text of the line an error may
+/// show, and not even that when it could be part of a secret (a line inside a multi-line
+/// string, a value holding `=`).
+fn printable_key(line: &str, secrets: &[String]) -> Option<String> {
+    let (before, _) = line.split_once('=')?;
+    let key = before.trim();
+    let key = key
+        .strip_prefix('"')
+        .and_then(|k| k.strip_suffix('"'))
+        .unwrap_or(key);
+    let looks_like_a_key = (1..=64).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    let in_a_secret = secrets
+        .iter()
+        .any(|t| t.contains(key) || key.contains(t.as_str()));
+    (looks_like_a_key && !in_a_secret).then(|| key.to_string())
 }
 
 /// A TOML syntax or type error, as the operator needs it: the line and column, the key on
@@ -93,25 +132,15 @@ pub(super) fn parse_error(text: &str, e: &toml::de::Error) -> String {
     };
     let keys = keys_on_line(line);
     let message = e.message().trim();
+    let secrets = secret_texts(text);
     let hide = keys.iter().any(|k| is_secret_name(k))
-        || secret_texts(text)
-            .iter()
-            .any(|t| message.contains(t.as_str()));
+        || secrets.iter().any(|t| message.contains(t.as_str()));
     let mut out = String::from("TOML error");
     if let (Some(l), Some(c)) = (line_no, col) {
         out.push_str(&format!(" at line {l}, column {c}"));
     }
-    // Key names are the user's text: escaped. An inline table has several on one line.
-    match keys.as_slice() {
-        [] => {}
-        [k] => out.push_str(&format!(" (key {k:?})")),
-        ks => out.push_str(&format!(
-            " (keys {})",
-            ks.iter()
-                .map(|k| format!("{k:?}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+    if let Some(k) = printable_key(line, &secrets) {
+        out.push_str(&format!(" (key {k:?})"));
     }
     if hide {
         out.push_str(
@@ -169,9 +198,17 @@ mod tests {
             "[kafka.properties]\n\"sasl.password\" = 'hunter2secret\n",
             "[kafka.properties]\n\"ssl.key.pem\" = \"\"\"-----BEGIN PRIVATE KEY-----\nhunter2secret\n",
             "[kafka]\nproperties = { \"sasl.password\" = \"hunter2secret }\n",
+            // The reviewer's case: an '=' inside the secret is not a key's end.
+            "[kafka.properties]\n\"sasl.password\" = \"aHVudGVyMnNlY3JldA=\n",
+            "[kafka.properties]\n\"sasl.password\" = \"hunter2secret=x=y\" z\n",
+            // An invalid escape on a line of an inline PEM key.
+            "[kafka.properties]\n\"ssl.key.pem\" = \"\"\"\nMIIEhunter2secret\\q==\n\"\"\"\n",
         ] {
             let e = err(text);
-            assert!(!e.contains("hunter2"), "{text:?} → {e}");
+            assert!(
+                !e.contains("hunter2") && !e.contains("aHVudGVy"),
+                "{text:?} → {e}"
+            );
             assert!(e.contains("line "), "{text:?} → {e}");
         }
         let e = err("[kafka.properties]\n\"sasl.password\" = hunter2secret\n");
@@ -187,10 +224,12 @@ mod damaged {
     /// A configuration with secrets inline, the way the issue's reproduction had them.
     pub(super) const SECRET: &str = "Hunter2-S3cretPassw0rd";
     pub(super) const PEM_BODY: &str = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    /// A secret with '=' in it, as base64 has.
+    pub(super) const B64: &str = "QmFzZTY0U2VjcmV0=x=PQ==";
 
     pub(super) fn config() -> String {
         format!(
-            "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"journal\"\nconnect_timeout_ms = 1000\n\n[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"agent\"\n\"sasl.password\" = \"{SECRET}\"\n\"ssl.key.pem\" = \"\"\"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----\"\"\"\n\n[pipeline]\nmax_in_flight_entries = 1000\n"
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\ntopic = \"journal\"\nconnect_timeout_ms = 1000\n\n[kafka.properties]\n\"security.protocol\" = \"sasl_plaintext\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"agent\"\n\"sasl.password\" = \"{SECRET}\"\n\"ssl.key.password\" = \"{B64}\"\n\"ssl.key.pem\" = \"\"\"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----\"\"\"\n\n[pipeline]\nmax_in_flight_entries = 1000\n"
         )
     }
 
@@ -232,7 +271,7 @@ mod damaged {
 
     /// Whether `out` shows any 6-byte piece of a secret.
     pub(super) fn leaks(out: &str) -> Option<String> {
-        [SECRET, PEM_BODY]
+        [SECRET, PEM_BODY, B64]
             .iter()
             .flat_map(|s| s.as_bytes().windows(6))
             .map(|w| String::from_utf8_lossy(w).into_owned())

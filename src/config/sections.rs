@@ -857,6 +857,13 @@ pub(super) fn forward(
     }
     let topic = match raw.topic {
         Some(t) => at.with("forward.topic", t, |t| parse_forward_template(&t))?,
+        None if journal_enabled && kafka.fixed_topic() == Some(DEFAULT_FORWARD_TOPIC) => {
+            return at.err(
+                "forward",
+                span,
+                format!("the Forward input's default topic {DEFAULT_FORWARD_TOPIC:?} is kafka.topic, the journal's: set forward.topic to a topic of its own"),
+            );
+        }
         None if journal_enabled => vec![ForwardPart::Literal(DEFAULT_FORWARD_TOPIC.into())],
         None => match kafka.fixed_topic() {
             Some(t) => vec![ForwardPart::Literal(t.to_string())],

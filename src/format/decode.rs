@@ -129,7 +129,9 @@ fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
                 p.len()
             );
         }
-        let mut out = Vec::with_capacity(n);
+        // Reserved by what the bytes could hold, capped: 16 nested arrays each claiming
+        // every byte left must not reserve 16 times the record's size times 32.
+        let mut out = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
             out.push(value(p, depth + 1)?);
         }
@@ -143,7 +145,7 @@ fn decode_msgpack(mut p: &[u8]) -> Result<Vec<(String, Value)>> {
             p.len()
         );
     }
-    let mut out = Vec::with_capacity(n as usize);
+    let mut out = Vec::with_capacity((n as usize).min(1024));
     for _ in 0..n {
         let k = match value(&mut p, 0)? {
             Value::Text(s) => s,

@@ -88,11 +88,7 @@ pub(crate) struct Chunk {
 
 impl Chunk {
     /// A chunk whose sender holds one guard (see [`Chunk::sent_all`]).
-    pub(crate) fn new(
-        id: Option<&[u8]>,
-        writer: &Replies,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Chunk> {
+    pub(crate) fn new(id: Option<&[u8]>, writer: &Replies, metrics: Arc<Metrics>) -> Arc<Chunk> {
         let reply = id.map(|id| {
             let mut ack = Vec::with_capacity(id.len() + 8);
             write::map_len(&mut ack, 1);

@@ -203,6 +203,7 @@ fn options<'a>(r: &mut Reader<'a>) -> Result<Options<'a>, Malformed> {
 /// The events of one message, checked whole and counted, read again one by one when sent.
 /// Holds no per-event memory: a message of millions of tiny events (a few kilobytes of
 /// gzip) costs its decompressed bytes and nothing per event.
+#[derive(Debug)]
 pub(crate) struct EventList<'a> {
     one: Option<Event<'a>>,
     /// The entries, back to back, and how many (all checked by [`Message::events`]).

@@ -20,8 +20,8 @@ pub(crate) struct OwnEntries {
     /// This process on this boot (`_PID`, `_BOOT_ID`): lines it wrote when it runs outside
     /// its unit (from a shell, in a container without systemd).
     this_run: Option<(String, Vec<u8>)>,
-    /// The uid the agent runs as: an entry of any other uid is never its own.
-    uid: String,
+    /// The uids the agent runs as: an entry of any other uid is never its own.
+    uids: Vec<String>,
     /// For sources that hold several machines' journals: this machine's id. An entry is
     /// ours only if it carries it.
     machine: Option<Vec<u8>>,
@@ -41,15 +41,34 @@ fn boot_id() -> Option<Vec<u8>> {
     (id.len() == 32).then_some(id)
 }
 
-/// The effective uid of this process (the owner of its /proc entry), without `unsafe`.
+/// The effective uid of this process, from the kernel's own account of it
+/// (`/proc/self/status`; the owner of `/proc/self` is root for a non-dumpable process).
 fn effective_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The uid of the packaged agent's user, `journald-kafka`, if it exists.
+fn agent_user_uid() -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == "journald-kafka").then(|| f.nth(1)?.parse().ok())?
+    })
+}
+
+/// Whether this process sees the host's PIDs (the initial PID namespace): in a container,
+/// `std::process::id()` is not the `_PID` journald records, and PID 1 there would match
+/// the host's systemd.
+fn in_initial_pid_namespace() -> bool {
+    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.as_os_str() == "pid:[4026531836]")
 }
 
 impl OwnEntries {
     /// The rule for `source`, for the running agent (`pid`) or for a checker (`None`: only
-    /// the agent's units are recognised, for the uid the checker runs as, or `agent_uid`).
+    /// the agent's units are recognised, for the checker's uid or the packaged agent
+    /// user's, since `verify` may run as root while the agent runs as `journald-kafka`).
     pub(crate) fn new(source: &Source, pid: Option<u32>) -> OwnEntries {
         let machine = match source {
             Source::Local | Source::Namespace(_) => None,
@@ -60,22 +79,28 @@ impl OwnEntries {
                     .unwrap_or_default(),
             ),
         };
-        // Without a boot id or a uid nothing can be proven ours: nothing is skipped.
-        let this_run = pid.zip(boot_id()).map(|(p, b)| (p.to_string(), b));
+        // Without a boot id, or outside the host's PID namespace, no line of this process
+        // can be proven ours by its PID: only the unit rule remains.
+        let this_run = pid
+            .filter(|_| in_initial_pid_namespace())
+            .zip(boot_id())
+            .map(|(p, b)| (p.to_string(), b));
+        let mut uids: Vec<String> = effective_uid().map(|u| u.to_string()).into_iter().collect();
+        if pid.is_none() {
+            uids.extend(agent_user_uid().map(|u| u.to_string()));
+        }
         OwnEntries {
             this_run,
-            uid: effective_uid().map(|u| u.to_string()).unwrap_or_default(),
+            uids,
             machine,
         }
     }
 
-    /// The same rule for an agent that runs as `uid` (a checker run by another user).
+    /// The same rule for an agent that runs as `uid` on boot `boot` (tests).
     #[cfg(test)]
-    fn with_uid(mut self, uid: u32, boot: &[u8]) -> OwnEntries {
-        self.uid = uid.to_string();
-        if let Some((_, b)) = &mut self.this_run {
-            *b = boot.to_vec();
-        }
+    fn with_uid(mut self, uid: u32, pid: Option<u32>, boot: &[u8]) -> OwnEntries {
+        self.uids = vec![uid.to_string()];
+        self.this_run = pid.map(|p| (p.to_string(), boot.to_vec()));
         self
     }
 
@@ -87,7 +112,10 @@ impl OwnEntries {
                 return false;
             }
         }
-        if self.uid.is_empty() || entry.get(b"_UID") != Some(self.uid.as_bytes()) {
+        let Some(uid) = entry.get(b"_UID") else {
+            return false;
+        };
+        if !self.uids.iter().any(|u| u.as_bytes() == uid) {
             return false;
         }
         if entry.get(b"_SYSTEMD_UNIT").is_some_and(is_agent_unit) {
@@ -116,7 +144,7 @@ mod tests {
     }
 
     fn local(pid: Option<u32>) -> OwnEntries {
-        OwnEntries::new(&Source::Local, pid).with_uid(990, BOOT.as_bytes())
+        OwnEntries::new(&Source::Local, pid).with_uid(990, pid, BOOT.as_bytes())
     }
 
     /// The reproduction: what a user can choose (identifier, command name) makes
@@ -188,7 +216,7 @@ mod tests {
             return;
         };
         let dir = OwnEntries::new(&Source::Directory("/var/log/journal/remote".into()), None)
-            .with_uid(990, BOOT.as_bytes());
+            .with_uid(990, None, BOOT.as_bytes());
         let other = entry(&[
             ("_SYSTEMD_UNIT", "journald-kafka.service"),
             ("_UID", "990"),
