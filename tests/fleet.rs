@@ -549,3 +549,91 @@ fn a_line_that_only_calls_itself_journald_kafka_is_shipped() {
         .collect();
     assert_eq!(got, want, "shipped: every line but the agent unit's own");
 }
+
+/// Issue 31, item 2 (partial): a central directory with more journal files than the soft
+/// open-file limit allows (300 hosts, about 600 descriptors, soft limit 256) under a
+/// higher hard limit: the agent raises its soft limit to the hard one at start and ships
+/// everything. (Before: "cannot watch the journal for changes: … Too many open files", 0
+/// shipped.) `check` says how many files the source holds against the limit.
+#[test]
+fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
+    let s = Scratch::new("nofile");
+    let broker = Broker::with_topic(&s, "journal", 1);
+    let jdir = s.path("journal");
+    let start = recent_usec(600);
+    for h in 0..300u64 {
+        let mut export = Vec::new();
+        for i in 0..5u64 {
+            export.extend_from_slice(
+                format!(
+                    "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_HOSTNAME=host-{h}\nMESSAGE=line {i} of host {h}\n\n",
+                    start + h * 10 + i,
+                    1_000_000 + i
+                )
+                .as_bytes(),
+            );
+        }
+        write_export(&jdir, &format!("remote-host-{h}.journal"), &export);
+    }
+    let entries = journal_entries(&jdir, &[]);
+    assert_eq!(entries.len(), 1500);
+    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
+    let dir = s.path("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = cfg.write(&dir.join("config.toml"));
+    let (_, out) = run_command({
+        let mut c = std::process::Command::new("prlimit");
+        c.args(["--nofile=256:4096", BIN, "check", "--config"])
+            .arg(&path);
+        c
+    });
+    assert!(
+        out.contains("open files: the source has 300 journal files")
+            && out.contains("the hard limit is 4096"),
+        "{out}"
+    );
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=256:4096", BIN, "run", "--config"])
+        .arg(&path)
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = consume_all(&broker.addr(), &["journal"], 2).len();
+        if got >= 1500 {
+            break got;
+        }
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{got} of 1500 shipped: {}", log());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(got, 1500);
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(soft, "4096", "{limits}");
+    assert!(
+        log().contains("raised the soft limit on open files"),
+        "{}",
+        log()
+    );
+    let (lost, dups, _, _) = verify(&path);
+    assert_eq!((lost, dups), (0, 0));
+}

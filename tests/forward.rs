@@ -904,3 +904,52 @@ fn a_trickled_message_is_scanned_once() {
     broker.restart();
     agent.stop();
 }
+
+/// Issue 27, item 4 (suspected from reading): the acknowledgement queue was unbounded, so a
+/// client that sends chunks and never reads its acks made the agent hold every ack. Now
+/// the connection stops being read once 1,024 replies wait (the client sees TCP
+/// backpressure), and when it reads again every chunk it sent is acknowledged.
+#[test]
+fn a_client_that_never_reads_its_acks_is_not_read_either() {
+    use std::io::Write as _;
+    let s = Scratch::new("forward-unread-acks");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start(&s.path("agent"), &forward_config(&s, &broker, port));
+    wait_listening(port, &mut agent);
+    let now = common::now_usec() / 1_000_000;
+    // Acks of 4 KiB (the chunk id is echoed): the kernel's socket buffers fill after a few
+    // thousand, then the agent's own queue.
+    let id = |i: usize| format!("{i:06}-{}", "c".repeat(4089));
+    let chunk = |i: usize| {
+        msgpack(&V::Array(vec![
+            V::from("acks"),
+            V::from(now),
+            V::Map(vec![(V::from("i"), V::from(i as u64))]),
+            V::Map(vec![(V::from("chunk"), V::from(id(i)))]),
+        ]))
+    };
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+    let limit = 20_000;
+    let mut sent = 0;
+    while sent < limit && c.write_all(&chunk(sent)).is_ok() {
+        sent += 1;
+    }
+    let anon = rss_anon_kib(agent.child.id());
+    eprintln!("chunks sent before the agent stopped reading: {sent}; agent anon {anon} KiB");
+    assert!(
+        sent < limit,
+        "the agent kept reading a client that does not read its acks ({sent} chunks)"
+    );
+    // The client reads again: every chunk it managed to send is acknowledged.
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut acked = std::collections::BTreeSet::new();
+    while acked.len() < sent {
+        let v = rmpv::decode::read_value(&mut c).expect("an ack");
+        acked.insert(field(&v, "ack").as_str().unwrap().to_string());
+    }
+    assert_eq!(acked.len(), sent);
+    assert!(acked.contains(&id(sent - 1)));
+    agent.stop();
+}

@@ -71,6 +71,29 @@ pub(super) fn check(
     );
     let cursor = cursor.ok().flatten();
     if cfg.journal.enabled {
+        if let Some(files) = crate::journal::file_count(&cfg.journal) {
+            // `run` raises the soft limit to the hard one; under the packaged unit both are
+            // its LimitNOFILE=.
+            let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .maximum
+                .unwrap_or(u64::MAX);
+            let need = 2 * files as u64 + 64;
+            let text = format!(
+                "the source has {files} journal files (about {need} descriptors while it runs); the hard limit is {}",
+                if hard == u64::MAX {
+                    "unlimited".to_string()
+                } else {
+                    hard.to_string()
+                }
+            );
+            if need > hard {
+                say!(
+                    "warn  open files: {text}: raise LimitNOFILE= (the agent would fail to open the source)"
+                );
+            } else {
+                say!("ok    open files: {text}");
+            }
+        }
         report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
     } else {
         say!("      journal: off (journal.enabled = false)");

@@ -251,6 +251,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let cfg = load(&config, cli.log_level.as_deref())?;
             logging::init(&cfg.log.level, cfg.log.target)?;
             crate::malloc::tune();
+            if let Some((old, new)) = run::raise_open_files_limit() {
+                tracing::info!(old, new, "raised the soft limit on open files");
+            }
             let log_level = cli.log_level.clone();
             run::run(cfg, move || load(&config, log_level.as_deref()))
         }

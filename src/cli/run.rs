@@ -376,3 +376,23 @@ fn spawn_forecast(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>) 
         .context("cannot start the forecast thread")?;
     Ok(())
 }
+
+/// Raises the soft limit on open files to the hard one, as systemd recommends for programs
+/// that do not use `select()`: a central journal-remote directory holds a file per host
+/// and more, and the soft default (1,024) is far below what the hard limit allows (issue
+/// 31). Returns (old, new) soft limits when it changed. Under the packaged unit both are
+/// `LimitNOFILE=`, and its syscall filter refuses `setrlimit`: nothing to do there.
+pub(super) fn raise_open_files_limit() -> Option<(u64, u64)> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (l.current, l.maximum) else {
+        return None;
+    };
+    let target = hard.unwrap_or(u64::MAX).min(1 << 20);
+    if soft >= target {
+        return None;
+    }
+    l.current = Some(target);
+    setrlimit(Resource::Nofile, l).ok()?;
+    Some((soft, target))
+}

@@ -74,6 +74,12 @@ impl Replies {
     pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }
+
+    /// The writer is gone (the connection was lost, or the client took no reply for a
+    /// minute): nothing more will be written.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 /// A message's events on their way to Kafka.

@@ -74,7 +74,15 @@ pub(crate) fn encode<'a>(
             {
                 key = str_of(v);
             }
-            if wants_fields {
+            // Only the template's own fields, first occurrence each: a record of millions
+            // of tiny fields must not make a list of millions.
+            if wants_fields
+                && !fields.iter().any(|(n, _)| *n == name)
+                && cfg
+                    .topic
+                    .iter()
+                    .any(|p| matches!(p, ForwardPart::Field(f) if f.as_bytes() == name))
+            {
                 fields.push((name, &event.record[v_start..v_start + v.len()]));
             }
         }

@@ -57,6 +57,9 @@ const LARGE_READ_DEADLINE: Duration = Duration::from_secs(60);
 /// A connection that sends nothing for this long is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// A client that takes none of its replies for this long has its connection closed.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How many large slots `max_message_bytes` allows.
 pub(crate) fn large_slots(max_message_bytes: usize) -> usize {
     (LARGE_BUDGET / (2 * max_message_bytes.max(1))).max(1)
@@ -251,7 +254,7 @@ async fn serve(
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "forward input: accept failed");
+                    accept_failed(&shared, &e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     None
                 }
@@ -259,7 +262,7 @@ async fn serve(
             Some(r) = async { match &unix { Some(l) => Some(l.accept().await), None => None } } => match r {
                 Ok((s, _)) => Some((Box::new(s) as Box<dyn Stream>, "unix socket".to_string())),
                 Err(e) => {
-                    tracing::warn!(error = %e, "forward input: accept failed");
+                    accept_failed(&shared, &e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     None
                 }
@@ -322,12 +325,26 @@ async fn accept_tls(
     Ok(s)
 }
 
+/// An accept error (out of descriptors in a connection flood): the listener waits and
+/// goes on; the log gets one line a minute, not ten a second.
+fn accept_failed(shared: &Shared, e: &std::io::Error) {
+    if let Some(repeats) = shared.refusals.admit("accept failed") {
+        tracing::warn!(error = %e, repeats_in_last_minute = repeats, "forward input: accept failed; waiting");
+    }
+}
+
 fn refused(shared: &Shared, peer: &str, why: &str) {
     Metrics::add(&shared.metrics.forward_rejected, 1);
     // A flood of refusals (a scanner, a client stuck in a loop) is one line a minute per
     // reason; the text of the reason may name the client's mistake, never its data.
-    let kind = why.split(':').next().unwrap_or(why);
-    if let Some(repeats) = shared.refusals.admit(kind) {
+    // Keyed by the reason without its numbers (byte counts, element counts vary per
+    // client), so a client cannot make every refusal a new line by varying them.
+    let kind: String = why
+        .chars()
+        .filter(|c| !c.is_ascii_digit())
+        .take(100)
+        .collect();
+    if let Some(repeats) = shared.refusals.admit(&kind) {
         tracing::warn!(
             peer,
             repeats_in_last_minute = repeats,
@@ -375,9 +392,12 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         tokio::select! {
             m = rx.recv() => match m {
                 Some(bytes) => {
-                    let written = wr.write_all(&bytes).await;
+                    // A client that takes no replies for this long is gone for our
+                    // purposes: the connection closes (its unacknowledged chunks are
+                    // resent by the client, as after any lost connection).
+                    let written = tokio::time::timeout(REPLY_TIMEOUT, wr.write_all(&bytes)).await;
                     queued.fetch_sub(1, Ordering::AcqRel);
-                    if written.is_err() {
+                    if !matches!(written, Ok(Ok(()))) {
                         return;
                     }
                 }
@@ -415,8 +435,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     // A large slot, and since when this connection holds it for reading.
     let mut large: Option<(OwnedSemaphorePermit, Instant)> = None;
     loop {
-        // Every complete message in the buffer first.
+        // Every complete message in the buffer first (while the client takes its replies).
         loop {
+            if tx.queued() > ack::MAX_QUEUED_REPLIES {
+                break;
+            }
             let frame_len =
                 value_len_from(&buf[start..], limit, &mut scan).map_err(|e| e.to_string())?;
             let Some(n) = frame_len else {
@@ -452,14 +475,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
             if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
                 buf.shrink_to(READ_CHUNK);
             }
-            if scratch.capacity() > SMALL_MESSAGE {
+            // Decompressed entries and large record values are a slot's memory: given
+            // back with it, not kept for the connection's life.
+            if scratch.capacity() > 0 {
                 scratch = Vec::new();
             }
+            if value_buf.capacity() > SMALL_MESSAGE {
+                value_buf = Vec::new();
+            }
         }
-        // A client that does not read its acks is not read either.
+        // A client that does not read its acks is not read either. The writer gives up
+        // after REPLY_TIMEOUT (or at once when the connection is lost) and drops its end:
+        // then this connection ends too, with whatever slot it holds.
         while tx.queued() > ack::MAX_QUEUED_REPLIES {
+            if tx.is_closed() {
+                return Err("the client stopped taking its replies".into());
+            }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 _ = stop.changed() => return Ok(()),
             }
         }
@@ -538,12 +571,12 @@ async fn message(
     let msg = protocol::parse(frame)?;
     if msg.mode == protocol::Mode::CompressedPackedForward && large.is_none() {
         // Decompressing takes up to a message's worth more: a large slot's.
-        let slot = shared
-            .large
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
+        let mut stop = shared.stop.clone();
+        let slot = tokio::select! {
+            s = shared.large.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            // Stopping: nothing of this message was sent, the client resends it.
+            _ = stop.changed() => return Ok(()),
+        };
         *large = Some((slot, Instant::now()));
     }
     // Every event is decoded before the first is sent: a malformed message sends nothing.

@@ -421,6 +421,16 @@ fn source_files(cfg: &JournalConfig) -> Result<Vec<PathBuf>> {
     }
 }
 
+/// How many journal files a directory or files source names now (`None` for the local
+/// journal and namespaces), for `check` to set against the open-file limit: the directory
+/// source holds about two descriptors per file while it runs (issue 31).
+pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
+    match &cfg.source {
+        Source::Directory(_) | Source::Files(_) => source_files(cfg).ok().map(|f| f.len()),
+        Source::Local | Source::Namespace(_) => None,
+    }
+}
+
 /// Unfiltered handles, one per writer (one over everything for a single-writer source),
 /// each with its writer's `s=` part.
 fn unfiltered_writers(cfg: &JournalConfig) -> Result<Vec<(Option<String>, Journal)>> {
