@@ -581,17 +581,6 @@ fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
     let dir = s.path("agent");
     std::fs::create_dir_all(&dir).unwrap();
     let path = cfg.write(&dir.join("config.toml"));
-    let (_, out) = run_command({
-        let mut c = std::process::Command::new("prlimit");
-        c.args(["--nofile=256:4096", BIN, "check", "--config"])
-            .arg(&path);
-        c
-    });
-    assert!(
-        out.contains("open files: the source has 300 journal files")
-            && out.contains("the hard limit is 4096"),
-        "{out}"
-    );
     let mut child = std::process::Command::new("prlimit")
         .args(["--nofile=256:4096", BIN, "run", "--config"])
         .arg(&path)
@@ -633,6 +622,17 @@ fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
         log().contains("raised the soft limit on open files"),
         "{}",
         log()
+    );
+    let (_, out) = run_command({
+        let mut c = std::process::Command::new("prlimit");
+        c.args(["--nofile=256:4096", BIN, "check", "--config"])
+            .arg(&path);
+        c
+    });
+    assert!(
+        out.contains("open files: the source has 300 journal files")
+            && out.contains("the hard limit is 4096"),
+        "{out}"
     );
     let (lost, dups, _, _) = verify(&path);
     assert_eq!((lost, dups), (0, 0));

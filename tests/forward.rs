@@ -918,9 +918,9 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
     let mut agent = Agent::start(&s.path("agent"), &forward_config(&s, &broker, port));
     wait_listening(port, &mut agent);
     let now = common::now_usec() / 1_000_000;
-    // Acks of 4 KiB (the chunk id is echoed): the kernel's socket buffers fill after a few
-    // thousand, then the agent's own queue.
-    let id = |i: usize| format!("{i:06}-{}", "c".repeat(4089));
+    // Acks of about 260 bytes (the chunk id, at most 256 bytes, is echoed): the kernel's
+    // socket buffers fill after some thousands, then the agent's own queue.
+    let id = |i: usize| format!("{i:07}-{}", "c".repeat(240));
     let chunk = |i: usize| {
         msgpack(&V::Array(vec![
             V::from("acks"),
@@ -931,7 +931,7 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
     };
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
     c.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
-    let limit = 20_000;
+    let limit = 200_000;
     let mut sent = 0;
     while sent < limit && c.write_all(&chunk(sent)).is_ok() {
         sent += 1;
