@@ -578,36 +578,24 @@ fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
     let entries = journal_entries(&jdir, &[]);
     assert_eq!(entries.len(), 1500);
     let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let dir = s.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = cfg.write(&dir.join("config.toml"));
-    let mut child = std::process::Command::new("prlimit")
-        .args(["--nofile=256:4096", BIN, "run", "--config"])
-        .arg(&path)
-        .env_remove("JOURNAL_STREAM")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let log = || std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+    let mut agent = Agent::start_with_nofile(&s.path("agent"), &cfg, "256:4096");
+    let path = agent.config.clone();
     let until = std::time::Instant::now() + Duration::from_secs(60);
     let got = loop {
         let got = consume_all(&broker.addr(), &["journal"], 2).len();
         if got >= 1500 {
             break got;
         }
-        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{got} of 1500 shipped: {}", log());
-        }
+        assert!(
+            agent.child.try_wait().unwrap().is_none() && std::time::Instant::now() < until,
+            "{got} of 1500 shipped: {}",
+            agent.log()
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
+    let log = agent.log();
+    assert!(agent.stop().success(), "{log}");
     assert_eq!(got, 1500);
     let soft = limits
         .lines()
@@ -618,11 +606,7 @@ fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
         .unwrap_or_default()
         .to_string();
     assert_eq!(soft, "4096", "{limits}");
-    assert!(
-        log().contains("raised the soft limit on open files"),
-        "{}",
-        log()
-    );
+    assert!(log.contains("raised the soft limit on open files"), "{log}");
     let (_, out) = run_command({
         let mut c = std::process::Command::new("prlimit");
         c.args(["--nofile=256:4096", BIN, "check", "--config"])

@@ -296,26 +296,8 @@ fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
         "listen",
         format!("127.0.0.1:{port}"),
     );
-    let dir = s.path("agent");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = cfg.write(&dir.join("config.toml"));
-    let mut child = std::process::Command::new("prlimit")
-        .args(["--nofile=128:128", BIN, "run", "--config"])
-        .arg(&path)
-        .env_remove("JOURNAL_STREAM")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let pid = child.id();
-    let _kill = Kill(&mut child);
+    let mut agent = Agent::start_with_nofile(&s.path("agent"), &cfg, "128:128");
+    let pid = agent.child.id();
     let live = || {
         let start = Instant::now();
         loop {
@@ -427,4 +409,5 @@ fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
         anon_after < anon_before + 16 * 1024,
         "{anon_before} -> {anon_after} KiB"
     );
+    assert!(agent.stop().success(), "{}", agent.log());
 }

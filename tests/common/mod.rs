@@ -421,10 +421,30 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(dir: &Path, config: &TestConfig) -> Agent {
+        Agent::start_under(dir, config, &[])
+    }
+
+    /// The agent with a limit on open files (`prlimit --nofile=SOFT:HARD`), as a unit's
+    /// `LimitNOFILE=` or the systemd default would set it.
+    pub fn start_with_nofile(dir: &Path, config: &TestConfig, nofile: &str) -> Agent {
+        Agent::start_under(dir, config, &["prlimit", &format!("--nofile={nofile}")])
+    }
+
+    /// The agent run through `wrapper` (a command that execs the rest, so the PID is the
+    /// agent's), or directly.
+    fn start_under(dir: &Path, config: &TestConfig, wrapper: &[&str]) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let path = config.write(&dir.join("config.toml"));
         let log = dir.join("agent.log");
-        let child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env_remove("JOURNAL_STREAM")
