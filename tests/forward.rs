@@ -953,3 +953,62 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
     assert!(acked.contains(&id(sent - 1)));
     agent.stop();
 }
+
+/// Issue 27, the abuse suite: a flood of connections to the Forward listener (600 at once,
+/// more than `max_connections` and than the agent's 256 open files), closed again; then a
+/// real event with an ack is taken and acknowledged, and the refusals were logged a line a
+/// minute per reason, not one per connection.
+#[test]
+fn a_connection_flood_leaves_the_forward_listener_serving() {
+    use std::io::Write as _;
+    let s = Scratch::new("forward-flood");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let mut agent = Agent::start_with_nofile(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port),
+        "256:256",
+    );
+    wait_listening(port, &mut agent);
+    let flood: Vec<_> = (0..600)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    eprintln!("{} flood connections open", flood.len());
+    std::thread::sleep(Duration::from_secs(1));
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let now = common::now_usec() / 1_000_000;
+    let msg = msgpack(&V::Array(vec![
+        V::from("after-flood"),
+        V::from(now),
+        V::Map(vec![(V::from("id"), V::from("after-flood"))]),
+        V::Map(vec![(V::from("chunk"), V::from("f1"))]),
+    ]));
+    let start = Instant::now();
+    let acked = loop {
+        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+            if c.write_all(&msg).is_ok() {
+                if let Some(a) = read_ack(&mut c) {
+                    break a;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the listener does not serve after the flood: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(acked, "f1");
+    let log = agent.log();
+    let lines = log.matches("forward input: connection closed").count()
+        + log.matches("forward input: accept failed").count();
+    eprintln!("refusal and accept-error lines in the log: {lines}");
+    assert!(
+        lines <= 10,
+        "the flood is a few lines, not one per connection:\n{log}"
+    );
+    assert!(agent.child.try_wait().unwrap().is_none());
+    agent.stop();
+}
