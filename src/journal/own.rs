@@ -18,7 +18,7 @@ use crate::config::Source;
 #[derive(Debug, Clone)]
 pub(crate) struct OwnEntries {
     /// This process on this boot (`_PID`, `_BOOT_ID`): lines it wrote when it runs outside
-    /// its unit (from a shell, in a container without systemd).
+    /// its unit (from a shell on the host; in another PID namespace the rule is off).
     this_run: Option<(String, Vec<u8>)>,
     /// The uids the agent runs as: an entry of any other uid is never its own.
     uids: Vec<String>,
