@@ -132,7 +132,6 @@ pub fn audit(
     topics: &[String],
     idle: Duration,
 ) -> Result<(Vec<Space>, Skipped)> {
-    use rdkafka::message::Headers;
     let consumer = crate::readback::consumer_from_beginning(connection, topics)?;
     let mut spaces: BTreeMap<String, Gather> = BTreeMap::new();
     let mut skipped = Skipped::default();
@@ -169,16 +168,11 @@ pub fn audit(
             }
             return;
         }
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-        };
         if crate::readback::is_forward(m) {
             skipped.forward += 1;
             return;
         }
-        let Some(cursor) = header(crate::format::CURSOR_HEADER) else {
+        let Some(cursor) = crate::readback::header(m, crate::format::CURSOR_HEADER) else {
             skipped.not_journal += 1;
             return;
         };

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::format::{Value, decode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,15 +100,16 @@ pub(crate) fn is_progress(m: &impl rdkafka::message::Message) -> bool {
         .is_some_and(|h| h.iter().any(|h| h.key == crate::format::PROGRESS_HEADER))
 }
 
+/// The value of a record's first header named `name`.
+pub(crate) fn header<'m, M: rdkafka::message::Message>(m: &'m M, name: &str) -> Option<&'m [u8]> {
+    use rdkafka::message::Headers;
+    m.headers()?.iter().find(|h| h.key == name)?.value
+}
+
 /// Whether a record came from the Forward input (its source header, which only the
 /// agent's producer sets): never a journal entry, whatever fields its sender wrote.
 pub(crate) fn is_forward(m: &impl rdkafka::message::Message) -> bool {
-    use rdkafka::message::Headers;
-    m.headers().is_some_and(|h| {
-        h.iter().any(|h| {
-            h.key == crate::format::SOURCE_HEADER && h.value == Some(b"forward".as_slice())
-        })
-    })
+    header(m, crate::format::SOURCE_HEADER) == Some(b"forward".as_slice())
 }
 
 /// A consumer assigned to every partition of `topics`, from the beginning, with a
@@ -203,10 +204,7 @@ fn cat_inner(o: &CatOptions) -> Result<()> {
             skipped_forward += 1;
             continue;
         }
-        let cursor = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == crate::format::CURSOR_HEADER))
-            .and_then(|h| h.value)
+        let cursor = header(&m, crate::format::CURSOR_HEADER)
             .map(|v| String::from_utf8_lossy(v).into_owned());
         if o.dedup {
             if let Some(c) = &cursor {

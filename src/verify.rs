@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::Result;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 
 use crate::config::{Config, Start};
 use crate::format::CURSOR_HEADER;
@@ -140,10 +140,7 @@ pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report>
             return;
         }
         report.records += 1;
-        let cursor = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == CURSOR_HEADER))
-            .and_then(|h| h.value)
+        let cursor = crate::readback::header(m, CURSOR_HEADER)
             .map(|v| String::from_utf8_lossy(v).into_owned());
         let Some(cursor) = cursor else {
             report.unmarked += 1;
