@@ -49,9 +49,9 @@ pub struct Metrics {
     pub journal_unreadable_entries: AtomicU64,
     pub journal_unreadable_files: AtomicU64,
     pub cursor_write_errors: AtomicU64,
-    /// Unix seconds since the cursor save has been failing (0: the last save worked).
+    /// The streak of failed cursor saves going on now (`None`: the last save worked).
     /// Shipping goes on meanwhile; readiness says so.
-    pub cursor_save_failing_since: AtomicU64,
+    pub cursor_save_failure: Mutex<Option<SaveFailure>>,
     /// Exactly-once mode: transactions aborted (their entries are sent again).
     pub transactions_aborted: AtomicU64,
     pub sessions_restarted: AtomicU64,
@@ -133,7 +133,7 @@ impl Default for Metrics {
             journal_unreadable_entries: AtomicU64::new(0),
             journal_unreadable_files: AtomicU64::new(0),
             cursor_write_errors: AtomicU64::new(0),
-            cursor_save_failing_since: AtomicU64::new(0),
+            cursor_save_failure: Mutex::new(None),
             transactions_aborted: AtomicU64::new(0),
             sessions_restarted: AtomicU64::new(0),
             forward_connections_total: AtomicU64::new(0),
@@ -574,10 +574,11 @@ impl Collector for Metrics {
             (
                 "journald_kafka_cursor_save_failing_seconds",
                 "Seconds the cursor save has been failing (0: the last save worked); entries shipped meanwhile would be sent again after a restart",
-                match Self::get(&self.cursor_save_failing_since) {
-                    0 => 0.0,
-                    since => now.saturating_sub(since) as f64,
-                },
+                self.cursor_save_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map_or(0.0, |f| now.saturating_sub(f.since) as f64),
             ),
             (
                 "journald_kafka_journal_disk_usage_bytes",
@@ -648,6 +649,15 @@ impl Collector for Metrics {
         }
         Ok(())
     }
+}
+
+/// A streak of failed cursor saves: since when, the last error, and when the operator was
+/// last told in the log (one line at the start, then a reminder every few minutes).
+#[derive(Debug, Clone)]
+pub struct SaveFailure {
+    pub since: u64,
+    pub error: String,
+    pub logged: u64,
 }
 
 /// Counts for one unit.

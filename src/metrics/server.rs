@@ -56,20 +56,16 @@ pub fn not_ready(m: &Metrics) -> Option<String> {
             "cursor stalled for {since}s with {pending} entries in flight"
         ));
     }
-    let save_failing = Metrics::get(&m.cursor_save_failing_since);
-    if save_failing != 0 {
-        let why_save = m
-            .last_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|(_, e)| e.as_str())
-            .filter(|e| e.starts_with("cannot save the cursor"))
-            .unwrap_or("cannot save the cursor")
-            .to_string();
+    if let Some(f) = m
+        .cursor_save_failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
         why.push(format!(
-            "cursor not saved for {}s ({why_save}); entries are shipped, but a restart would send them again",
-            unix_now().saturating_sub(save_failing)
+            "cursor not saved for {}s ({}); entries are shipped, but a restart would send them again",
+            unix_now().saturating_sub(f.since),
+            f.error
         ));
     }
     let forecast = Metrics::get(&m.loss_forecast_secs);

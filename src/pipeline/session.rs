@@ -397,16 +397,11 @@ fn read_and_ship(
     })
 }
 
-/// Unix seconds of the last log line about a failing cursor save (0: none this streak).
-/// Process-wide because a streak outlives the session that met it (a full disk stays full
-/// across session restarts) and must still be one line, then a reminder every
-/// [`SAVE_REMINDER_SECS`].
-static SAVE_ERROR_LOGGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A failing cursor save is logged when the streak starts, then every this many seconds.
 const SAVE_REMINDER_SECS: u64 = 300;
 
 /// One checkpoint tick of the at-least-once path, with its metrics and log lines.
 fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, metrics: &Metrics) {
-    use std::sync::atomic::Ordering::Relaxed;
     match cp.commit_safe(store, tracker) {
         Committed::Unchanged => {}
         Committed::Saved(cursor) => {
@@ -414,11 +409,14 @@ fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, m
             let now = crate::metrics::unix_now();
             Metrics::set(&metrics.last_cursor_write, now);
             Metrics::set(&metrics.last_progress, now);
-            let since = metrics.cursor_save_failing_since.swap(0, Relaxed);
-            if since != 0 {
-                SAVE_ERROR_LOGGED.store(0, Relaxed);
+            let ended = metrics
+                .cursor_save_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(f) = ended {
                 tracing::info!(
-                    failed_for_secs = now.saturating_sub(since),
+                    failed_for_secs = now.saturating_sub(f.since),
                     "the cursor is saved again"
                 );
             }
@@ -430,29 +428,38 @@ fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, m
             // The old cursor stays valid and shipping goes on; the next tick tries again.
             // One line when the streak starts, then a reminder every few minutes, so a
             // full disk neither floods the journal nor goes unnoticed (readiness and
-            // `status` say it all along).
+            // `status` say it all along). The streak lives in the metrics, so it outlives
+            // the session that met it (a full disk stays full across session restarts).
             let now = crate::metrics::unix_now();
-            let _ = metrics
-                .cursor_save_failing_since
-                .compare_exchange(0, now, Relaxed, Relaxed);
-            let since = Metrics::get(&metrics.cursor_save_failing_since);
-            let logged = SAVE_ERROR_LOGGED.load(Relaxed);
-            if logged == 0 {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    "cannot save the cursor; shipping goes on (a restart now would send again what was shipped since the last save); retrying every checkpoint interval"
-                );
-                SAVE_ERROR_LOGGED.store(now.max(1), Relaxed);
-            } else if now.saturating_sub(logged) >= SAVE_REMINDER_SECS {
-                tracing::error!(
-                    error = format!("{e:#}"),
-                    failing_for_secs = now.saturating_sub(since),
-                    "still cannot save the cursor"
-                );
-                SAVE_ERROR_LOGGED.store(now.max(1), Relaxed);
+            let error = format!("cannot save the cursor: {e:#}");
+            {
+                let mut g = metrics
+                    .cursor_save_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let f = g.get_or_insert(crate::metrics::SaveFailure {
+                    since: now,
+                    error: String::new(),
+                    logged: 0,
+                });
+                f.error = error.clone();
+                if f.logged == 0 {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "cannot save the cursor; shipping goes on (a restart now would send again what was shipped since the last save); retrying every checkpoint interval"
+                    );
+                    f.logged = now.max(1);
+                } else if now.saturating_sub(f.logged) >= SAVE_REMINDER_SECS {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        failing_for_secs = now.saturating_sub(f.since),
+                        "still cannot save the cursor"
+                    );
+                    f.logged = now.max(1);
+                }
             }
             Metrics::add(&metrics.cursor_write_errors, 1);
-            metrics.error(format!("cannot save the cursor: {e:#}"));
+            metrics.error(error);
         }
     }
 }
