@@ -102,7 +102,7 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
 /// of descriptors or memory in a flood, a connection reset before it was taken) is waited
 /// out and logged at most once a minute.
 fn accept(listener: &TcpListener, tx: &SyncSender<(TcpStream, Instant)>) {
-    let mut warned: Option<Instant> = None;
+    let repeats = crate::logging::RateLimit::default();
     loop {
         match listener.accept() {
             Ok((stream, _)) => match tx.try_send((stream, Instant::now())) {
@@ -111,9 +111,8 @@ fn accept(listener: &TcpListener, tx: &SyncSender<(TcpStream, Instant)>) {
                 Err(TrySendError::Disconnected(_)) => return,
             },
             Err(e) => {
-                if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-                    tracing::warn!(error = %e, "metrics endpoint: cannot accept a connection; waiting for others to close");
-                    warned = Some(Instant::now());
+                if let Some(n) = repeats.admit("accept") {
+                    tracing::warn!(error = %e, repeats_in_last_minute = n, "metrics endpoint: cannot accept a connection; waiting for others to close");
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
