@@ -500,11 +500,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             return Err("a handshake message larger than 256 KiB".into());
         }
         if buf.len() >= SMALL_MESSAGE && large.is_none() {
-            let slot = tokio::select! {
-                s = shared.large.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-                _ = stop.changed() => return Ok(()),
+            let Some(slot) = large_slot(shared).await else {
+                return Ok(());
             };
-            large = Some((slot, Instant::now()));
+            large = Some(slot);
         }
         if large.is_some() {
             // Grown in place (mremap for large blocks) rather than doubled: a slot's
@@ -515,17 +514,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         let old = buf.len();
         buf.resize(old + READ_CHUNK, 0);
+        // How long this read may take, and why the connection is closed if it takes
+        // longer (`None`: idle between messages, a quiet close).
         let (timeout, why) = match (&handshake, &large) {
             (Some(_), _) => (
                 HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
-                "no PING within the handshake timeout",
+                Some("no PING within the handshake timeout"),
             ),
             (None, Some((_, since))) => (
                 LARGE_READ_DEADLINE.saturating_sub(since.elapsed()),
-                "a large message did not arrive within 60 s (it holds memory shared with other clients)",
+                Some(
+                    "a large message did not arrive within 60 s (it holds memory shared with other clients)",
+                ),
             ),
-            (None, None) if old == 0 => (IDLE_TIMEOUT, ""),
-            (None, None) => (IDLE_TIMEOUT, "no byte of the message's rest for 10 minutes"),
+            (None, None) if old == 0 => (IDLE_TIMEOUT, None),
+            (None, None) => (
+                IDLE_TIMEOUT,
+                Some("no byte of the message's rest for 10 minutes"),
+            ),
         };
         let got = tokio::select! {
             r = tokio::time::timeout(timeout, rd.read(&mut buf[old..])) => r,
@@ -537,12 +543,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 buf.truncate(old);
                 return Err(format!("read failed: {e}"));
             }
-            // Idle between messages: a quiet close.
-            Err(_) if why.is_empty() => {
-                tracing::debug!(peer, "forward input: idle connection closed");
-                return Ok(());
-            }
-            Err(_) => return Err(why.into()),
+            Err(_) => match why {
+                Some(why) => return Err(why.into()),
+                None => {
+                    tracing::debug!(peer, "forward input: idle connection closed");
+                    return Ok(());
+                }
+            },
         };
         buf.truncate(old + n);
         if n == 0 {
@@ -554,6 +561,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             return Ok(());
         }
+    }
+}
+
+/// Waits for a large slot, and says since when it is held; `None` when the agent stops
+/// first.
+async fn large_slot(shared: &Shared) -> Option<(OwnedSemaphorePermit, Instant)> {
+    let mut stop = shared.stop.clone();
+    tokio::select! {
+        s = shared.large.clone().acquire_owned() => {
+            Some((s.expect("the semaphore is never closed"), Instant::now()))
+        }
+        _ = stop.changed() => None,
     }
 }
 
@@ -570,14 +589,12 @@ async fn message(
     let cfg = shared.cfg();
     let msg = protocol::parse(frame)?;
     if msg.mode == protocol::Mode::CompressedPackedForward && large.is_none() {
-        // Decompressing takes up to a message's worth more: a large slot's.
-        let mut stop = shared.stop.clone();
-        let slot = tokio::select! {
-            s = shared.large.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-            // Stopping: nothing of this message was sent, the client resends it.
-            _ = stop.changed() => return Ok(()),
+        // Decompressing takes up to a message's worth more: a large slot's. Stopping
+        // meanwhile: nothing of this message was sent, the client resends it.
+        let Some(slot) = large_slot(shared).await else {
+            return Ok(());
         };
-        *large = Some((slot, Instant::now()));
+        *large = Some(slot);
     }
     // Every event is decoded before the first is sent: a malformed message sends nothing.
     let events = msg.events(scratch, cfg.max_message_bytes)?;
