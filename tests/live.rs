@@ -72,6 +72,24 @@ impl Journald {
             .expect("the namespace's journal directory")
     }
 
+    /// journald writes asynchronously: waits (up to 20 s) until at least `n` of its entries
+    /// are `mine`, and returns them all with how many are.
+    fn wait_for(&self, n: usize, mine: impl Fn(&Fields) -> bool) -> (Vec<Fields>, usize) {
+        let start = Instant::now();
+        loop {
+            let e = self.entries();
+            let count = e.iter().filter(|f| mine(f)).count();
+            if count >= n {
+                return (e, count);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "journald holds {count} of {n}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn entries(&self) -> Vec<Fields> {
         let out = Command::new("journalctl")
             .args(["--namespace", &self.ns, "-o", "export", "--no-pager"])
@@ -163,26 +181,11 @@ fn follow_across_rotation(name: &str, as_directory: bool) {
             &format!("MESSAGE=after rotation {i}\nSYSLOG_IDENTIFIER=jk-live\nSEQ={i}\n"),
         );
     }
-    // journald writes asynchronously; wait until all 1600 are in the journal.
-    let start = Instant::now();
-    let entries = loop {
-        let e = jd.entries();
-        let mine = e
-            .iter()
-            .filter(|f| {
-                f.get("SYSLOG_IDENTIFIER")
-                    .is_some_and(|v| v[0] == b"jk-live")
-            })
-            .count();
-        if mine == 1600 {
-            break e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "journald holds {mine} of 1600"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (entries, mine) = jd.wait_for(1600, |f| {
+        f.get("SYSLOG_IDENTIFIER")
+            .is_some_and(|v| v[0] == b"jk-live")
+    });
+    assert_eq!(mine, 1600);
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success(), "{}", agent.log());
 
@@ -218,25 +221,11 @@ fn a_vacuumed_cursor_reports_the_gap_size_and_follows_the_policy() {
         );
     }
     let wait_for = |n: usize| {
-        let start = Instant::now();
-        loop {
-            let e = jd.entries();
-            if e.iter()
-                .filter(|f| {
-                    f.get("SYSLOG_IDENTIFIER")
-                        .is_some_and(|v| v[0] == b"jk-vac")
-                })
-                .count()
-                >= n
-            {
-                return e;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "journald is slow"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        jd.wait_for(n, |f| {
+            f.get("SYSLOG_IDENTIFIER")
+                .is_some_and(|v| v[0] == b"jk-vac")
+        })
+        .0
     };
     let old = wait_for(300);
     // Pretend the agent had shipped up to the 50th entry, then was down while journald
@@ -678,25 +667,11 @@ fn unprivileged_users_cannot_hide_lines_by_calling_themselves_journald_kafka() {
             "hidden 3 (another uid)",
         ],
     );
-    let start = Instant::now();
-    let entries = loop {
-        let e = jd.entries();
-        let n = e
-            .iter()
-            .filter(|f| {
-                f.get("MESSAGE")
-                    .is_some_and(|m| m[0].starts_with(b"hidden "))
-            })
-            .count();
-        if n == 3 {
-            break e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "journald holds {n} of 3"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (entries, n) = jd.wait_for(3, |f| {
+        f.get("MESSAGE")
+            .is_some_and(|m| m[0].starts_with(b"hidden "))
+    });
+    assert_eq!(n, 3);
     let _ = std::fs::remove_dir_all(&bin);
     let state = s.path("state");
     let cfg = TestConfig::new(&state, &broker.addr(), &state)

@@ -17,7 +17,7 @@ pub(super) struct Locator<'a> {
 }
 
 impl Locator<'_> {
-    fn line(&self, span: Range<usize>) -> usize {
+    pub(super) fn line(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()

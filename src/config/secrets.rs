@@ -29,8 +29,10 @@ pub(crate) fn is_secret_name(name: &str) -> bool {
     SECRET_PARTS.iter().any(|p| n.contains(p))
 }
 
-/// The key written on one line of the file (`name = …`, `"a.b" = …`, `{ name = … }`
-/// inside an inline table), without quotes; `None` for lines that assign nothing.
+/// Every text that may be a key on one line of the file (`name = …`, `"a.b" = …`,
+/// `{ name = … }` inside an inline table), without quotes; empty for lines that assign
+/// nothing. It over-reads (a value holding `=` yields a piece too): it decides what to hide,
+/// never what to show.
 fn keys_on_line(line: &str) -> Vec<String> {
     let mut keys = Vec::new();
     // Every `=` may follow a key: inline tables hold several on one line.
@@ -119,8 +121,8 @@ pub(super) fn parse_error(text: &str, e: &toml::de::Error) -> String {
     let (line_no, col, line) = match e.span() {
         Some(span) => {
             let start = span.start.min(text.len());
+            let line_no = super::check::Locator { text }.line(span);
             let before = &text.as_bytes()[..start];
-            let line_no = before.iter().filter(|&&b| b == b'\n').count() + 1;
             let line_start = before
                 .iter()
                 .rposition(|&b| b == b'\n')
