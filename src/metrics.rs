@@ -90,6 +90,11 @@ pub struct Metrics {
     /// Realtime (µs) of the oldest entry still in the journal.
     pub journal_oldest_usec: AtomicU64,
     pub journal_usage_bytes: AtomicU64,
+    /// Writers of a source read per writer (hosts of a collector), those holding their
+    /// files open now, and the journal files open.
+    pub journal_writers: AtomicU64,
+    pub journal_writers_open: AtomicU64,
+    pub journal_files_open: AtomicU64,
     /// The bytes the journal's writer lets it occupy now (journald's space rule; 0: unknown).
     pub journal_allowed_bytes: AtomicU64,
     /// Bytes per second written to the journal, measured (0: not yet known).
@@ -158,6 +163,9 @@ impl Default for Metrics {
             read_realtime_usec: AtomicU64::new(0),
             journal_oldest_usec: AtomicU64::new(0),
             journal_usage_bytes: AtomicU64::new(0),
+            journal_writers: AtomicU64::new(0),
+            journal_writers_open: AtomicU64::new(0),
+            journal_files_open: AtomicU64::new(0),
             journal_allowed_bytes: AtomicU64::new(0),
             journal_write_rate: AtomicU64::new(0),
             loss_forecast_secs: AtomicU64::new(u64::MAX),
@@ -584,6 +592,21 @@ impl Collector for Metrics {
                 "journald_kafka_journal_disk_usage_bytes",
                 "Bytes of journal files the agent reads",
                 Self::get(&self.journal_usage_bytes) as f64,
+            ),
+            (
+                "journald_kafka_journal_writers",
+                "Writers (sequence-number spaces: hosts of a central directory) the reader follows; 1 for the local journal",
+                Self::get(&self.journal_writers) as f64,
+            ),
+            (
+                "journald_kafka_journal_writers_open",
+                "Writers holding their journal files open now (the others are caught up and wait for a change)",
+                Self::get(&self.journal_writers_open) as f64,
+            ),
+            (
+                "journald_kafka_journal_files_open",
+                "Journal files the reader of a directory holds open now (bounded by half the open-file limit)",
+                Self::get(&self.journal_files_open) as f64,
             ),
             (
                 "journald_kafka_retention_headroom_seconds",

@@ -79,15 +79,23 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         .and_then(|m| m.elapsed().ok())
         .map(|d| d.as_secs());
     let now_usec = crate::metrics::unix_now_usec();
-    let lag = cursor
+    // Entries written after the cursor, over every writer (those the cursor does not know
+    // yet too): read from the journal, not from the agent.
+    let behind = cursor
         .as_deref()
-        .and_then(|c| crate::checkpoint::place::newest(c))
-        .and_then(|c| cursor::parse(c).ok())
-        .map(|i| now_usec.saturating_sub(i.realtime_usec) / 1_000_000);
-    // Entries written after the cursor: read from the journal, not from the agent.
-    let lag_entries = cursor
-        .as_deref()
-        .and_then(|c| crate::journal::entries_behind(&cfg.journal, c).ok());
+        .and_then(|c| crate::journal::behind(&cfg.journal, c).ok());
+    let lag_entries = behind.map(|b| b.entries);
+    // How old the oldest unshipped entry may be: the furthest-behind writer's saved entry.
+    // Caught up: the age of the newest saved entry, as before there were writers.
+    let lag = match behind.and_then(|b| b.oldest_usec) {
+        Some(t) => Some(t),
+        None => cursor
+            .as_deref()
+            .and_then(|c| crate::checkpoint::place::newest(c))
+            .and_then(|c| cursor::parse(c).ok())
+            .map(|i| i.realtime_usec),
+    }
+    .map(|t| now_usec.saturating_sub(t) / 1_000_000);
     let mut live: Vec<(&str, f64)> = Vec::new();
     let mut ready = None;
     let mut not_ready = None;
@@ -173,6 +181,11 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         o.insert("cursor_age_seconds".into(), opt(age));
         o.insert("lag_seconds".into(), opt(lag));
         o.insert("lag_entries".into(), opt(lag_entries));
+        o.insert("writers".into(), opt(behind.map(|b| b.writers as u64)));
+        o.insert(
+            "writers_behind".into(),
+            opt(behind.map(|b| b.writers_behind as u64)),
+        );
         o.insert(
             "ready".into(),
             ready.map_or(serde_json::Value::Null, Into::into),
@@ -197,7 +210,16 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         match cursor.as_deref() {
             None => say!("      Cursor: (none yet) in {}", path.display()),
             Some(c) => {
-                for (i, p) in crate::checkpoint::place::positions(c).enumerate() {
+                // A collector's place has a line per host: show the newest few.
+                const SHOWN: usize = 5;
+                let all: Vec<&str> = crate::checkpoint::place::positions(c).collect();
+                if all.len() > SHOWN {
+                    say!(
+                        "              ({} writers; the {SHOWN} that moved last:)",
+                        all.len()
+                    );
+                }
+                for (i, p) in all[all.len().saturating_sub(SHOWN)..].iter().enumerate() {
                     say!(
                         "{}{p}",
                         if i == 0 {
@@ -218,8 +240,22 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         if let Some(n) = lag_entries {
             lag_line.push(format!("{n} entries"));
         }
+        match behind {
+            Some(b) if b.writers > 1 => {
+                lag_line.push(format!(
+                    "{} of {} writers behind",
+                    b.writers_behind, b.writers
+                ));
+            }
+            _ => {}
+        }
         if let Some(l) = lag {
-            lag_line.push(format!("{} behind now (the cursor's entry)", human_secs(l)));
+            let whose = if behind.is_some_and(|b| b.writers_behind > 0) {
+                "the furthest-behind writer's saved entry"
+            } else {
+                "the cursor's entry"
+            };
+            lag_line.push(format!("{} behind now ({whose})", human_secs(l)));
         }
         if !lag_line.is_empty() {
             say!("         Lag: {}", lag_line.join(", "));

@@ -16,15 +16,17 @@
 
 pub mod cursor;
 mod entry;
+mod header;
 mod matches;
 mod own;
 pub(crate) mod retention;
 mod select;
 mod stream;
+mod watch;
 mod writers;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -37,6 +39,7 @@ pub(crate) use own::OwnEntries;
 pub(crate) use select::{Selection, effect as filter_effect};
 
 use self::stream::{Stream, before_in, locate_in, newest_in};
+use self::watch::Watch;
 use self::writers::Writers;
 use crate::checkpoint::place;
 use crate::config::{JournalConfig, Source, Start};
@@ -133,31 +136,68 @@ pub fn open(cfg: &JournalConfig, filtered: bool) -> Result<Journal> {
     Ok(j)
 }
 
-/// How often the files of a directory are listed again even without an inotify event.
+/// How often the files of a directory are listed again, and parked writers' headers
+/// looked at, without an inotify event (events can be lost: a queue overflow, a file
+/// system that does not report remote writes).
 const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
-
-/// How often a directory holding a file without entries yet is listed again.
-const EMPTY_RESCAN: Duration = Duration::from_millis(250);
 
 /// How many entries may be read from busy writers before the quiet ones are asked again
 /// for new entries: a host that never stops must not starve the others.
 const POLL_EVERY: u32 = 256;
+
+/// How long a caught-up writer keeps its files open while nobody else waits for the
+/// descriptors: a writer that logs every second is not reopened every second.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// How many entries a writer reads in one turn while other writers with entries wait for
+/// a free descriptor: a host that never stops must not hold its files for ever.
+const TURN: u64 = 4096;
+
+/// The most journal files the reader holds open at once, whatever the limit allows:
+/// each open file costs maps and memory too.
+const MAX_OPEN_FILES: usize = 4096;
+
+/// How long the budget stays cut after running out of descriptors anyway (something else
+/// in the process held them) before the reader tries its full share again.
+const EMFILE_BACKOFF: Duration = Duration::from_secs(30);
 
 /// An open journal, positioned and ready to read: one stream, or one per writer merged by
 /// time.
 pub struct Reader {
     cfg: JournalConfig,
     streams: Vec<Stream>,
-    /// Streams standing on an entry not yet returned, by that entry's time.
+    /// Open streams standing on an entry not yet returned, by that entry's time.
     heap: BinaryHeap<Reverse<(u64, usize)>>,
-    /// For sources read per writer: the files known so far and the handle over them all
-    /// that is only used to wait for changes.
-    writers: Option<(Writers, Journal)>,
-    last_scan: Instant,
-    rescan: bool,
+    /// For sources read per writer: which writers hold files open and which wait.
+    per_writer: Option<PerWriter>,
     reads: u32,
     /// Read statistics of streams that were closed (their writer's files are gone).
     retired: ReadStats,
+}
+
+/// What a source read per writer keeps besides its streams.
+///
+/// Descriptors: one for the inotify watch, plus the files of the writers open now, which
+/// never exceed `budget` (half the soft open-file limit, at most [`MAX_OPEN_FILES`])
+/// unless one writer alone has more files. A writer is open while it has entries to read
+/// and for [`QUIET`] after; then it is parked (files closed, its exact place kept) until
+/// the watch says one of its files changed.
+struct PerWriter {
+    writers: Writers,
+    watch: Watch,
+    /// Space → index into `streams`.
+    index: HashMap<String, usize>,
+    /// Parked streams with entries to read (or possibly so), in the order they asked.
+    queue: VecDeque<usize>,
+    open_files: usize,
+    budget: usize,
+    /// When the budget was cut for running out of descriptors.
+    cut_at: Option<Instant>,
+    /// The number of files listed last, for the error that names the limit.
+    listed: usize,
+    last_scan: Instant,
+    rescan: bool,
+    log: crate::logging::RateLimit,
 }
 
 /// Where one stream begins, for the log lines at startup.
@@ -172,44 +212,62 @@ pub struct Placed {
 
 impl Reader {
     pub fn open(cfg: &JournalConfig) -> Result<Reader> {
-        let (streams, writers) = match &cfg.source {
+        let (streams, per_writer) = match &cfg.source {
             Source::Local | Source::Namespace(_) => (vec![Stream::whole(cfg)?], None),
             Source::Directory(_) | Source::Files(_) => {
-                // The handle over everything watches the directory (inotify) for the rest.
-                let watcher = open(cfg, false)?;
+                // Watch first: a file that changes while the rest is set up is reported.
+                let watch = Watch::new(&watched_dirs(cfg))
+                    .context("cannot watch the journal for changes")?;
+                let files = source_files(cfg)?;
+                let listed = files.len();
                 let mut writers = Writers::default();
-                let groups = writers.group(source_files(cfg)?);
-                let streams = groups
+                let streams: Vec<Stream> = writers
+                    .group(files)
                     .into_iter()
-                    .map(|(space, files)| Stream::writer(cfg, space, files))
-                    .collect::<Result<Vec<_>>>()?;
-                (streams, Some((writers, watcher)))
+                    .map(|(space, files)| Stream::writer(space, files))
+                    .collect();
+                let pw = PerWriter {
+                    writers,
+                    watch,
+                    index: HashMap::new(),
+                    queue: VecDeque::new(),
+                    open_files: 0,
+                    budget: file_budget(),
+                    cut_at: None,
+                    listed,
+                    last_scan: Instant::now(),
+                    rescan: false,
+                    log: Default::default(),
+                };
+                (streams, Some(pw))
             }
         };
-        Ok(Reader {
+        let mut r = Reader {
             cfg: cfg.clone(),
             streams,
             heap: BinaryHeap::new(),
-            writers,
-            last_scan: Instant::now(),
-            rescan: false,
+            per_writer,
             reads: 0,
             retired: ReadStats::default(),
-        })
+        };
+        r.reindex();
+        Ok(r)
     }
 
     /// Positions every stream: after its writer's cursor in `place` when there is one,
     /// else at the configured start (no place at all) or at the oldest entry (a writer the
-    /// place does not know). Never skips anything but the cursors' own entries.
+    /// place does not know). Never skips anything but the cursors' own entries. Streams
+    /// are opened one at a time and parked again beyond the open-file budget.
     pub fn seek(&mut self, cfg: &JournalConfig, place: Option<&str>) -> Result<Vec<Placed>> {
         let mut placed = Vec::with_capacity(self.streams.len());
-        for s in &mut self.streams {
+        for s in self.streams.iter_mut() {
             let cursor = match (&s.space, place) {
                 (_, None) => None,
                 // One stream over the whole source: the position that moved last.
                 (None, Some(p)) => place::newest(p),
                 (Some(space), Some(p)) => place::position_of(p, space),
             };
+            let was_open = s.is_open();
             let position = match (cursor, place) {
                 (None, Some(_)) => {
                     s.seek(cfg, None, Start::Head)?;
@@ -217,6 +275,19 @@ impl Reader {
                 }
                 (c, _) => s.seek(cfg, c, cfg.start)?,
             };
+            if let Some(pw) = &mut self.per_writer {
+                let n = s.files.len();
+                if !was_open {
+                    pw.open_files += n;
+                }
+                // Beyond the budget: closed again, its place kept, and read in its turn.
+                s.queued = pw.open_files > pw.budget;
+                if s.queued {
+                    s.park();
+                    pw.open_files -= n;
+                }
+                s.active_at = Instant::now();
+            }
             placed.push(Placed {
                 writer: s.space.clone(),
                 cursor: cursor.map(str::to_string),
@@ -224,14 +295,10 @@ impl Reader {
             });
         }
         // Saved writers without a stream: their files are all gone.
-        if self.writers.is_some() {
+        if let Some(pw) = &self.per_writer {
             for p in place.into_iter().flat_map(place::positions) {
                 let stream = place::stream_of(p);
-                if !self
-                    .streams
-                    .iter()
-                    .any(|s| s.space.as_deref() == Some(stream))
-                {
+                if !pw.index.contains_key(stream) {
                     placed.push(Placed {
                         writer: Some(stream.to_string()),
                         cursor: Some(p.to_string()),
@@ -240,6 +307,7 @@ impl Reader {
                 }
             }
         }
+        self.reindex();
         self.heap.clear();
         Ok(placed)
     }
@@ -257,7 +325,7 @@ impl Reader {
 
     /// Reads the next entry into `entry`. Returns false at the end of the journal.
     pub fn next(&mut self, entry: &mut Entry) -> Result<bool> {
-        if self.writers.is_none() {
+        if self.per_writer.is_none() {
             let s = &mut self.streams[0];
             if !s.advance()? {
                 return Ok(false);
@@ -280,19 +348,134 @@ impl Reader {
         Ok(true)
     }
 
-    /// Asks the quiet streams for new entries, and lists the files again when they changed.
+    /// Wakes the writers whose files changed, lists the files again when they came or
+    /// went, parks caught-up writers and gives the freed descriptors to the waiting ones.
     fn poll(&mut self) -> Result<()> {
-        let since = self.last_scan.elapsed();
-        // A file without entries yet (just created) has no known writer: look again soon.
-        let unsettled = self
-            .writers
-            .as_ref()
-            .is_some_and(|(w, _)| w.has_empty_files());
-        if self.rescan || since >= RESCAN_INTERVAL || (unsettled && since >= EMPTY_RESCAN) {
+        let Some(pw) = &mut self.per_writer else {
+            return Ok(());
+        };
+        let changes = pw
+            .watch
+            .take()
+            .context("cannot read the journal directory's changes")?;
+        if changes.listing {
+            pw.rescan = true;
+        }
+        for f in &changes.created {
+            pw.writers.forget(f);
+        }
+        for f in &changes.modified {
+            match pw.writers.known_space(f) {
+                Some(space) => {
+                    if let Some(&i) = pw.index.get(space) {
+                        pw.wake(&mut self.streams[i], i);
+                    }
+                }
+                // A file whose header was not written when it was listed.
+                None => pw.rescan |= writers::is_journal(f),
+            }
+        }
+        let periodic = pw.last_scan.elapsed() >= RESCAN_INTERVAL;
+        if changes.overflow || periodic {
+            // Events may have been lost: a parked writer whose files say they hold newer
+            // entries than when it was parked is looked at again.
+            for (i, s) in self.streams.iter_mut().enumerate() {
+                if !s.is_open() && (changes.overflow || s.tail_moved()) {
+                    pw.wake(s, i);
+                }
+            }
+        }
+        if pw.rescan || periodic {
             self.scan()?;
         }
+        self.share()
+    }
+
+    /// Parks, advances and opens streams within the budget; rebuilds the merge heap.
+    fn share(&mut self) -> Result<()> {
+        let Some(pw) = &mut self.per_writer else {
+            return Ok(());
+        };
+        if pw.cut_at.is_some_and(|at| at.elapsed() >= EMFILE_BACKOFF) {
+            pw.cut_at = None;
+            pw.budget = file_budget();
+        }
+        let now = Instant::now();
+        let waiting = !pw.queue.is_empty();
         for (i, s) in self.streams.iter_mut().enumerate() {
-            if !s.is_ready() && s.advance()? {
+            if !s.is_open() {
+                continue;
+            }
+            // A writer that had its turn while others wait gives its files up, keeping the
+            // entry it stands on for its next turn.
+            if waiting && s.taken_since_open >= TURN {
+                pw.open_files -= s.files.len();
+                s.park();
+                pw.wake(s, i);
+                continue;
+            }
+            if s.is_ready() || s.advance()? {
+                s.active_at = now;
+                continue;
+            }
+            if waiting || s.active_at.elapsed() >= QUIET {
+                pw.open_files -= s.files.len();
+                s.park();
+            }
+        }
+        while let Some(&i) = pw.queue.front() {
+            let s = &mut self.streams[i];
+            if s.is_open() {
+                pw.queue.pop_front();
+                s.queued = false;
+                continue;
+            }
+            let n = s.files.len();
+            if pw.open_files > 0 && pw.open_files + n > pw.budget {
+                break;
+            }
+            match s.unpark(&self.cfg) {
+                Ok(()) => {
+                    pw.queue.pop_front();
+                    s.queued = false;
+                    pw.open_files += n;
+                    s.active_at = now;
+                    if !s.is_ready() {
+                        s.advance()?;
+                    }
+                }
+                Err(e) if is_out_of_descriptors(&e) => {
+                    // Something else in the process holds descriptors too: read with what
+                    // is open and try again later, never exit over it.
+                    pw.budget = pw.open_files.max(1);
+                    pw.cut_at = Some(now);
+                    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+                    let msg = format!(
+                        "cannot open more journal files: too many open files (the open-file limit is {}, hard {}; the source has {} journal files, {} of them open now); shipping the writers that are open and trying the others again as descriptors free up",
+                        limit
+                            .current
+                            .map_or("unlimited".to_string(), |l| l.to_string()),
+                        limit
+                            .maximum
+                            .map_or("unlimited".to_string(), |l| l.to_string()),
+                        pw.listed,
+                        pw.open_files,
+                    );
+                    if let Some(suppressed) = pw.log.admit(&msg) {
+                        tracing::error!(
+                            suppressed,
+                            writer = s.space.as_deref().unwrap_or(""),
+                            "{msg}"
+                        );
+                    }
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.heap.clear();
+        for (i, s) in self.streams.iter().enumerate() {
+            if s.is_open() && s.is_ready() {
                 self.heap.push(Reverse((s.head_usec(), i)));
             }
         }
@@ -300,86 +483,99 @@ impl Reader {
     }
 
     /// Regroups the files by writer: new writers get a stream from their oldest entry,
-    /// rotated or vacuumed files reopen their writer's stream where it stood, writers whose
-    /// files are all gone are closed.
+    /// writers with new, rotated or vacuumed files are reopened where they stood, writers
+    /// whose files are all gone are closed. Reads file headers, opens no journal.
     fn scan(&mut self) -> Result<()> {
-        self.rescan = false;
-        self.last_scan = Instant::now();
         let files = source_files(&self.cfg)?;
-        let Some((writers, _)) = &mut self.writers else {
+        let Some(pw) = &mut self.per_writer else {
             return Ok(());
         };
-        let mut groups = writers.group(files);
-        let mut changed = false;
+        pw.rescan = false;
+        pw.last_scan = Instant::now();
+        pw.listed = files.len();
+        let mut groups = pw.writers.group(files);
         let mut kept = Vec::with_capacity(self.streams.len());
         for mut s in std::mem::take(&mut self.streams) {
             let space = s.space.clone().unwrap_or_default();
             match groups.remove(&space) {
                 Some(files) if files == s.files => kept.push(s),
                 Some(files) => {
-                    s.reopen(&self.cfg, files)?;
+                    if s.is_open() {
+                        pw.open_files -= s.files.len();
+                        s.park();
+                    }
+                    s.files = files;
+                    // New or rotated files: likely new entries.
+                    s.queued = true;
                     kept.push(s);
-                    changed = true;
                 }
                 None => {
                     tracing::info!(writer = %space, "the journal files of this writer are gone; closing its stream");
+                    if s.is_open() {
+                        pw.open_files -= s.files.len();
+                    }
                     self.retired.add(s.stats);
-                    changed = true;
                 }
             }
         }
         for (space, files) in groups {
             tracing::info!(writer = %space, files = files.len(), "a new writer in the journal directory: reading it from its oldest entry");
-            let mut s = Stream::writer(&self.cfg, space, files)?;
-            s.seek(&self.cfg, None, Start::Head)?;
-            kept.push(s);
-            changed = true;
+            kept.push(Stream::writer(space, files));
         }
         self.streams = kept;
-        if changed {
-            self.heap.clear();
-            for (i, s) in self.streams.iter_mut().enumerate() {
-                if s.is_ready() {
-                    self.heap.push(Reverse((s.head_usec(), i)));
-                }
-            }
-        }
+        self.reindex();
         Ok(())
     }
 
-    /// Waits up to `timeout` for the journal to change. Rotation, new files and deleted files
-    /// of one stream are handled inside libsystemd; files of a directory that come and go
-    /// make the next read list the directory again.
-    pub fn wait(&mut self, timeout: Duration) -> Result<JournalWaitResult> {
-        let r = match &mut self.writers {
-            None => self.streams[0].handle().wait(Some(timeout))?,
-            Some((_, watcher)) => watcher.wait(Some(timeout))?,
+    /// Rebuilds the space index and the queue after streams came or went.
+    fn reindex(&mut self) {
+        let Some(pw) = &mut self.per_writer else {
+            return;
         };
-        if matches!(r, JournalWaitResult::Invalidate) {
-            self.rescan = true;
+        pw.index.clear();
+        pw.queue.clear();
+        for (i, s) in self.streams.iter_mut().enumerate() {
+            pw.index.insert(s.space.clone().unwrap_or_default(), i);
+            if s.queued {
+                pw.queue.push_back(i);
+            }
         }
-        Ok(r)
     }
 
-    fn whole(&mut self) -> &mut Journal {
-        match &mut self.writers {
-            None => self.streams[0].handle(),
-            Some((_, watcher)) => watcher,
+    /// Waits up to `timeout` for the journal to change. Rotation, new files and deleted files
+    /// of one stream are handled inside libsystemd; for a source read per writer the watch
+    /// says which files changed and the next read acts on it.
+    pub fn wait(&mut self, timeout: Duration) -> Result<JournalWaitResult> {
+        match &mut self.per_writer {
+            None => Ok(self.streams[0].handle().wait(Some(timeout))?),
+            Some(pw) => {
+                let changed = pw
+                    .watch
+                    .wait(timeout)
+                    .context("cannot wait for the journal directory's changes")?;
+                Ok(if changed {
+                    JournalWaitResult::Append
+                } else {
+                    JournalWaitResult::Nop
+                })
+            }
         }
     }
 
     /// The journal's disk usage and oldest entry time (cheap, but not for every entry).
     pub(crate) fn gauges(&mut self) -> Gauges {
-        let j = self.whole();
-        Gauges {
-            usage_bytes: j.usage().ok(),
-            oldest_usec: j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
+        if self.per_writer.is_some() {
+            return measure(&self.cfg).unwrap_or_default();
         }
+        gauges_of(self.streams[0].handle())
     }
 
-    /// The total bytes of journal files this handle sees.
+    /// The total bytes of journal files this reader sees.
     pub fn usage(&mut self) -> Result<u64> {
-        Ok(self.whole().usage()?)
+        if self.per_writer.is_some() {
+            return Ok(usage_of(&source_files(&self.cfg)?));
+        }
+        Ok(self.streams[0].handle().usage()?)
     }
 
     /// What the reader had to step over, over all streams.
@@ -391,16 +587,133 @@ impl Reader {
         t
     }
 
+    /// How many writers the reader knows and how many hold files open, with those files.
+    pub(crate) fn open_counts(&self) -> (usize, usize, usize) {
+        let open = self.streams.iter().filter(|s| s.is_open()).count();
+        let files = self.per_writer.as_ref().map_or(0, |pw| pw.open_files);
+        (self.streams.len(), open, files)
+    }
+
     /// The newest entry of every stream, filters ignored: positions the watermark may pass
-    /// when the filters removed everything after the last shipped entry.
-    pub fn newest_cursors(&self) -> Result<Vec<String>> {
+    /// when the filters removed everything after the last shipped entry. A writer whose
+    /// files' headers show no new entry since the last call answers from memory, so a
+    /// directory of quiet hosts costs a header read each, not a journal handle each.
+    pub fn newest_cursors(&mut self) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for s in &self.streams {
-            if let Some(c) = newest_in(s.unfiltered(&self.cfg)?)? {
-                out.push(c);
+        for s in &mut self.streams {
+            let tail = s.space.as_ref().and_then(|_| header::tail_of(&s.files));
+            if let (Some(t), Some((seen, c))) = (tail, &s.newest) {
+                if t == *seen {
+                    out.extend(c.clone());
+                    continue;
+                }
             }
+            let c = newest_in(s.unfiltered(&self.cfg)?)?;
+            if let Some(t) = tail {
+                s.newest = Some((t, c.clone()));
+            }
+            out.extend(c);
         }
         Ok(out)
+    }
+}
+
+impl PerWriter {
+    /// Puts a parked stream in the queue of those with entries to read.
+    fn wake(&mut self, s: &mut Stream, i: usize) {
+        if !s.is_open() && !s.queued {
+            s.queued = true;
+            self.queue.push_back(i);
+        }
+    }
+}
+
+/// Half the soft open-file limit, for the journal files of a source read per writer: the
+/// rest is for Kafka connections, listeners and the state directory.
+fn file_budget() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .clamp(8, MAX_OPEN_FILES)
+}
+
+fn is_out_of_descriptors(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let os = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .or_else(|| {
+                c.downcast_ref::<systemd::Error>()
+                    .and_then(|e| e.raw_os_error())
+            });
+        matches!(os, Some(n) if n == EMFILE || n == ENFILE)
+    })
+}
+
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// The disk usage and oldest entry time of the whole source, filters ignored. A source
+/// read per writer is measured from file sizes and headers: a handle over every file of a
+/// collector would need a descriptor per file.
+pub(crate) fn measure(cfg: &JournalConfig) -> Result<Gauges> {
+    match &cfg.source {
+        Source::Local | Source::Namespace(_) => Ok(gauges_of(&mut open(cfg, false)?)),
+        Source::Directory(_) | Source::Files(_) => {
+            let files = source_files(cfg)?;
+            Ok(Gauges {
+                usage_bytes: Some(usage_of(&files)),
+                oldest_usec: files
+                    .iter()
+                    .filter_map(|f| header::read(f).ok().flatten())
+                    .filter(|h| h.n_entries > 0)
+                    .map(|h| h.head_realtime)
+                    .min(),
+            })
+        }
+    }
+}
+
+fn gauges_of(j: &mut Journal) -> Gauges {
+    Gauges {
+        usage_bytes: j.usage().ok(),
+        oldest_usec: j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
+    }
+}
+
+/// The bytes on disk of `files`, as `sd_journal_get_usage` counts them (allocated blocks).
+fn usage_of(files: &[PathBuf]) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// The directories a source read per writer watches.
+fn watched_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
+    match &cfg.source {
+        Source::Directory(d) => {
+            let mut dirs = vec![d.clone()];
+            dirs.extend(writers::subdirectories(d));
+            dirs
+        }
+        Source::Files(files) => {
+            let mut dirs: Vec<PathBuf> = files
+                .iter()
+                .map(|f| match f.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                })
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            dirs
+        }
+        Source::Local | Source::Namespace(_) => Vec::new(),
     }
 }
 
@@ -431,16 +744,28 @@ pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
     }
 }
 
-/// Unfiltered handles, one per writer (one over everything for a single-writer source),
-/// each with its writer's `s=` part.
-fn unfiltered_writers(cfg: &JournalConfig) -> Result<Vec<(Option<String>, Journal)>> {
+/// A writer's space and files; `(None, None)` is the whole single-writer source.
+type WriterFiles = (Option<String>, Option<Vec<PathBuf>>);
+
+/// The writers of the source, each with its files (`None`: the whole single-writer source).
+/// Opens nothing: handles are opened one writer at a time by [`unfiltered`], so that a
+/// directory of thousands of hosts never holds more than one writer's files at once here.
+fn writer_files(cfg: &JournalConfig) -> Result<Vec<WriterFiles>> {
     match &cfg.source {
-        Source::Local | Source::Namespace(_) => Ok(vec![(None, open(cfg, false)?)]),
-        Source::Directory(_) | Source::Files(_) => Writers::default()
+        Source::Local | Source::Namespace(_) => Ok(vec![(None, None)]),
+        Source::Directory(_) | Source::Files(_) => Ok(Writers::default()
             .group(source_files(cfg)?)
             .into_iter()
-            .map(|(space, files)| Ok((Some(space), stream::open_files(&files, None)?)))
-            .collect(),
+            .map(|(space, files)| (Some(space), Some(files)))
+            .collect()),
+    }
+}
+
+/// An unfiltered handle over one writer's files, or over the whole source.
+fn unfiltered(cfg: &JournalConfig, files: Option<&[PathBuf]>) -> Result<Journal> {
+    match files {
+        None => open(cfg, false),
+        Some(f) => stream::open_files(f, None),
     }
 }
 
@@ -457,9 +782,9 @@ pub enum Located {
 /// writer): only then does "not found" mean "gone".
 pub fn locate(cfg: &JournalConfig, c: &str) -> Result<Located> {
     let stream = place::stream_of(c);
-    for (space, j) in unfiltered_writers(cfg)? {
+    for (space, files) in writer_files(cfg)? {
         if space.as_deref().is_none_or(|s| s == stream) {
-            return locate_in(j, c);
+            return locate_in(unfiltered(cfg, files.as_deref())?, c);
         }
     }
     // No file of the cursor's writer is left.
@@ -479,7 +804,8 @@ pub(crate) fn start_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
         return Ok(None);
     }
     let mut positions = Vec::new();
-    for (_, j) in unfiltered_writers(cfg)? {
+    for (_, files) in writer_files(cfg)? {
+        let j = unfiltered(cfg, files.as_deref())?;
         let p = match cfg.start {
             Start::Head => None,
             Start::Tail => newest_in(j)?,
@@ -490,24 +816,82 @@ pub(crate) fn start_cursor(cfg: &JournalConfig) -> Result<Option<String>> {
     Ok((!positions.is_empty()).then(|| place::join(positions.iter().map(String::as_str))))
 }
 
-/// How many entries the journal holds after the saved `place`, filters ignored: per
-/// writer, its newest sequence number minus the saved one. Writers the place does not
-/// know are not counted (their first entries' numbers are unknown without reading them).
-pub fn entries_behind(cfg: &JournalConfig, saved: &str) -> Result<u64> {
-    let newest = Reader::open(cfg)?.newest_cursors()?;
-    let mut behind = 0;
-    for n in &newest {
-        let Some((space, seq)) = cursor::seqnum(n) else {
-            continue;
-        };
-        let at = place::positions(saved)
-            .filter_map(cursor::seqnum)
-            .find(|(s, _)| *s == space);
-        if let Some((_, saved_seq)) = at {
-            behind += seq.saturating_sub(saved_seq);
+/// How far the journal is ahead of a saved place, filters ignored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
+    /// Entries written after the place: per writer, its newest sequence number minus the
+    /// saved one; every entry of a writer the place does not know yet.
+    pub entries: u64,
+    /// Writers in the source, and those with entries after the place.
+    pub writers: usize,
+    pub writers_behind: usize,
+    /// The oldest time not known to be shipped, over the writers that are behind: the saved
+    /// entry's time for a known writer, the oldest entry's for a new one.
+    pub oldest_usec: Option<u64>,
+}
+
+/// How far the journal is ahead of `saved` (see [`Behind`]). For a source read per writer
+/// this reads file headers only: cheap enough for `status` on a collector of thousands of
+/// hosts.
+pub fn behind(cfg: &JournalConfig, saved: &str) -> Result<Behind> {
+    let saved_at = |space: &str| {
+        place::position_of(saved, space).and_then(|p| {
+            let (_, seq) = cursor::seqnum(p)?;
+            Some((seq, cursor::parse(p).ok().map(|c| c.realtime_usec)))
+        })
+    };
+    let mut b = Behind::default();
+    let note = |entries: u64, oldest: Option<u64>, b: &mut Behind| {
+        b.writers += 1;
+        if entries > 0 {
+            b.entries += entries;
+            b.writers_behind += 1;
+            b.oldest_usec = match (b.oldest_usec, oldest) {
+                (Some(a), Some(o)) => Some(a.min(o)),
+                (a, o) => a.or(o),
+            };
+        }
+    };
+    match &cfg.source {
+        Source::Local | Source::Namespace(_) => {
+            let newest = newest_in(open(cfg, false)?)?;
+            let at = place::newest(saved);
+            let entries = match (
+                newest.as_deref().and_then(cursor::seqnum),
+                at.and_then(cursor::seqnum),
+            ) {
+                (Some((space, seq)), Some((s, saved_seq))) if s == space => {
+                    seq.saturating_sub(saved_seq)
+                }
+                _ => 0,
+            };
+            let oldest = at
+                .and_then(|c| cursor::parse(c).ok())
+                .map(|c| c.realtime_usec);
+            note(entries, oldest, &mut b);
+        }
+        Source::Directory(_) | Source::Files(_) => {
+            let mut per: HashMap<String, (u64, u64, Option<u64>)> = HashMap::new();
+            for f in source_files(cfg)? {
+                let Ok(Some(h)) = header::read(&f) else {
+                    continue;
+                };
+                let e = per.entry(h.space()).or_insert((0, 0, None));
+                if h.n_entries > 0 {
+                    e.0 = e.0.max(h.tail_seqnum);
+                    e.1 += h.n_entries;
+                    e.2 = Some(e.2.map_or(h.head_realtime, |o: u64| o.min(h.head_realtime)));
+                }
+            }
+            for (space, (tail, n, head)) in per {
+                match saved_at(&space) {
+                    Some((seq, t)) => note(tail.saturating_sub(seq), t, &mut b),
+                    None => note(n, head, &mut b),
+                }
+            }
         }
     }
-    Ok(behind)
+    Ok(b)
 }
 
 /// The journal files of the source that cannot be opened, with why: libsystemd leaves such

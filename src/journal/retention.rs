@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Journal, open};
 use crate::config::{JournalConfig, Source};
 
 /// journald's built-in caps for the defaults "10 % / 15 % of the file system".
@@ -228,17 +227,15 @@ pub(crate) struct Sample {
     pub(crate) oldest_usec: u64,
 }
 
-/// Opens the whole source (filters ignored) and samples it.
+/// Samples the whole source (filters ignored).
 pub(crate) fn sample(cfg: &JournalConfig, now_usec: u64) -> anyhow::Result<Sample> {
-    let j: Journal = open(cfg, false)?;
-    let usage = j.usage()?;
-    let oldest_usec = j
-        .cutoff_realtime_usec()?
-        .map_or(now_usec, |(oldest, _)| oldest);
+    let g = super::measure(cfg)?;
     Ok(Sample {
         at_usec: now_usec,
-        usage,
-        oldest_usec,
+        usage: g
+            .usage_bytes
+            .ok_or_else(|| anyhow::anyhow!("the journal's disk usage is unknown"))?,
+        oldest_usec: g.oldest_usec.unwrap_or(now_usec),
     })
 }
 

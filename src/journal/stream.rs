@@ -6,6 +6,7 @@
 //! them in that order. Merging several writers is the reader's business (`mod.rs`).
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use systemd::journal::Journal;
@@ -17,7 +18,8 @@ use crate::config::{JournalConfig, Start};
 const MAX_NEXT_ERRORS: u32 = 1000;
 
 pub(super) struct Stream {
-    j: Journal,
+    /// The open handle; `None` while the stream is parked (its files closed).
+    j: Option<Journal>,
     /// The writer's sequence-number space (the `s=` part of its cursors) for a stream over
     /// some files of a directory; `None` for a stream over the whole source.
     pub(super) space: Option<String>,
@@ -27,40 +29,85 @@ pub(super) struct Stream {
     /// Where the handle was sought to, while it has not moved since (a reopened handle
     /// continues from there).
     sought: Option<String>,
+    /// Where a handle that never stood on an entry was placed (head, or a time).
+    origin: Anchor,
+    /// Where a parked stream continues when it is opened again.
+    parked: Option<Anchor>,
     next_errors: u32,
     pub(super) stats: ReadStats,
     /// The last boot id seen and its text: consecutive entries share it, and formatting
     /// 16 bytes as hex for every entry showed up in profiles.
     boot: Option<(systemd::id128::Id128, String)>,
+    /// Entries returned since the handle was last opened, for sharing the open handles
+    /// fairly among writers with entries to read.
+    pub(super) taken_since_open: u64,
+    /// The reader's bookkeeping for sources read per writer: waiting for a turn to open,
+    /// the last time the stream had an entry to read, the newest sequence number its files'
+    /// headers showed when it was parked, and its newest unfiltered cursor with the tail it
+    /// was read at.
+    pub(super) queued: bool,
+    pub(super) active_at: Instant,
+    tail_at_park: Option<u64>,
+    pub(super) newest: Option<(u64, Option<String>)>,
+}
+
+/// Where a parked stream resumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Anchor {
+    Head,
+    Since(u64),
+    /// After the entry `cursor`, or on it when `include` (it was stood on, not returned).
+    /// A cursor whose entry is gone (vacuumed) resumes at the first entry after it.
+    Cursor {
+        cursor: String,
+        include: bool,
+    },
 }
 
 impl Stream {
     /// A stream over the whole source, with the filters installed.
     pub(super) fn whole(cfg: &JournalConfig) -> Result<Stream> {
-        Ok(Stream::with(open(cfg, true)?, None, Vec::new()))
+        Ok(Stream::with(Some(open(cfg, true)?), None, Vec::new()))
     }
 
-    /// A stream over the files of one writer, with the filters installed.
-    pub(super) fn writer(
-        cfg: &JournalConfig,
-        space: String,
-        files: Vec<PathBuf>,
-    ) -> Result<Stream> {
-        let j = open_files(&files, Some(cfg))?;
-        Ok(Stream::with(j, Some(space), files))
+    /// A stream over the files of one writer, parked at its oldest entry: nothing is open
+    /// until [`unpark`](Self::unpark).
+    pub(super) fn writer(space: String, files: Vec<PathBuf>) -> Stream {
+        let mut s = Stream::with(None, Some(space), files);
+        s.parked = Some(Anchor::Head);
+        s.queued = true;
+        s
     }
 
-    fn with(j: Journal, space: Option<String>, files: Vec<PathBuf>) -> Stream {
+    fn with(j: Option<Journal>, space: Option<String>, files: Vec<PathBuf>) -> Stream {
         Stream {
             j,
             space,
             files,
             ready: false,
             sought: None,
+            origin: Anchor::Head,
+            parked: None,
             next_errors: 0,
             stats: ReadStats::default(),
             boot: None,
+            taken_since_open: 0,
+            queued: false,
+            active_at: Instant::now(),
+            tail_at_park: None,
+            newest: None,
         }
+    }
+
+    fn j(&mut self) -> &mut Journal {
+        self.j
+            .as_mut()
+            .expect("a parked stream is opened before it is read")
+    }
+
+    /// Whether the stream holds its files open.
+    pub(super) fn is_open(&self) -> bool {
+        self.j.is_some()
     }
 
     /// The same entries without the filters, to tell "filtered out" from "gone".
@@ -74,7 +121,7 @@ impl Stream {
 
     /// The journal handle, for waiting on the whole source.
     pub(super) fn handle(&mut self) -> &mut Journal {
-        &mut self.j
+        self.j()
     }
 
     /// Positions the stream: after `cursor` when given, else at `start`. Never skips
@@ -85,26 +132,36 @@ impl Stream {
         cursor: Option<&str>,
         start: Start,
     ) -> Result<Position> {
+        if !self.is_open() {
+            self.parked = None;
+            self.j = Some(open_files(&self.files, Some(cfg))?);
+            self.taken_since_open = 0;
+        }
         self.ready = false;
         self.sought = cursor.map(str::to_string);
+        self.origin = Anchor::Head;
         let Some(c) = cursor else {
+            let j = self.j();
             match start {
-                Start::Head => self.j.seek_head()?,
+                Start::Head => j.seek_head()?,
                 Start::Tail => {
-                    self.j.seek_tail()?;
+                    j.seek_tail()?;
                     // Step onto the newest entry so the next `next()` returns what comes after
                     // it; that entry counts as already seen.
-                    self.j.previous()?;
+                    j.previous()?;
                 }
-                Start::Since(usec) => self.j.seek_realtime_usec(usec)?,
+                Start::Since(usec) => {
+                    j.seek_realtime_usec(usec)?;
+                    self.origin = Anchor::Since(usec);
+                }
             }
             return Ok(Position::Start(start));
         };
-        self.j
-            .seek_cursor(c)
+        let j = self.j();
+        j.seek_cursor(c)
             .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-        let landed = self.j.next()? > 0;
-        if landed && self.j.test_cursor(c)? {
+        let landed = j.next()? > 0;
+        if landed && j.test_cursor(c)? {
             return Ok(Position::AfterCursor);
         }
         match locate_in(self.unfiltered(cfg)?, c)? {
@@ -135,7 +192,7 @@ impl Stream {
             // by timestamp and silently pass older entries that were never shipped, so
             // start from the oldest entry instead: duplicates are better than loss.
             Located::Missing { gap: None, .. } => {
-                self.j.seek_head()?;
+                self.j().seek_head()?;
                 self.sought = None;
                 Ok(Position::CursorLost {
                     gap: None,
@@ -152,7 +209,7 @@ impl Stream {
             return Ok(true);
         }
         loop {
-            match self.j.next() {
+            match self.j().next() {
                 Ok(0) => return Ok(false),
                 Ok(_) => {
                     self.next_errors = 0;
@@ -177,21 +234,22 @@ impl Stream {
 
     /// The realtime timestamp of the entry `advance` stepped onto, for merging writers.
     pub(super) fn head_usec(&self) -> u64 {
-        self.j.timestamp_usec().unwrap_or(0)
+        self.j
+            .as_ref()
+            .and_then(|j| j.timestamp_usec().ok())
+            .unwrap_or(0)
     }
 
     /// Reads the entry `advance` stepped onto into `entry`.
     pub(super) fn take(&mut self, entry: &mut super::Entry) -> Result<()> {
         debug_assert!(self.ready);
         self.ready = false;
+        self.taken_since_open += 1;
         entry.clear();
-        entry.cursor = self.j.cursor().context("sd_journal_get_cursor")?;
-        entry.realtime_usec = self
-            .j
-            .timestamp_usec()
-            .context("sd_journal_get_realtime_usec")?;
-        let (mono, boot) = self
-            .j
+        let j = self.j.as_mut().expect("a ready stream is open");
+        entry.cursor = j.cursor().context("sd_journal_get_cursor")?;
+        entry.realtime_usec = j.timestamp_usec().context("sd_journal_get_realtime_usec")?;
+        let (mono, boot) = j
             .monotonic_timestamp()
             .context("sd_journal_get_monotonic_usec")?;
         entry.monotonic_usec = mono;
@@ -203,9 +261,9 @@ impl Stream {
                 self.boot = Some((boot, text));
             }
         }
-        self.j.restart_data();
+        j.restart_data();
         loop {
-            match self.j.enumerate_data() {
+            match j.enumerate_data() {
                 Ok(Some(f)) => entry.push_journal_field(&f),
                 Ok(None) => break,
                 Err(e) => {
@@ -228,43 +286,76 @@ impl Stream {
         self.ready
     }
 
-    /// Reopens the stream over a new set of its writer's files (rotated, new or vacuumed
-    /// ones), continuing exactly where it stood.
-    pub(super) fn reopen(&mut self, cfg: &JournalConfig, files: Vec<PathBuf>) -> Result<()> {
-        // Where we stand: on the last entry returned (or on one not returned yet), or where
-        // the handle was sought to if it never moved.
-        let here = self.j.cursor().ok();
-        let (anchor, include) = match (&self.sought, here) {
-            (Some(s), _) => (Some(s.clone()), false),
-            (None, Some(h)) => (Some(h), self.ready),
-            (None, None) => (None, false),
+    /// Closes the stream's files, remembering exactly where it stood: on the last entry
+    /// returned (or on one not returned yet), or where the handle was sought to if it never
+    /// moved. A parked stream holds no descriptor.
+    pub(super) fn park(&mut self) {
+        let Some(j) = self.j.take() else { return };
+        let anchor = match (&self.sought, j.cursor()) {
+            (Some(s), _) => Anchor::Cursor {
+                cursor: s.clone(),
+                include: false,
+            },
+            (None, Ok(h)) => Anchor::Cursor {
+                cursor: h,
+                include: self.ready,
+            },
+            (None, Err(_)) => self.origin.clone(),
         };
-        let mut j = open_files(&files, Some(cfg))?;
+        self.parked = Some(anchor);
+        self.ready = false;
+        self.sought = None;
+        self.tail_at_park = super::header::tail_of(&self.files);
+    }
+
+    /// Whether a parked stream's files' headers show entries newer than when it was parked
+    /// (a change the watch did not report).
+    pub(super) fn tail_moved(&self) -> bool {
+        match (self.tail_at_park, super::header::tail_of(&self.files)) {
+            (Some(then), Some(now)) => now > then,
+            (None, Some(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// Opens a parked stream's files again and puts the handle back where it stood.
+    pub(super) fn unpark(&mut self, cfg: &JournalConfig) -> Result<()> {
+        let Some(anchor) = self.parked.clone() else {
+            return Ok(());
+        };
+        let mut j = open_files(&self.files, Some(cfg))?;
         let mut ready = false;
+        let mut sought = None;
         match &anchor {
-            None => j.seek_head()?,
-            Some(c) => {
+            Anchor::Head => j.seek_head()?,
+            Anchor::Since(usec) => j.seek_realtime_usec(*usec)?,
+            Anchor::Cursor { cursor: c, include } => {
                 j.seek_cursor(c.as_str())
                     .map_err(|e| anyhow!("cannot find the cursor {c:?} again: {e}"))?;
                 let landed = j.next()? > 0;
-                // On the anchor itself: returned already unless it was only peeked at. Past
+                // On the anchor itself: returned already unless it was only stood on. Past
                 // it (its file was vacuumed): the entry landed on is new.
-                ready = landed && (include || !j.test_cursor(c.as_str())?);
+                ready = landed && (*include || !j.test_cursor(c.as_str())?);
+                // A handle that did not move keeps its anchor for the next park.
+                if !ready && j.cursor().is_err() {
+                    sought = Some(c.clone());
+                }
             }
         }
-        self.j = j;
-        self.files = files;
-        self.ready = ready;
-        if !ready {
-            // A handle that did not move keeps its anchor for the next reopen.
-            self.sought = anchor.filter(|_| self.j.cursor().is_err());
+        if let Anchor::Head | Anchor::Since(_) = anchor {
+            self.origin = anchor;
         }
+        self.j = Some(j);
+        self.parked = None;
+        self.ready = ready;
+        self.sought = sought;
+        self.taken_since_open = 0;
         Ok(())
     }
 }
 
 /// A handle over some journal files, with the data threshold lifted and, given a config,
-/// its filters installed. No inotify watch: the reader's one watcher covers the directory.
+/// its filters installed. No inotify watch: the reader's one watch covers the directory.
 pub(super) fn open_files(files: &[PathBuf], filters: Option<&JournalConfig>) -> Result<Journal> {
     let names = files
         .iter()

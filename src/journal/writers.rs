@@ -5,11 +5,14 @@
 //! file carries as its `s=` part; a writer keeps its space across rotations (the new file
 //! takes the old one's as template). `systemd-journal-remote` keeps one space per remote
 //! host, so in a central directory a space is a host.
+//!
+//! The space is read from the file's header (`header`), once per file: grouping thousands
+//! of files opens no sd-journal handle and holds no descriptor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use super::stream::open_files;
+use super::header;
 
 /// Files grouped by the space they belong to.
 pub(super) type Groups = BTreeMap<String, Vec<PathBuf>>;
@@ -17,16 +20,19 @@ pub(super) type Groups = BTreeMap<String, Vec<PathBuf>>;
 /// What is known about the files seen so far (a file's space never changes).
 #[derive(Default)]
 pub(super) struct Writers {
-    /// File → its space; `None` while it holds no entry yet.
+    /// File → its space; `None` while its header is not written yet.
     known: HashMap<PathBuf, Option<String>>,
-    /// Files that could not be opened, already reported.
-    reported: std::collections::HashSet<PathBuf>,
+    /// Files that could not be read, already reported.
+    reported: HashSet<PathBuf>,
 }
 
 impl Writers {
-    /// Groups `files` (as listed by [`list`]) by space, skipping files without entries.
+    /// Groups `files` (as listed by [`list`]) by space, skipping files that are not journal
+    /// files yet (a header being written).
     pub(super) fn group(&mut self, files: Vec<PathBuf>) -> Groups {
-        self.known.retain(|f, _| files.contains(f));
+        let listed: HashSet<&PathBuf> = files.iter().collect();
+        self.known.retain(|f, _| listed.contains(f));
+        self.reported.retain(|f| listed.contains(f));
         let mut groups = Groups::new();
         for f in files {
             let space = match self.known.get(&f) {
@@ -44,28 +50,23 @@ impl Writers {
         groups
     }
 
-    /// Whether a file without entries was seen: its writer is not known yet.
-    pub(super) fn has_empty_files(&self) -> bool {
-        self.known.values().any(Option::is_none)
+    /// The space of a file seen before, if its header was readable then.
+    pub(super) fn known_space(&self, file: &Path) -> Option<&str> {
+        self.known.get(file).and_then(|s| s.as_deref())
+    }
+
+    /// Forgets what was learnt about `file` (created or replaced under the same name).
+    pub(super) fn forget(&mut self, file: &Path) {
+        self.known.remove(file);
     }
 
     fn space_of(&mut self, file: &Path) -> Option<String> {
-        let first = open_files(&[file.to_path_buf()], None).and_then(|mut j| {
-            j.seek_head()?;
-            if j.next()? == 0 {
-                return Ok(None);
-            }
-            Ok(Some(j.cursor()?))
-        });
-        match first {
-            Ok(c) => c
-                .as_deref()
-                .and_then(super::cursor::seqnum)
-                .map(|(id, _)| format!("s={id}")),
+        match header::read(file) {
+            Ok(h) => h.map(|h| h.space()),
             Err(e) => {
                 // libsystemd skips such files in a directory too; say so once.
                 if self.reported.insert(file.to_path_buf()) {
-                    tracing::warn!(file = %file.display(), error = format!("{e:#}"), "cannot read this journal file; it is left out until it can be");
+                    tracing::warn!(file = %file.display(), error = %e, "cannot read this journal file; it is left out until it can be");
                 }
                 None
             }
@@ -94,7 +95,19 @@ pub(super) fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn is_journal(p: &Path) -> bool {
+/// The immediate subdirectories of `dir`, whose journal files [`list`] takes too.
+pub(super) fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(super) fn is_journal(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.ends_with(".journal") || n.ends_with(".journal~"))

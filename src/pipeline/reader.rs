@@ -86,8 +86,24 @@ impl<'a> JournalInput<'a> {
         metrics
             .journal_open
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        // A collector has a position per host: the routine ones are summed up in one line
+        // rather than logged a line per host; anything lost is still named per writer.
+        let routine = placed.len() > ROUTINE_LINES;
         for p in &placed {
-            apply_cursor_policy(cfg, p, first)?;
+            apply_cursor_policy(cfg, p, first, routine)?;
+        }
+        if routine {
+            let count = |f: fn(&Position) -> bool| placed.iter().filter(|p| f(&p.position)).count();
+            tracing::info!(
+                writers = placed.len(),
+                after_cursor =
+                    count(|p| matches!(p, Position::AfterCursor | Position::AfterFilteredCursor)),
+                new = count(|p| matches!(p, Position::NewWriter)),
+                from_start = count(|p| matches!(p, Position::Start(_))),
+                lost_or_gone =
+                    count(|p| matches!(p, Position::CursorLost { .. } | Position::WriterGone)),
+                "reading the journal one stream per writer"
+            );
         }
         Ok(JournalInput {
             reader,
@@ -106,6 +122,10 @@ impl<'a> JournalInput<'a> {
         if let Some(o) = g.oldest_usec {
             Metrics::set(&self.metrics.journal_oldest_usec, o);
         }
+        let (writers, open, files) = self.reader.open_counts();
+        Metrics::set(&self.metrics.journal_writers, writers as u64);
+        Metrics::set(&self.metrics.journal_writers_open, open as u64);
+        Metrics::set(&self.metrics.journal_files_open, files as u64);
         let stats = self.reader.stats();
         Metrics::set(&self.metrics.journal_corrupt_fields, stats.corrupt_fields);
         Metrics::set(
@@ -115,8 +135,17 @@ impl<'a> JournalInput<'a> {
     }
 }
 
+/// Above this many writers, where each one resumes is logged as one summary line.
+const ROUTINE_LINES: usize = 8;
+
 /// Logs where reading begins and applies `journal.cursor_lost` when the cursor is gone.
-fn apply_cursor_policy(cfg: &Config, placed: &Placed, first: bool) -> Result<(), Failure> {
+/// `routine_summed` leaves the lines that report no loss to a summary.
+fn apply_cursor_policy(
+    cfg: &Config,
+    placed: &Placed,
+    first: bool,
+    routine_summed: bool,
+) -> Result<(), Failure> {
     let resume = placed.cursor.as_deref();
     match &placed.position {
         Position::WriterGone => {
@@ -131,6 +160,11 @@ fn apply_cursor_policy(cfg: &Config, placed: &Placed, first: bool) -> Result<(),
             }
             tracing::error!("{msg}; forgetting it and reading the writers that are there");
         }
+        Position::NewWriter
+        | Position::AfterCursor
+        | Position::AfterFilteredCursor
+        | Position::Start(_)
+            if routine_summed => {}
         Position::NewWriter => tracing::info!(
             writer = placed.writer.as_deref().unwrap_or_default(),
             "a writer the saved place does not know: reading it from its oldest entry"
