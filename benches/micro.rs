@@ -81,5 +81,49 @@ fn watermark(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, encode, watermark);
+/// A checkpoint of a collector with 5,000 writers (issue 31): the place rendered from the
+/// watermark after one more entry was delivered, and written the way the cursor file is
+/// (temporary file, fsync, rename). Prints the place's size once.
+fn checkpoint_5000_writers(c: &mut Criterion) {
+    let cursor = |w: u64, i: u64| {
+        format!(
+            "s={w:032x};i={i:x};b=1e2feb89414c343c1027c4d1c386bbc4;m=5b7f4b;t=60a24182d740b;x=9b8e9c53bf7e9fdb"
+        )
+    };
+    let seed: Vec<String> = (0..5000).map(|w| cursor(w, 40)).collect();
+    let mut w = Watermark::new();
+    w.seed(&seed.join("\n"));
+    let dir = std::env::temp_dir().join(format!("jk-bench-place-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, tmp) = (dir.join("cursor"), dir.join(".cursor.tmp"));
+    let mut i = 41;
+    let mut g = c.benchmark_group("checkpoint");
+    g.sample_size(20);
+    g.bench_function("render the place, 5000 writers", |b| {
+        b.iter(|| {
+            let seq = w.push(cursor(i % 5000, i), 100);
+            w.delivered(seq);
+            i += 1;
+            std::hint::black_box(w.safe_place())
+        })
+    });
+    let place = w.safe_place().unwrap();
+    eprintln!(
+        "checkpoint: a place of 5000 writers is {} bytes",
+        place.len()
+    );
+    g.bench_function("write the place, 5000 writers (fsync, rename)", |b| {
+        b.iter(|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).unwrap();
+            f.write_all(place.as_bytes()).unwrap();
+            f.sync_all().unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, encode, watermark, checkpoint_5000_writers);
 criterion_main!(benches);

@@ -238,13 +238,48 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert_eq!(saved as u64, hosts, "one saved position per host");
 
-    // A restart ships nothing twice.
+    // A restart ships nothing twice; then ten hosts are removed from the directory (the
+    // collector's retention) and their positions are forgotten, not carried for ever.
     let mut agent = Agent::start_with_nofile(&s.path("agent2"), &cfg, "1024:1024");
     std::thread::sleep(Duration::from_secs(5));
-    let log = agent.log();
-    assert!(agent.stop().success(), "{log}");
     let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
-    assert_eq!(got, total, "nothing shipped twice after a restart");
+    assert_eq!(
+        got,
+        total,
+        "nothing shipped twice after a restart: {}",
+        agent.log()
+    );
     let (lost, dups, _, records) = verify(agent.config.as_path());
     assert_eq!((lost, dups, records), (0, 0, total));
+    for h in 1..=10 {
+        std::fs::remove_file(live_file(&jdir, h)).unwrap();
+    }
+    // The reader notices at its next gauge pass (every 10 s); a new entry makes the
+    // checkpoint that leaves them out.
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    loop {
+        write_export(
+            &jdir,
+            "remote-host-11.journal",
+            &export(11, FIRST + sent, 1, recent_usec(1)),
+        );
+        sent += 1;
+        std::thread::sleep(Duration::from_secs(2));
+        let saved = agent.cursor().unwrap_or_default().lines().count() as u64;
+        if saved == hosts - 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{saved} positions saved for {} hosts: {}",
+            hosts - 10,
+            agent.log()
+        );
+    }
+    let log = agent.log();
+    assert!(agent.stop().success(), "{log}");
+    assert!(log.contains("its saved position is forgotten"), "{log}");
+    let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
+    assert_eq!(got, total + sent);
 }

@@ -350,6 +350,11 @@ impl Tracker {
         self.lock().wm.newest_place()
     }
 
+    /// Drops a gone writer's position (see [`Watermark::forget`]).
+    pub fn forget(&self, stream: &str) -> bool {
+        self.lock().wm.forget(stream)
+    }
+
     /// The positions the session starts from (see [`Watermark::seed`]).
     pub fn seed(&self, place: &str) {
         self.lock().wm.seed(place);

@@ -123,6 +123,21 @@ impl Watermark {
         Some(render(&self.streams))
     }
 
+    /// Drops `stream`'s position from every place saved from now on (its writer's files
+    /// are all gone). Refused (false) while entries of it are still registered: their
+    /// delivery would bring the position back.
+    pub fn forget(&mut self, stream: &str) -> bool {
+        if self
+            .ring
+            .iter()
+            .any(|s| super::place::stream_of(&s.cursor) == stream)
+        {
+            return false;
+        }
+        self.streams.remove(stream);
+        true
+    }
+
     /// The place the watermark will stand at once everything registered is delivered.
     pub fn newest_place(&self) -> Option<String> {
         if self.ring.is_empty() {

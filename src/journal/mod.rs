@@ -173,6 +173,8 @@ pub struct Reader {
     reads: u32,
     /// Read statistics of streams that were closed (their writer's files are gone).
     retired: ReadStats,
+    /// Writers whose files are all gone since the caller last asked.
+    gone: Vec<String>,
 }
 
 /// What a source read per writer keeps besides its streams.
@@ -249,6 +251,7 @@ impl Reader {
             per_writer,
             reads: 0,
             retired: ReadStats::default(),
+            gone: Vec::new(),
         };
         r.reindex();
         Ok(r)
@@ -515,6 +518,7 @@ impl Reader {
                         pw.open_files -= s.files.len();
                     }
                     self.retired.add(s.stats);
+                    self.gone.push(space);
                 }
             }
         }
@@ -576,6 +580,12 @@ impl Reader {
             return Ok(usage_of(&source_files(&self.cfg)?));
         }
         Ok(self.streams[0].handle().usage()?)
+    }
+
+    /// The writers whose files all went away (vacuumed, removed) since the last call: what
+    /// to do with their saved positions is the caller's policy.
+    pub fn take_gone(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.gone)
     }
 
     /// What the reader had to step over, over all streams.

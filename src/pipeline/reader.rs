@@ -46,6 +46,9 @@ pub(super) struct JournalInput<'a> {
     metrics: &'a Metrics,
     /// Tell the shipping thread when the journal goes quiet (exactly-once commits then).
     commit_on_idle: bool,
+    /// Writers whose files are all gone, whose positions wait to be forgotten until none
+    /// of their entries is in flight.
+    gone: Vec<String>,
 }
 
 impl<'a> JournalInput<'a> {
@@ -111,7 +114,30 @@ impl<'a> JournalInput<'a> {
             tracker,
             metrics,
             commit_on_idle,
+            gone: Vec::new(),
         })
+    }
+
+    /// `journal.cursor_lost` for a writer whose files went away while the agent ran:
+    /// `resume` forgets its position (a collector's retention removes old hosts; carrying
+    /// them would grow every checkpoint for ever), `refuse` keeps it so that the next start
+    /// asks the operator, as it does for a writer gone while the agent was stopped.
+    fn forget_gone(&mut self) {
+        for w in self.reader.take_gone() {
+            if self.cfg.journal.cursor_lost == CursorLost::Refuse {
+                tracing::warn!(writer = %w, "every journal file of this writer is gone; keeping its saved position (journal.cursor_lost = \"refuse\": the next start will refuse until the operator decides)");
+            } else {
+                self.gone.push(w);
+            }
+        }
+        let tracker = self.tracker;
+        self.gone.retain(|w| {
+            let done = tracker.forget(w);
+            if done {
+                tracing::info!(writer = %w, "every journal file of this writer is gone; its saved position is forgotten");
+            }
+            !done
+        });
     }
 
     fn refresh_gauges(&mut self) {
@@ -325,6 +351,7 @@ impl Input for JournalInput<'_> {
             if last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
                 last_gauges = Some(Instant::now());
                 self.refresh_gauges();
+                self.forget_gone();
             }
             if filtered && last_pass.elapsed() >= pass_interval {
                 last_pass = Instant::now();
