@@ -282,4 +282,18 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     assert!(log.contains("its saved position is forgotten"), "{log}");
     let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
     assert_eq!(got, total + sent);
+    // `check` under the same limit opens the source the way `run` does, and says how many
+    // files it holds against the limit.
+    let (st, out) = run_command({
+        let mut c = std::process::Command::new("prlimit");
+        c.args(["--nofile=1024:1024", BIN, "check", "--config"])
+            .arg(&agent.config);
+        c
+    });
+    assert!(
+        st.success()
+            && out.contains("ok    open files: the source has")
+            && out.contains("at most 512 of them open"),
+        "{out}"
+    );
 }

@@ -46,18 +46,26 @@ impl FileHeader {
 /// Reads `path`'s header. `Ok(None)` for a file that is not (yet) a journal file: shorter
 /// than a header (being created) or without the signature.
 pub(crate) fn read(path: &Path) -> io::Result<Option<FileHeader>> {
+    read_with_inode(path).map(|(_, h)| h)
+}
+
+/// [`read`], with the inode number of the file it read (a name can be given to another
+/// file by a rotation at any moment).
+pub(crate) fn read_with_inode(path: &Path) -> io::Result<(u64, Option<FileHeader>)> {
+    use std::os::unix::fs::MetadataExt;
     let f = File::open(path)?;
+    let ino = f.metadata()?.ino();
     let mut buf = [0u8; READ];
     let mut got = 0;
     while got < READ {
         match f.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => return Ok(None),
+            Ok(0) => return Ok((ino, None)),
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(parse(&buf))
+    Ok((ino, parse(&buf)))
 }
 
 /// The newest sequence number among `files` that hold entries, if any header says so.

@@ -271,12 +271,33 @@ impl Reader {
                 (Some(space), Some(p)) => place::position_of(p, space),
             };
             let was_open = s.is_open();
-            let position = match (cursor, place) {
-                (None, Some(_)) => {
-                    s.seek(cfg, None, Start::Head)?;
-                    Position::NewWriter
+            let sought = match (cursor, place) {
+                (None, Some(_)) => s.seek(cfg, None, Start::Head).map(|_| Position::NewWriter),
+                (c, _) => s.seek(cfg, c, cfg.start),
+            };
+            let position = match sought {
+                Ok(p) => p,
+                // One writer whose files cannot be opened must not keep the others from
+                // starting: it waits, parked at its saved place, for its files to change.
+                Err(e) if self.per_writer.is_some() && !is_out_of_descriptors(&e) => {
+                    tracing::error!(
+                        writer = s.space.as_deref().unwrap_or(""),
+                        error = format!("{e:#}"),
+                        "cannot read this writer's journal files; reading the others and trying it again when its files change"
+                    );
+                    s.park_at(cursor);
+                    placed.push(Placed {
+                        writer: s.space.clone(),
+                        cursor: cursor.map(str::to_string),
+                        position: if cursor.is_some() {
+                            Position::AfterCursor
+                        } else {
+                            Position::NewWriter
+                        },
+                    });
+                    continue;
                 }
-                (c, _) => s.seek(cfg, c, cfg.start)?,
+                Err(e) => return Err(e),
             };
             if let Some(pw) = &mut self.per_writer {
                 let n = s.files.len();
@@ -382,8 +403,10 @@ impl Reader {
         if changes.overflow || periodic {
             // Events may have been lost: a parked writer whose files say they hold newer
             // entries than when it was parked is looked at again.
+            // (Not every parked writer on an overflow: reopening thousands of hosts because
+            // the queue overflowed while Kafka pushed back would feed the overload.)
             for (i, s) in self.streams.iter_mut().enumerate() {
-                if !s.is_open() && (changes.overflow || s.tail_moved()) {
+                if !s.is_open() && !s.queued && s.tail_moved() {
                     pw.wake(s, i);
                 }
             }
@@ -437,8 +460,14 @@ impl Reader {
             if pw.open_files > 0 && pw.open_files + n > pw.budget {
                 break;
             }
-            match s.unpark(&self.cfg) {
-                Ok(()) => {
+            let writers = &pw.writers;
+            match s.unpark_checked(&self.cfg, |files| writers.unchanged(files)) {
+                Ok(false) => {
+                    // Rotated since the listing: list again before opening it.
+                    pw.rescan = true;
+                    break;
+                }
+                Ok(true) => {
                     pw.queue.pop_front();
                     s.queued = false;
                     pw.open_files += n;
@@ -473,7 +502,20 @@ impl Reader {
                     }
                     break;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // None of its files can be opened now (corrupt, vacuumed since the
+                    // listing): the others go on; it is tried again when its files change.
+                    pw.queue.pop_front();
+                    s.queued = false;
+                    let msg = format!("cannot read this writer's journal files: {e:#}");
+                    if let Some(suppressed) = pw.log.admit(&msg) {
+                        tracing::error!(
+                            suppressed,
+                            writer = s.space.as_deref().unwrap_or(""),
+                            "{msg}; reading the other writers and trying it again when its files change"
+                        );
+                    }
+                }
             }
         }
         self.heap.clear();
@@ -512,6 +554,9 @@ impl Reader {
                     s.queued = true;
                     kept.push(s);
                 }
+                // Its files are not in the listing, yet some still exist (a header that could
+                // not be read just now, a subdirectory that could not be listed): keep it.
+                None if s.files.iter().any(|f| f.exists()) => kept.push(s),
                 None => {
                     tracing::info!(writer = %space, "the journal files of this writer are gone; closing its stream");
                     if s.is_open() {
@@ -611,6 +656,12 @@ impl Reader {
     pub fn newest_cursors(&mut self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for s in &mut self.streams {
+            // Only a writer known to be read to its end may let the watermark pass its
+            // newest entry: not one standing on an entry, waiting for its turn, or parked
+            // with entries the watch has not reported yet.
+            if s.space.is_some() && (s.queued || s.is_ready() || (!s.is_open() && s.tail_moved())) {
+                continue;
+            }
             let tail = s.space.as_ref().and_then(|_| header::tail_of(&s.files));
             if let (Some(t), Some((seen, c))) = (tail, &s.newest) {
                 if t == *seen {
@@ -638,13 +689,20 @@ impl PerWriter {
     }
 }
 
-/// Half the soft open-file limit, for the journal files of a source read per writer: the
-/// rest is for Kafka connections, listeners and the state directory.
+/// The journal files a source read per writer holds open at most, under the soft limit
+/// now in force.
 fn file_budget() -> usize {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    usize::try_from(soft / 2)
+    open_file_budget(
+        rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX),
+    )
+}
+
+/// Half of an open-file limit, for the journal files of a source read per writer: the rest
+/// is for Kafka connections, listeners and the state directory.
+pub fn open_file_budget(limit: u64) -> usize {
+    usize::try_from(limit / 2)
         .unwrap_or(usize::MAX)
         .clamp(8, MAX_OPEN_FILES)
 }
@@ -745,8 +803,7 @@ fn source_files(cfg: &JournalConfig) -> Result<Vec<PathBuf>> {
 }
 
 /// How many journal files a directory or files source names now (`None` for the local
-/// journal and namespaces), for `check` to set against the open-file limit: the directory
-/// source holds about two descriptors per file while it runs (issue 31).
+/// journal and namespaces), for `check` to set against the open-file limit.
 pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
     match &cfg.source {
         Source::Directory(_) | Source::Files(_) => source_files(cfg).ok().map(|f| f.len()),

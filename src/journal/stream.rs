@@ -49,6 +49,8 @@ pub(super) struct Stream {
     pub(super) active_at: Instant,
     tail_at_park: Option<u64>,
     pub(super) newest: Option<(u64, Option<String>)>,
+    /// Files of this writer libsystemd refused, already reported; opened without them.
+    unreadable: Vec<PathBuf>,
 }
 
 /// Where a parked stream resumes.
@@ -96,6 +98,7 @@ impl Stream {
             active_at: Instant::now(),
             tail_at_park: None,
             newest: None,
+            unreadable: Vec::new(),
         }
     }
 
@@ -133,8 +136,8 @@ impl Stream {
         start: Start,
     ) -> Result<Position> {
         if !self.is_open() {
+            self.j = Some(open_readable(&self.files, &mut self.unreadable, cfg)?);
             self.parked = None;
-            self.j = Some(open_files(&self.files, Some(cfg))?);
             self.taken_since_open = 0;
         }
         self.ready = false;
@@ -244,6 +247,8 @@ impl Stream {
     pub(super) fn take(&mut self, entry: &mut super::Entry) -> Result<()> {
         debug_assert!(self.ready);
         self.ready = false;
+        // Returned: a later park anchors on this entry, never on where the handle was sought.
+        self.sought = None;
         self.taken_since_open += 1;
         entry.clear();
         let j = self.j.as_mut().expect("a ready stream is open");
@@ -318,12 +323,51 @@ impl Stream {
         }
     }
 
+    /// [`unpark`](Self::unpark), then `still` on the files: when they changed under their
+    /// names meanwhile (a rotation since the listing), the stream is parked again at the
+    /// very anchor it had, never at what the wrong files made it land on. Returns whether
+    /// the stream is open.
+    pub(super) fn unpark_checked(
+        &mut self,
+        cfg: &JournalConfig,
+        still: impl Fn(&[PathBuf]) -> bool,
+    ) -> Result<bool> {
+        if !still(&self.files) {
+            return Ok(false);
+        }
+        let anchor = self.parked.clone();
+        self.unpark(cfg)?;
+        if still(&self.files) {
+            return Ok(true);
+        }
+        self.j = None;
+        self.parked = anchor;
+        self.ready = false;
+        self.sought = None;
+        Ok(false)
+    }
+
+    /// Parks a stream that could not be opened at all, to resume after `cursor` (or from its
+    /// oldest entry) once it can.
+    pub(super) fn park_at(&mut self, cursor: Option<&str>) {
+        self.j = None;
+        self.ready = false;
+        self.sought = None;
+        self.parked = Some(match cursor {
+            Some(c) => Anchor::Cursor {
+                cursor: c.to_string(),
+                include: false,
+            },
+            None => Anchor::Head,
+        });
+    }
+
     /// Opens a parked stream's files again and puts the handle back where it stood.
     pub(super) fn unpark(&mut self, cfg: &JournalConfig) -> Result<()> {
         let Some(anchor) = self.parked.clone() else {
             return Ok(());
         };
-        let mut j = open_files(&self.files, Some(cfg))?;
+        let mut j = open_readable(&self.files, &mut self.unreadable, cfg)?;
         let mut ready = false;
         let mut sought = None;
         match &anchor {
@@ -373,6 +417,46 @@ pub(super) fn open_files(files: &[PathBuf], filters: Option<&JournalConfig>) -> 
         super::matches::apply(&mut j, &cfg.filter)?;
     }
     Ok(j)
+}
+
+/// [`open_files`] with the filters, leaving out (and naming) files libsystemd refuses: a
+/// handle over several files fails as a whole when one of them cannot be opened (a
+/// truncated `.journal~`, a file vacuumed since the listing), and one bad file must not
+/// stop its writer's good ones. Fails when no file can be opened, or when the process is
+/// out of descriptors (the caller's budget decides then, not a file-by-file retry).
+fn open_readable(
+    files: &[PathBuf],
+    unreadable: &mut Vec<PathBuf>,
+    cfg: &JournalConfig,
+) -> Result<Journal> {
+    unreadable.retain(|f| files.contains(f));
+    let known_good: Vec<PathBuf> = files
+        .iter()
+        .filter(|f| !unreadable.contains(f))
+        .cloned()
+        .collect();
+    match open_files(&known_good, Some(cfg)) {
+        Ok(j) if !known_good.is_empty() => return Ok(j),
+        Err(e) if super::is_out_of_descriptors(&e) => return Err(e),
+        _ => {}
+    }
+    let mut good = Vec::with_capacity(files.len());
+    for f in files {
+        match open_files(std::slice::from_ref(f), None) {
+            Ok(_) => good.push(f.clone()),
+            Err(e) if super::is_out_of_descriptors(&e) => return Err(e),
+            Err(e) => {
+                if !unreadable.contains(f) {
+                    unreadable.push(f.clone());
+                    tracing::warn!(file = %f.display(), error = format!("{e:#}"), "this journal file cannot be opened; its writer is read without it");
+                }
+            }
+        }
+    }
+    if good.is_empty() {
+        bail!("none of the journal files {files:?} can be opened");
+    }
+    open_files(&good, Some(cfg))
 }
 
 /// Looks the cursor up in an unfiltered handle: only there does "not found" mean "gone".

@@ -20,8 +20,8 @@ pub(super) type Groups = BTreeMap<String, Vec<PathBuf>>;
 /// What is known about the files seen so far (a file's space never changes).
 #[derive(Default)]
 pub(super) struct Writers {
-    /// File → its space; `None` while its header is not written yet.
-    known: HashMap<PathBuf, Option<String>>,
+    /// File → its inode and space (`None` while its header is not written yet).
+    known: HashMap<PathBuf, (u64, Option<String>)>,
     /// Files that could not be read, already reported.
     reported: HashSet<PathBuf>,
 }
@@ -36,12 +36,14 @@ impl Writers {
         let mut groups = Groups::new();
         for f in files {
             let space = match self.known.get(&f) {
-                Some(Some(s)) => Some(s.clone()),
-                _ => {
-                    let s = self.space_of(&f);
-                    self.known.insert(f.clone(), s.clone());
-                    s
-                }
+                Some((ino, Some(s))) if same_inode(&f, *ino) => Some(s.clone()),
+                _ => match self.space_of(&f) {
+                    Some((ino, s)) => {
+                        self.known.insert(f.clone(), (ino, s.clone()));
+                        s
+                    }
+                    None => None,
+                },
             };
             if let Some(s) = space {
                 groups.entry(s).or_default().push(f);
@@ -52,7 +54,17 @@ impl Writers {
 
     /// The space of a file seen before, if its header was readable then.
     pub(super) fn known_space(&self, file: &Path) -> Option<&str> {
-        self.known.get(file).and_then(|s| s.as_deref())
+        self.known.get(file).and_then(|(_, s)| s.as_deref())
+    }
+
+    /// Whether every one of `files` is still the file that was grouped under its name: a
+    /// rotation renames the active file away and gives its name to a new one.
+    pub(super) fn unchanged(&self, files: &[PathBuf]) -> bool {
+        files.iter().all(|f| {
+            self.known
+                .get(f)
+                .is_some_and(|(ino, _)| same_inode(f, *ino))
+        })
     }
 
     /// Forgets what was learnt about `file` (created or replaced under the same name).
@@ -60,9 +72,9 @@ impl Writers {
         self.known.remove(file);
     }
 
-    fn space_of(&mut self, file: &Path) -> Option<String> {
-        match header::read(file) {
-            Ok(h) => h.map(|h| h.space()),
+    fn space_of(&mut self, file: &Path) -> Option<(u64, Option<String>)> {
+        match header::read_with_inode(file) {
+            Ok((ino, h)) => Some((ino, h.map(|h| h.space()))),
             Err(e) => {
                 // libsystemd skips such files in a directory too; say so once.
                 if self.reported.insert(file.to_path_buf()) {
@@ -72,6 +84,11 @@ impl Writers {
             }
         }
     }
+}
+
+fn same_inode(f: &Path, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(f).is_ok_and(|m| m.ino() == ino)
 }
 
 /// The journal files of a directory as `sd_journal_open_directory` takes them: the
