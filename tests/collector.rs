@@ -282,6 +282,48 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     assert!(log.contains("its saved position is forgotten"), "{log}");
     let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
     assert_eq!(got, total + sent);
+    // `status` counts every writer from the files' headers and finds none behind.
+    let (st, out) = run_cli(&[
+        "status",
+        "--json",
+        "--config",
+        agent.config.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        (
+            json["writers"].as_u64(),
+            json["writers_behind"].as_u64(),
+            json["lag_entries"].as_u64()
+        ),
+        (Some(hosts - 10), Some(0), Some(0)),
+        "{st:?} {out}"
+    );
+    // A host the saved place does not know yet counts with all its entries.
+    write_export(
+        &jdir,
+        "remote-host-new.journal",
+        &export(hosts, 0, 7, recent_usec(1)),
+    );
+    let (_, out) = run_cli(&[
+        "status",
+        "--json",
+        "--config",
+        agent.config.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap_or_default()).unwrap();
+    assert_eq!(
+        (
+            json["writers"].as_u64(),
+            json["writers_behind"].as_u64(),
+            json["lag_entries"].as_u64()
+        ),
+        (Some(hosts - 9), Some(1), Some(7)),
+        "{out}"
+    );
     // `check` under the same limit opens the source the way `run` does, and says how many
     // files it holds against the limit.
     let (st, out) = run_command({

@@ -8,8 +8,8 @@
 //! version; newer fields only ever append).
 //!
 //! Owns nothing but the parsing. Must never be trusted for entry data: a header is a
-//! summary the writer updates after the entries it describes, so it can lag the file by an
-//! entry, never lead it. Callers use it to decide where to look, and read entries through
+//! summary the writer updates as it appends (the tail sequence number is taken before the
+//! entry is linked, so it can lead the readable entries by one). Callers use it to decide where to look, and read entries through
 //! libsystemd.
 
 use std::fs::File;
