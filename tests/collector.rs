@@ -150,14 +150,8 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 peak_fds.fetch_max(open_fds(pid), Ordering::Relaxed);
-                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kib) = status
-                        .lines()
-                        .find_map(|l| l.strip_prefix("RssAnon:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                    {
-                        peak_anon.fetch_max(kib, Ordering::Relaxed);
-                    }
+                if let Some(kib) = try_rss_anon_kib(pid) {
+                    peak_anon.fetch_max(kib, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -282,48 +276,25 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     assert!(log.contains("its saved position is forgotten"), "{log}");
     let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
     assert_eq!(got, total + sent);
-    // `status` counts every writer from the files' headers and finds none behind.
-    let (st, out) = run_cli(&[
-        "status",
-        "--json",
-        "--config",
-        agent.config.to_str().unwrap(),
-    ]);
-    let json: serde_json::Value =
-        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap_or_default())
-            .unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!(
-        (
-            json["writers"].as_u64(),
-            json["writers_behind"].as_u64(),
-            json["lag_entries"].as_u64()
-        ),
-        (Some(hosts - 10), Some(0), Some(0)),
-        "{st:?} {out}"
-    );
-    // A host the saved place does not know yet counts with all its entries.
+    // `status` counts every writer from the files' headers and finds none behind; a host
+    // the saved place does not know yet counts with all its entries.
+    let behind = |config: &Path| {
+        let (_, out) = run_cli(&["status", "--json", "--config", config.to_str().unwrap()]);
+        let json: serde_json::Value =
+            serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}: {out}"));
+        let n = |k: &str| json[k].as_u64();
+        ((n("writers"), n("writers_behind"), n("lag_entries")), out)
+    };
+    let (got, out) = behind(&agent.config);
+    assert_eq!(got, (Some(hosts - 10), Some(0), Some(0)), "{out}");
     write_export(
         &jdir,
         "remote-host-new.journal",
         &export(hosts, 0, 7, recent_usec(1)),
     );
-    let (_, out) = run_cli(&[
-        "status",
-        "--json",
-        "--config",
-        agent.config.to_str().unwrap(),
-    ]);
-    let json: serde_json::Value =
-        serde_json::from_str(out.lines().find(|l| l.starts_with('{')).unwrap_or_default()).unwrap();
-    assert_eq!(
-        (
-            json["writers"].as_u64(),
-            json["writers_behind"].as_u64(),
-            json["lag_entries"].as_u64()
-        ),
-        (Some(hosts - 9), Some(1), Some(7)),
-        "{out}"
-    );
+    let (got, out) = behind(&agent.config);
+    assert_eq!(got, (Some(hosts - 9), Some(1), Some(7)), "{out}");
     // `check` under the same limit opens the source the way `run` does, and says how many
     // files it holds against the limit.
     let (st, out) = run_command({

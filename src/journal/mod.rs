@@ -307,8 +307,7 @@ impl Reader {
                 // Beyond the budget: closed again, its place kept, and read in its turn.
                 s.queued = pw.open_files > pw.budget;
                 if s.queued {
-                    s.park();
-                    pw.open_files -= n;
+                    pw.park(s);
                 }
                 s.active_at = Instant::now();
             }
@@ -435,8 +434,7 @@ impl Reader {
             // A writer that had its turn while others wait gives its files up, keeping the
             // entry it stands on for its next turn.
             if waiting && s.taken_since_open >= TURN {
-                pw.open_files -= s.files.len();
-                s.park();
+                pw.park(s);
                 pw.wake(s, i);
                 continue;
             }
@@ -445,8 +443,7 @@ impl Reader {
                 continue;
             }
             if waiting || s.active_at.elapsed() >= QUIET {
-                pw.open_files -= s.files.len();
-                s.park();
+                pw.park(s);
             }
         }
         while let Some(&i) = pw.queue.front() {
@@ -545,10 +542,7 @@ impl Reader {
             match groups.remove(&space) {
                 Some(files) if files == s.files => kept.push(s),
                 Some(files) => {
-                    if s.is_open() {
-                        pw.open_files -= s.files.len();
-                        s.park();
-                    }
+                    pw.park(&mut s);
                     s.files = files;
                     // New or rotated files: likely new entries.
                     s.queued = true;
@@ -680,6 +674,14 @@ impl Reader {
 }
 
 impl PerWriter {
+    /// Parks an open stream, giving its files back to the budget.
+    fn park(&mut self, s: &mut Stream) {
+        if s.is_open() {
+            self.open_files -= s.files.len();
+            s.park();
+        }
+    }
+
     /// Puts a parked stream in the queue of those with entries to read.
     fn wake(&mut self, s: &mut Stream, i: usize) {
         if !s.is_open() && !s.queued {
@@ -716,12 +718,10 @@ fn is_out_of_descriptors(e: &anyhow::Error) -> bool {
                 c.downcast_ref::<systemd::Error>()
                     .and_then(|e| e.raw_os_error())
             });
-        matches!(os, Some(n) if n == EMFILE || n == ENFILE)
+        use rustix::io::Errno;
+        matches!(os, Some(n) if n == Errno::MFILE.raw_os_error() || n == Errno::NFILE.raw_os_error())
     })
 }
-
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
 
 /// The disk usage and oldest entry time of the whole source, filters ignored. A source
 /// read per writer is measured from file sizes and headers: a handle over every file of a

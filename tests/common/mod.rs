@@ -625,12 +625,16 @@ impl Drop for Scratch {
 
 /// Anonymous resident memory of a process: journal mmaps excluded, unlike VmRSS.
 pub fn rss_anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    try_rss_anon_kib(pid).unwrap()
+}
+
+/// [`rss_anon_kib`], `None` once the process is gone (for samplers that outlive it).
+pub fn try_rss_anon_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Microseconds since the epoch, now.
