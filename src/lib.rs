@@ -27,6 +27,7 @@ pub mod format;
 mod forward;
 pub mod journal;
 mod kafka;
+mod lifecycle;
 mod logging;
 mod malloc;
 mod metrics;

@@ -19,6 +19,15 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// One input as the supervisor saw it (`/status`, `/health/ready`).
+#[derive(Debug, Clone)]
+pub struct InputState {
+    pub name: &'static str,
+    pub status: String,
+    /// Why it does not serve now.
+    pub unhealthy: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     pub entries_read: AtomicU64,
@@ -105,6 +114,8 @@ pub struct Metrics {
     /// Unix seconds when the safe cursor last advanced.
     pub last_progress: AtomicU64,
     pub journal_open: AtomicBool,
+    /// Each input as the supervisor last saw it (`None` until it first looked).
+    pub inputs: Mutex<Option<Vec<InputState>>>,
     /// A broker answers: set by acknowledgements, metadata answers, librdkafka errors and
     /// statistics (`broker_state`), whichever comes first.
     pub broker_up: AtomicBool,
@@ -171,6 +182,7 @@ impl Default for Metrics {
             loss_forecast_secs: AtomicU64::new(u64::MAX),
             last_progress: AtomicU64::new(0),
             journal_open: AtomicBool::new(false),
+            inputs: Mutex::new(None),
             broker_up: AtomicBool::new(false),
             broker_rtt_usec: AtomicU64::new(0),
             producer_queue_messages: AtomicU64::new(0),
@@ -244,6 +256,23 @@ impl Metrics {
         Self::set(&self.producer_request_errors, errors);
     }
 
+    pub fn set_inputs(&self, inputs: Vec<InputState>) {
+        *self.inputs.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs);
+    }
+
+    /// Why inputs do not serve now ("journal: journal not open"), if any does not.
+    pub fn inputs_unhealthy(&self) -> Option<String> {
+        let g = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(inputs) = g.as_ref() else {
+            return Some("starting".into());
+        };
+        let why: Vec<String> = inputs
+            .iter()
+            .filter_map(|i| i.unhealthy.as_ref().map(|w| format!("{}: {w}", i.name)))
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+
     /// The readiness thresholds, at start and at every reload.
     pub fn set_thresholds(&self, stall_seconds: u64, min_loss_forecast_seconds: u64) {
         Self::set(&self.ready_stall_secs, stall_seconds);
@@ -272,6 +301,19 @@ impl Metrics {
             ),
         );
         o.insert("broker_up".into(), self.broker_up.load(Relaxed).into());
+        let inputs = self
+            .inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        o.insert(
+            "inputs".into(),
+            inputs
+                .unwrap_or_default()
+                .iter()
+                .map(|i| serde_json::json!({ "input": i.name, "status": i.status, "not_ready": i.unhealthy }))
+                .collect(),
+        );
         let units = self.units.lock().unwrap_or_else(|p| p.into_inner());
         let row = |u: &str, c: UnitCounts| serde_json::json!({ "unit": u, "entries": c.entries, "bytes": c.bytes, "suppressed": c.suppressed });
         o.insert(

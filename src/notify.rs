@@ -40,6 +40,16 @@ impl Notifier {
         Notifier { target, watchdog }
     }
 
+    /// A notifier that sends to the datagram socket at `path` (tests stand in for systemd).
+    #[cfg(test)]
+    pub(crate) fn to(path: &std::path::Path, watchdog: Option<Duration>) -> Notifier {
+        let addr = std::os::unix::net::SocketAddr::from_pathname(path).expect("a socket path");
+        Notifier {
+            target: Some((UnixDatagram::unbound().expect("a socket"), addr)),
+            watchdog,
+        }
+    }
+
     /// The watchdog interval systemd expects pings within, if any.
     pub fn watchdog(&self) -> Option<Duration> {
         self.watchdog

@@ -84,7 +84,13 @@ impl Sender {
         *self.acked.lock().unwrap()
     }
 
-    fn finish(mut self, timeout: Duration) -> serde_json::Value {
+    fn finish(self, timeout: Duration) -> serde_json::Value {
+        self.finish_or_failed(timeout).expect("a summary line")
+    }
+
+    /// The summary, or `None` when the client failed without one (a refused handshake
+    /// ends it with an error).
+    fn finish_or_failed(mut self, timeout: Duration) -> Option<serde_json::Value> {
         let until = Instant::now() + timeout;
         loop {
             if self.child.try_wait().unwrap().is_some() {
@@ -100,11 +106,7 @@ impl Sender {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.reader.take().unwrap().join().unwrap();
-        self.summary
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("a summary line")
+        self.summary.lock().unwrap().clone()
     }
 }
 
@@ -448,9 +450,13 @@ fn shared_key_users_and_tls() {
         let mut o = with(extra);
         o["count"] = 5.into();
         o["ackTimeout"] = 1500.into();
-        let r = Sender::start(o);
-        std::thread::sleep(Duration::from_secs(4));
-        assert_eq!(r.progress().0, 0, "{what}: nothing acknowledged");
+        // The client's own summary: its progress lines come every 500 ms, and a client
+        // refused at once may end before the first.
+        let r = Sender::start(o).finish_or_failed(Duration::from_secs(60));
+        assert!(
+            r.as_ref().is_none_or(|r| r["acked"] == 0),
+            "{what}: nothing acknowledged: {r:?}"
+        );
     }
     // Plain TCP to the TLS listener: refused, and the agent says why.
     let mut plain = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -661,58 +667,113 @@ fn a_unix_socket_listener_with_the_real_client() {
     assert!(!sock.exists(), "a clean stop removes the socket");
 }
 
+/// Issue 28, item 5: a Forward event the broker refuses as too large goes through the
+/// journal path's refusal policy. Under the default (`shrink`: a client's record is never
+/// cut, so alone in its batch, then the dead-letter topic) its chunk is acknowledged once
+/// the dead-lettered copy is confirmed, and the chunk's other event is in the topic once.
+/// Before, the chunk was refused for good: never acknowledged, and every resend of it
+/// duplicated its other events. `stall` keeps that behaviour for operators who want it.
 #[test]
-fn a_chunk_whose_record_the_topic_refuses_gets_no_ack_and_the_connection_stays_usable() {
+fn an_event_the_broker_refuses_as_too_large_follows_the_refusal_policy() {
     let s = Scratch::new("forward-refused");
     let b = Broker::start(&s.path("broker"));
     b.create_topic_with(TOPIC, 1, Some("max.message.bytes=100000"));
-    let port = free_port();
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &b, port).set("forward", "key_field", "id"),
-    );
-    wait_listening(port, &mut agent);
+    b.create_topic("journald-kafka-dead-letter", 1);
     let now = common::now_usec() / 1_000_000;
     let mut rng = Rng(7);
     // Incompressible padding: the broker judges the compressed batch.
-    let mut chunk = |id: &str, chunk: &str, pad: usize| {
-        let pad: Vec<u8> = (0..pad).map(|_| rng.next(0, 256) as u8).collect();
+    let mut chunk = |ids: &[(&str, usize)], chunk: &str| {
+        let events = ids
+            .iter()
+            .map(|(id, pad)| {
+                let pad: Vec<u8> = (0..*pad).map(|_| rng.next(0, 256) as u8).collect();
+                V::Array(vec![
+                    V::from(now),
+                    V::Map(vec![
+                        (V::from("id"), V::from(*id)),
+                        (V::from("pad"), V::Binary(pad)),
+                    ]),
+                ])
+            })
+            .collect();
         msgpack(&V::Array(vec![
             V::from("refused"),
-            V::Array(vec![V::Array(vec![
-                V::from(now),
-                V::Map(vec![
-                    (V::from("id"), V::from(id)),
-                    (V::from("pad"), V::Binary(pad)),
-                ]),
-            ])]),
+            V::Array(events),
             V::Map(vec![(V::from("chunk"), V::from(chunk))]),
         ]))
     };
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.write_all(&chunk("too-big", "big", 150_000)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
-    let mut b1 = [0u8; 1];
-    assert!(
-        matches!(c.read(&mut b1), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
-        "no ack for a chunk the broker refused"
-    );
-    c.write_all(&chunk("small", "ok", 10)).unwrap();
+    for policy in ["shrink", "stall"] {
+        let port = free_port();
+        let mut agent = Agent::start(
+            &s.path(&format!("agent-{policy}")),
+            &forward_config(&s, &b, port)
+                .set("forward", "key_field", "id")
+                .set("delivery", "on_too_large", policy),
+        );
+        wait_listening(port, &mut agent);
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (big, beside) = (format!("too-big-{policy}"), format!("beside-{policy}"));
+        c.write_all(&chunk(&[(&big, 150_000), (&beside, 10)], &big))
+            .unwrap();
+        if policy == "stall" {
+            c.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+            let mut b1 = [0u8; 1];
+            assert!(
+                matches!(c.read(&mut b1), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+                "stall: no ack for a chunk the broker refused"
+            );
+            let log = agent.log();
+            assert!(log.contains("the chunk is not acknowledged"), "{log}");
+        } else {
+            assert_eq!(
+                read_ack(&mut c).as_deref(),
+                Some(big.as_str()),
+                "the chunk is acknowledged once its refused event is dead-lettered\n{}",
+                agent.log()
+            );
+        }
+        let small = format!("small-{policy}");
+        c.write_all(&chunk(&[(&small, 10)], &small)).unwrap();
+        assert_eq!(
+            read_ack(&mut c).as_deref(),
+            Some(small.as_str()),
+            "the same connection still works"
+        );
+        agent.stop();
+    }
+    let by_id = events_by_id(&b, usize::MAX);
     assert_eq!(
-        read_ack(&mut c).as_deref(),
-        Some("ok"),
-        "the same connection still works"
+        by_id.keys().collect::<Vec<_>>(),
+        ["beside-shrink", "small-shrink", "small-stall"],
+        "under stall the event beside shared the refused batch: the client resends the chunk"
     );
-    let by_id = events_by_id(&b, 1);
-    assert_eq!(by_id.keys().collect::<Vec<_>>(), ["small"]);
+    assert_eq!(by_id["beside-shrink"].len(), 1, "sent once");
     assert_eq!(
-        by_id["small"][0].0.key.as_deref(),
-        Some(&b"small"[..]),
+        by_id["small-shrink"][0].0.key.as_deref(),
+        Some(&b"small-shrink"[..]),
         "forward.key_field keys the record"
     );
-    let log = agent.log();
-    assert!(log.contains("the chunk is not acknowledged"), "{log}");
-    agent.stop();
+    let dlq = consume(
+        &b.addr(),
+        &["journald-kafka-dead-letter"],
+        usize::MAX,
+        Duration::from_secs(3),
+    );
+    assert_eq!(dlq.len(), 1, "only the shrink agent dead-letters");
+    let r = &dlq[0];
+    let v = rmpv::decode::read_value(&mut &r.payload[..]).unwrap();
+    assert_eq!(field(&v, "id").as_str(), Some("too-big-shrink"));
+    assert_eq!(r.key.as_deref(), Some(&b"too-big-shrink"[..]));
+    let header = |k: &str| {
+        r.headers
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("journald-kafka-topic").as_deref(), Some(TOPIC));
+    let error = header("journald-kafka-error").unwrap_or_default();
+    assert!(error.contains("too large"), "{error}");
+    assert_eq!(header("journald-kafka-source").as_deref(), Some("forward"));
+    assert!(header("fluent-id").is_some(), "the dedup id travels along");
 }
 
 #[test]
@@ -1010,5 +1071,175 @@ fn a_connection_flood_leaves_the_forward_listener_serving() {
         "the flood is a few lines, not one per connection:\n{log}"
     );
     assert!(agent.child.try_wait().unwrap().is_none());
+    agent.stop();
+}
+
+/// Polls the agent's log for `what`.
+fn wait_log(agent: &mut Agent, what: &str, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while !agent.log().contains(what) {
+        assert!(
+            agent.child.try_wait().unwrap().is_none(),
+            "the agent exited: {}",
+            agent.log()
+        );
+        assert!(Instant::now() < until, "no {what:?} in {}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One acknowledged event over a fresh raw connection; the ack's chunk id, if one came.
+fn one_event(port: u16, id: &str) -> Option<String> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(&msgpack(&V::Array(vec![
+        V::from("reload"),
+        V::from(common::now_usec() / 1_000_000),
+        V::Map(vec![(V::from("id"), V::from(id))]),
+        V::Map(vec![(V::from("chunk"), V::from(id))]),
+    ])))
+    .unwrap();
+    read_ack(&mut c)
+}
+
+/// Issue 28, item 1, as reported: a reload that moves `kafka.brokers` to a second cluster
+/// reached the journal session but not the Forward producer, so an acknowledged chunk
+/// landed in the old cluster; with the Forward input alone every reload was refused; and
+/// a changed `forward.shared_key` was accepted and ignored (`Secret` prints `***` in the
+/// Debug text `needs_restart` compared).
+#[test]
+fn a_reload_reaches_the_forward_producer_and_its_shared_key() {
+    let s = Scratch::new("forward-reload");
+    let a = Broker::with_topic(&s, TOPIC, 1);
+    a.create_topic("journal", 1);
+    let b = Broker::start(&s.path("broker-b"));
+    b.create_topic(TOPIC, 1);
+    b.create_topic("journal", 1);
+    let jdir = s.path("journal");
+    write_journal(
+        &jdir,
+        "a.journal",
+        &["-n", "10", "--start-usec", &recent_usec(600).to_string()],
+    );
+    for both in [true, false] {
+        let port = free_port();
+        let mut cfg = forward_config(&s, &a, port);
+        if both {
+            cfg = cfg
+                .source(Source::Directory(jdir.clone()))
+                .set("journal", "enabled", true)
+                .topic("journal")
+                .set("forward", "topic", TOPIC);
+        }
+        let mut agent = Agent::start(&s.path(&format!("agent-{both}")), &cfg);
+        wait_listening(port, &mut agent);
+        let before = format!("before-{both}");
+        assert_eq!(one_event(port, &before).as_deref(), Some(before.as_str()));
+        cfg.clone()
+            .set("kafka", "brokers", b.addr())
+            .write(&agent.config);
+        agent.signal("-HUP");
+        wait_log(
+            &mut agent,
+            "configuration reloaded",
+            Duration::from_secs(30),
+        );
+        let after = format!("after-{both}");
+        assert_eq!(
+            one_event(port, &after).as_deref(),
+            Some(after.as_str()),
+            "{}",
+            agent.log()
+        );
+        let ids = |broker: &Broker| -> Vec<String> {
+            consume(&broker.addr(), &[TOPIC], usize::MAX, Duration::from_secs(3))
+                .iter()
+                .map(|r| {
+                    let v = rmpv::decode::read_value(&mut &r.payload[..]).unwrap();
+                    field(&v, "id").as_str().unwrap().to_string()
+                })
+                .collect()
+        };
+        assert!(
+            ids(&b).contains(&after),
+            "the chunk acknowledged after the reload is in the new cluster: {:?} / {:?}\n{}",
+            ids(&a),
+            ids(&b),
+            agent.log()
+        );
+        assert!(!ids(&a).contains(&after), "and not in the old one");
+        agent.stop();
+    }
+
+    // A changed shared key applies to the next handshake.
+    let port = free_port();
+    std::fs::write(s.path("key"), "first-key\n").unwrap();
+    let cfg = forward_config(&s, &a, port)
+        .source(Source::Directory(jdir.clone()))
+        .set("journal", "enabled", true)
+        .topic("journal")
+        .set("forward", "topic", TOPIC)
+        .set(
+            "forward",
+            "shared_key_file",
+            s.path("key").to_str().unwrap(),
+        )
+        .set("forward", "self_hostname", "agent-host");
+    let mut agent = Agent::start(&s.path("agent-key"), &cfg);
+    wait_listening(port, &mut agent);
+    let with_key = |key: &str, prefix: &str| {
+        let r = Sender::start(serde_json::json!({"port": port, "count": 3, "ack": true, "ackTimeout": 1500, "quiet": true, "sharedKey": key, "prefix": prefix}))
+            .finish_or_failed(Duration::from_secs(60));
+        r.map_or(0, |r| r["acked"].as_u64().unwrap())
+    };
+    assert_eq!(with_key("first-key", "k1"), 3);
+    std::fs::write(s.path("key"), "second-key\n").unwrap();
+    agent.signal("-HUP");
+    wait_log(
+        &mut agent,
+        "configuration reloaded",
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        with_key("first-key", "k2"),
+        0,
+        "the old key no longer passes"
+    );
+    assert_eq!(with_key("second-key", "k3"), 3, "{}", agent.log());
+    let prefixes: BTreeSet<String> = events_by_id(&a, usize::MAX)
+        .keys()
+        .filter_map(|id| id.split('-').next().map(str::to_string))
+        .collect();
+    assert!(
+        !prefixes.contains("k2") && prefixes.contains("k1") && prefixes.contains("k3"),
+        "{prefixes:?}"
+    );
+    agent.stop();
+}
+
+/// Issue 28, item 3, as reported: with the Forward input alone `/health/ready` answered 503
+/// "journal not open" for ever while the agent shipped.
+#[test]
+fn the_forward_input_alone_is_ready_once_it_listens_and_reaches_the_brokers() {
+    let s = Scratch::new("forward-ready");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let port = free_port();
+    let http = free_port();
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port).set("metrics", "listen", format!("127.0.0.1:{http}")),
+    );
+    wait_listening(port, &mut agent);
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut last = (0, String::new());
+    while Instant::now() < until {
+        last = http_get(http, "/health/ready");
+        if last.0 == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(last.0, 200, "ready: {last:?}\n{}", agent.log());
+    let (_, status) = http_get(http, "/status");
+    assert!(status.contains("forward"), "{status}");
     agent.stop();
 }

@@ -495,3 +495,56 @@ fn a_misnamed_or_expired_certificate_is_named() {
         );
     }
 }
+
+/// Issue 28, item 4: the Forward input's producer, given a wrong password, is named the way
+/// the journal producer names it (once, not per retry), and readiness says no broker
+/// answers. Before, its errors skipped `kafka::classify`: a bare "kafka client error"
+/// line and a broker state that never turned.
+#[test]
+fn a_wrong_password_on_the_forward_producer_is_named_and_turns_readiness() {
+    let s = Scratch::new("secure-forward");
+    let pki = pki(&s.path("pki"));
+    let broker = secured_broker(&s, &pki);
+    let bad_pw = secret_file(&s.path("bad.pw"), "not-the-password");
+    let (port, http) = (free_port(), free_port());
+    let cfg = secured_config(
+        &s.path("unused"),
+        &broker,
+        &s.path("state"),
+        &pki.ca,
+        "alice",
+        "SCRAM-SHA-512",
+    )
+    .set("kafka", "sasl_password_file", bad_pw.to_str().unwrap())
+    .set("journal", "enabled", false)
+    .set("forward", "listen", format!("127.0.0.1:{port}"))
+    .set("metrics", "listen", format!("127.0.0.1:{http}"));
+    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let until = Instant::now() + Duration::from_secs(20);
+    while !agent
+        .log()
+        .contains("cannot connect to the brokers: authentication failed")
+    {
+        assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log());
+        assert!(Instant::now() < until, "not named: {}", agent.log());
+        // A client's event makes the producer connect if nothing else does.
+        if let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::Write;
+            let _ = c.write_all(&[0x93, 0xa1, b't', 0x01, 0x81, 0xa1, b'a', 0x01]);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (code, body) = http_get(http, "/health/ready");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no broker connection"), "{body}");
+    std::thread::sleep(Duration::from_secs(3));
+    let log = agent.log();
+    assert_eq!(
+        log.matches("cannot connect to the brokers: authentication failed")
+            .count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(!log.contains("s3cret") && !log.contains("not-the-password"));
+    agent.stop();
+}

@@ -1,15 +1,18 @@
-//! `journald-kafka run`: the agent process around the pipeline (signals, metrics server,
-//! the periodic summary line) and how it exits.
+//! `journald-kafka run`: the agent process around its inputs (signals, metrics server,
+//! the periodic summary line), the supervisor that drives every input through one
+//! lifecycle (`lifecycle::Input`: ready, alive, reload, stop), and how it exits.
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::checkpoint::FileStore;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::error::Failure;
+use crate::lifecycle::Input;
+use crate::metrics::{InputState, Metrics};
 use crate::notify::Notifier;
 use crate::pipeline::{self, Shutdown};
 
@@ -20,8 +23,8 @@ pub(super) fn run(
 ) -> Result<ExitCode> {
     // Signals first: a SIGTERM that arrives while we open things must stop us cleanly, not
     // kill us. The handlers are registered here, synchronously, and served by a small tokio
-    // runtime on its own thread; the pipeline itself is plain threads because sd-journal and
-    // librdkafka calls block.
+    // runtime on its own thread; the inputs themselves are plain threads because sd-journal
+    // and librdkafka calls block.
     let shutdown = Shutdown::new();
     let notifier = Arc::new(Notifier::from_env());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -37,28 +40,20 @@ pub(super) fn run(
             signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
         )
     };
+    let (reloads, reloaded) = std::sync::mpsc::channel();
     let signals = {
         let (shutdown, notifier) = (shutdown.clone(), notifier.clone());
-        let mut reload = Reload {
-            current: cfg.clone(),
-            reread: Box::new(reread),
-        };
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 rt.block_on(handle_signals(
-                    term,
-                    int,
-                    hup,
-                    &shutdown,
-                    &notifier,
-                    &mut reload,
+                    term, int, hup, &shutdown, &notifier, &reread, &reloads,
                 ))
             })
             .context("cannot start the signal thread")?
     };
 
-    let mut store = FileStore::new(&cfg.state.directory);
+    let store = FileStore::new(&cfg.state.directory);
     store.prepare().map_err(|e| match unit_state_directory(&cfg) {
         Some(given) => e.context(format!(
             "the unit gives this agent the state directory {given} (StateDirectory=) but the config says {}: set [state] directory = \"{given}\"",
@@ -107,32 +102,54 @@ pub(super) fn run(
             .context("cannot start the summary thread")?
     };
 
-    let forward = match &cfg.forward {
-        Some(_) => {
-            let server = crate::forward::start(
-                &cfg,
-                metrics.clone(),
-                Duration::from_millis(cfg.pipeline.shutdown_timeout_ms),
-            )?;
-            tracing::info!(
-                listening = server.listening.join(", "),
-                "forward input: listening"
-            );
-            Some(server)
-        }
-        None => None,
-    };
-    let result = if cfg.journal.enabled {
+    // Every input joins the same lifecycle; the Forward input first, so that its
+    // listeners are bound (or the start fails) before the journal opens.
+    let mut inputs: Vec<Box<dyn Input>> = Vec::new();
+    if cfg.forward.is_some() {
+        let server = crate::forward::start(
+            &cfg,
+            metrics.clone(),
+            Duration::from_millis(cfg.pipeline.shutdown_timeout_ms),
+        )?;
+        tracing::info!(
+            listening = server.listening.join(", "),
+            "forward input: listening"
+        );
+        inputs.push(Box::new(server));
+    }
+    if cfg.journal.enabled {
         spawn_forecast(&cfg, metrics.clone(), shutdown.clone())?;
-        pipeline::run(cfg, &mut store, &shutdown, &metrics, &notifier)
-    } else {
-        forward_only(forward.as_ref(), &shutdown, &notifier)
+        inputs.push(Box::new(pipeline::Journal::start(
+            cfg.clone(),
+            Box::new(store),
+            shutdown.clone(),
+            metrics.clone(),
+            notifier.watchdog(),
+        )?));
+    }
+    let mut supervisor = Supervisor {
+        inputs,
+        current: cfg,
+        notifier: &notifier,
+        metrics: &metrics,
+        ready: false,
+        last_ping: Instant::now(),
+        last_status: Instant::now(),
     };
+    let result = supervisor.run(&shutdown, &reloaded);
     notifier.stopping();
     shutdown.request();
-    // After the journal pipeline settled: both stop within their shutdown timeout.
-    if let Some(f) = forward {
-        f.stop();
+    // Each input stops within its shutdown timeout: stop taking input, confirm what is
+    // in flight, save the place.
+    let mut result = result;
+    for input in supervisor.inputs.drain(..) {
+        let name = input.name();
+        if let Err(f) = input.stop() {
+            tracing::debug!(input = name, "stopped with: {f}");
+            if result.is_ok() {
+                result = Err(f);
+            }
+        }
     }
     let _ = summary.join();
     drop(signals);
@@ -149,37 +166,136 @@ pub(super) fn run(
     }
 }
 
-/// The agent with the Forward input alone (`journal.enabled = false`): READY once it
-/// listens, watchdog pings while its thread lives.
-fn forward_only(
-    forward: Option<&crate::forward::Server>,
-    shutdown: &Shutdown,
-    notifier: &Notifier,
-) -> Result<(), crate::error::Failure> {
-    let Some(server) = forward else {
-        return Ok(());
-    };
-    notifier.ready(&format!(
-        "forward input listening on {}",
-        server.listening.join(", ")
-    ));
-    let ping = notifier
-        .watchdog()
-        .map(|w| w / 2)
-        .unwrap_or(Duration::from_secs(3600));
-    let mut last = std::time::Instant::now();
-    while !shutdown_wait(shutdown, Duration::from_millis(200).min(ping)) {
-        if !server.is_running() {
-            return Err(crate::error::Failure::fatal(anyhow::anyhow!(
-                "the forward input stopped unexpectedly"
-            )));
-        }
-        if last.elapsed() >= ping {
-            notifier.watchdog_ping();
-            last = std::time::Instant::now();
+/// The main thread while the inputs run: what the service manager and `/health/ready` hear
+/// of all of them, reloads handed to each, and an input that ends on its own.
+struct Supervisor<'a> {
+    inputs: Vec<Box<dyn Input>>,
+    /// The configuration the inputs run with.
+    current: Config,
+    notifier: &'a Notifier,
+    metrics: &'a Metrics,
+    /// READY=1 was sent for the current configuration.
+    ready: bool,
+    last_ping: Instant,
+    last_status: Instant,
+}
+
+/// How often the supervisor looks at the inputs.
+const TICK: Duration = Duration::from_millis(200);
+
+impl Supervisor<'_> {
+    /// Until a stop is requested (`Ok`) or an input ends on its own (its failure).
+    fn run(
+        &mut self,
+        shutdown: &Shutdown,
+        reloads: &std::sync::mpsc::Receiver<Config>,
+    ) -> Result<(), Failure> {
+        loop {
+            if shutdown.requested() {
+                return Ok(());
+            }
+            for input in &mut self.inputs {
+                if let Some(f) = input.ended() {
+                    if shutdown.requested() {
+                        return Ok(());
+                    }
+                    tracing::error!(input = input.name(), "an input ended: {f}");
+                    return Err(f);
+                }
+            }
+            while let Ok(new) = reloads.try_recv() {
+                self.reload(new);
+            }
+            self.tick();
+            std::thread::sleep(TICK);
         }
     }
-    Ok(())
+
+    fn tick(&mut self) {
+        self.metrics.set_inputs(
+            self.inputs
+                .iter()
+                .map(|i| InputState {
+                    name: i.name(),
+                    status: i.status(),
+                    unhealthy: i.unhealthy(),
+                })
+                .collect(),
+        );
+        if !self.ready {
+            let started: Option<Vec<String>> = self.inputs.iter().map(|i| i.started()).collect();
+            if let Some(started) = started {
+                let st = started.join("; ");
+                if self.inputs.len() > 1 {
+                    tracing::info!("ready: {st}");
+                }
+                self.notifier.ready(&st);
+                self.ready = true;
+            }
+        }
+        if let Some(w) = self.notifier.watchdog() {
+            if self.last_ping.elapsed() >= w / 3 {
+                let quiet: Vec<&str> = self
+                    .inputs
+                    .iter()
+                    .filter(|i| !i.alive(w / 2))
+                    .map(|i| i.name())
+                    .collect();
+                if quiet.is_empty() {
+                    self.notifier.watchdog_ping();
+                    self.last_ping = Instant::now();
+                } else {
+                    tracing::error!(
+                        inputs = quiet.join(", "),
+                        "no sign of life; withholding the watchdog ping"
+                    );
+                }
+            }
+        }
+        if self.last_status.elapsed() >= Duration::from_secs(5) {
+            let st: Vec<String> = self.inputs.iter().map(|i| i.status()).collect();
+            self.notifier.status(&st.join("; "));
+            self.last_status = Instant::now();
+        }
+    }
+
+    /// An invalid config was refused by the signal thread; here a change only a restart
+    /// can apply is refused with the reason, and the inputs go on untouched. Otherwise
+    /// every input takes it.
+    fn reload(&mut self, new: Config) {
+        let mut fixed = crate::lifecycle::restart_needed(&self.current, &new);
+        for input in &self.inputs {
+            fixed.extend(input.restart_needed(&self.current, &new));
+        }
+        if !fixed.is_empty() {
+            tracing::error!(
+                "SIGHUP: reload refused, still running with the previous configuration: {} cannot change while running (use systemctl restart)",
+                fixed.join(", ")
+            );
+            return;
+        }
+        self.notifier.reloading();
+        self.ready = false;
+        let mut applied = Vec::new();
+        for input in &mut self.inputs {
+            match input.reload(&new) {
+                Ok(()) => applied.push(input.name()),
+                Err(e) => tracing::error!(
+                    input = input.name(),
+                    "SIGHUP: this input keeps the previous configuration: {e:#}"
+                ),
+            }
+        }
+        self.metrics.set_thresholds(
+            new.metrics.stall_seconds,
+            new.metrics.min_loss_forecast_seconds,
+        );
+        tracing::info!(
+            inputs = applied.join(", "),
+            "SIGHUP: configuration reloaded (the journal session confirms what is in flight and starts again with it)"
+        );
+        self.current = new;
+    }
 }
 
 fn shutdown_wait(s: &Shutdown, d: Duration) -> bool {
@@ -201,7 +317,8 @@ async fn handle_signals(
     mut hup: tokio::signal::unix::Signal,
     shutdown: &Shutdown,
     notifier: &Notifier,
-    reload: &mut Reload,
+    reread: &(impl Fn() -> Result<Config> + Send),
+    reloads: &std::sync::mpsc::Sender<Config>,
 ) {
     let mut count = 0;
     loop {
@@ -210,7 +327,13 @@ async fn handle_signals(
             _ = int.recv() => "SIGINT",
             _ = hup.recv() => {
                 if count == 0 {
-                    reload.try_reload(shutdown, notifier);
+                    // Read and validated here; what may change is the supervisor's call.
+                    match reread() {
+                        Ok(c) => { let _ = reloads.send(c); }
+                        Err(e) => tracing::error!(
+                            "SIGHUP: reload refused, still running with the previous configuration: {e:#}"
+                        ),
+                    }
                 }
                 continue;
             }
@@ -227,83 +350,6 @@ async fn handle_signals(
             std::process::exit(130);
         }
     }
-}
-
-/// SIGHUP: the config file read again and, when valid, handed to the pipeline.
-struct Reload {
-    /// The configuration the pipeline runs with (or will, once the reload is taken).
-    current: Config,
-    reread: Box<dyn Fn() -> Result<Config> + Send>,
-}
-
-impl Reload {
-    /// An invalid config, or a change only a restart can apply, is refused with the reason
-    /// and the running session goes on untouched.
-    fn try_reload(&mut self, shutdown: &Shutdown, notifier: &Notifier) {
-        let new = match (self.reread)() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(
-                    "SIGHUP: reload refused, still running with the previous configuration: {e:#}"
-                );
-                return;
-            }
-        };
-        if !self.current.journal.enabled {
-            // Nothing runs that a reload could restart: the Forward input holds its
-            // connections, producer and listeners for the life of the process.
-            tracing::error!(
-                "SIGHUP: reload refused, still running with the previous configuration: the Forward input (the only input, journal.enabled = false) applies its settings at start (use systemctl restart)"
-            );
-            return;
-        }
-        let fixed = needs_restart(&self.current, &new);
-        if !fixed.is_empty() {
-            tracing::error!(
-                "SIGHUP: reload refused, still running with the previous configuration: {} cannot change while running (use systemctl restart)",
-                fixed.join(", ")
-            );
-            return;
-        }
-        tracing::info!(
-            "SIGHUP: configuration is valid; ending the session (what is in flight is confirmed first) and starting one with it"
-        );
-        notifier.reloading();
-        self.current = new.clone();
-        shutdown.reload(new);
-    }
-}
-
-/// Settings the process applies once, at start: the HTTP endpoint's address, logging, where
-/// the cursor lives and how (a reload resumes from the committed cursor of the same store).
-fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
-    use std::fmt::Debug;
-    let fixed: [(&'static str, &dyn Debug, &dyn Debug); 7] = [
-        ("forward", &old.forward, &new.forward),
-        (
-            "journal.enabled",
-            &old.journal.enabled,
-            &new.journal.enabled,
-        ),
-        (
-            "state.directory",
-            &old.state.directory,
-            &new.state.directory,
-        ),
-        ("metrics.listen", &old.metrics.listen, &new.metrics.listen),
-        ("log", &old.log, &new.log),
-        ("delivery.mode", &old.delivery.mode, &new.delivery.mode),
-        (
-            "delivery.transactional_id",
-            &old.delivery.transactional_id,
-            &new.delivery.transactional_id,
-        ),
-    ];
-    fixed
-        .into_iter()
-        .filter(|(_, a, b)| format!("{a:?}") != format!("{b:?}"))
-        .map(|(name, _, _)| name)
-        .collect()
 }
 
 /// The state directory systemd made for this unit (`StateDirectory=`, given in
@@ -395,4 +441,127 @@ pub(super) fn raise_open_files_limit() -> Option<(u64, u64)> {
     l.current = Some(target);
     setrlimit(Resource::Nofile, l).ok()?;
     Some((soft, target))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// An input whose answers the test sets.
+    #[derive(Default)]
+    struct Fake {
+        dead: AtomicBool,
+        quiet: AtomicBool,
+        unhealthy: Mutex<Option<String>>,
+    }
+
+    struct FakeInput(&'static str, Arc<Fake>);
+
+    impl Input for FakeInput {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn started(&self) -> Option<String> {
+            Some(format!("{} serving", self.0))
+        }
+        fn unhealthy(&self) -> Option<String> {
+            self.1.unhealthy.lock().unwrap().clone()
+        }
+        fn alive(&self, _within: Duration) -> bool {
+            !self.1.quiet.load(Ordering::Relaxed)
+        }
+        fn status(&self) -> String {
+            format!("{}: fine", self.0)
+        }
+        fn ended(&mut self) -> Option<Failure> {
+            self.1
+                .dead
+                .load(Ordering::Relaxed)
+                .then(|| Failure::fatal(anyhow::anyhow!("the {} input stopped", self.0)))
+        }
+        fn restart_needed(&self, _old: &Config, _new: &Config) -> Vec<&'static str> {
+            Vec::new()
+        }
+        fn reload(&mut self, _new: &Config) -> Result<()> {
+            Ok(())
+        }
+        fn stop(self: Box<Self>) -> Result<(), Failure> {
+            Ok(())
+        }
+    }
+
+    fn received(sock: &UnixDatagram) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = sock.recv(&mut buf) {
+            out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        out
+    }
+
+    /// Issue 28, item 2: with both inputs on, readiness, the watchdog and the process
+    /// looked at the journal pipeline only; a dead Forward input went unnoticed. Every
+    /// input now counts for each of them.
+    #[test]
+    fn every_input_counts_for_readiness_the_watchdog_and_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let systemd = UnixDatagram::bind(&path).unwrap();
+        systemd.set_nonblocking(true).unwrap();
+        let notifier = Notifier::to(&path, Some(Duration::from_millis(300)));
+        let metrics = Metrics::default();
+        metrics.broker_state(true);
+        let (journal, forward) = (Arc::new(Fake::default()), Arc::new(Fake::default()));
+        let cfg = crate::config::parse("[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n").unwrap();
+        let mut s = Supervisor {
+            inputs: vec![
+                Box::new(FakeInput("journal", journal.clone())),
+                Box::new(FakeInput("forward", forward.clone())),
+            ],
+            current: cfg,
+            notifier: &notifier,
+            metrics: &metrics,
+            ready: false,
+            last_ping: Instant::now() - Duration::from_secs(1),
+            last_status: Instant::now(),
+        };
+        s.tick();
+        let sent = received(&systemd);
+        assert!(
+            sent.iter()
+                .any(|m| m.starts_with("READY=1") && m.contains("journal serving; forward serving")),
+            "{sent:?}"
+        );
+        assert!(sent.iter().any(|m| m == "WATCHDOG=1"), "{sent:?}");
+        assert_eq!(crate::metrics::server::not_ready(&metrics), None);
+
+        // The Forward input falls silent: no ping, whatever the journal says.
+        forward.quiet.store(true, Ordering::Relaxed);
+        *forward.unhealthy.lock().unwrap() = Some("the forward input's thread ended".into());
+        s.last_ping = Instant::now() - Duration::from_secs(1);
+        s.tick();
+        let sent = received(&systemd);
+        assert!(!sent.iter().any(|m| m == "WATCHDOG=1"), "{sent:?}");
+        let why = crate::metrics::server::not_ready(&metrics).unwrap_or_default();
+        assert!(
+            why.contains("forward: the forward input's thread ended"),
+            "{why}"
+        );
+
+        // It ends: the supervisor returns its failure (the process exits with it).
+        forward.dead.store(true, Ordering::Relaxed);
+        let shutdown = Shutdown::new();
+        let (_tx, rx) = std::sync::mpsc::channel();
+        let end = s.run(&shutdown, &rx);
+        assert!(
+            end.as_ref()
+                .is_err_and(|f| f.to_string().contains("the forward input stopped")),
+            "{:?}",
+            end.err().map(|f| f.to_string())
+        );
+    }
 }

@@ -102,6 +102,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     let mut last_error: Option<(u64, String)> = None;
     let mut top_units = serde_json::Value::Null;
     let mut suppressed = serde_json::Value::Null;
+    let mut inputs = serde_json::Value::Null;
     let mut running = false;
     if let Some(addr) = &cfg.metrics.listen {
         match http_get(addr, "/health/ready") {
@@ -149,6 +150,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                 }
                 top_units = v["top_units"].clone();
                 suppressed = v["suppressed"].clone();
+                inputs = v["inputs"].clone();
             }
         }
     }
@@ -202,6 +204,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
         );
         o.insert("top_units".into(), top_units.clone());
         o.insert("suppressed_by_journald".into(), suppressed.clone());
+        o.insert("inputs".into(), inputs.clone());
         o.insert("problems".into(), problems.clone().into());
         say!("{}", serde_json::Value::Object(o));
     } else {
@@ -314,6 +317,14 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
                     })
                     .unwrap_or_default()
             };
+            // Every input the agent runs, each as it reports itself.
+            for i in inputs.as_array().into_iter().flatten() {
+                let name = i["input"].as_str().unwrap_or("?");
+                match i["not_ready"].as_str() {
+                    Some(why) => say!("  {name:>10}: NOT READY: {why}"),
+                    None => say!("  {name:>10}: {}", i["status"].as_str().unwrap_or("")),
+                }
+            }
             let top = list(&top_units, "entries");
             if !top.is_empty() {
                 say!("   Top units: {top} (entries read)");

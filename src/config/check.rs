@@ -142,6 +142,30 @@ pub(super) fn parse_priority(v: &toml::Value) -> std::result::Result<u8, String>
     }
 }
 
+/// Appends `bytes` to a topic name a template is making from data (an entry's field, a
+/// Forward tag or field): each byte a topic name cannot hold becomes '_'.
+pub(crate) fn push_topic_part(out: &mut String, bytes: &[u8]) {
+    out.extend(bytes.iter().map(|&b| {
+        if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+            b as char
+        } else {
+            '_'
+        }
+    }));
+}
+
+/// Whether a topic name a template made from data may be used: 1-249 characters (after
+/// [`push_topic_part`]), not "." or "..", and not a Kafka-internal name (`__consumer_offsets`,
+/// `__transaction_state`): whoever writes the data must not choose those. Otherwise the
+/// record goes to the fallback, counted in `topics_invalid`.
+pub(crate) fn made_topic_usable(name: &str) -> bool {
+    !(name.is_empty()
+        || name.len() > MAX_TOPIC_LEN
+        || name == "."
+        || name == ".."
+        || name.starts_with("__"))
+}
+
 /// Kafka topic names: 1-249 of `[a-zA-Z0-9._-]`, not "." or "..".
 pub(crate) fn check_topic_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() || name.len() > MAX_TOPIC_LEN || name == "." || name == ".." {

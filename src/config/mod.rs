@@ -23,10 +23,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-pub(crate) use check::{is_valid_field_name, parse_priority_text, parse_rfc3339};
+pub(crate) use check::{
+    is_valid_field_name, made_topic_usable, parse_priority_text, parse_rfc3339, push_topic_part,
+};
 
 /// The fully parsed and validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub journal: JournalConfig,
     pub encoding: EncodingConfig,
@@ -41,7 +43,7 @@ pub struct Config {
 }
 
 /// The Forward-protocol input (docs/configuration.md, `[forward]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForwardConfig {
     /// TCP address to listen on.
     pub listen: Option<String>,
@@ -89,7 +91,7 @@ pub enum Mode {
     ExactlyOnce,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
     pub mode: Mode,
     /// `None`: derived from the machine id and the journal source at start.
@@ -125,7 +127,7 @@ pub enum OnRefused {
 pub const DEFAULT_CURSOR_TOPIC: &str = "journald-kafka-cursors";
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "journald-kafka-dead-letter";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricsConfig {
     /// Address of the HTTP endpoint (/metrics, /health/*); `None` keeps it off.
     pub listen: Option<String>,
@@ -174,7 +176,7 @@ pub enum CursorLost {
     Refuse,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JournalConfig {
     /// The journal input runs (false: only `[forward]` does).
     pub enabled: bool,
@@ -283,7 +285,7 @@ impl FieldPattern {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EncodingConfig {
     pub format: Format,
     pub include_fields: Vec<FieldPattern>,
@@ -313,7 +315,7 @@ pub enum TopicPart {
     Field(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub topic: Vec<TopicPart>,
@@ -387,7 +389,7 @@ impl KafkaConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StateConfig {
     pub directory: PathBuf,
     pub checkpoint_interval_ms: u64,
@@ -399,7 +401,7 @@ impl StateConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     pub max_in_flight_entries: usize,
     pub max_in_flight_bytes: usize,
@@ -415,7 +417,7 @@ pub enum LogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub level: String,
     pub target: LogTarget,

@@ -386,8 +386,9 @@ impl Encoder {
         out
     }
 
-    /// The record's topic. Returns false when a template made a name Kafka would refuse
-    /// ("." or "..", or an internal "__" name) and the fallback was used instead.
+    /// The record's topic. Returns false when a template made a name that may not be used
+    /// (`config::made_topic_usable`: too long, "." or "..", or an internal "__" name) and
+    /// the fallback was used instead.
     pub fn topic(&self, e: &Entry, out: &mut String) -> bool {
         let fallback = |out: &mut String| {
             out.clear();
@@ -403,14 +404,7 @@ impl Encoder {
                 TopicPart::Field(f) => match e.get(f.as_bytes()) {
                     Some(v) if !v.is_empty() => {
                         from_fields = true;
-                        for &b in v {
-                            let c = b as char;
-                            out.push(if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                                c
-                            } else {
-                                '_'
-                            });
-                        }
+                        crate::config::push_topic_part(out, v);
                     }
                     _ => {
                         fallback(out);
@@ -419,10 +413,7 @@ impl Encoder {
                 },
             }
         }
-        if out.len() > 249 {
-            out.truncate(249);
-        }
-        if from_fields && (out == "." || out == ".." || out.starts_with("__")) {
+        if from_fields && !crate::config::made_topic_usable(out) {
             fallback(out);
             return false;
         }

@@ -1,7 +1,9 @@
-//! Kafka's confirmations turned into Forward acknowledgements: the Forward input's
-//! producer, its in-flight window, and the chunk a record belongs to.
+//! Kafka's confirmations turned into Forward acknowledgements: the Forward input's side of
+//! the output seam (`ForwardOwner`), its in-flight window, and the chunk a record belongs
+//! to.
 //!
-//! A chunk is acknowledged when its last record is confirmed and none failed; a failed
+//! A chunk is acknowledged when its last record is confirmed (in its topic, or in the
+//! dead-letter topic when the refusal policy sent it there) and none failed; a failed
 //! record leaves its chunk unacknowledged for good (the client resends it, the dedup id
 //! lets consumers drop the copies). The window is released only by delivery reports.
 //!
@@ -10,7 +12,7 @@
 //! | field                 | connection task (forward thread)     | `forward-poll` thread (delivery reports) |
 //! |-----------------------|--------------------------------------|------------------------------------------|
 //! | `Chunk::remaining`    | sets it, adds one per record sent, drops its own guard | subtracts one per report |
-//! | `Chunk::failed`       | sets it when a record cannot be queued | sets it on a failed report            |
+//! | `Chunk::failed`       | sets it when a record cannot be queued | sets it on a failed report (the repair task: when a resend cannot be queued) |
 //! | `Chunk::reply`        | creates it                           | sends the ack through it, once           |
 //! | `Window` permits      | takes them before sending            | gives them back (same length: the payload's) |
 //!
@@ -18,18 +20,15 @@
 //! report from acknowledging a chunk that is only half sent.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::{Context, Result};
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::msgpack::write;
 use crate::config::Config;
-use crate::kafka::Poller;
+use crate::kafka::sink::{self, Refused};
+use crate::kafka::{Action, Policy};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
@@ -140,80 +139,169 @@ impl Chunk {
     }
 }
 
-/// Delivery reports and client events of the Forward producer.
-pub(crate) struct AckContext {
+/// The Forward input's records in the sink (`kafka::sink`): a confirmed record counts
+/// down its chunk; a record refused for its own fault goes through the refusal policy
+/// (`kafka::Policy`, the journal's rule): sent again alone, or to the dead-letter topic,
+/// by the repair task, still counting in its chunk; a failed one leaves its chunk
+/// unacknowledged.
+pub(crate) struct ForwardOwner {
     metrics: Arc<Metrics>,
     window: Arc<Window>,
+    repairs: Arc<Repairs>,
+    /// Whose reports these are: the producer of connections (a first refusal) or the
+    /// repair producer (a record the policy already sent again).
+    stage: Stage,
     repeats: RateLimit,
-    served: AtomicU64,
     /// librdkafka declared the producer unusable; a new one is made.
     pub(crate) fatal: AtomicBool,
 }
 
-impl ClientContext for AckContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-        crate::kafka::log_line(&self.repeats, "forward", level, fac, msg);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
-            tracing::error!(%error, reason, "forward input: fatal producer error; unconfirmed chunks stay unacknowledged and a new producer is made");
-            self.fatal.store(true, Ordering::Release);
-        } else if let Some(repeats) = self.repeats.admit(&error.to_string()) {
-            tracing::warn!(%error, reason, repeats_in_last_minute = repeats, "forward input: kafka client error");
-        }
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Connections,
+    Repair,
 }
 
-impl ProducerContext for AckContext {
-    type DeliveryOpaque = Arc<Chunk>;
+impl sink::Owner for ForwardOwner {
+    type Token = Arc<Chunk>;
+    const INPUT: &'static str = "forward";
 
-    fn delivery(&self, result: &DeliveryResult<'_>, chunk: Arc<Chunk>) {
-        use rdkafka::message::Message;
-        self.served.fetch_add(1, Ordering::Relaxed);
-        let len = match result {
-            Ok(m) => m.payload_len(),
-            Err((_, m)) => m.payload_len(),
-        };
-        match result {
-            Ok(_) => {
-                Metrics::add(&self.metrics.forward_events_delivered, 1);
-                self.metrics.broker_state(true);
-            }
-            Err((e, msg)) => {
-                Metrics::add(&self.metrics.forward_events_failed, 1);
-                let line = format!(
-                    "forward input: delivery to topic {} failed: {e}",
-                    msg.topic()
-                );
-                if let Some(repeats) = self.repeats.admit(&line) {
-                    tracing::error!(
-                        repeats,
-                        "{line}; the chunk is not acknowledged and the client will resend it"
-                    );
-                }
-                self.metrics.error(line);
-                chunk.fail();
-            }
-        }
+    fn acknowledged(&self, chunk: Arc<Chunk>, len: usize) {
+        Metrics::add(&self.metrics.forward_events_delivered, 1);
         self.window.give(len);
         chunk.release();
     }
+
+    fn refused(&self, chunk: Arc<Chunk>, r: Refused) {
+        let attempt = match self.stage {
+            Stage::Connections => 0,
+            Stage::Repair => 1,
+        };
+        let action = self
+            .repairs
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .decide(r.class, &r.topic, r.payload.len(), attempt);
+        if self.stage == Stage::Connections {
+            Metrics::add(&self.metrics.records_refused, 1);
+        }
+        match action {
+            Action::Fail(why) => {
+                let error = format!("delivery to topic {} failed: {} ({why})", r.topic, r.error);
+                self.failed(chunk, r.payload.len(), r.kind, error);
+            }
+            // The policy has no `shrink` for a client's record (`shrink_from` is `None`).
+            Action::Alone | Action::Shrink(_) => self.repairs.push(Repair {
+                chunk,
+                refused: r,
+                dead_letter: false,
+            }),
+            Action::DeadLetter => self.repairs.push(Repair {
+                chunk,
+                refused: r,
+                dead_letter: true,
+            }),
+        }
+    }
+
+    fn failed(&self, chunk: Arc<Chunk>, len: usize, _kind: String, error: String) {
+        Metrics::add(&self.metrics.forward_events_failed, 1);
+        let line = format!("forward input: {error}");
+        if let Some(repeats) = self.repeats.admit(&line) {
+            tracing::error!(
+                repeats,
+                "{line}; the chunk is not acknowledged and the client will resend it"
+            );
+        }
+        self.metrics.error(line);
+        chunk.fail();
+        self.window.give(len);
+        chunk.release();
+    }
+
+    fn fatal(&self, reason: &str) {
+        tracing::error!(
+            reason,
+            "forward input: fatal producer error; unconfirmed chunks stay unacknowledged and a new producer is made"
+        );
+        self.fatal.store(true, Ordering::Release);
+    }
 }
 
-/// The Forward producer and the thread that serves its reports (as the journal's).
-pub(crate) struct Producer {
-    pub(crate) inner: Arc<BaseProducer<AckContext>>,
-    _poller: Poller,
+/// A refused record the policy sends again, still counted in its chunk and the window.
+pub(crate) struct Repair {
+    pub(crate) chunk: Arc<Chunk>,
+    pub(crate) refused: Refused,
+    /// To the dead-letter topic (else to its own topic, alone in its batch).
+    pub(crate) dead_letter: bool,
 }
 
-/// Makes the producer: the same client settings (and guarantee) as the journal's.
+/// Refused records waiting for the repair task (`server::repair`), and the policy.
+pub(crate) struct Repairs {
+    /// Replaced by a reload.
+    pub(crate) policy: std::sync::RwLock<Policy>,
+    queue: std::sync::Mutex<std::collections::VecDeque<Repair>>,
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl Repairs {
+    pub(crate) fn new(cfg: &Config) -> Repairs {
+        Repairs {
+            policy: std::sync::RwLock::new(Repairs::policy(cfg)),
+            queue: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The refusal policy of `cfg` for Forward records.
+    pub(crate) fn policy(cfg: &Config) -> Policy {
+        let fwd = cfg.forward.as_ref().expect("forward is configured");
+        let fixed = match fwd.topic.as_slice() {
+            [crate::config::ForwardPart::Literal(t)] => Some(t.clone()),
+            _ => None,
+        };
+        Policy {
+            on_too_large: cfg.delivery.on_too_large,
+            on_topic_refused: cfg.delivery.on_topic_refused,
+            dead_letter_topic: cfg.delivery.dead_letter_topic.clone(),
+            common_topics: fixed
+                .into_iter()
+                .chain([fwd.topic_fallback.clone()])
+                .collect(),
+            // A client's record is never cut: it is sent as it came, or dead-lettered.
+            shrink_from: None,
+        }
+    }
+
+    fn push(&self, r: Repair) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(r);
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn pop(&self) -> Option<Repair> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    }
+}
+
+/// The Forward input's producers.
+pub(crate) type Producer = sink::Producer<ForwardOwner>;
+
+/// Makes a producer: the same client settings (and guarantee) as the journal's. The
+/// repair producer sends one record per batch, without linger, so that a record is judged
+/// on its own size.
 pub(crate) fn producer(
     cfg: &Config,
     window: Arc<Window>,
     metrics: Arc<Metrics>,
+    repairs: Arc<Repairs>,
+    stage: Stage,
 ) -> Result<Producer> {
     let fwd = cfg.forward.as_ref().expect("forward is configured");
     let mut pipeline = cfg.pipeline.clone();
@@ -234,21 +322,25 @@ pub(crate) fn producer(
             .max(1_000_000)
             .to_string(),
     );
-    let inner: BaseProducer<AckContext> = c
-        .create_with_context(AckContext {
-            metrics,
-            window,
-            repeats: RateLimit::default(),
-            served: AtomicU64::new(0),
-            fatal: AtomicBool::new(false),
-        })
-        .context("cannot create the Forward input's Kafka producer")?;
-    let inner = Arc::new(inner);
-    Ok(Producer {
-        _poller: Poller::start("forward-poll", inner.clone(), |c| {
-            c.served.load(Ordering::Relaxed)
-        }),
-        inner,
+    if stage == Stage::Repair {
+        c.set("batch.num.messages", "1");
+        c.set("linger.ms", "0");
+    }
+    let owner = ForwardOwner {
+        metrics: metrics.clone(),
+        window,
+        repairs,
+        stage,
+        repeats: RateLimit::default(),
+        fatal: AtomicBool::new(false),
+    };
+    let thread = match stage {
+        Stage::Connections => "forward-poll",
+        Stage::Repair => "forward-repair",
+    };
+    sink::create(&c, owner, metrics, thread).with_context(|| match stage {
+        Stage::Connections => "cannot create the Forward input's Kafka producer",
+        Stage::Repair => "cannot create the Forward input's producer for refused records",
     })
 }
 
@@ -286,7 +378,7 @@ impl Window {
         chunk.add_record();
     }
 
-    fn give(&self, len: usize) {
+    pub(crate) fn give(&self, len: usize) {
         self.sem.add_permits(self.permits(len) as usize);
     }
 

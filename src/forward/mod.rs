@@ -24,4 +24,4 @@ mod record;
 mod server;
 
 pub(crate) use check::check;
-pub(crate) use server::{Server, start};
+pub(crate) use server::start;

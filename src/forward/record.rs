@@ -19,6 +19,42 @@ pub(crate) const TAG_HEADER: &str = "fluent-tag";
 /// `<chunk id>:<index>` of an acknowledged chunk: a resent chunk carries the same ids.
 pub(crate) const ID_HEADER: &str = "fluent-id";
 
+/// The headers of event `index` of a message with this tag: the source, the layout
+/// version, the tag, and `<chunk>:<index>` when the client asked for an ack (`id` is
+/// scratch space, reused between events).
+pub(crate) fn headers(
+    tag: &[u8],
+    chunk: Option<&[u8]>,
+    index: usize,
+    id: &mut String,
+) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: SOURCE_HEADER,
+            value: Some("forward"),
+        })
+        .insert(Header {
+            key: FORMAT_HEADER,
+            value: Some(FORMAT_VERSION),
+        })
+        .insert(Header {
+            key: TAG_HEADER,
+            value: Some(tag),
+        });
+    let Some(c) = chunk else {
+        return headers;
+    };
+    id.clear();
+    id.push_str(&String::from_utf8_lossy(c));
+    id.push(':');
+    id.push_str(&index.to_string());
+    headers.insert(Header {
+        key: ID_HEADER,
+        value: Some(id.as_str()),
+    })
+}
+
 /// A record ready for the producer.
 pub(crate) struct Encoded<'a> {
     /// `None`: the template has no record fields, so the topic is the message's
@@ -28,15 +64,15 @@ pub(crate) struct Encoded<'a> {
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) value: Vec<u8>,
     pub(crate) timestamp_ms: i64,
+    /// The event's time lay too far in the future: the record has the current time.
+    pub(crate) clamped: bool,
     /// The topic template could not be filled in (the fallback was used).
     pub(crate) fell_back: bool,
 }
 
-/// Longest valid Kafka topic name.
-const MAX_TOPIC_LEN: usize = 249;
-
-/// Encodes one event. `now_ms` stands in for times more than five minutes in the future:
-/// brokers refuse those for good (the event's own time stays in the record).
+/// Encodes one event. `now_ms` stands in for times too far in the future
+/// (`kafka::within_tolerance`): brokers refuse those for good (the event's own time stays
+/// in the record).
 pub(crate) fn encode<'a>(
     cfg: &ForwardConfig,
     tag: &[u8],
@@ -111,16 +147,13 @@ pub(crate) fn encode<'a>(
         (None, false)
     };
     let event_ms = (event.time.as_nanos() / 1_000_000).min(i64::MAX as u64) as i64;
-    let timestamp_ms = if event_ms > now_ms + 5 * 60 * 1000 {
-        now_ms
-    } else {
-        event_ms
-    };
+    let within = crate::kafka::within_tolerance(event_ms, now_ms);
     Ok(Encoded {
         topic,
         key,
         value,
-        timestamp_ms,
+        timestamp_ms: within.unwrap_or(now_ms),
+        clamped: within.is_none(),
         fell_back,
     })
 }
@@ -140,15 +173,7 @@ pub(crate) fn message_topic(cfg: &ForwardConfig, tag: &[u8]) -> (String, bool) {
 /// field or an unusable result gives the fallback.
 fn topic(cfg: &ForwardConfig, tag: &[u8], fields: &[(&[u8], &[u8])]) -> (String, bool) {
     let mut out = String::new();
-    let push = |out: &mut String, bytes: &[u8]| {
-        for &b in bytes {
-            out.push(if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                b as char
-            } else {
-                '_'
-            });
-        }
-    };
+    let push = crate::config::push_topic_part;
     for p in &cfg.topic {
         match p {
             ForwardPart::Literal(l) => out.push_str(l),
@@ -165,7 +190,7 @@ fn topic(cfg: &ForwardConfig, tag: &[u8], fields: &[(&[u8], &[u8])]) -> (String,
             }
         }
     }
-    if out.is_empty() || out.len() > MAX_TOPIC_LEN || out == "." || out == ".." {
+    if !crate::config::made_topic_usable(&out) {
         return (cfg.topic_fallback.clone(), true);
     }
     (out, false)
@@ -260,5 +285,24 @@ mod tests {
         let v = rmpv::decode::read_value(&mut &e.value[..]).unwrap();
         assert_eq!(v.as_map().unwrap().len(), 2);
         assert_eq!(v.as_map().unwrap()[0].1, V::from("mine"));
+    }
+
+    /// A client chooses its tag: it must not choose a Kafka-internal topic, nor a name
+    /// Kafka refuses. The rule is the journal's (`config::made_topic_usable`).
+    #[test]
+    fn a_tag_cannot_make_an_internal_or_invalid_topic() {
+        let c = cfg(vec![ForwardPart::Tag]);
+        for tag in [&b"__consumer_offsets"[..], b"..", &[b'x'; 250][..]] {
+            assert_eq!(
+                message_topic(&c, tag),
+                ("fallback".to_string(), true),
+                "{:?}",
+                String::from_utf8_lossy(tag)
+            );
+        }
+        assert_eq!(
+            message_topic(&c, b"app.web/1"),
+            ("app.web_1".to_string(), false)
+        );
     }
 }

@@ -17,13 +17,14 @@
 //! sends nothing for [`IDLE_TIMEOUT`] is closed (clients reconnect).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::Producer as _;
+
+use crate::kafka::Outgoing;
+use crate::kafka::sink::Sent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
@@ -67,34 +68,59 @@ pub(crate) fn large_slots(max_message_bytes: usize) -> usize {
 
 /// What every connection shares.
 struct Shared {
-    /// The whole configuration: the producer is made (and remade) from it.
-    config: Config,
+    /// The configuration the producers are made from and messages are read with; a reload
+    /// replaces it (`Server::reload`). Listener settings stay those of the start.
+    config: std::sync::Mutex<Arc<Config>>,
+    /// Moves when a reload changes who may send (shared key, users, own hostname):
+    /// connections that passed the handshake before are closed at their next message.
+    auth_generation: AtomicU64,
     metrics: Arc<Metrics>,
     producer: std::sync::Mutex<Arc<ack::Producer>>,
     window: Arc<Window>,
+    repairs: Arc<ack::Repairs>,
     stop: watch::Receiver<bool>,
     /// Large slots (see the module's notes).
     large: Arc<Semaphore>,
     /// Refused connections are logged once a minute per reason, with the count between.
     refusals: RateLimit,
+    /// Unix seconds of the runtime's last heartbeat: it answers (the watchdog).
+    beat: AtomicU64,
+}
+
+/// The Forward section of a configuration that has one.
+fn fwd(cfg: &Config) -> &ForwardConfig {
+    cfg.forward.as_ref().expect("forward is configured")
 }
 
 impl Shared {
-    fn cfg(&self) -> &ForwardConfig {
-        self.config.forward.as_ref().expect("forward is configured")
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The current producer, replaced after a fatal error (its unconfirmed chunks were
     /// never acknowledged, so their clients resend them to the new one).
     fn producer(&self) -> Arc<ack::Producer> {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        if g.inner.context().fatal.load(Ordering::Acquire) {
-            match ack::producer(&self.config, self.window.clone(), self.metrics.clone()) {
+        if g.context().owner().fatal.load(Ordering::Acquire) {
+            match self.make_producer(&self.config(), ack::Stage::Connections) {
                 Ok(p) => *g = Arc::new(p),
                 Err(e) => tracing::error!("forward input: {e:#}"),
             }
         }
         g.clone()
+    }
+
+    fn make_producer(&self, cfg: &Config, stage: ack::Stage) -> Result<ack::Producer> {
+        ack::producer(
+            cfg,
+            self.window.clone(),
+            self.metrics.clone(),
+            self.repairs.clone(),
+            stage,
+        )
     }
 }
 
@@ -102,6 +128,8 @@ impl Shared {
 pub(crate) struct Server {
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    shutdown_timeout: Duration,
     /// Where it listens, for logs and `status`.
     pub(crate) listening: Vec<String>,
 }
@@ -112,7 +140,7 @@ pub(crate) fn start(
     metrics: Arc<Metrics>,
     shutdown_timeout: Duration,
 ) -> Result<Server> {
-    let fwd = cfg.forward.as_ref().expect("forward is configured");
+    let fwd = fwd(cfg);
     let mut listening = Vec::new();
     let tcp = match &fwd.listen {
         Some(addr) => {
@@ -156,43 +184,167 @@ pub(crate) fn start(
         None => None,
     };
     let window = Arc::new(Window::new(fwd.max_in_flight_bytes));
-    let producer = ack::producer(cfg, window.clone(), metrics.clone())?;
+    let repairs = Arc::new(ack::Repairs::new(cfg));
+    let producer = ack::producer(
+        cfg,
+        window.clone(),
+        metrics.clone(),
+        repairs.clone(),
+        ack::Stage::Connections,
+    )?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         window,
+        repairs,
         metrics,
         producer: std::sync::Mutex::new(Arc::new(producer)),
-        config: cfg.clone(),
+        config: std::sync::Mutex::new(Arc::new(cfg.clone())),
+        auth_generation: AtomicU64::new(0),
         stop: stop_rx,
         large: Arc::new(Semaphore::new(large_slots(fwd.max_message_bytes))),
         refusals: RateLimit::default(),
+        beat: AtomicU64::new(crate::metrics::unix_now()),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the Forward input's runtime")?;
-    let thread = std::thread::Builder::new()
-        .name("forward".into())
-        .spawn(move || rt.block_on(serve(shared, tcp, unix, tls, shutdown_timeout)))
-        .context("cannot start the Forward input's thread")?;
+    let thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("forward".into())
+            .spawn(move || rt.block_on(serve(shared, tcp, unix, tls, shutdown_timeout)))
+            .context("cannot start the Forward input's thread")?
+    };
     Ok(Server {
         stop: stop_tx,
         thread: Some(thread),
+        shared,
+        shutdown_timeout,
         listening,
     })
 }
 
-impl Server {
+impl crate::lifecycle::Input for Server {
+    fn name(&self) -> &'static str {
+        "forward"
+    }
+
+    /// Ready once it listens: the listeners are bound before the input is handed over.
+    fn started(&self) -> Option<String> {
+        Some(format!(
+            "forward input listening on {}",
+            self.listening.join(", ")
+        ))
+    }
+
+    fn unhealthy(&self) -> Option<String> {
+        (!self.running()).then(|| "the forward input's thread ended".to_string())
+    }
+
+    /// Its runtime's heartbeat (a task stamps it every second): a wedged task would hold
+    /// every connection.
+    fn alive(&self, within: Duration) -> bool {
+        let age =
+            crate::metrics::unix_now().saturating_sub(self.shared.beat.load(Ordering::Relaxed));
+        self.running() && age <= within.as_secs().max(2)
+    }
+
+    fn status(&self) -> String {
+        let m = &self.shared.metrics;
+        format!(
+            "forward: {} connections, {} chunks acknowledged",
+            m.forward_connections_open.load(Ordering::Relaxed),
+            Metrics::get(&m.forward_acks)
+        )
+    }
+
+    fn ended(&mut self) -> Option<crate::error::Failure> {
+        (!self.running()).then(|| {
+            crate::error::Failure::fatal(anyhow!("the forward input stopped unexpectedly"))
+        })
+    }
+
+    /// Settings of `[forward]` the listeners and the memory bounds were made from at
+    /// start. Everything else (`[kafka]`, `[delivery]`'s refusal policy, the topic, key,
+    /// tag and time settings, the shared key and users) applies at a reload.
+    fn restart_needed(&self, old: &Config, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (fwd(old), fwd(new));
+        let mut fixed = Vec::new();
+        let mut differs = |name: &'static str, changed: bool| {
+            if changed {
+                fixed.push(name);
+            }
+        };
+        differs("forward.listen", a.listen != b.listen);
+        differs("forward.socket", a.socket != b.socket);
+        differs("forward.tls_cert, forward.tls_key", a.tls != b.tls);
+        differs(
+            "forward.max_connections",
+            a.max_connections != b.max_connections,
+        );
+        differs(
+            "forward.max_in_flight_bytes",
+            a.max_in_flight_bytes != b.max_in_flight_bytes,
+        );
+        differs(
+            "forward.max_message_bytes",
+            a.max_message_bytes != b.max_message_bytes,
+        );
+        fixed
+    }
+
+    /// A new producer from the new `[kafka]` (the old one confirms what it holds and goes;
+    /// chunks it cannot confirm in time stay unacknowledged and their clients resend
+    /// them), the new policy and `[forward]` settings from every connection's next
+    /// message, and a new handshake for connections whose key or users changed.
+    fn reload(&mut self, new: &Config) -> Result<()> {
+        let producer = Arc::new(self.shared.make_producer(new, ack::Stage::Connections)?);
+        let old_cfg = self.shared.config();
+        let (a, b) = (fwd(&old_cfg), fwd(new));
+        if a.shared_key != b.shared_key || a.users != b.users || a.self_hostname != b.self_hostname
+        {
+            self.shared.auth_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        *self
+            .shared
+            .repairs
+            .policy
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = ack::Repairs::policy(new);
+        *self.shared.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        let old = std::mem::replace(
+            &mut *self
+                .shared
+                .producer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+            producer,
+        );
+        // The old producer's reports still come (to the same chunks and window) until it
+        // has confirmed what it holds; a thread keeps it that long.
+        let timeout = self.shutdown_timeout;
+        let _ = std::thread::Builder::new()
+            .name("forward-retire".into())
+            .spawn(move || {
+                let _ = old.flush(timeout);
+            });
+        Ok(())
+    }
+
     /// Stops accepting and reading, waits (up to the shutdown timeout) for what is in
     /// flight to be confirmed and acknowledged, then closes every connection.
-    pub(crate) fn stop(mut self) {
+    fn stop(mut self: Box<Self>) -> Result<(), crate::error::Failure> {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        Ok(())
     }
+}
 
-    pub(crate) fn is_running(&self) -> bool {
+impl Server {
+    fn running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
@@ -220,7 +372,23 @@ async fn serve(
     tls: Option<Arc<openssl::ssl::SslAcceptor>>,
     shutdown_timeout: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(shared.cfg().max_connections));
+    let started = shared.config();
+    let slots = Arc::new(Semaphore::new(fwd(&started).max_connections));
+    // Refused records the policy sends again, and the heartbeat the watchdog reads: both
+    // outlive the accept loop (the last reports and repairs come during the drain).
+    let repairer = tokio::spawn(repair(shared.clone()));
+    let heart = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                shared
+                    .beat
+                    .store(crate::metrics::unix_now(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let probe = tokio::spawn(probe(shared.clone()));
     let tcp = tcp.map(|l| tokio::net::TcpListener::from_std(l).expect("a listener for tokio"));
     let unix = unix.map(|l| tokio::net::UnixListener::from_std(l).expect("a listener for tokio"));
     let mut stop = shared.stop.clone();
@@ -304,7 +472,10 @@ async fn serve(
     })
     .await;
     conns.abort_all();
-    if let Some(p) = &shared.cfg().socket {
+    repairer.abort();
+    heart.abort();
+    probe.abort();
+    if let Some(p) = &fwd(&started).socket {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -416,7 +587,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     peer: &str,
     shared: &Shared,
 ) -> Result<(), String> {
-    let cfg = shared.cfg();
+    // The handshake is the one of the configuration this connection began under; the
+    // rest is read again for every message (a reload applies to the next one).
+    let config = shared.config();
+    let cfg = fwd(&config);
+    let generation = shared.auth_generation.load(Ordering::Acquire);
     let limit = cfg.max_message_bytes;
     let mut stop = shared.stop.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -446,6 +621,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 break;
             };
             let frame = &buf[start..start + n];
+            if cfg.shared_key.is_some()
+                && shared.auth_generation.load(Ordering::Acquire) != generation
+            {
+                return Err(
+                    "the shared key or the users changed (reload): the client must pass the new handshake".into(),
+                );
+            }
             if let Some(h) = &handshake {
                 let keys = Keys {
                     shared_key: cfg.shared_key.as_ref().expect("a key with a handshake"),
@@ -564,6 +746,93 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Asks the brokers for metadata at start and every second while none is known to answer:
+/// readiness then follows the brokers without waiting for a client's events, and a
+/// connection failure (a wrong password) is named at once, not at the first event.
+async fn probe(shared: Arc<Shared>) {
+    loop {
+        if !shared.metrics.broker_up.load(Ordering::Relaxed) {
+            let p = shared.producer();
+            let answered = tokio::task::spawn_blocking(move || {
+                p.client()
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .is_ok()
+            })
+            .await;
+            if matches!(answered, Ok(true)) {
+                shared.metrics.broker_state(true);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Sends refused records again as the policy decided (`ack::ForwardOwner::refused`): alone
+/// in a batch of their own, or to the dead-letter topic, through a producer made at the
+/// first refusal (most agents never need it). Each stays counted in its chunk and the
+/// window until its new report.
+async fn repair(shared: Arc<Shared>) {
+    let mut producer: Option<(Arc<Config>, ack::Producer)> = None;
+    loop {
+        shared.repairs.wake.notified().await;
+        while let Some(r) = shared.repairs.pop() {
+            let config = shared.config();
+            if !producer
+                .as_ref()
+                .is_some_and(|(c, _)| Arc::ptr_eq(c, &config))
+            {
+                match shared.make_producer(&config, ack::Stage::Repair) {
+                    Ok(p) => producer = Some((config.clone(), p)),
+                    Err(e) => {
+                        tracing::error!("forward input: {e:#}");
+                        producer = None;
+                    }
+                }
+            }
+            let len = r.refused.payload.len();
+            let Some((_, p)) = &producer else {
+                shared.window.refuse(&r.chunk, len);
+                continue;
+            };
+            let dlq = config.delivery.dead_letter_topic.clone();
+            let (topic, headers) = if r.dead_letter {
+                Metrics::add(&shared.metrics.records_dead_lettered, 1);
+                if shared.refusals.admit("dead-letter").is_some() {
+                    tracing::error!(topic = %r.refused.topic, error = %r.refused.error, dead_letter_topic = %dlq, "forward input: the broker refused an event for good; sent it to the dead-letter topic (counted in records_dead_lettered); its chunk is acknowledged once it is confirmed there");
+                }
+                (dlq.as_str(), crate::kafka::dead_letter_headers(&r.refused))
+            } else {
+                (
+                    r.refused.topic.as_str(),
+                    crate::kafka::owned_headers(&r.refused.headers),
+                )
+            };
+            let mut out = Outgoing {
+                topic,
+                payload: &r.refused.payload,
+                key: r.refused.key.as_deref(),
+                headers,
+                timestamp_ms: r.refused.timestamp_ms,
+            };
+            let mut token = r.chunk.clone();
+            loop {
+                match p.try_send(out, token) {
+                    Sent::Queued => break,
+                    Sent::Full(back, t) => {
+                        (out, token) = (back, t);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Sent::Refused(e, t) => {
+                        tracing::error!(topic, error = %e, "forward input: a refused record cannot be sent again; its chunk is not acknowledged");
+                        shared.window.refuse(&t, len);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Waits for a large slot, and says since when it is held; `None` when the agent stops
 /// first.
 async fn large_slot(shared: &Shared) -> Option<(OwnedSemaphorePermit, Instant)> {
@@ -586,7 +855,8 @@ async fn message(
     value_buf: &mut Vec<u8>,
     large: &mut Option<(OwnedSemaphorePermit, Instant)>,
 ) -> Result<(), Malformed> {
-    let cfg = shared.cfg();
+    let config = shared.config();
+    let cfg = fwd(&config);
     let msg = protocol::parse(frame)?;
     if msg.mode == protocol::Mode::CompressedPackedForward && large.is_none() {
         // Decompressing takes up to a message's worth more: a large slot's. Stopping
@@ -621,53 +891,34 @@ async fn message(
         if rec.fell_back || (rec.topic.is_none() && msg_fell_back) {
             Metrics::add(&shared.metrics.topics_invalid, 1);
         }
+        if rec.clamped {
+            Metrics::add(&shared.metrics.timestamps_clamped, 1);
+        }
         let topic = rec.topic.as_deref().unwrap_or(&msg_topic);
         shared.window.admit(&chunk, rec.value.len()).await;
-        let mut headers = OwnedHeaders::new_with_capacity(4)
-            .insert(Header {
-                key: record::SOURCE_HEADER,
-                value: Some("forward"),
-            })
-            .insert(Header {
-                key: record::FORMAT_HEADER,
-                value: Some(record::FORMAT_VERSION),
-            })
-            .insert(Header {
-                key: record::TAG_HEADER,
-                value: Some(msg.tag),
-            });
-        if let Some(c) = chunk_id {
-            id.clear();
-            id.push_str(&String::from_utf8_lossy(c));
-            id.push(':');
-            id.push_str(&i.to_string());
-            headers = headers.insert(Header {
-                key: record::ID_HEADER,
-                value: Some(id.as_str()),
-            });
-        }
         let len = rec.value.len();
-        let mut br = BaseRecord::with_opaque_to(topic, chunk.clone())
-            .payload(&rec.value[..])
-            .headers(headers)
-            .timestamp(rec.timestamp_ms);
-        if let Some(k) = rec.key {
-            br = br.key(k);
-        }
+        let mut out = Outgoing {
+            topic,
+            payload: &rec.value[..],
+            key: rec.key,
+            headers: record::headers(msg.tag, chunk_id, i, &mut id),
+            timestamp_ms: rec.timestamp_ms,
+        };
+        let mut token = chunk.clone();
         loop {
-            match producer.inner.send(br) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    br = back;
+            match producer.try_send(out, token) {
+                Sent::Queued => break,
+                Sent::Full(back, t) => {
+                    (out, token) = (back, t);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, back)) => {
+                Sent::Refused(e, t) => {
                     Metrics::add(&shared.metrics.forward_events_failed, 1);
                     tracing::error!(topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
                     shared
                         .metrics
                         .error(format!("forward input: a record cannot be queued: {e}"));
-                    shared.window.refuse(&back.delivery_opaque, len);
+                    shared.window.refuse(&t, len);
                     break;
                 }
             }

@@ -17,6 +17,7 @@
 pub mod cursor;
 mod entry;
 mod header;
+mod host;
 mod matches;
 mod own;
 pub(crate) mod retention;
@@ -34,6 +35,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use systemd::journal::{self, Journal, JournalWaitResult};
 
 pub use entry::Entry;
+pub(crate) use host::machine_id;
 pub use matches::{apply as apply_matches, shorthand_terms};
 pub(crate) use own::OwnEntries;
 pub(crate) use select::{Selection, effect as filter_effect};
@@ -968,7 +970,7 @@ pub fn unreadable_files(cfg: &JournalConfig) -> Vec<(PathBuf, String)> {
     let files = match &cfg.source {
         Source::Directory(_) | Source::Files(_) => source_files(cfg).unwrap_or_default(),
         Source::Local | Source::Namespace(_) => {
-            let mid = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+            let mid = host::machine_id().unwrap_or_default();
             let sub = match &cfg.source {
                 Source::Namespace(ns) => format!("{}.{ns}", mid.trim()),
                 _ => mid.trim().to_string(),

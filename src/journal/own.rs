@@ -74,8 +74,8 @@ impl OwnEntries {
             Source::Local | Source::Namespace(_) => None,
             // Unknown machine id: no entry can be proven ours, so none is skipped.
             Source::Directory(_) | Source::Files(_) => Some(
-                std::fs::read_to_string("/etc/machine-id")
-                    .map(|m| m.trim().as_bytes().to_vec())
+                super::host::machine_id()
+                    .map(String::into_bytes)
                     .unwrap_or_default(),
             ),
         };

@@ -38,7 +38,7 @@ impl Limits {
 
     /// As [`Limits::of`] with the configuration files looked up under `root` (tests).
     pub(crate) fn of_under(cfg: &JournalConfig, root: &Path) -> Option<Limits> {
-        let mid = std::fs::read_to_string(root.join("etc/machine-id")).unwrap_or_default();
+        let mid = super::host::machine_id_under(root).unwrap_or_default();
         let (name, sub) = match &cfg.source {
             Source::Files(_) => return None,
             Source::Directory(d) => {

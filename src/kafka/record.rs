@@ -1,19 +1,17 @@
-//! Putting one encoded record on the wire: headers, key, timestamp, and the wait for room
-//! in librdkafka's queue. The bytes themselves come from `format`.
+//! A journal entry's record on the wire: its headers (the cursor consumers de-duplicate
+//! by), and the shipping thread's wait for room in librdkafka's queue. The bytes come from
+//! `format`; the wire itself is the `sink`'s.
 
 use std::thread;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::BaseRecord;
 
 use super::Producer;
+use super::sink::{Outgoing, Sent};
 use crate::checkpoint::Tracker;
-use crate::format::{
-    CURSOR_HEADER, DEAD_LETTER_ERROR_HEADER, DEAD_LETTER_TOPIC_HEADER, FORMAT_HEADER,
-    FORMAT_VERSION,
-};
+use crate::format::{CURSOR_HEADER, FORMAT_HEADER, FORMAT_VERSION};
 
 /// The headers every entry's record carries: its cursor (consumers de-duplicate by it) and
 /// the layout version. They copy the cursor, so they are built before the watermark takes it.
@@ -44,59 +42,27 @@ pub(crate) fn headers_with<N: AsRef<str>, V: AsRef<[u8]>>(
     h
 }
 
-/// The headers of a dead-lettered record: the original ones, then why and where it was
-/// meant to go.
-pub(crate) fn dead_letter_headers(
-    cursor: &str,
-    extra: &[(String, Vec<u8>)],
-    topic: &str,
-    error: &str,
-) -> OwnedHeaders {
-    headers_with(cursor, extra)
-        .insert(Header {
-            key: DEAD_LETTER_ERROR_HEADER,
-            value: Some(error.as_bytes()),
-        })
-        .insert(Header {
-            key: DEAD_LETTER_TOPIC_HEADER,
-            value: Some(topic.as_bytes()),
-        })
-}
-
-/// One record, ready to send.
-pub(crate) struct Outgoing<'a> {
-    pub(crate) topic: &'a str,
-    pub(crate) payload: &'a [u8],
-    pub(crate) key: Option<&'a [u8]>,
-    pub(crate) headers: OwnedHeaders,
-    pub(crate) timestamp_ms: i64,
-}
-
-/// Hands the record admitted as `seq` to librdkafka. Returns false when the session must
-/// end; the record is then failed in the watermark, so nothing after it becomes safe.
+/// Hands the record admitted as `seq` to librdkafka, waiting (on this thread) while its
+/// queue is full. Returns false when the session must end; the record is then failed in
+/// the watermark, so nothing after it becomes safe.
 pub(crate) fn send(producer: &Producer, tracker: &Tracker, seq: u64, r: Outgoing<'_>) -> bool {
-    let mut record = BaseRecord::with_opaque_to(r.topic, seq as usize)
-        .payload(r.payload)
-        .headers(r.headers)
-        .timestamp(r.timestamp_ms);
-    if let Some(k) = r.key {
-        record = record.key(k);
-    }
+    let topic = r.topic;
+    let mut r = r;
     loop {
-        match producer.send(record) {
-            Ok(()) => return true,
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+        match producer.try_send(r, seq as usize) {
+            Sent::Queued => return true,
+            Sent::Full(back, _) => {
                 // librdkafka's queue is sized above our window, so this is rare; wait for
                 // deliveries to make room rather than dropping anything.
                 if tracker.status().is_err() {
                     tracker.failed(seq, "not sent: the session is ending".into());
                     return false;
                 }
-                record = back;
+                r = back;
                 thread::sleep(Duration::from_millis(5));
             }
-            Err((e, _)) => {
-                tracker.failed(seq, format!("cannot produce to topic {:?}: {e}", r.topic));
+            Sent::Refused(e, _) => {
+                tracker.failed(seq, format!("cannot produce to topic {topic:?}: {e}"));
                 return false;
             }
         }

@@ -96,13 +96,10 @@ fn txn_error(what: &str, e: KafkaError) -> Failure {
 /// reinstalls (machine-id survives them unless the host is re-imaged, and then the
 /// operator should set it explicitly to keep the place).
 pub(crate) fn default_transactional_id(source: &Source) -> Result<String> {
-    let machine = std::fs::read_to_string("/etc/machine-id").context(
+    let machine = crate::journal::machine_id().context(
         "cannot read /etc/machine-id to derive delivery.transactional_id (set it in the config)",
     )?;
-    let machine = machine.trim();
-    if machine.is_empty() {
-        bail!("/etc/machine-id is empty; set delivery.transactional_id in the config");
-    }
+    let machine = machine.as_str();
     Ok(match source {
         Source::Local => format!("journald-kafka.{machine}"),
         Source::Namespace(ns) => format!("journald-kafka.{machine}.{ns}"),

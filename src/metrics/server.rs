@@ -42,8 +42,8 @@ use super::{Metrics, unix_now};
 pub fn not_ready(m: &Metrics) -> Option<String> {
     let stall_seconds = Metrics::get(&m.ready_stall_secs);
     let min_forecast = Metrics::get(&m.ready_min_forecast_secs);
-    if !m.journal_open.load(Relaxed) {
-        return Some("journal not open".into());
+    if let Some(why) = m.inputs_unhealthy() {
+        return Some(why);
     }
     let mut why = Vec::new();
     if !m.broker_up.load(Relaxed) {

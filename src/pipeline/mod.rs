@@ -29,12 +29,112 @@ use std::time::{Duration, Instant};
 pub(crate) use reader::describe_start;
 pub use service::Shutdown;
 
+/// The journal input in the process's lifecycle: the session loop ([`run`]) on a thread of
+/// its own, as `cli/run.rs` drives every input.
+pub(crate) struct Journal {
+    thread: Option<std::thread::JoinHandle<Result<(), Failure>>>,
+    shutdown: Arc<Shutdown>,
+    report: Arc<Report>,
+    metrics: Arc<Metrics>,
+}
+
+impl Journal {
+    pub(crate) fn start(
+        cfg: Config,
+        mut store: Box<dyn Store + Send>,
+        shutdown: Arc<Shutdown>,
+        metrics: Arc<Metrics>,
+        watchdog: Option<Duration>,
+    ) -> anyhow::Result<Journal> {
+        let report = Arc::new(Report::default());
+        let thread = {
+            let (shutdown, metrics, report) = (shutdown.clone(), metrics.clone(), report.clone());
+            std::thread::Builder::new()
+                .name("pipeline".into())
+                .spawn(move || run(cfg, &mut *store, &shutdown, &metrics, &report, watchdog))?
+        };
+        Ok(Journal {
+            thread: Some(thread),
+            shutdown,
+            report,
+            metrics,
+        })
+    }
+
+    fn join(&mut self) -> Result<(), Failure> {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(Failure::fatal(anyhow::anyhow!(
+                "the journal pipeline panicked"
+            ))),
+        }
+    }
+}
+
+impl crate::lifecycle::Input for Journal {
+    fn name(&self) -> &'static str {
+        "journal"
+    }
+
+    fn started(&self) -> Option<String> {
+        self.report.ready()
+    }
+
+    fn unhealthy(&self) -> Option<String> {
+        (!self
+            .metrics
+            .journal_open
+            .load(std::sync::atomic::Ordering::Relaxed))
+        .then(|| "journal not open".to_string())
+    }
+
+    fn alive(&self, within: Duration) -> bool {
+        self.report.beat_within(within)
+    }
+
+    fn status(&self) -> String {
+        self.report.status()
+    }
+
+    fn ended(&mut self) -> Option<Failure> {
+        if !self.thread.as_ref().is_some_and(|t| t.is_finished()) {
+            return None;
+        }
+        match self.join() {
+            Err(f) => Some(f),
+            Ok(()) if self.shutdown.requested() => None,
+            Ok(()) => Some(Failure::fatal(anyhow::anyhow!(
+                "the journal pipeline stopped unexpectedly"
+            ))),
+        }
+    }
+
+    /// Everything but the process-wide settings (`lifecycle::restart_needed`) applies:
+    /// the session ends (what is in flight is confirmed and the place saved) and the next
+    /// one starts from that place with the new configuration.
+    fn restart_needed(&self, _old: &Config, _new: &Config) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    fn reload(&mut self, new: &Config) -> anyhow::Result<()> {
+        self.report.clear_ready();
+        self.shutdown.reload(new.clone());
+        Ok(())
+    }
+
+    fn stop(mut self: Box<Self>) -> Result<(), Failure> {
+        self.shutdown.request();
+        self.join()
+    }
+}
+
 use crate::checkpoint::Store;
 use crate::config::{Config, Mode};
 use crate::error::Failure;
 use crate::kafka::transaction;
+use crate::lifecycle::Report;
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
 
 /// A session that ran this long earns a fresh, short backoff after it fails.
 const HEALTHY_SESSION: Duration = Duration::from_secs(60);
@@ -47,7 +147,8 @@ pub(crate) fn run(
     store: &mut dyn Store,
     shutdown: &Arc<Shutdown>,
     metrics: &Arc<Metrics>,
-    notifier: &Notifier,
+    report: &Report,
+    watchdog: Option<Duration>,
 ) -> Result<(), Failure> {
     // In exactly-once mode every session reads its place from the cursor topic, because an
     // aborted transaction takes back what the watermark had already seen confirmed.
@@ -65,7 +166,7 @@ pub(crate) fn run(
             }),
         ),
     };
-    let mut svc = service::Service::new(notifier, &cfg);
+    let mut svc = service::Service::new(report, watchdog, &cfg);
     let mut backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
     let mut first = true;
     loop {
@@ -74,11 +175,7 @@ pub(crate) fn run(
             // it with the new settings (the delivery mode cannot change here: see `run`'s
             // reload check). READY follows once the new session is up.
             cfg = new;
-            metrics.set_thresholds(
-                cfg.metrics.stall_seconds,
-                cfg.metrics.min_loss_forecast_seconds,
-            );
-            svc = service::Service::new(notifier, &cfg);
+            svc = service::Service::new(report, watchdog, &cfg);
             backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
             if let Some(eo) = eo.as_mut() {
                 eo.cursor_topic_ready = false;

@@ -55,9 +55,7 @@ impl Progress {
             spaces: BTreeMap::new(),
             covered: BTreeMap::new(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
-            machine_id: std::fs::read_to_string("/etc/machine-id")
-                .map(|m| m.trim().to_string())
-                .unwrap_or_default(),
+            machine_id: crate::journal::machine_id().unwrap_or_default(),
         })
     }
 

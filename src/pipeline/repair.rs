@@ -20,27 +20,22 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::checkpoint::Tracker;
-use crate::config::{Config, OnRefused};
+use crate::config::Config;
 use crate::format::{self, Encoder};
-use crate::kafka::{self, Class, Producer, Refusal, Refusals};
+use crate::kafka::{self, Action, Policy, Producer, Refusal, Refusals};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
-
-/// Re-encoding stops at this record limit; smaller refused records are dead-lettered.
-const MIN_RECORD_LIMIT: usize = 4096;
 
 pub(super) struct Repairer {
     refusals: Arc<Refusals>,
     cfg: Config,
+    policy: Policy,
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
     /// Made at the first refusal (most sessions never need it).
     producer: Option<Producer>,
     encoder: Encoder,
     payload: Vec<u8>,
-    /// Topics every record may go to (the fixed topic, the fallback): their refusals are
-    /// not one record's fault.
-    common_topics: Vec<String>,
     /// Attempts per refused record (by sequence number).
     attempts: HashMap<u64, u32>,
     /// Refused records handled in this session.
@@ -58,18 +53,26 @@ impl Repairer {
         Repairer {
             refusals,
             cfg: cfg.clone(),
+            policy: Policy {
+                on_too_large: cfg.delivery.on_too_large,
+                on_topic_refused: cfg.delivery.on_topic_refused,
+                dead_letter_topic: cfg.delivery.dead_letter_topic.clone(),
+                // Topics every record may go to (the fixed topic, the fallback): their
+                // refusals are not one record's fault.
+                common_topics: cfg
+                    .kafka
+                    .fixed_topic()
+                    .into_iter()
+                    .chain(cfg.kafka.topic_fallback.as_deref())
+                    .map(str::to_string)
+                    .collect(),
+                shrink_from: Some(cfg.encoding.max_record_bytes),
+            },
             tracker,
             metrics,
             producer: None,
             encoder: Encoder::new(&cfg.encoding, &cfg.kafka),
             payload: Vec::new(),
-            common_topics: cfg
-                .kafka
-                .fixed_topic()
-                .into_iter()
-                .chain(cfg.kafka.topic_fallback.as_deref())
-                .map(str::to_string)
-                .collect(),
             attempts: HashMap::new(),
             settled: 0,
             log: RateLimit::default(),
@@ -113,65 +116,47 @@ impl Repairer {
             // Entries of records long settled: forget them rather than grow.
             self.attempts.clear();
         }
-        let d = &self.cfg.delivery;
-        let policy = if r.topic == d.dead_letter_topic {
-            return self.fail(r, "the dead-letter topic refused it too");
-        } else {
-            match r.class {
-                Class::TooLarge => d.on_too_large,
-                Class::Topic if self.common_topics.contains(&r.topic) => {
-                    return self.fail(r, "every record goes to this topic");
-                }
-                Class::Topic => d.on_topic_refused,
+        let f = &r.refused;
+        let attempt = self.attempts.get(&r.seq).copied().unwrap_or(0);
+        match self
+            .policy
+            .decide(f.class, &f.topic, f.payload.len(), attempt)
+        {
+            Action::Fail(why) => self.fail(r, why),
+            Action::Alone => {
+                self.attempts.insert(r.seq, attempt + 1);
+                let headers = kafka::owned_headers(&f.headers);
+                self.send(&r, &f.topic, &f.payload, headers, producer)
             }
-        };
-        match (policy, r.class) {
-            (OnRefused::Stall, _) => self.fail(r, "policy \"stall\""),
-            // Too large may mean "shared a batch with a record too large": alone first.
-            (OnRefused::DeadLetter, Class::TooLarge) if !self.attempts.contains_key(&r.seq) => {
-                self.attempts.insert(r.seq, 1);
-                self.resend(&r, &r.payload, producer)
+            Action::Shrink(limit) => {
+                self.attempts.insert(r.seq, attempt + 1);
+                self.shrink(r, limit, producer)
             }
-            (OnRefused::DeadLetter, _) => self.dead_letter(r, producer),
-            (OnRefused::Shrink, _) => self.shrink(r, producer),
+            Action::DeadLetter => self.dead_letter(r, producer),
         }
     }
 
-    fn shrink(&mut self, r: Refusal, producer: &Producer) -> bool {
-        let attempt = self.attempts.entry(r.seq).or_insert(0);
-        *attempt += 1;
-        // Attempt 1 resends unchanged (alone in its batch now); then the limit halves.
-        let limit =
-            self.cfg.encoding.max_record_bytes.min(r.payload.len()) >> (*attempt - 1).min(30);
-        if *attempt > 1 && limit < MIN_RECORD_LIMIT {
-            return self.dead_letter(r, producer);
-        }
-        let payload = if r.payload.len() > limit {
-            let rebuilt = format::decode(&r.payload).and_then(format::to_entry);
-            let (entry, prior) = match rebuilt {
-                Ok(x) => x,
-                Err(e) => {
-                    let why = format!("it cannot be re-encoded: {e:#}");
-                    return self.fail(r, &why);
-                }
-            };
-            self.encoder
-                .encode_within(&entry, &mut self.payload, limit, prior);
-            Metrics::add(&self.metrics.records_shrunk, 1);
-            if self.log.admit("shrunk").is_some() {
-                tracing::warn!(cursor = %r.cursor, topic = %r.topic, from = r.payload.len(), to = self.payload.len(), "the broker refused a record as too large; sending it again re-encoded smaller (marked in JOURNALD_KAFKA_TRUNCATED)");
+    fn shrink(&mut self, r: Refusal, limit: usize, producer: &Producer) -> bool {
+        let f = &r.refused;
+        let rebuilt = format::decode(&f.payload).and_then(format::to_entry);
+        let (entry, prior) = match rebuilt {
+            Ok(x) => x,
+            Err(e) => {
+                let why = format!("it cannot be re-encoded: {e:#}");
+                return self.fail(r, &why);
             }
-            self.payload.as_slice()
-        } else {
-            r.payload.as_slice()
         };
-        self.resend(&r, payload, producer)
-    }
-
-    /// Sends the refused record again to its topic under its own sequence number.
-    fn resend(&self, r: &Refusal, payload: &[u8], producer: &Producer) -> bool {
-        let headers = kafka::headers_with(&r.cursor, &r.extra_headers);
-        self.send(r, &r.topic, payload, headers, producer)
+        let mut payload = std::mem::take(&mut self.payload);
+        self.encoder
+            .encode_within(&entry, &mut payload, limit, prior);
+        Metrics::add(&self.metrics.records_shrunk, 1);
+        if self.log.admit("shrunk").is_some() {
+            tracing::warn!(cursor = %r.cursor, topic = %f.topic, from = f.payload.len(), to = payload.len(), "the broker refused a record as too large; sending it again re-encoded smaller (marked in JOURNALD_KAFKA_TRUNCATED)");
+        }
+        let headers = kafka::owned_headers(&f.headers);
+        let sent = self.send(&r, &f.topic, &payload, headers, producer);
+        self.payload = payload;
+        sent
     }
 
     fn send(
@@ -189,9 +174,9 @@ impl Repairer {
             kafka::Outgoing {
                 topic,
                 payload,
-                key: r.key.as_deref(),
+                key: r.refused.key.as_deref(),
                 headers,
-                timestamp_ms: r.timestamp_ms,
+                timestamp_ms: r.refused.timestamp_ms,
             },
         )
     }
@@ -199,22 +184,23 @@ impl Repairer {
     fn dead_letter(&mut self, r: Refusal, producer: &Producer) -> bool {
         self.attempts.remove(&r.seq);
         Metrics::add(&self.metrics.records_dead_lettered, 1);
-        let dlq = &self.cfg.delivery.dead_letter_topic;
+        let f = &r.refused;
+        let dlq = &self.policy.dead_letter_topic;
         if self.log.admit("dead-letter").is_some() {
-            tracing::error!(cursor = %r.cursor, topic = %r.topic, error = %r.error, dead_letter_topic = %dlq, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
+            tracing::error!(cursor = %r.cursor, topic = %f.topic, error = %f.error, dead_letter_topic = %dlq, "the broker refused a record for good; sent it to the dead-letter topic (counted in records_dead_lettered)");
         }
-        let headers = kafka::dead_letter_headers(&r.cursor, &r.extra_headers, &r.topic, &r.error);
-        self.send(&r, dlq, &r.payload, headers, producer)
+        let headers = kafka::dead_letter_headers(f);
+        self.send(&r, dlq, &f.payload, headers, producer)
     }
 
     fn fail(&mut self, r: Refusal, why: &str) -> bool {
         self.attempts.remove(&r.seq);
-        self.metrics.failed(&r.kind);
+        self.metrics.failed(&r.refused.kind);
         self.tracker.failed(
             r.seq,
             format!(
                 "delivery to topic {} failed: {} ({why}; the cursor stays before entry {})",
-                r.topic, r.error, r.cursor
+                r.refused.topic, r.refused.error, r.cursor
             ),
         );
         false

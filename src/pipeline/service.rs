@@ -1,5 +1,6 @@
-//! What the service manager and the operator see of a running pipeline: shutdown requests
-//! from signal handlers, readiness, watchdog pings and the one-line status.
+//! What the supervisor and the operator see of a running pipeline: shutdown requests from
+//! signal handlers, and readiness, signs of life and the one-line status published in
+//! the journal input's `lifecycle::Report`.
 //!
 //! Runs on the session thread (the one that called `pipeline::run`), except
 //! [`Shutdown::request`], which the signal thread calls. It must never decide anything
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::Tracker;
 use crate::config::Config;
 use crate::kafka;
+use crate::lifecycle::Report;
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
 
 /// Lets a signal handler stop the pipeline, or hand it a new configuration, from another
 /// thread.
@@ -88,10 +89,13 @@ impl Shutdown {
     }
 }
 
-/// What the service manager hears: readiness once, watchdog pings while the pipeline is
-/// healthy, and a one-line status.
+/// What the journal input tells the supervisor (`lifecycle::Report`), which tells the
+/// service manager: started once, signs of life while the pipeline is healthy, and a
+/// one-line status.
 pub(super) struct Service<'a> {
-    notifier: &'a Notifier,
+    report: &'a Report,
+    /// The service manager's watchdog interval, if it has one.
+    watchdog: Option<Duration>,
     started: Instant,
     pub(super) ready: bool,
     last_ping: Instant,
@@ -103,7 +107,7 @@ pub(super) struct Service<'a> {
 }
 
 impl<'a> Service<'a> {
-    pub(super) fn new(notifier: &'a Notifier, cfg: &Config) -> Service<'a> {
+    pub(super) fn new(report: &'a Report, watchdog: Option<Duration>, cfg: &Config) -> Service<'a> {
         let stats_ms: u64 = cfg
             .kafka
             .properties
@@ -112,23 +116,24 @@ impl<'a> Service<'a> {
             .unwrap_or(kafka::STATS_INTERVAL_MS)
             .parse()
             .unwrap_or(0);
-        let watchdog = notifier.watchdog().unwrap_or(Duration::from_secs(30));
+        report.clear_ready();
+        let interval = watchdog.unwrap_or(Duration::from_secs(30));
         Service {
-            notifier,
+            report,
+            watchdog,
             started: Instant::now(),
             ready: false,
             last_ping: Instant::now(),
             last_status: Instant::now(),
             // Without statistics there is no heartbeat to check; trust the reader alone.
             producer_grace: (stats_ms > 0)
-                .then(|| watchdog.max(Duration::from_millis(3 * stats_ms + 1000))),
+                .then(|| interval.max(Duration::from_millis(3 * stats_ms + 1000))),
             connect_timeout: Duration::from_millis(cfg.kafka.connect_timeout_ms),
         }
     }
 
     fn ping_due(&self) -> bool {
-        self.notifier
-            .watchdog()
+        self.watchdog
             .is_some_and(|w| self.last_ping.elapsed() >= w / 3)
     }
 
@@ -156,16 +161,16 @@ impl<'a> Service<'a> {
             };
             if let Some(st) = status {
                 tracing::info!("ready: {st}");
-                self.notifier.ready(&st);
+                self.report.set_ready(&st);
                 self.ready = true;
             }
         }
         if self.ping_due() {
-            let w = self.notifier.watchdog().unwrap_or_default();
+            let w = self.watchdog.unwrap_or_default();
             let (reader_age, producer_age) = tracker.beat_ages();
             let producer_ok = self.producer_grace.is_none_or(|g| producer_age < g);
             if reader_age < w / 2 && producer_ok {
-                self.notifier.watchdog_ping();
+                self.report.beat();
                 self.last_ping = Instant::now();
             } else {
                 tracing::error!(
@@ -175,9 +180,10 @@ impl<'a> Service<'a> {
                 );
             }
         }
-        if self.last_status.elapsed() >= Duration::from_secs(5) {
+        // Published every second (a string in memory); the supervisor sends it on.
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
             let (n, _) = tracker.in_flight();
-            self.notifier.status(&format!(
+            self.report.set_status(&format!(
                 "shipping: {} entries delivered, {n} in flight, {} restarts",
                 Metrics::get(&metrics.entries_delivered),
                 Metrics::get(&metrics.sessions_restarted)
@@ -194,16 +200,16 @@ impl<'a> Service<'a> {
         if !self.ready && self.started.elapsed() >= self.connect_timeout {
             let st = format!("brokers NOT reachable yet: {why}");
             tracing::info!("ready: {st}");
-            self.notifier.ready(&st);
+            self.report.set_ready(&st);
             self.ready = true;
             self.last_status = Instant::now();
         }
         if self.ping_due() {
-            self.notifier.watchdog_ping();
+            self.report.beat();
             self.last_ping = Instant::now();
         }
-        if self.last_status.elapsed() >= Duration::from_secs(5) {
-            self.notifier.status(why);
+        if self.last_status.elapsed() >= Duration::from_secs(1) {
+            self.report.set_status(why);
             self.last_status = Instant::now();
         }
     }

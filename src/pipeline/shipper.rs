@@ -18,14 +18,8 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::format::Encoder;
 use crate::journal::Entry;
-use crate::kafka::{self, Producer};
+use crate::kafka::{self, Producer, within_tolerance};
 use crate::metrics::Metrics;
-
-/// How far in the future an entry's time may lie before the record gets the current time
-/// instead. Brokers refuse records from the future (Kafka's message.timestamp.after.max.ms,
-/// one hour by default) with a permanent error, and an entry written under a wrong clock
-/// must not wedge the pipeline. The entry's own time always stays in __REALTIME_TIMESTAMP.
-const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
 /// Runs the shipping thread until the queue closes or the session ends, then closes the
 /// transaction (exactly-once). Returns with the queue closed, so a blocked input wakes up.
@@ -269,11 +263,6 @@ impl Shipper {
     }
 }
 
-/// `ts` when it is not too far ahead of `now`.
-fn within_tolerance(ts: i64, now_ms: i64) -> Option<i64> {
-    (ts <= now_ms + FUTURE_TOLERANCE_MS).then_some(ts)
-}
-
 fn now_ms() -> i64 {
     (crate::metrics::unix_now_usec() / 1000) as i64
 }
@@ -286,6 +275,7 @@ pub(super) fn tracker_failure(tracker: &Tracker) -> Option<Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::sink::FUTURE_TOLERANCE_MS;
 
     #[test]
     fn future_timestamps_are_clamped_past_the_tolerance_only() {
