@@ -22,7 +22,7 @@ use crate::format::{Value, decode};
 
 /// What the audit found for one sequence-number space (one journal writer).
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Space {
+pub(crate) struct Space {
     pub seqnum_id: String,
     /// Hosts named by the records (`_HOSTNAME`, or the progress records' host).
     pub hosts: BTreeSet<String>,
@@ -61,7 +61,7 @@ fn text(fields: &[(String, Value)], name: &str) -> Option<String> {
 
 /// Records that are not counted as journal entries, by reason.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     /// Records without a `journal-cursor` header (another producer's), or whose header is
     /// not a cursor.
     pub not_journal: u64,
@@ -93,7 +93,7 @@ impl Skipped {
     }
 
     /// One line per kind, for stderr; empty when nothing was skipped.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         for (n, what) in [
             (self.forward, "Forward-input records (not journal entries)"),
@@ -127,7 +127,7 @@ impl Skipped {
 
 /// Reads `topics` until no record came for `idle` and reports every space, by seqnum id,
 /// and the records that were not counted.
-pub fn audit(
+pub(crate) fn audit(
     connection: ClientConfig,
     topics: &[String],
     idle: Duration,
@@ -280,7 +280,7 @@ fn settle(seqnum_id: String, mut g: Gather) -> Space {
 }
 
 /// Text for people: one block per space.
-pub fn render(spaces: &[Space]) -> String {
+pub(crate) fn render(spaces: &[Space]) -> String {
     let mut out = String::new();
     for s in spaces {
         out.push_str(&format!(

@@ -5,7 +5,7 @@
 //! [`server`]. It must never block the pipeline: the hot path only touches atomics, and all
 //! formatting happens at scrape time.
 
-pub mod server;
+pub(crate) mod server;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 
 /// One input as the supervisor saw it (`/status`, `/health/ready`).
 #[derive(Debug, Clone)]
-pub struct InputState {
+pub(crate) struct InputState {
     pub name: &'static str,
     pub status: String,
     /// Why it does not serve now.
@@ -29,7 +29,7 @@ pub struct InputState {
 }
 
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub entries_read: AtomicU64,
     /// The agent's own log entries, skipped (journal.exclude_own_entries).
     pub entries_own_skipped: AtomicU64,
@@ -192,22 +192,22 @@ impl Default for Metrics {
     }
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     unix_now_usec() / 1_000_000
 }
 
-pub fn unix_now_usec() -> u64 {
+pub(crate) fn unix_now_usec() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 impl Metrics {
-    pub fn delivered(&self) {
+    pub(crate) fn delivered(&self) {
         self.entries_delivered.fetch_add(1, Relaxed);
     }
 
-    pub fn failed(&self, kind: &str) {
+    pub(crate) fn failed(&self, kind: &str) {
         self.entries_failed.fetch_add(1, Relaxed);
         let mut m = self
             .failures_by_kind
@@ -216,20 +216,20 @@ impl Metrics {
         *m.entry(kind.to_string()).or_default() += 1;
     }
 
-    pub fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
 
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
     }
 
-    pub fn set(gauge: &AtomicU64, v: u64) {
+    pub(crate) fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Relaxed);
     }
 
     /// Updates the librdkafka-derived gauges from a statistics JSON document.
-    pub fn librdkafka_stats(&self, json: &[u8]) {
+    pub(crate) fn librdkafka_stats(&self, json: &[u8]) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(json) else {
             return;
         };
@@ -256,12 +256,12 @@ impl Metrics {
         Self::set(&self.producer_request_errors, errors);
     }
 
-    pub fn set_inputs(&self, inputs: Vec<InputState>) {
+    pub(crate) fn set_inputs(&self, inputs: Vec<InputState>) {
         *self.inputs.lock().unwrap_or_else(|p| p.into_inner()) = Some(inputs);
     }
 
     /// Why inputs do not serve now ("journal: journal not open"), if any does not.
-    pub fn inputs_unhealthy(&self) -> Option<String> {
+    pub(crate) fn inputs_unhealthy(&self) -> Option<String> {
         let g = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         let Some(inputs) = g.as_ref() else {
             return Some("starting".into());
@@ -274,19 +274,19 @@ impl Metrics {
     }
 
     /// The readiness thresholds, at start and at every reload.
-    pub fn set_thresholds(&self, stall_seconds: u64, min_loss_forecast_seconds: u64) {
+    pub(crate) fn set_thresholds(&self, stall_seconds: u64, min_loss_forecast_seconds: u64) {
         Self::set(&self.ready_stall_secs, stall_seconds);
         Self::set(&self.ready_min_forecast_secs, min_loss_forecast_seconds);
     }
 
     /// Remembers `message` as the last error (rare: errors, not per-entry events).
-    pub fn error(&self, message: impl Into<String>) {
+    pub(crate) fn error(&self, message: impl Into<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((unix_now(), message.into()));
     }
 
     /// The agent's own view for `status`: what `/metrics` cannot carry (text, times).
-    pub fn status_json(&self) -> String {
+    pub(crate) fn status_json(&self) -> String {
         let last = self
             .last_error
             .lock()
@@ -334,7 +334,7 @@ impl Metrics {
     /// Whether a broker answers, from whichever source knows first: an acknowledgement or a
     /// metadata answer (up), librdkafka's "all brokers down" or a connection failure (down),
     /// and the statistics snapshot (either). One log line per change, not per report.
-    pub fn broker_state(&self, up: bool) {
+    pub(crate) fn broker_state(&self, up: bool) {
         if self.broker_up.load(Relaxed) == up {
             return;
         }
@@ -351,7 +351,7 @@ impl Metrics {
 
     /// Seconds between now and the entry named by the durable cursor: how far behind the
     /// saved position is. 0 before the first checkpoint.
-    pub fn lag_seconds(&self) -> f64 {
+    pub(crate) fn lag_seconds(&self) -> f64 {
         let t = Self::get(&self.checkpoint_realtime_usec);
         if t == 0 {
             return 0.0;
@@ -360,7 +360,7 @@ impl Metrics {
     }
 
     /// One line for the periodic log and for `STATUS=`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!(
             "read={} produced={} delivered={} failed={} truncated={} bytes={}",
             Self::get(&self.entries_read),
@@ -373,7 +373,7 @@ impl Metrics {
     }
 
     /// A registry exposing these metrics (and the latency histogram) in Prometheus format.
-    pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
+    pub(crate) fn registry(self: &std::sync::Arc<Self>) -> Registry {
         let mut r = Registry::default();
         r.register(
             "journald_kafka_delivery_latency_seconds",
@@ -719,7 +719,7 @@ impl Collector for Metrics {
 /// A streak of failed cursor saves: since when, the last error, and when the operator was
 /// last told in the log (one line at the start, then a reminder every few minutes).
 #[derive(Debug, Clone)]
-pub struct SaveFailure {
+pub(crate) struct SaveFailure {
     pub since: u64,
     pub error: String,
     pub logged: u64,
@@ -727,7 +727,7 @@ pub struct SaveFailure {
 
 /// Counts for one unit.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct UnitCounts {
+pub(crate) struct UnitCounts {
     pub entries: u64,
     pub bytes: u64,
     /// Messages journald dropped for this unit (rate limit).
@@ -749,16 +749,16 @@ impl UnitCounts {
 /// scrape. Suppressions always get a row of their own while there is room, since they are
 /// the loss an operator has to see.
 #[derive(Debug, Default)]
-pub struct UnitTable {
+pub(crate) struct UnitTable {
     rows: BTreeMap<String, UnitCounts>,
 }
 
 impl UnitTable {
-    pub const MAX: usize = 100;
-    pub const OTHER: &'static str = "(other)";
+    pub(crate) const MAX: usize = 100;
+    pub(crate) const OTHER: &'static str = "(other)";
 
     /// Adds a batch the reader gathered (unit name → counts).
-    pub fn merge(&mut self, batch: impl IntoIterator<Item = (String, UnitCounts)>) {
+    pub(crate) fn merge(&mut self, batch: impl IntoIterator<Item = (String, UnitCounts)>) {
         for (unit, c) in batch {
             if let Some(row) = self.rows.get_mut(&unit) {
                 row.add(c);
@@ -770,12 +770,12 @@ impl UnitTable {
         }
     }
 
-    pub fn rows(&self) -> impl Iterator<Item = (&str, UnitCounts)> {
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (&str, UnitCounts)> {
         self.rows.iter().map(|(k, v)| (k.as_str(), *v))
     }
 
     /// The `n` units with the most entries, busiest first.
-    pub fn top(&self, n: usize) -> Vec<(String, UnitCounts)> {
+    pub(crate) fn top(&self, n: usize) -> Vec<(String, UnitCounts)> {
         let mut v: Vec<_> = self.rows.iter().map(|(k, c)| (k.clone(), *c)).collect();
         v.sort_by(|a, b| b.1.entries.cmp(&a.1.entries).then(a.0.cmp(&b.0)));
         v.truncate(n);

@@ -8,14 +8,14 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 /// A connection to the service manager, or nothing when not under systemd.
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// Reads `$NOTIFY_SOCKET` and `$WATCHDOG_USEC` (honouring `$WATCHDOG_PID`).
-    pub fn from_env() -> Notifier {
+    pub(crate) fn from_env() -> Notifier {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|path| {
             let path = path.into_string().ok()?;
             let addr = match path.strip_prefix('@') {
@@ -51,7 +51,7 @@ impl Notifier {
     }
 
     /// The watchdog interval systemd expects pings within, if any.
-    pub fn watchdog(&self) -> Option<Duration> {
+    pub(crate) fn watchdog(&self) -> Option<Duration> {
         self.watchdog
     }
 
@@ -63,24 +63,24 @@ impl Notifier {
         }
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
-    pub fn status(&self, status: &str) {
+    pub(crate) fn status(&self, status: &str) {
         self.send(&format!("STATUS={}", one_line(status)));
     }
 
-    pub fn watchdog_ping(&self) {
+    pub(crate) fn watchdog_ping(&self) {
         self.send("WATCHDOG=1");
     }
 
     /// A reload began; READY=1 follows when the new session is up.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.send("RELOADING=1\nSTATUS=reloading: confirming what is in flight, then starting with the new configuration");
     }
 
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(
             "STOPPING=1\nSTATUS=stopping: confirming what is in flight, then saving the cursor",
         );

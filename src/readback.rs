@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// journalctl's default: local time, host, identifier[pid]: message
     Short,
     /// Like short, with an ISO 8601 timestamp.
@@ -31,14 +31,14 @@ pub enum Output {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum From {
+pub(crate) enum From {
     /// The oldest record of every partition.
     Beginning,
     /// Only records produced from now on (use with --follow).
     End,
 }
 
-pub struct CatOptions {
+pub(crate) struct CatOptions {
     /// How to reach the brokers (`kafka::connection_config` of a config file, or the
     /// `--brokers` given on the command line).
     pub connection: rdkafka::ClientConfig,
@@ -60,7 +60,7 @@ pub struct CatOptions {
 
 /// Prints records, decoded, until `lines` are printed or (without --follow) no record came
 /// for `idle`.
-pub fn cat(o: &CatOptions) -> Result<()> {
+pub(crate) fn cat(o: &CatOptions) -> Result<()> {
     match cat_inner(o) {
         // The reader of our output went away (`| head`): that is a normal end.
         Err(e)
@@ -302,7 +302,7 @@ fn values(v: &Value) -> Vec<Vec<u8>> {
 /// Writes one entry in the journal export format. The cursor and the realtime and monotonic
 /// timestamps come first; `__SEQNUM`/`__SEQNUM_ID` describe the source journal and are left
 /// out, so systemd-journal-remote can import the output as new entries.
-pub fn export(out: &mut impl Write, fields: &[(String, Value)]) -> std::io::Result<()> {
+pub(crate) fn export(out: &mut impl Write, fields: &[(String, Value)]) -> std::io::Result<()> {
     for name in ["__CURSOR", "__REALTIME_TIMESTAMP", "__MONOTONIC_TIMESTAMP"] {
         if let Some(v) = get(fields, name) {
             writeln!(out, "{name}={v}")?;
@@ -337,7 +337,7 @@ fn get(fields: &[(String, Value)], name: &str) -> Option<String> {
 }
 
 /// `Nov 22 04:42:55 host ident[pid]: message` in the local time zone, as journalctl.
-pub fn short(fields: &[(String, Value)], tz: &jiff::tz::TimeZone, iso: bool) -> String {
+pub(crate) fn short(fields: &[(String, Value)], tz: &jiff::tz::TimeZone, iso: bool) -> String {
     let usec: i64 = get(fields, "__REALTIME_TIMESTAMP")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);

@@ -16,7 +16,7 @@ use crate::journal::{Entry, Reader};
 
 /// What the checker found.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Journal entries that pass the filters.
     pub entries: u64,
     /// Records read from Kafka.
@@ -43,12 +43,12 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.lost == 0 && self.out_of_order == 0 && self.unmarked == 0
     }
 
     /// One line of JSON, the fields in declaration order.
-    pub fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         serde_json::to_string(self).expect("a report serializes")
     }
 }
@@ -85,7 +85,7 @@ impl std::fmt::Display for Report {
 
 /// Reads the whole journal (as the agent would from `head`, filters applied) and every
 /// record of `topics`, and compares them.
-pub fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report> {
+pub(crate) fn verify(cfg: &Config, topics: &[String], idle: Duration) -> Result<Report> {
     let mut jcfg = cfg.journal.clone();
     jcfg.start = Start::Head;
     let mut reader = Reader::open(&jcfg)?;

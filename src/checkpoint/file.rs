@@ -20,7 +20,7 @@ pub(crate) struct FileStore {
 }
 
 impl FileStore {
-    pub fn new(dir: &Path) -> FileStore {
+    pub(crate) fn new(dir: &Path) -> FileStore {
         FileStore {
             dir: dir.to_path_buf(),
             path: dir.join("cursor"),
@@ -31,7 +31,7 @@ impl FileStore {
 
     /// Creates the state directory if needed and checks that we can write there, so that a
     /// read-only or misowned directory stops the agent at start instead of after an hour.
-    pub fn prepare(&self) -> Result<()> {
+    pub(crate) fn prepare(&self) -> Result<()> {
         fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create state directory {}", self.dir.display()))?;
         let probe = self.dir.join(".write-test");

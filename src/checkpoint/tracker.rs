@@ -6,15 +6,19 @@
 //! | state                         | written by                                   | read by                                  |
 //! |-------------------------------|----------------------------------------------|------------------------------------------|
 //! | `wm` push (`admit`, `pass`)   | shipping thread                              |                                          |
-//! | `wm` delivered/failed         | librdkafka's delivery thread (`delivered`, `failed`) |                                  |
+//! | `wm` delivered/failed         | delivery thread (`delivered`, `failed`)      |                                          |
 //! | `wm` safe/newest cursor       |                                              | session thread (checkpoint tick), shipping thread (exactly-once commit) |
 //! | `in_flight_*`                 | shipping thread (admit), delivery thread (release) | session thread (gauges)            |
 //! | `stopping`, `stopped_at`      | signal thread via `Shutdown` (`stop`)        | shipping and reader threads (`status`, `admit`, `stopped_at`) |
 //! | `failure`                     | delivery thread, librdkafka's error callback (`fail_all`), control reports | everyone (`status`, `failure`) |
 //! | `controls_pending`            | shipping thread (`control_sent`), delivery thread (`control_answered`) | shipping thread (`wait_controls`) |
 //! | `reader_beat` (atomic)        | reader thread, and the shipping thread while it waits for room | session thread (watchdog)   |
-//! | `producer_beat` (atomic)      | librdkafka's statistics callback             | session thread (watchdog)                |
+//! | `producer_beat` (atomic)      | delivery thread (statistics callback)        | session thread (watchdog)                |
 //! | `opened` (atomic)             | reader thread, once                           | session thread (readiness)               |
+//!
+//! "Delivery thread" is the producer's polling thread (`producer-poll`, and
+//! `producer-repair` for re-sent refused records: `kafka::sink::Poller`), which runs
+//! librdkafka's delivery-report, error and statistics callbacks.
 //!
 //! Every change to `Inner` signals `changed`, so a waiter never sleeps past an event
 //! longer than its 100–200 ms cap.
@@ -78,7 +82,7 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(limits: Limits) -> Tracker {
+    pub(crate) fn new(limits: Limits) -> Tracker {
         Tracker {
             limits,
             inner: Mutex::new(Inner::default()),
@@ -96,17 +100,17 @@ impl Tracker {
     }
 
     /// The reader is alive (reading, waiting for the journal, or waiting for room).
-    pub fn reader_beat(&self) {
+    pub(crate) fn reader_beat(&self) {
         self.reader_beat.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// librdkafka's polling thread is alive (it delivered statistics).
-    pub fn producer_beat(&self) {
+    pub(crate) fn producer_beat(&self) {
         self.producer_beat.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// How long ago the reader and the producer last showed life.
-    pub fn beat_ages(&self) -> (Duration, Duration) {
+    pub(crate) fn beat_ages(&self) -> (Duration, Duration) {
         let now = self.now_ms();
         let age =
             |b: &AtomicU64| Duration::from_millis(now.saturating_sub(b.load(Ordering::Relaxed)));
@@ -114,11 +118,11 @@ impl Tracker {
     }
 
     /// The journal is open and positioned.
-    pub fn set_opened(&self) {
+    pub(crate) fn set_opened(&self) {
         self.opened.store(true, Ordering::Relaxed);
     }
 
-    pub fn opened(&self) -> bool {
+    pub(crate) fn opened(&self) -> bool {
         self.opened.load(Ordering::Relaxed)
     }
 
@@ -132,7 +136,7 @@ impl Tracker {
     /// number. An entry larger than the whole byte window is admitted alone once everything
     /// before it is settled, so it cannot wedge the pipeline.
     #[cfg(test)]
-    pub fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
+    pub(crate) fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
         self.admit_or(cursor, bytes, None)
     }
 
@@ -141,7 +145,7 @@ impl Tracker {
     /// settles them, and that policy runs on the waiting thread, so without this a window
     /// full of refused records would never empty (found when the default window shrank to
     /// 4 MiB, #19). `while_full` returning false ends the wait (the session is ending).
-    pub fn admit_or(
+    pub(crate) fn admit_or(
         &self,
         cursor: String,
         bytes: usize,
@@ -206,14 +210,14 @@ impl Tracker {
 
     /// Registers a position that needs no delivery (entries the filters removed) so the
     /// watermark can pass it once everything before it is delivered.
-    pub fn pass(&self, cursor: String) {
+    pub(crate) fn pass(&self, cursor: String) {
         let mut g = self.lock();
         let seq = g.wm.push(cursor, 0);
         g.wm.delivered(seq);
     }
 
     /// Records a delivery; returns the time since the entry was admitted.
-    pub fn delivered(&self, seq: u64) -> Option<Duration> {
+    pub(crate) fn delivered(&self, seq: u64) -> Option<Duration> {
         let mut g = self.lock();
         let (bytes, latency) = g.wm.delivered_at(seq);
         self.release(&mut g, bytes);
@@ -221,7 +225,7 @@ impl Tracker {
     }
 
     /// Records a failed delivery: the watermark stops there and the reader is told to stop.
-    pub fn failed(&self, seq: u64, error: String) {
+    pub(crate) fn failed(&self, seq: u64, error: String) {
         let mut g = self.lock();
         let bytes = g.wm.failed(seq);
         self.release(&mut g, bytes);
@@ -232,12 +236,12 @@ impl Tracker {
     }
 
     /// A record outside the watermark was handed to the producer.
-    pub fn control_sent(&self) {
+    pub(crate) fn control_sent(&self) {
         self.lock().controls_pending += 1;
     }
 
     /// The broker answered a record outside the watermark (`error` if it failed).
-    pub fn control_answered(&self, error: Option<String>) {
+    pub(crate) fn control_answered(&self, error: Option<String>) {
         let mut g = self.lock();
         g.controls_pending = g.controls_pending.saturating_sub(1);
         if let Some(e) = error {
@@ -249,7 +253,7 @@ impl Tracker {
     }
 
     /// Waits until every record outside the watermark is answered; false at the deadline.
-    pub fn wait_controls(&self, deadline: Instant) -> bool {
+    pub(crate) fn wait_controls(&self, deadline: Instant) -> bool {
         self.wait_for(deadline, |g| g.controls_pending == 0)
     }
 
@@ -276,7 +280,7 @@ impl Tracker {
     }
 
     /// Records a failure that concerns the producer as a whole (a fatal librdkafka error).
-    pub fn fail_all(&self, error: String) {
+    pub(crate) fn fail_all(&self, error: String) {
         let mut g = self.lock();
         if g.failure.is_none() {
             g.failure = Some(error);
@@ -299,7 +303,7 @@ impl Tracker {
     }
 
     /// Asks the reader to stop at the next entry.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let mut g = self.lock();
         g.stopping = true;
         g.stopped_at.get_or_insert_with(Instant::now);
@@ -307,12 +311,12 @@ impl Tracker {
     }
 
     /// When a stop was requested, if it was.
-    pub fn stopped_at(&self) -> Option<Instant> {
+    pub(crate) fn stopped_at(&self) -> Option<Instant> {
         self.lock().stopped_at
     }
 
     /// Whether the session should go on reading.
-    pub fn status(&self) -> Result<(), Refused> {
+    pub(crate) fn status(&self) -> Result<(), Refused> {
         let g = self.lock();
         match (&g.failure, g.stopping) {
             (Some(f), _) => Err(Refused::Failed(f.clone())),
@@ -321,13 +325,13 @@ impl Tracker {
         }
     }
 
-    pub fn failure(&self) -> Option<String> {
+    pub(crate) fn failure(&self) -> Option<String> {
         self.lock().failure.clone()
     }
 
     /// The place that may be committed, with the watermark's generation. The only place a
     /// [`SafeCursor`] is made.
-    pub fn safe_cursor(&self) -> Option<(SafeCursor, u64)> {
+    pub(crate) fn safe_cursor(&self) -> Option<(SafeCursor, u64)> {
         let g = self.lock();
         g.wm.safe_place()
             .map(|c| (SafeCursor(c), g.wm.generation()))
@@ -335,7 +339,7 @@ impl Tracker {
 
     /// The safe place, provided the watermark stands exactly at `target` (exactly-once: the
     /// cursor record already in the transaction names `target`).
-    pub fn safe_cursor_at(&self, target: &str) -> Result<SafeCursor, String> {
+    pub(crate) fn safe_cursor_at(&self, target: &str) -> Result<SafeCursor, String> {
         match self.safe_cursor() {
             Some((c, _)) if &*c == target => Ok(c),
             safe => Err(format!(
@@ -346,27 +350,27 @@ impl Tracker {
     }
 
     /// The place the watermark will reach once everything registered is delivered.
-    pub fn newest_place(&self) -> Option<String> {
+    pub(crate) fn newest_place(&self) -> Option<String> {
         self.lock().wm.newest_place()
     }
 
     /// Drops a gone writer's position (see [`Watermark::forget`]).
-    pub fn forget(&self, stream: &str) -> bool {
+    pub(crate) fn forget(&self, stream: &str) -> bool {
         self.lock().wm.forget(stream)
     }
 
     /// The positions the session starts from (see [`Watermark::seed`]).
-    pub fn seed(&self, place: &str) {
+    pub(crate) fn seed(&self, place: &str) {
         self.lock().wm.seed(place);
     }
 
-    pub fn in_flight(&self) -> (usize, usize) {
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
         let g = self.lock();
         (g.in_flight_entries, g.in_flight_bytes)
     }
 
     /// Waits until every admitted entry has a final answer, or the deadline passes.
-    pub fn wait_settled(&self, deadline: Instant) -> bool {
+    pub(crate) fn wait_settled(&self, deadline: Instant) -> bool {
         self.wait_for(deadline, |g| g.wm.settled())
     }
 }

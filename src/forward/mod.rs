@@ -4,12 +4,14 @@
 //! It is an input beside the journal, not behind the journal's seam (`pipeline::input`):
 //! the journal has positions to resume from, a Forward client has none — its resend
 //! protocol is the position. So the watermark and the cursor stores have nothing to do
-//! here; the ack is the commit. What it shares with the journal path: the Kafka client
-//! settings and guarantee (`kafka::client_config`), the metrics, the process.
+//! here; the ack is the commit. What it shares with the journal path: the output seam
+//! (`kafka::sink`: producer, delivery reports, connection failures, the refusal policy),
+//! the lifecycle (`lifecycle::Input`, implemented by `server::Server`), the metrics.
 //!
 //! Stages, one way: `server` (sockets, handshake via `handshake`) → `protocol` (frames
-//! into events, over `msgpack`) → `record` (events into Kafka records) → the producer in
-//! `ack`, whose delivery reports write the acks back through the connection's writer.
+//! into events, over `msgpack`) → `record` (events into Kafka records) → the sink, whose
+//! delivery reports reach `ack::ForwardOwner` and write the acks back through the
+//! connection's writer (or send a refused event again, as the policy says).
 //!
 //! It must never acknowledge a chunk before every one of its events was confirmed by the
 //! broker (acks=all, idempotent), never read more from a connection while the in-flight

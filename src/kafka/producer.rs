@@ -131,7 +131,8 @@ pub(crate) fn producer(
         // times out aborts its transaction and the reader rewinds, so nothing is lost.
         c.set("message.timeout.ms", t.timeout_ms.to_string());
     }
-    create(c, tracker, metrics, refusals).context("cannot create the Kafka producer")
+    create(c, tracker, metrics, refusals, "producer-poll")
+        .context("cannot create the Kafka producer")
 }
 
 fn create(
@@ -139,13 +140,14 @@ fn create(
     tracker: Arc<Tracker>,
     metrics: Arc<Metrics>,
     refusals: Option<Arc<Refusals>>,
+    thread: &str,
 ) -> rdkafka::error::KafkaResult<Producer> {
     let owner = JournalOwner {
         tracker,
         metrics: metrics.clone(),
         refusals,
     };
-    sink::create(&c, owner, metrics, "producer-poll")
+    sink::create(&c, owner, metrics, thread)
 }
 
 /// A producer for records the brokers refused as too large: one record per batch and no
@@ -164,7 +166,7 @@ pub(crate) fn repair_producer(
     c.set("linger.ms", "0");
     // No statistics: this producer is not the watchdog's heartbeat.
     c.set("statistics.interval.ms", "0");
-    create(c, tracker, metrics, Some(refusals))
+    create(c, tracker, metrics, Some(refusals), "producer-repair")
         .context("cannot create the Kafka producer for refused records")
 }
 

@@ -448,13 +448,16 @@ pub(crate) struct TransactionStore {
     /// at-least-once; Kafka is the authority.
     cache: FileStore,
     open: bool,
+    /// The cursor the open transaction's cursor record names: it commits only with a
+    /// `SafeCursor` for this very place (the watermark stands exactly there).
+    cursor_sent: Option<String>,
 }
 
 impl TransactionStore {
     /// Registers the transactional id with the coordinator: this fences any older agent
     /// with the same id and aborts its unfinished transaction, so what the cursor topic
     /// says afterwards is final.
-    pub fn init(
+    pub(crate) fn init(
         producer: Producer,
         tracker: std::sync::Arc<Tracker>,
         cfg: &Config,
@@ -473,15 +476,16 @@ impl TransactionStore {
             timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
             cache: FileStore::new(&cfg.state.directory),
             open: false,
+            cursor_sent: None,
         })
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.open
     }
 
     /// Opens a transaction unless one is open.
-    pub fn begin(&mut self) -> Result<(), Failure> {
+    pub(crate) fn begin(&mut self) -> Result<(), Failure> {
         if !self.open {
             self.producer
                 .begin_transaction()
@@ -493,14 +497,15 @@ impl TransactionStore {
 
     /// Drops the open transaction: none of its records become visible to read_committed
     /// consumers, and its cursor record neither.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         self.abort_within(self.timeout);
     }
 
     /// Aborts, waiting for the coordinator at most `limit` (a stop has a deadline).
-    pub fn abort_within(&mut self, limit: Duration) {
+    pub(crate) fn abort_within(&mut self, limit: Duration) {
         if self.open {
             self.open = false;
+            self.cursor_sent = None;
             if let Err(e) = self.producer.abort_transaction(limit) {
                 // The next session's init_transactions aborts it on the coordinator anyway.
                 tracing::warn!(error = %e, "cannot abort the transaction; the next start aborts it");
@@ -511,7 +516,7 @@ impl TransactionStore {
 
 impl TransactionStore {
     /// The newest cursor committed for this id (the cursor file is only a cache).
-    pub fn load(&mut self) -> Result<Option<String>> {
+    pub(crate) fn load(&mut self) -> Result<Option<String>> {
         let from_kafka = read_committed_cursor(&self.kafka, &self.topic, &self.id, self.timeout)?;
         let cached = self.cache.load().unwrap_or_else(|e| {
             tracing::warn!(error = format!("{e:#}"), "ignoring the cursor file cache");
@@ -547,7 +552,7 @@ impl TransactionStore {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("cursor topic {:?} (key {:?})", self.topic, self.id)
     }
 }
@@ -556,7 +561,7 @@ impl TransactionStore {
     /// First half of `commit`: adds the cursor record to the open transaction. It may be
     /// sent before the entries are confirmed (it then shares their batch's linger time);
     /// `finish_commit` is only called once the watermark has reached this very cursor.
-    pub fn send_cursor(&mut self, cursor: &str) -> Result<(), Failure> {
+    pub(crate) fn send_cursor(&mut self, cursor: &str) -> Result<(), Failure> {
         self.begin()?;
         let record = BaseRecord::with_opaque_to(&self.topic, CONTROL)
             .key(self.id.as_str())
@@ -565,11 +570,19 @@ impl TransactionStore {
             .send(record)
             .map_err(|(e, _)| txn_error("cannot produce the cursor record", e))?;
         self.tracker.control_sent();
+        self.cursor_sent = Some(cursor.to_string());
         Ok(())
     }
 
     /// Second half of `commit`: once the cursor record is confirmed, commits the transaction.
-    pub fn finish_commit(&mut self, cursor: &SafeCursor) -> Result<(), Failure> {
+    pub(crate) fn finish_commit(&mut self, cursor: &SafeCursor) -> Result<(), Failure> {
+        // The rule is kept here, where the place becomes durable: the cursor record in
+        // this transaction must name the very place the watermark vouches for.
+        if self.cursor_sent.as_deref() != Some(&**cursor) {
+            return Err(Failure::retry(anyhow!(
+                "refusing to commit a transaction whose cursor record names another place than the safe one"
+            )));
+        }
         // Wait for the cursor record's answer ourselves: rdkafka's commit_transaction
         // flushes first, and its flush polls in 100 ms steps for events that the
         // producer's own polling thread takes, so anything outstanding costs 100 ms.
@@ -588,6 +601,7 @@ impl TransactionStore {
             .commit_transaction(self.timeout)
             .map_err(|e| txn_error("cannot commit the transaction", e))?;
         self.open = false;
+        self.cursor_sent = None;
         if let Err(e) = self.cache.commit(cursor) {
             tracing::debug!(
                 error = format!("{e:#}"),

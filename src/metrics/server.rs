@@ -39,7 +39,7 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 use super::{Metrics, unix_now};
 
 /// Why the agent is not ready (every reason, most fundamental first), or `None` when it is.
-pub fn not_ready(m: &Metrics) -> Option<String> {
+pub(crate) fn not_ready(m: &Metrics) -> Option<String> {
     let stall_seconds = Metrics::get(&m.ready_stall_secs);
     let min_forecast = Metrics::get(&m.ready_min_forecast_secs);
     if let Some(why) = m.inputs_unhealthy() {
@@ -78,7 +78,7 @@ pub fn not_ready(m: &Metrics) -> Option<String> {
 }
 
 /// Serves until the process ends.
-pub fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
+pub(crate) fn spawn(listen: &str, metrics: Arc<Metrics>) -> Result<()> {
     let listener = TcpListener::bind(listen)
         .map_err(|e| anyhow!("cannot listen on {listen} for metrics: {e}"))?;
     let registry = Arc::new(Mutex::new(metrics.registry()));

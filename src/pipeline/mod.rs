@@ -7,7 +7,9 @@
 //! the producer hits a fatal error, the session ends, everything it sent is settled, the
 //! safe cursor is committed, and a new session starts from that cursor after a backoff
 //! (this file). So a failure can cause duplicates (never more than the in-flight window)
-//! but never a gap. `service` is what systemd and signal handlers see.
+//! but never a gap. [`Journal`] is the journal input in the process's lifecycle
+//! (`lifecycle::Input`): this loop on its own `pipeline` thread, and the loss forecast
+//! (`forecast`) beside it. `service` is what the supervisor and signal handlers see.
 //!
 //! This module must never commit a cursor itself (the checkpoint's `Checkpointer` and the
 //! exactly-once store take only a `SafeCursor`), and never drop an admitted entry without
@@ -15,6 +17,7 @@
 
 mod account;
 mod exactly_once;
+mod forecast;
 mod input;
 mod progress;
 mod reader;
@@ -27,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub(crate) use reader::describe_start;
-pub use service::Shutdown;
+pub(crate) use service::Shutdown;
 
 /// The journal input in the process's lifecycle: the session loop ([`run`]) on a thread of
 /// its own, as `cli/run.rs` drives every input.
@@ -46,6 +49,7 @@ impl Journal {
         metrics: Arc<Metrics>,
         watchdog: Option<Duration>,
     ) -> anyhow::Result<Journal> {
+        forecast::spawn(&cfg, metrics.clone(), shutdown.clone())?;
         let report = Arc::new(Report::default());
         let thread = {
             let (shutdown, metrics, report) = (shutdown.clone(), metrics.clone(), report.clone());

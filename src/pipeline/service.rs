@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 /// Lets a signal handler stop the pipeline, or hand it a new configuration, from another
 /// thread.
 #[derive(Default)]
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     requested: AtomicBool,
     tracker: Mutex<Option<Arc<Tracker>>>,
     wake: Condvar,
@@ -29,11 +29,11 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn new() -> Arc<Shutdown> {
+    pub(crate) fn new() -> Arc<Shutdown> {
         Arc::new(Shutdown::default())
     }
 
-    pub fn request(&self) {
+    pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = g.as_ref() {
@@ -42,12 +42,12 @@ impl Shutdown {
         self.wake.notify_all();
     }
 
-    pub fn requested(&self) -> bool {
+    pub(crate) fn requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
 
     /// Ends the running session the way a stop does and makes the next one use `cfg`.
-    pub fn reload(&self, cfg: Config) {
+    pub(crate) fn reload(&self, cfg: Config) {
         *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
         let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = g.as_ref() {

@@ -6,10 +6,10 @@
 //!
 //! | thread            | owns                                             | ends when                               |
 //! |-------------------|--------------------------------------------------|-----------------------------------------|
-//! | session (caller)  | the cursor file commits, service-manager ticks   | the reader thread has ended and all is settled |
+//! | session (`pipeline`) | the cursor file commits, the journal's `lifecycle::Report` | the reader thread has ended and all is settled |
 //! | `journal-reader`  | the sd-journal handle (the input)                | stop/failure seen, or the queue hung up |
 //! | `shipper`         | encoder, admission, the exactly-once transaction | the queue closed, or admission refused  |
-//! | librdkafka's      | delivery reports into the tracker                | the producer is dropped                 |
+//! | `producer-poll`   | delivery reports into the tracker (`kafka::sink::Poller`) | the producer is dropped        |
 //! | `broker-probe`    | metadata requests while no broker answers        | the session ends (within one probe)     |
 
 use std::sync::Arc;
