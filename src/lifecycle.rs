@@ -52,7 +52,11 @@ pub(crate) trait Input {
 #[derive(Debug)]
 pub(crate) struct Report {
     epoch: Instant,
-    ready: Mutex<Option<String>>,
+    /// The status READY=1 carries, with the generation it was set for.
+    ready: Mutex<(u64, Option<String>)>,
+    /// Moves at each [`Report::renew`]: a `set_ready` of an older generation (a session of
+    /// the configuration before a reload) is ignored.
+    generation: AtomicU64,
     /// Milliseconds after `epoch` of the last sign of life (0: none yet).
     beat: AtomicU64,
     status: Mutex<String>,
@@ -62,7 +66,8 @@ impl Default for Report {
     fn default() -> Self {
         Report {
             epoch: Instant::now(),
-            ready: Mutex::new(None),
+            ready: Mutex::new((0, None)),
+            generation: AtomicU64::new(0),
             beat: AtomicU64::new(0),
             status: Mutex::new(String::new()),
         }
@@ -70,18 +75,31 @@ impl Default for Report {
 }
 
 impl Report {
-    pub(crate) fn set_ready(&self, status: &str) {
-        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.to_string());
-        self.set_status(status);
+    /// The input serves, as of `generation` (from [`Report::renew`]).
+    pub(crate) fn set_ready(&self, generation: u64, status: &str) {
+        let mut g = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if generation == self.generation.load(Ordering::Acquire) {
+            *g = (generation, Some(status.to_string()));
+            drop(g);
+            self.set_status(status);
+        }
     }
 
-    /// A reload: READY=1 is due again once the input serves with the new configuration.
-    pub(crate) fn clear_ready(&self) {
-        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// A new configuration: READY=1 is due again once the input serves with it, and only
+    /// what is set for the generation returned counts.
+    pub(crate) fn renew(&self) -> u64 {
+        let mut g = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        *g = (generation, None);
+        generation
     }
 
     pub(crate) fn ready(&self) -> Option<String> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
     }
 
     pub(crate) fn beat(&self) {
@@ -137,6 +155,14 @@ pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "delivery.transactional_id",
         old.delivery.transactional_id != new.delivery.transactional_id,
     );
+    // Exactly-once without an explicit id derives it from the source at start: another
+    // source would resume from the place of the first.
+    differs(
+        "journal.source (the exactly-once transactional id is derived from it)",
+        new.delivery.mode == crate::config::Mode::ExactlyOnce
+            && new.delivery.transactional_id.is_none()
+            && old.journal.source != new.journal.source,
+    );
     fixed
 }
 
@@ -163,6 +189,19 @@ mod tests {
             restart_needed(&a, &cfg("[state]\ndirectory = \"/elsewhere\"\n")),
             ["state.directory"]
         );
+    }
+
+    #[test]
+    fn ready_from_a_configuration_before_a_reload_does_not_count() {
+        let r = Report::default();
+        let old = r.renew();
+        let new = r.renew();
+        r.set_ready(old, "old session");
+        assert_eq!(r.ready(), None);
+        r.set_ready(new, "new session");
+        assert_eq!(r.ready().as_deref(), Some("new session"));
+        r.renew();
+        assert_eq!(r.ready(), None, "a reload clears it");
     }
 
     #[test]

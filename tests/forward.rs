@@ -1091,14 +1091,19 @@ fn wait_log(agent: &mut Agent, what: &str, timeout: Duration) {
 /// One acknowledged event over a fresh raw connection; the ack's chunk id, if one came.
 fn one_event(port: u16, id: &str) -> Option<String> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    event_on(&mut c, id)
+}
+
+/// One event with an ack request on an open connection; the ack's chunk id, if one came.
+fn event_on(c: &mut TcpStream, id: &str) -> Option<String> {
     c.write_all(&msgpack(&V::Array(vec![
         V::from("reload"),
         V::from(common::now_usec() / 1_000_000),
         V::Map(vec![(V::from("id"), V::from(id))]),
         V::Map(vec![(V::from("chunk"), V::from(id))]),
     ])))
-    .unwrap();
-    read_ack(&mut c)
+    .ok()?;
+    read_ack(c)
 }
 
 /// Issue 28, item 1, as reported: a reload that moves `kafka.brokers` to a second cluster
@@ -1213,6 +1218,42 @@ fn a_reload_reaches_the_forward_producer_and_its_shared_key() {
         !prefixes.contains("k2") && prefixes.contains("k1") && prefixes.contains("k3"),
         "{prefixes:?}"
     );
+    agent.stop();
+
+    // A key added by a reload: a connection that began without one is closed at its next
+    // message and must pass the handshake (it was left open before the review's fix).
+    let port = free_port();
+    let cfg = forward_config(&s, &a, port);
+    let mut agent = Agent::start(&s.path("agent-addkey"), &cfg);
+    wait_listening(port, &mut agent);
+    let mut early = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(event_on(&mut early, "early-1").as_deref(), Some("early-1"));
+    cfg.clone()
+        .set(
+            "forward",
+            "shared_key_file",
+            s.path("key").to_str().unwrap(),
+        )
+        .set("forward", "self_hostname", "agent-host")
+        .write(&agent.config);
+    agent.signal("-HUP");
+    wait_log(
+        &mut agent,
+        "configuration reloaded",
+        Duration::from_secs(30),
+    );
+    assert_eq!(event_on(&mut early, "early-2"), None, "{}", agent.log());
+    // Turning the Forward input off needs a restart: refused, and it keeps serving.
+    cfg.clone()
+        .without("forward")
+        .set("journal", "enabled", true)
+        .source(Source::Directory(jdir.clone()))
+        .write(&agent.config);
+    agent.signal("-HUP");
+    wait_log(&mut agent, "forward (on or off)", Duration::from_secs(30));
+    let r = Sender::start(serde_json::json!({"port": port, "count": 3, "ack": true, "ackTimeout": 1500, "quiet": true, "sharedKey": "second-key", "prefix": "k4"}))
+        .finish(Duration::from_secs(60));
+    assert_eq!(r["acked"], 3, "{r} {}", agent.log());
     agent.stop();
 }
 

@@ -132,6 +132,7 @@ pub(super) fn run(
         notifier: &notifier,
         metrics: &metrics,
         ready: false,
+        quiet: false,
         last_ping: Instant::now(),
         last_status: Instant::now(),
     };
@@ -175,6 +176,8 @@ struct Supervisor<'a> {
     metrics: &'a Metrics,
     /// READY=1 was sent for the current configuration.
     ready: bool,
+    /// The watchdog ping is being withheld (said once).
+    quiet: bool,
     last_ping: Instant,
     last_status: Instant,
 }
@@ -202,7 +205,8 @@ impl Supervisor<'_> {
                     return Err(f);
                 }
             }
-            while let Ok(new) = reloads.try_recv() {
+            // A burst of SIGHUPs is one reload, of the newest file.
+            if let Some(new) = reloads.try_iter().last() {
                 self.reload(new);
             }
             self.tick();
@@ -234,20 +238,26 @@ impl Supervisor<'_> {
         }
         if let Some(w) = self.notifier.watchdog() {
             if self.last_ping.elapsed() >= w / 3 {
+                // Fresh within a third of the interval (and a tick): an input that stops
+                // costs at most one more ping, so systemd acts within about the interval.
                 let quiet: Vec<&str> = self
                     .inputs
                     .iter()
-                    .filter(|i| !i.alive(w / 2))
+                    .filter(|i| !i.alive(w / 3 + TICK))
                     .map(|i| i.name())
                     .collect();
                 if quiet.is_empty() {
                     self.notifier.watchdog_ping();
                     self.last_ping = Instant::now();
-                } else {
+                    self.quiet = false;
+                } else if !self.quiet && self.ready {
+                    // Once per silence, not every tick; before READY an input may not
+                    // have shown a sign of life yet.
                     tracing::error!(
                         inputs = quiet.join(", "),
                         "no sign of life; withholding the watchdog ping"
                     );
+                    self.quiet = true;
                 }
             }
         }
@@ -262,9 +272,17 @@ impl Supervisor<'_> {
     /// can apply is refused with the reason, and the inputs go on untouched. Otherwise
     /// every input takes it.
     fn reload(&mut self, new: Config) {
+        if new == self.current {
+            tracing::info!("SIGHUP: the configuration is unchanged; nothing to do");
+            return;
+        }
+        // Process-wide settings first: an input is only asked about a configuration it
+        // can run with (one without `[forward]` is not the Forward input's to read).
         let mut fixed = crate::lifecycle::restart_needed(&self.current, &new);
-        for input in &self.inputs {
-            fixed.extend(input.restart_needed(&self.current, &new));
+        if fixed.is_empty() {
+            for input in &self.inputs {
+                fixed.extend(input.restart_needed(&self.current, &new));
+            }
         }
         if !fixed.is_empty() {
             tracing::error!(
@@ -275,15 +293,19 @@ impl Supervisor<'_> {
         }
         self.notifier.reloading();
         self.ready = false;
+        // The inputs whose reload can fail come first (the Forward input makes a producer;
+        // the journal's cannot fail): a failure stops the reload before the others change.
         let mut applied = Vec::new();
         for input in &mut self.inputs {
-            match input.reload(&new) {
-                Ok(()) => applied.push(input.name()),
-                Err(e) => tracing::error!(
+            if let Err(e) = input.reload(&new) {
+                tracing::error!(
                     input = input.name(),
-                    "SIGHUP: this input keeps the previous configuration: {e:#}"
-                ),
+                    applied = applied.join(", "),
+                    "SIGHUP: reload stopped: {e:#}; the inputs not listed as applied keep the previous configuration"
+                );
+                return;
             }
+            applied.push(input.name());
         }
         self.metrics.set_thresholds(
             new.metrics.stall_seconds,
@@ -464,6 +486,7 @@ mod tests {
             notifier: &notifier,
             metrics: &metrics,
             ready: false,
+            quiet: false,
             last_ping: Instant::now() - Duration::from_secs(1),
             last_status: Instant::now(),
         };

@@ -155,15 +155,19 @@ pub(crate) fn push_topic_part(out: &mut String, bytes: &[u8]) {
 }
 
 /// Whether a topic name a template made from data may be used: 1-249 characters (after
-/// [`push_topic_part`]), not "." or "..", and not a Kafka-internal name (`__consumer_offsets`,
-/// `__transaction_state`): whoever writes the data must not choose those. Otherwise the
-/// record goes to the fallback, counted in `topics_invalid`.
-pub(crate) fn made_topic_usable(name: &str) -> bool {
+/// [`push_topic_part`]), not "." or "..", not a Kafka-internal name (`__consumer_offsets`,
+/// `__transaction_state`) and not one of the agent's own topics (`reserved`: the cursor,
+/// dead-letter and progress topics, `DeliveryConfig::reserved_topics`): whoever writes the
+/// data must not choose those (a record keyed like a host's place in the cursor topic
+/// would wedge that host's exactly-once restore). Otherwise the record goes to the
+/// fallback, counted in `topics_invalid`.
+pub(crate) fn made_topic_usable(name: &str, reserved: &[String]) -> bool {
     !(name.is_empty()
         || name.len() > MAX_TOPIC_LEN
         || name == "."
         || name == ".."
-        || name.starts_with("__"))
+        || name.starts_with("__")
+        || reserved.iter().any(|r| r == name))
 }
 
 /// Kafka topic names: 1-249 of `[a-zA-Z0-9._-]`, not "." or "..".

@@ -113,6 +113,23 @@ pub struct DeliveryConfig {
     pub progress_topic: Option<String>,
 }
 
+impl DeliveryConfig {
+    /// The agent's own topics, configured and default: no template may make these from
+    /// data (`made_topic_usable`).
+    pub fn reserved_topics(&self) -> Vec<String> {
+        let mut t = vec![
+            self.cursor_topic.clone(),
+            self.dead_letter_topic.clone(),
+            DEFAULT_CURSOR_TOPIC.to_string(),
+            DEFAULT_DEAD_LETTER_TOPIC.to_string(),
+        ];
+        t.extend(self.progress_topic.clone());
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
 /// A policy for records the brokers refuse for good (docs/reliability.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRefused {

@@ -433,31 +433,46 @@ pub(super) fn kafka(
     })
 }
 
-/// Literal text and `{FIELD}` parts of a template (`what` names it in errors): the topic
-/// and header templates share this syntax.
-fn template_parts(s: &str, what: &str) -> std::result::Result<Vec<TopicPart>, String> {
+/// The one template syntax (journal topic and header templates, the Forward topic):
+/// literal text and `{name}` parts. `name` turns a name into a part (or says why not),
+/// `literal` a piece of text; `what` names the template in errors.
+fn template<P>(
+    s: &str,
+    what: &str,
+    name: impl Fn(&str) -> std::result::Result<P, String>,
+    literal: impl Fn(String) -> P,
+) -> std::result::Result<Vec<P>, String> {
     let mut parts = Vec::new();
     let mut rest = s;
     while let Some(open) = rest.find('{') {
         if open > 0 {
-            parts.push(TopicPart::Literal(rest[..open].to_string()));
+            parts.push(literal(rest[..open].to_string()));
         }
         let Some(close) = rest[open..].find('}') else {
             return Err(format!("unclosed '{{' in {what} template {s:?}"));
         };
-        let name = &rest[open + 1..open + close];
-        if !is_valid_field_name(name) {
-            return Err(format!(
-                "{{{name}}} in {what} template {s:?} is not a journal field name"
-            ));
-        }
-        parts.push(TopicPart::Field(name.to_string()));
+        parts.push(name(&rest[open + 1..open + close])?);
         rest = &rest[open + close + 1..];
     }
     if !rest.is_empty() {
-        parts.push(TopicPart::Literal(rest.to_string()));
+        parts.push(literal(rest.to_string()));
     }
     Ok(parts)
+}
+
+/// Literal text and `{FIELD}` parts of a journal template (`what` names it in errors): the
+/// topic and header templates share this syntax.
+fn template_parts(s: &str, what: &str) -> std::result::Result<Vec<TopicPart>, String> {
+    let field = |name: &str| {
+        if is_valid_field_name(name) {
+            Ok(TopicPart::Field(name.to_string()))
+        } else {
+            Err(format!(
+                "{{{name}}} in {what} template {s:?} is not a journal field name"
+            ))
+        }
+    };
+    template(s, what, field, TopicPart::Literal)
 }
 
 fn parse_topic_template(s: &str) -> std::result::Result<Vec<TopicPart>, String> {
@@ -1023,26 +1038,12 @@ pub(super) fn forward(
 /// `{@tag}` for the tag, `{name}` for a record field, literal text between (which must be
 /// valid in a topic name on its own).
 fn parse_forward_template(s: &str) -> std::result::Result<Vec<ForwardPart>, String> {
-    let mut parts = Vec::new();
-    let mut rest = s;
-    while let Some(open) = rest.find('{') {
-        if open > 0 {
-            parts.push(ForwardPart::Literal(rest[..open].to_string()));
-        }
-        let Some(close) = rest[open..].find('}') else {
-            return Err(format!("unclosed '{{' in topic template {s:?}"));
-        };
-        let name = &rest[open + 1..open + close];
-        parts.push(match name {
-            "@tag" => ForwardPart::Tag,
-            "" => return Err(format!("empty '{{}}' in topic template {s:?}")),
-            n => ForwardPart::Field(n.to_string()),
-        });
-        rest = &rest[open + close + 1..];
-    }
-    if !rest.is_empty() {
-        parts.push(ForwardPart::Literal(rest.to_string()));
-    }
+    let part = |name: &str| match name {
+        "@tag" => Ok(ForwardPart::Tag),
+        "" => Err(format!("empty '{{}}' in topic template {s:?}")),
+        n => Ok(ForwardPart::Field(n.to_string())),
+    };
+    let parts = template(s, "topic", part, ForwardPart::Literal)?;
     if parts.is_empty() {
         return Err("must not be empty".into());
     }

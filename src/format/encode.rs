@@ -2,7 +2,7 @@
 //!
 //! Holds scratch space so that encoding allocates nothing per entry in the steady state.
 
-use super::{DAMAGED_FIELD, TRUNCATED_FIELD};
+use super::{DAMAGED_FIELD, TRUNCATED_FIELD, msgpack};
 use crate::config::{EncodingConfig, FieldPattern, Format, KafkaConfig, TopicPart};
 use crate::journal::{Entry, cursor};
 
@@ -25,6 +25,8 @@ pub struct Encoder {
     max_record_bytes: usize,
     topic: Vec<TopicPart>,
     topic_fallback: Option<String>,
+    /// Topics a template may not make from an entry's fields (`config::made_topic_usable`).
+    reserved: Vec<String>,
     /// Fields whose first values, joined by `key_separator`, key the record.
     key_fields: Vec<Vec<u8>>,
     key_separator: Vec<u8>,
@@ -60,6 +62,10 @@ impl Encoder {
             max_record_bytes: enc.max_record_bytes,
             topic: kafka.topic.clone(),
             topic_fallback: kafka.topic_fallback.clone(),
+            reserved: vec![
+                crate::config::DEFAULT_CURSOR_TOPIC.to_string(),
+                crate::config::DEFAULT_DEAD_LETTER_TOPIC.to_string(),
+            ],
             key_fields: kafka
                 .key_fields
                 .iter()
@@ -386,6 +392,13 @@ impl Encoder {
         out
     }
 
+    /// Adds the configured own topics of the agent to those a template may not make
+    /// (the defaults are always there).
+    pub(crate) fn reserve(mut self, delivery: &crate::config::DeliveryConfig) -> Encoder {
+        self.reserved = delivery.reserved_topics();
+        self
+    }
+
     /// The record's topic. Returns false when a template made a name that may not be used
     /// (`config::made_topic_usable`: too long, "." or "..", or an internal "__" name) and
     /// the fallback was used instead.
@@ -413,7 +426,7 @@ impl Encoder {
                 },
             }
         }
-        if from_fields && !crate::config::made_topic_usable(out) {
+        if from_fields && !crate::config::made_topic_usable(out, &self.reserved) {
             fallback(out);
             return false;
         }
@@ -508,7 +521,7 @@ impl<'a> Writer<'a> {
     fn begin_map(&mut self, n: usize) {
         match self.format {
             Format::MessagePack => {
-                rmp::encode::write_map_len(self.out, n as u32).expect("Vec<u8> write");
+                msgpack::map_len(self.out, n);
             }
             Format::Json => {
                 self.sep();
@@ -529,7 +542,7 @@ impl<'a> Writer<'a> {
     fn begin_array(&mut self, n: usize) {
         match self.format {
             Format::MessagePack => {
-                rmp::encode::write_array_len(self.out, n as u32).expect("Vec<u8> write");
+                msgpack::array_len(self.out, n);
             }
             Format::Json => {
                 self.sep();
@@ -567,7 +580,7 @@ impl<'a> Writer<'a> {
     fn uint(&mut self, v: u64) {
         match self.format {
             Format::MessagePack => {
-                rmp::encode::write_uint(self.out, v).expect("Vec<u8> write");
+                msgpack::uint(self.out, v);
             }
             Format::Json => {
                 self.sep();
@@ -589,11 +602,11 @@ impl<'a> Writer<'a> {
         // `Write`-based path (both measured in the profile, #19).
         match self.format {
             Format::MessagePack if v.is_ascii() || std::str::from_utf8(v).is_ok() => {
-                msgpack_str_header(self.out, v.len());
+                msgpack::str_header(self.out, v.len());
                 self.out.extend_from_slice(v);
             }
             Format::MessagePack => {
-                rmp::encode::write_bin(self.out, v).expect("Vec<u8> write");
+                msgpack::bin(self.out, v);
             }
             Format::Json => {
                 self.sep();
@@ -619,22 +632,6 @@ impl<'a> Writer<'a> {
     fn end_value(&mut self) {
         if let Some(first) = self.first.last_mut() {
             *first = false;
-        }
-    }
-}
-
-/// A MessagePack str header for `len` bytes (the spec's fixstr, str8, str16, str32).
-fn msgpack_str_header(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..=31 => out.push(0xa0 | len as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, len as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
         }
     }
 }
@@ -1003,7 +1000,7 @@ mod tests {
         for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536, 100_000] {
             let v = vec![b'a'; len];
             let mut ours = Vec::new();
-            msgpack_str_header(&mut ours, len);
+            msgpack::str_header(&mut ours, len);
             ours.extend_from_slice(&v);
             let mut theirs = Vec::new();
             rmp::encode::write_str(&mut theirs, std::str::from_utf8(&v).unwrap()).unwrap();

@@ -364,72 +364,9 @@ pub(crate) fn describe(m: u8) -> &'static str {
     }
 }
 
-/// Writers for the few values the agent sends itself.
-pub(crate) mod write {
-    pub(crate) fn map_len(out: &mut Vec<u8>, n: usize) {
-        if n < 16 {
-            out.push(0x80 | n as u8);
-        } else if n <= u16::MAX as usize {
-            out.push(0xde);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            out.push(0xdf);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
-
-    pub(crate) fn array_len(out: &mut Vec<u8>, n: usize) {
-        if n < 16 {
-            out.push(0x90 | n as u8);
-        } else {
-            out.push(0xdc);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-
-    pub(crate) fn str(out: &mut Vec<u8>, s: &[u8]) {
-        let n = s.len();
-        if n < 32 {
-            out.push(0xa0 | n as u8);
-        } else if n < 256 {
-            out.extend_from_slice(&[0xd9, n as u8]);
-        } else if n <= u16::MAX as usize {
-            out.push(0xda);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            out.push(0xdb);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        out.extend_from_slice(s);
-    }
-
-    pub(crate) fn bin(out: &mut Vec<u8>, s: &[u8]) {
-        let n = s.len();
-        if n < 256 {
-            out.extend_from_slice(&[0xc4, n as u8]);
-        } else if n <= u16::MAX as usize {
-            out.push(0xc5);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        } else {
-            out.push(0xc6);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        out.extend_from_slice(s);
-    }
-
-    pub(crate) fn uint(out: &mut Vec<u8>, v: u64) {
-        if v < 128 {
-            out.push(v as u8);
-        } else {
-            out.push(0xcf);
-            out.extend_from_slice(&v.to_be_bytes());
-        }
-    }
-
-    pub(crate) fn bool(out: &mut Vec<u8>, v: bool) {
-        out.push(if v { 0xc3 } else { 0xc2 });
-    }
-}
+/// The writer for the few values the agent sends itself is the format's (one
+/// MessagePack writer for both inputs).
+pub(crate) use crate::format::msgpack as write;
 
 /// A value as MessagePack, by rmpv (the reference the tests hold this module to).
 #[cfg(test)]

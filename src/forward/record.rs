@@ -78,6 +78,7 @@ pub(crate) fn encode<'a>(
     tag: &[u8],
     event: &Event<'a>,
     now_ms: i64,
+    reserved: &[String],
     mut value: Vec<u8>,
 ) -> Result<Encoded<'a>, Malformed> {
     let mut r = Reader::new(event.record);
@@ -141,7 +142,7 @@ pub(crate) fn encode<'a>(
         write::uint(&mut value, event.time.as_nanos());
     }
     let (topic, fell_back) = if wants_fields {
-        let (t, f) = topic(cfg, tag, &fields);
+        let (t, f) = topic(cfg, tag, &fields, reserved);
         (Some(t), f)
     } else {
         (None, false)
@@ -165,13 +166,22 @@ fn str_of(v: &[u8]) -> Option<&[u8]> {
 
 /// The topic of every event of a message with this tag, when the template names no record
 /// field; and whether it is the fallback.
-pub(crate) fn message_topic(cfg: &ForwardConfig, tag: &[u8]) -> (String, bool) {
-    topic(cfg, tag, &[])
+pub(crate) fn message_topic(
+    cfg: &ForwardConfig,
+    tag: &[u8],
+    reserved: &[String],
+) -> (String, bool) {
+    topic(cfg, tag, &[], reserved)
 }
 
 /// Fills in the topic template. Characters a topic name cannot hold become '_'; a missing
 /// field or an unusable result gives the fallback.
-fn topic(cfg: &ForwardConfig, tag: &[u8], fields: &[(&[u8], &[u8])]) -> (String, bool) {
+fn topic(
+    cfg: &ForwardConfig,
+    tag: &[u8],
+    fields: &[(&[u8], &[u8])],
+    reserved: &[String],
+) -> (String, bool) {
     let mut out = String::new();
     let push = crate::config::push_topic_part;
     for p in &cfg.topic {
@@ -190,7 +200,7 @@ fn topic(cfg: &ForwardConfig, tag: &[u8], fields: &[(&[u8], &[u8])]) -> (String,
             }
         }
     }
-    if !crate::config::made_topic_usable(&out) {
+    if !crate::config::made_topic_usable(&out, reserved) {
         return (cfg.topic_fallback.clone(), true);
     }
     (out, false)
@@ -239,10 +249,10 @@ mod tests {
             record: &rec,
         };
         let c = cfg(vec![ForwardPart::Literal("logs.".into()), ForwardPart::Tag]);
-        let e = encode(&c, b"app/access", &ev, 1_700_000_000_000, Vec::new()).unwrap();
+        let e = encode(&c, b"app/access", &ev, 1_700_000_000_000, &[], Vec::new()).unwrap();
         assert_eq!(e.topic, None, "the same for the whole message");
         assert_eq!(
-            message_topic(&c, b"app/access"),
+            message_topic(&c, b"app/access", &[]),
             ("logs.app_access".into(), false)
         );
         assert_eq!(e.key, Some(&b"web-1"[..]));
@@ -276,7 +286,7 @@ mod tests {
             record: &rec,
         };
         let c = cfg(vec![ForwardPart::Field("service".into())]);
-        let e = encode(&c, b"t", &ev, 1_700_000_000_000, Vec::new()).unwrap();
+        let e = encode(&c, b"t", &ev, 1_700_000_000_000, &[], Vec::new()).unwrap();
         assert_eq!((e.topic.as_deref(), e.fell_back), (Some("fallback"), true));
         assert_eq!(
             e.timestamp_ms, 1_700_000_000_000,
@@ -287,21 +297,27 @@ mod tests {
         assert_eq!(v.as_map().unwrap()[0].1, V::from("mine"));
     }
 
-    /// A client chooses its tag: it must not choose a Kafka-internal topic, nor a name
-    /// Kafka refuses. The rule is the journal's (`config::made_topic_usable`).
+    /// A client chooses its tag: it must not choose a Kafka-internal topic, the agent's
+    /// own topics, nor a name Kafka refuses. The rule is the journal's
+    /// (`config::made_topic_usable`).
     #[test]
     fn a_tag_cannot_make_an_internal_or_invalid_topic() {
         let c = cfg(vec![ForwardPart::Tag]);
-        for tag in [&b"__consumer_offsets"[..], b"..", &[b'x'; 250][..]] {
+        for tag in [
+            &b"__consumer_offsets"[..],
+            b"..",
+            &[b'x'; 250][..],
+            b"journald-kafka-cursors",
+        ] {
             assert_eq!(
-                message_topic(&c, tag),
+                message_topic(&c, tag, &["journald-kafka-cursors".to_string()]),
                 ("fallback".to_string(), true),
                 "{:?}",
                 String::from_utf8_lossy(tag)
             );
         }
         assert_eq!(
-            message_topic(&c, b"app.web/1"),
+            message_topic(&c, b"app.web/1", &[]),
             ("app.web_1".to_string(), false)
         );
     }

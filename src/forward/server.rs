@@ -37,6 +37,9 @@ use crate::config::{Config, ForwardConfig};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
+/// How often the runtime stamps its heartbeat.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
 /// How long a client has to finish the TLS and shared-key handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -83,8 +86,8 @@ struct Shared {
     large: Arc<Semaphore>,
     /// Refused connections are logged once a minute per reason, with the count between.
     refusals: RateLimit,
-    /// Unix seconds of the runtime's last heartbeat: it answers (the watchdog).
-    beat: AtomicU64,
+    /// The runtime's heartbeat (the watchdog): a task stamps it every `HEARTBEAT`.
+    report: crate::lifecycle::Report,
 }
 
 /// The Forward section of a configuration that has one.
@@ -106,7 +109,7 @@ impl Shared {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if g.context().owner().fatal.load(Ordering::Acquire) {
             match self.make_producer(&self.config(), ack::Stage::Connections) {
-                Ok(p) => *g = Arc::new(p),
+                Ok(p) => retire(std::mem::replace(&mut *g, Arc::new(p)), Duration::ZERO),
                 Err(e) => tracing::error!("forward input: {e:#}"),
             }
         }
@@ -203,7 +206,7 @@ pub(crate) fn start(
         stop: stop_rx,
         large: Arc::new(Semaphore::new(large_slots(fwd.max_message_bytes))),
         refusals: RateLimit::default(),
-        beat: AtomicU64::new(crate::metrics::unix_now()),
+        report: crate::lifecycle::Report::default(),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -242,12 +245,9 @@ impl crate::lifecycle::Input for Server {
         (!self.running()).then(|| "the forward input's thread ended".to_string())
     }
 
-    /// Its runtime's heartbeat (a task stamps it every second): a wedged task would hold
-    /// every connection.
+    /// Its runtime's heartbeat: a wedged task would hold every connection.
     fn alive(&self, within: Duration) -> bool {
-        let age =
-            crate::metrics::unix_now().saturating_sub(self.shared.beat.load(Ordering::Relaxed));
-        self.running() && age <= within.as_secs().max(2)
+        self.running() && self.shared.report.beat_within(within.max(2 * HEARTBEAT))
     }
 
     fn status(&self) -> String {
@@ -269,7 +269,9 @@ impl crate::lifecycle::Input for Server {
     /// start. Everything else (`[kafka]`, `[delivery]`'s refusal policy, the topic, key,
     /// tag and time settings, the shared key and users) applies at a reload.
     fn restart_needed(&self, old: &Config, new: &Config) -> Vec<&'static str> {
-        let (a, b) = (fwd(old), fwd(new));
+        let (Some(a), Some(b)) = (old.forward.as_ref(), new.forward.as_ref()) else {
+            return vec!["forward (on or off)"];
+        };
         let mut fixed = Vec::new();
         let mut differs = |name: &'static str, changed: bool| {
             if changed {
@@ -302,10 +304,6 @@ impl crate::lifecycle::Input for Server {
         let producer = Arc::new(self.shared.make_producer(new, ack::Stage::Connections)?);
         let old_cfg = self.shared.config();
         let (a, b) = (fwd(&old_cfg), fwd(new));
-        if a.shared_key != b.shared_key || a.users != b.users || a.self_hostname != b.self_hostname
-        {
-            self.shared.auth_generation.fetch_add(1, Ordering::AcqRel);
-        }
         *self
             .shared
             .repairs
@@ -313,6 +311,11 @@ impl crate::lifecycle::Input for Server {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = ack::Repairs::policy(new);
         *self.shared.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
+        // After the configuration is stored (connections read the generation first).
+        if a.shared_key != b.shared_key || a.users != b.users || a.self_hostname != b.self_hostname
+        {
+            self.shared.auth_generation.fetch_add(1, Ordering::AcqRel);
+        }
         let old = std::mem::replace(
             &mut *self
                 .shared
@@ -321,14 +324,7 @@ impl crate::lifecycle::Input for Server {
                 .unwrap_or_else(|p| p.into_inner()),
             producer,
         );
-        // The old producer's reports still come (to the same chunks and window) until it
-        // has confirmed what it holds; a thread keeps it that long.
-        let timeout = self.shutdown_timeout;
-        let _ = std::thread::Builder::new()
-            .name("forward-retire".into())
-            .spawn(move || {
-                let _ = old.flush(timeout);
-            });
+        retire(old, self.shutdown_timeout);
         Ok(())
     }
 
@@ -381,10 +377,8 @@ async fn serve(
         let shared = shared.clone();
         tokio::spawn(async move {
             loop {
-                shared
-                    .beat
-                    .store(crate::metrics::unix_now(), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                shared.report.beat();
+                tokio::time::sleep(HEARTBEAT).await;
             }
         })
     };
@@ -589,9 +583,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) -> Result<(), String> {
     // The handshake is the one of the configuration this connection began under; the
     // rest is read again for every message (a reload applies to the next one).
+    // The generation first: a reload stores the configuration, then moves the generation,
+    // so a connection that read an old configuration always sees the move.
+    let generation = shared.auth_generation.load(Ordering::Acquire);
     let config = shared.config();
     let cfg = fwd(&config);
-    let generation = shared.auth_generation.load(Ordering::Acquire);
     let limit = cfg.max_message_bytes;
     let mut stop = shared.stop.clone();
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -621,11 +617,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 break;
             };
             let frame = &buf[start..start + n];
-            if cfg.shared_key.is_some()
-                && shared.auth_generation.load(Ordering::Acquire) != generation
-            {
+            if shared.auth_generation.load(Ordering::Acquire) != generation {
                 return Err(
-                    "the shared key or the users changed (reload): the client must pass the new handshake".into(),
+                    "who may send changed (reload: shared key, users or self_hostname): the client must connect again".into(),
                 );
             }
             if let Some(h) = &handshake {
@@ -746,6 +740,28 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// Lets a replaced producer go off the Forward runtime: its reports still come (to the
+/// same chunks and window) while it confirms what it holds, and it is dropped (its polling
+/// thread joined, what it still holds purged: those chunks stay unacknowledged and their
+/// clients resend them) only once nothing else holds it and nothing is in flight, or the
+/// shutdown timeout has passed and nothing else holds it. A connection holds a producer
+/// only while it hands one record over.
+fn retire(old: Arc<ack::Producer>, timeout: Duration) {
+    let _ = std::thread::Builder::new()
+        .name("forward-retire".into())
+        .spawn(move || {
+            let since = Instant::now();
+            loop {
+                let alone = Arc::strong_count(&old) == 1;
+                if alone && (old.in_flight_count() == 0 || since.elapsed() >= timeout) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(old);
+        });
+}
+
 /// Asks the brokers for metadata at start and every second while none is known to answer:
 /// readiness then follows the brokers without waiting for a client's events, and a
 /// connection failure (a wrong password) is named at once, not at the first event.
@@ -753,9 +769,12 @@ async fn probe(shared: Arc<Shared>) {
     loop {
         if !shared.metrics.broker_up.load(Ordering::Relaxed) {
             let p = shared.producer();
+            // One topic's metadata (the fallback: every record may go there), not the
+            // whole cluster's.
+            let topic = fwd(&shared.config()).topic_fallback.clone();
             let answered = tokio::task::spawn_blocking(move || {
                 p.client()
-                    .fetch_metadata(None, Duration::from_secs(2))
+                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
                     .is_ok()
             })
             .await;
@@ -772,21 +791,23 @@ async fn probe(shared: Arc<Shared>) {
 /// first refusal (most agents never need it). Each stays counted in its chunk and the
 /// window until its new report.
 async fn repair(shared: Arc<Shared>) {
-    let mut producer: Option<(Arc<Config>, ack::Producer)> = None;
+    let mut producer: Option<(Arc<Config>, Arc<ack::Producer>)> = None;
     loop {
         shared.repairs.wake.notified().await;
         while let Some(r) = shared.repairs.pop() {
             let config = shared.config();
-            if !producer
-                .as_ref()
-                .is_some_and(|(c, _)| Arc::ptr_eq(c, &config))
-            {
+            // Made again for a reloaded configuration, or after a fatal error; the one it
+            // replaces confirms what it holds off this runtime.
+            let usable = producer.as_ref().is_some_and(|(c, p)| {
+                Arc::ptr_eq(c, &config) && !p.context().owner().fatal.load(Ordering::Acquire)
+            });
+            if !usable {
+                if let Some((_, old)) = producer.take() {
+                    retire(old, Duration::from_secs(30));
+                }
                 match shared.make_producer(&config, ack::Stage::Repair) {
-                    Ok(p) => producer = Some((config.clone(), p)),
-                    Err(e) => {
-                        tracing::error!("forward input: {e:#}");
-                        producer = None;
-                    }
+                    Ok(p) => producer = Some((config.clone(), Arc::new(p))),
+                    Err(e) => tracing::error!("forward input: {e:#}"),
                 }
             }
             let len = r.refused.payload.len();
@@ -874,12 +895,19 @@ async fn message(
         Metrics::add(&shared.metrics.forward_chunks, 1);
     }
     let chunk = Chunk::new(chunk_id, tx, shared.metrics.clone());
-    let producer = shared.producer();
     let now_ms = crate::metrics::unix_now_usec() as i64 / 1000;
-    let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag);
+    let reserved = config.delivery.reserved_topics();
+    let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag, &reserved);
     let mut id = String::new();
     for (i, ev) in events.iter().enumerate() {
-        let rec = match record::encode(cfg, msg.tag, &ev, now_ms, std::mem::take(value_buf)) {
+        let rec = match record::encode(
+            cfg,
+            msg.tag,
+            &ev,
+            now_ms,
+            &reserved,
+            std::mem::take(value_buf),
+        ) {
             Ok(r) => r,
             Err(e) => {
                 // Checked by `events`: a record is a map. Anything else here is a bug.
@@ -905,6 +933,9 @@ async fn message(
             timestamp_ms: rec.timestamp_ms,
         };
         let mut token = chunk.clone();
+        // Taken for each record and let go right after: a reload retires the producer it
+        // replaces once nothing holds it (`retire`).
+        let producer = shared.producer();
         loop {
             match producer.try_send(out, token) {
                 Sent::Queued => break,

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use crate::checkpoint::{Tracker, place};
+use crate::checkpoint::Tracker;
 use crate::config::Config;
 use crate::error::Failure;
-use crate::journal;
 use crate::kafka::TransactionStore;
 use crate::metrics::Metrics;
 
@@ -182,12 +181,7 @@ impl Transaction {
                     took = ?began.elapsed(),
                     "transaction committed"
                 );
-                Metrics::add(&metrics.cursor_writes, 1);
-                Metrics::set(&metrics.last_cursor_write, crate::metrics::unix_now());
-                Metrics::set(&metrics.last_progress, crate::metrics::unix_now());
-                if let Some(Ok(info)) = place::newest(&cursor).map(journal::cursor::parse) {
-                    Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
-                }
+                super::session::place_saved(metrics, &cursor);
                 self.committed = Some(cursor);
             }
             // Nothing new to commit: an open transaction holds no entry.

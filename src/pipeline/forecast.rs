@@ -80,4 +80,3 @@ pub(super) fn spawn(cfg: &Config, metrics: Arc<Metrics>, shutdown: Arc<Shutdown>
         .context("cannot start the forecast thread")?;
     Ok(())
 }
-

@@ -36,6 +36,9 @@ pub(crate) use service::Shutdown;
 /// its own, as `cli/run.rs` drives every input.
 pub(crate) struct Journal {
     thread: Option<std::thread::JoinHandle<Result<(), Failure>>>,
+    /// How the thread ended, when it ended while a stop was already requested: `stop`
+    /// returns it (a failure must not turn into a clean exit).
+    ended: Option<Result<(), Failure>>,
     shutdown: Arc<Shutdown>,
     report: Arc<Report>,
     metrics: Arc<Metrics>,
@@ -59,6 +62,7 @@ impl Journal {
         };
         Ok(Journal {
             thread: Some(thread),
+            ended: None,
             shutdown,
             report,
             metrics,
@@ -105,13 +109,14 @@ impl crate::lifecycle::Input for Journal {
         if !self.thread.as_ref().is_some_and(|t| t.is_finished()) {
             return None;
         }
-        match self.join() {
-            Err(f) => Some(f),
-            Ok(()) if self.shutdown.requested() => None,
-            Ok(()) => Some(Failure::fatal(anyhow::anyhow!(
-                "the journal pipeline stopped unexpectedly"
-            ))),
+        let end = self.join();
+        if self.shutdown.requested() {
+            self.ended = Some(end);
+            return None;
         }
+        Some(end.err().unwrap_or_else(|| {
+            Failure::fatal(anyhow::anyhow!("the journal pipeline stopped unexpectedly"))
+        }))
     }
 
     /// Everything but the process-wide settings (`lifecycle::restart_needed`) applies:
@@ -122,14 +127,18 @@ impl crate::lifecycle::Input for Journal {
     }
 
     fn reload(&mut self, new: &Config) -> anyhow::Result<()> {
-        self.report.clear_ready();
+        // The running session's readiness no longer counts, even if it comes late.
+        self.report.renew();
         self.shutdown.reload(new.clone());
         Ok(())
     }
 
     fn stop(mut self: Box<Self>) -> Result<(), Failure> {
         self.shutdown.request();
-        self.join()
+        match self.ended.take() {
+            Some(end) => end,
+            None => self.join(),
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl Repairer {
             tracker,
             metrics,
             producer: None,
-            encoder: Encoder::new(&cfg.encoding, &cfg.kafka),
+            encoder: Encoder::new(&cfg.encoding, &cfg.kafka).reserve(&cfg.delivery),
             payload: Vec::new(),
             attempts: HashMap::new(),
             settled: 0,

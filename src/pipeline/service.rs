@@ -16,6 +16,9 @@ use crate::kafka;
 use crate::lifecycle::Report;
 use crate::metrics::Metrics;
 
+/// How often a healthy pipeline publishes a sign of life.
+const BEAT_EVERY: Duration = Duration::from_millis(200);
+
 /// Lets a signal handler stop the pipeline, or hand it a new configuration, from another
 /// thread.
 #[derive(Default)]
@@ -94,6 +97,10 @@ impl Shutdown {
 /// one-line status.
 pub(super) struct Service<'a> {
     report: &'a Report,
+    /// This configuration's generation in the report (`Report::renew`).
+    generation: u64,
+    /// No sign of life is being published (said once per silence).
+    quiet: bool,
     /// The service manager's watchdog interval, if it has one.
     watchdog: Option<Duration>,
     started: Instant,
@@ -116,10 +123,12 @@ impl<'a> Service<'a> {
             .unwrap_or(kafka::STATS_INTERVAL_MS)
             .parse()
             .unwrap_or(0);
-        report.clear_ready();
+        let generation = report.renew();
         let interval = watchdog.unwrap_or(Duration::from_secs(30));
         Service {
             report,
+            generation,
+            quiet: false,
             watchdog,
             started: Instant::now(),
             ready: false,
@@ -132,9 +141,10 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// A sign of life is published every [`BEAT_EVERY`] while the pipeline is healthy
+    /// (the supervisor pings systemd while it is fresh).
     fn ping_due(&self) -> bool {
-        self.watchdog
-            .is_some_and(|w| self.last_ping.elapsed() >= w / 3)
+        self.watchdog.is_some() && self.last_ping.elapsed() >= BEAT_EVERY
     }
 
     /// Called every ~100 ms while a session runs.
@@ -161,7 +171,7 @@ impl<'a> Service<'a> {
             };
             if let Some(st) = status {
                 tracing::info!("ready: {st}");
-                self.report.set_ready(&st);
+                self.report.set_ready(self.generation, &st);
                 self.ready = true;
             }
         }
@@ -172,12 +182,14 @@ impl<'a> Service<'a> {
             if reader_age < w / 2 && producer_ok {
                 self.report.beat();
                 self.last_ping = Instant::now();
-            } else {
+                self.quiet = false;
+            } else if !self.quiet {
                 tracing::error!(
                     ?reader_age,
                     ?producer_age,
                     "pipeline shows no sign of life; withholding the watchdog ping"
                 );
+                self.quiet = true;
             }
         }
         // Published every second (a string in memory); the supervisor sends it on.
@@ -200,7 +212,7 @@ impl<'a> Service<'a> {
         if !self.ready && self.started.elapsed() >= self.connect_timeout {
             let st = format!("brokers NOT reachable yet: {why}");
             tracing::info!("ready: {st}");
-            self.report.set_ready(&st);
+            self.report.set_ready(self.generation, &st);
             self.ready = true;
             self.last_status = Instant::now();
         }

@@ -400,15 +400,25 @@ fn read_and_ship(
 /// A failing cursor save is logged when the streak starts, then every this many seconds.
 const SAVE_REMINDER_SECS: u64 = 300;
 
+/// The metrics of a place that became durable (the cursor file, or a committed
+/// transaction): one home for both delivery modes.
+pub(super) fn place_saved(metrics: &Metrics, place: &str) {
+    let now = crate::metrics::unix_now();
+    Metrics::add(&metrics.cursor_writes, 1);
+    Metrics::set(&metrics.last_cursor_write, now);
+    Metrics::set(&metrics.last_progress, now);
+    if let Some(Ok(info)) = place::newest(place).map(journal::cursor::parse) {
+        Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
+    }
+}
+
 /// One checkpoint tick of the at-least-once path, with its metrics and log lines.
 fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, metrics: &Metrics) {
     match cp.commit_safe(store, tracker) {
         Committed::Unchanged => {}
         Committed::Saved(cursor) => {
-            Metrics::add(&metrics.cursor_writes, 1);
+            place_saved(metrics, &cursor);
             let now = crate::metrics::unix_now();
-            Metrics::set(&metrics.last_cursor_write, now);
-            Metrics::set(&metrics.last_progress, now);
             let ended = metrics
                 .cursor_save_failure
                 .lock()
@@ -419,9 +429,6 @@ fn checkpoint(store: &mut dyn Store, tracker: &Tracker, cp: &mut Checkpointer, m
                     failed_for_secs = now.saturating_sub(f.since),
                     "the cursor is saved again"
                 );
-            }
-            if let Some(Ok(info)) = place::newest(&cursor).map(journal::cursor::parse) {
-                Metrics::set(&metrics.checkpoint_realtime_usec, info.realtime_usec);
             }
         }
         Committed::Failed(e) => {

@@ -34,7 +34,7 @@ pub(super) fn run(
     metrics: &Metrics,
 ) -> Result<(), Failure> {
     let mut shipper = Shipper::new(
-        Encoder::new(&cfg.encoding, &cfg.kafka),
+        Encoder::new(&cfg.encoding, &cfg.kafka).reserve(&cfg.delivery),
         !cfg.kafka.headers.is_empty(),
     );
     shipper.progress = super::progress::Progress::new(cfg);
@@ -293,7 +293,7 @@ mod tests {
         let metrics = Metrics::default();
         let cfg = crate::config::parse("[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n").unwrap();
         let mut s = Shipper::new(
-            Encoder::new(&cfg.encoding, &cfg.kafka),
+            Encoder::new(&cfg.encoding, &cfg.kafka).reserve(&cfg.delivery),
             !cfg.kafka.headers.is_empty(),
         );
         let real_now = now_ms();

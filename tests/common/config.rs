@@ -68,6 +68,12 @@ impl TestConfig {
         self
     }
 
+    /// Removes a whole section (to turn an input off).
+    pub fn without(mut self, section: &str) -> TestConfig {
+        self.table.remove(section);
+        self
+    }
+
     /// A librdkafka property.
     pub fn property(self, key: &str, value: impl Into<toml::Value>) -> TestConfig {
         self.set("kafka.properties", key, value)
