@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Forward input's throughput and cost, beside a baseline in the same run.
 #   scripts/bench-forward.sh           200,000 events per run, 3 runs (medians), and 15 s at 10,000 events/s
+#   FWD_BIN=/tmp/jk-old scripts/bench-forward.sh   another build of the agent (a before/after pair)
 #   scripts/bench-forward.sh --quick   20,000 events, 1 run, 3 s at 10,000/s (CI: proves the harness
 #                                      runs; prints figures, asserts nothing about speed)
 # Rows, each against a fresh noida-db (in memory, so the broker is not the bottleneck):
@@ -35,7 +36,7 @@ trap cleanup EXIT
 scripts/install-deps.sh >/dev/null
 python3 -c 'import confluent_kafka' 2>/dev/null || python3 -m pip install -q confluent-kafka >/dev/null
 cargo build --release --quiet --bin journald-kafka
-BIN=$ROOT/target/release/journald-kafka
+BIN=${FWD_BIN:-$ROOT/target/release/journald-kafka}
 LPORT=$((PORT + 100))
 
 start_agent() { # name

@@ -163,6 +163,17 @@ pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             && new.delivery.transactional_id.is_none()
             && old.journal.source != new.journal.source,
     );
+    // Exactly-once keeps the place in the cursor topic of these brokers: a session
+    // started elsewhere would not find it and fall back to `journal.start`.
+    let exactly_once = new.delivery.mode == crate::config::Mode::ExactlyOnce;
+    differs(
+        "delivery.cursor_topic (exactly-once keeps the place there)",
+        exactly_once && old.delivery.cursor_topic != new.delivery.cursor_topic,
+    );
+    differs(
+        "kafka.brokers (exactly-once keeps the place in their cursor topic)",
+        exactly_once && old.kafka.brokers != new.kafka.brokers,
+    );
     fixed
 }
 

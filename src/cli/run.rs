@@ -133,6 +133,7 @@ pub(super) fn run(
         metrics: &metrics,
         ready: false,
         quiet: false,
+        pinged: false,
         last_ping: Instant::now(),
         last_status: Instant::now(),
     };
@@ -176,8 +177,9 @@ struct Supervisor<'a> {
     metrics: &'a Metrics,
     /// READY=1 was sent for the current configuration.
     ready: bool,
-    /// The watchdog ping is being withheld (said once).
+    /// The watchdog ping is being withheld (said once), and a ping was ever sent.
     quiet: bool,
+    pinged: bool,
     last_ping: Instant,
     last_status: Instant,
 }
@@ -250,9 +252,10 @@ impl Supervisor<'_> {
                     self.notifier.watchdog_ping();
                     self.last_ping = Instant::now();
                     self.quiet = false;
-                } else if !self.quiet && self.ready {
-                    // Once per silence, not every tick; before READY an input may not
-                    // have shown a sign of life yet.
+                    self.pinged = true;
+                } else if !self.quiet && self.pinged {
+                    // Once per silence, not every tick; before the first ping an input may
+                    // not have shown a sign of life yet.
                     tracing::error!(
                         inputs = quiet.join(", "),
                         "no sign of life; withholding the watchdog ping"
@@ -272,10 +275,8 @@ impl Supervisor<'_> {
     /// can apply is refused with the reason, and the inputs go on untouched. Otherwise
     /// every input takes it.
     fn reload(&mut self, new: Config) {
-        if new == self.current {
-            tracing::info!("SIGHUP: the configuration is unchanged; nothing to do");
-            return;
-        }
+        // Applied even when the parsed configuration is unchanged: files it names (a
+        // renewed client certificate, a keytab) are read again only by a new producer.
         // Process-wide settings first: an input is only asked about a configuration it
         // can run with (one without `[forward]` is not the Forward input's to read).
         let mut fixed = crate::lifecycle::restart_needed(&self.current, &new);
@@ -487,6 +488,7 @@ mod tests {
             metrics: &metrics,
             ready: false,
             quiet: false,
+            pinged: false,
             last_ping: Instant::now() - Duration::from_secs(1),
             last_status: Instant::now(),
         };

@@ -221,10 +221,13 @@ impl sink::Owner for ForwardOwner {
     }
 
     fn fatal(&self, reason: &str) {
-        tracing::error!(
-            reason,
-            "forward input: fatal producer error; unconfirmed chunks stay unacknowledged and a new producer is made"
-        );
+        if let Some(repeats) = self.repeats.admit("fatal") {
+            tracing::error!(
+                reason,
+                repeats,
+                "forward input: fatal producer error; unconfirmed chunks stay unacknowledged and a new producer is made"
+            );
+        }
         self.fatal.store(true, Ordering::Release);
     }
 }

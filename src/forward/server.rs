@@ -86,6 +86,10 @@ struct Shared {
     large: Arc<Semaphore>,
     /// Refused connections are logged once a minute per reason, with the count between.
     refusals: RateLimit,
+    /// `config`'s reserved topics, made once per configuration rather than per message.
+    reserved: std::sync::Mutex<Arc<Vec<String>>>,
+    /// When a producer was last made again after a fatal error.
+    remade: std::sync::Mutex<Option<Instant>>,
     /// The runtime's heartbeat (the watchdog): a task stamps it every `HEARTBEAT`.
     report: crate::lifecycle::Report,
 }
@@ -96,6 +100,15 @@ fn fwd(cfg: &Config) -> &ForwardConfig {
 }
 
 impl Shared {
+    /// The topics no template may make (`config::made_topic_usable`), of the current
+    /// configuration.
+    fn reserved(&self) -> Arc<Vec<String>> {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn config(&self) -> Arc<Config> {
         self.config
             .lock()
@@ -107,13 +120,28 @@ impl Shared {
     /// never acknowledged, so their clients resend them to the new one).
     fn producer(&self) -> Arc<ack::Producer> {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        if g.context().owner().fatal.load(Ordering::Acquire) {
+        if g.context().owner().fatal.load(Ordering::Acquire) && self.remake_due() {
             match self.make_producer(&self.config(), ack::Stage::Connections) {
                 Ok(p) => retire(std::mem::replace(&mut *g, Arc::new(p)), Duration::ZERO),
-                Err(e) => tracing::error!("forward input: {e:#}"),
+                Err(e) => {
+                    if let Some(repeats) = self.refusals.admit("producer not made") {
+                        tracing::error!(repeats, "forward input: {e:#}");
+                    }
+                }
             }
         }
         g.clone()
+    }
+
+    /// A producer that keeps going fatal (an ACL that refuses idempotent writes) is made
+    /// again at most once a second, not once per record.
+    fn remake_due(&self) -> bool {
+        let mut last = self.remade.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     fn make_producer(&self, cfg: &Config, stage: ack::Stage) -> Result<ack::Producer> {
@@ -207,6 +235,8 @@ pub(crate) fn start(
         large: Arc::new(Semaphore::new(large_slots(fwd.max_message_bytes))),
         refusals: RateLimit::default(),
         report: crate::lifecycle::Report::default(),
+        remade: std::sync::Mutex::new(None),
+        reserved: std::sync::Mutex::new(Arc::new(cfg.delivery.reserved_topics())),
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -310,6 +340,11 @@ impl crate::lifecycle::Input for Server {
             .policy
             .write()
             .unwrap_or_else(|p| p.into_inner()) = ack::Repairs::policy(new);
+        *self
+            .shared
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(new.delivery.reserved_topics());
         *self.shared.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
         // After the configuration is stored (connections read the generation first).
         if a.shared_key != b.shared_key || a.users != b.users || a.self_hostname != b.self_hostname
@@ -751,10 +786,17 @@ fn retire(old: Arc<ack::Producer>, timeout: Duration) {
         .name("forward-retire".into())
         .spawn(move || {
             let since = Instant::now();
+            let mut purged = false;
             loop {
                 let alone = Arc::strong_count(&old) == 1;
                 if alone && (old.in_flight_count() == 0 || since.elapsed() >= timeout) {
                     break;
+                }
+                // Past the timeout whoever still holds it: what it holds is given up
+                // (reported failed, so those chunks stay unacknowledged and are resent).
+                if !purged && since.elapsed() >= timeout {
+                    old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+                    purged = true;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -801,13 +843,20 @@ async fn repair(shared: Arc<Shared>) {
             let usable = producer.as_ref().is_some_and(|(c, p)| {
                 Arc::ptr_eq(c, &config) && !p.context().owner().fatal.load(Ordering::Acquire)
             });
-            if !usable {
+            let fresh_config = !producer
+                .as_ref()
+                .is_some_and(|(c, _)| Arc::ptr_eq(c, &config));
+            if !usable && (fresh_config || shared.remake_due()) {
                 if let Some((_, old)) = producer.take() {
                     retire(old, Duration::from_secs(30));
                 }
                 match shared.make_producer(&config, ack::Stage::Repair) {
                     Ok(p) => producer = Some((config.clone(), Arc::new(p))),
-                    Err(e) => tracing::error!("forward input: {e:#}"),
+                    Err(e) => {
+                        if let Some(repeats) = shared.refusals.admit("repair producer not made") {
+                            tracing::error!(repeats, "forward input: {e:#}");
+                        }
+                    }
                 }
             }
             let len = r.refused.payload.len();
@@ -896,7 +945,7 @@ async fn message(
     }
     let chunk = Chunk::new(chunk_id, tx, shared.metrics.clone());
     let now_ms = crate::metrics::unix_now_usec() as i64 / 1000;
-    let reserved = config.delivery.reserved_topics();
+    let reserved = shared.reserved();
     let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag, &reserved);
     let mut id = String::new();
     for (i, ev) in events.iter().enumerate() {
@@ -933,11 +982,11 @@ async fn message(
             timestamp_ms: rec.timestamp_ms,
         };
         let mut token = chunk.clone();
-        // Taken for each record and let go right after: a reload retires the producer it
-        // replaces once nothing holds it (`retire`).
-        let producer = shared.producer();
         loop {
-            match producer.try_send(out, token) {
+            // Taken again at every attempt and let go before waiting: a reload must not
+            // find its retired producer held by a connection waiting for room.
+            let sent = shared.producer().try_send(out, token);
+            match sent {
                 Sent::Queued => break,
                 Sent::Full(back, t) => {
                     (out, token) = (back, t);

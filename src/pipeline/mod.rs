@@ -127,9 +127,10 @@ impl crate::lifecycle::Input for Journal {
     }
 
     fn reload(&mut self, new: &Config) -> anyhow::Result<()> {
-        // The running session's readiness no longer counts, even if it comes late.
-        self.report.renew();
-        self.shutdown.reload(new.clone());
+        // The running session's readiness no longer counts, even if it comes late; only
+        // the session of this configuration (this generation) may say ready.
+        let generation = self.report.renew();
+        self.shutdown.reload(new.clone(), generation);
         Ok(())
     }
 
@@ -179,16 +180,16 @@ pub(crate) fn run(
             }),
         ),
     };
-    let mut svc = service::Service::new(report, watchdog, &cfg);
+    let mut svc = service::Service::new(report, 0, watchdog, &cfg);
     let mut backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
     let mut first = true;
     loop {
-        if let Some(new) = shutdown.take_reload() {
+        if let Some((new, generation)) = shutdown.take_reload() {
             // The session that ended committed its safe cursor; the next one resumes from
             // it with the new settings (the delivery mode cannot change here: see `run`'s
             // reload check). READY follows once the new session is up.
             cfg = new;
-            svc = service::Service::new(report, watchdog, &cfg);
+            svc = service::Service::new(report, generation, watchdog, &cfg);
             backoff = Backoff::new(Duration::from_millis(cfg.pipeline.retry_backoff_max_ms));
             if let Some(eo) = eo.as_mut() {
                 eo.cursor_topic_ready = false;

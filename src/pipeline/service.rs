@@ -28,7 +28,8 @@ pub(crate) struct Shutdown {
     wake: Condvar,
     /// A validated configuration to run the next session with (SIGHUP): the running
     /// session stops as for a shutdown, settles and commits, and the loop starts over.
-    reload: Mutex<Option<Config>>,
+    /// With the generation of the journal's `lifecycle::Report` it belongs to.
+    reload: Mutex<Option<(Config, u64)>>,
 }
 
 impl Shutdown {
@@ -50,8 +51,8 @@ impl Shutdown {
     }
 
     /// Ends the running session the way a stop does and makes the next one use `cfg`.
-    pub(crate) fn reload(&self, cfg: Config) {
-        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(cfg);
+    pub(crate) fn reload(&self, cfg: Config, generation: u64) {
+        *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some((cfg, generation));
         let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = g.as_ref() {
             t.stop();
@@ -66,7 +67,7 @@ impl Shutdown {
             .is_some()
     }
 
-    pub(super) fn take_reload(&self) -> Option<Config> {
+    pub(super) fn take_reload(&self) -> Option<(Config, u64)> {
         self.reload.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -114,7 +115,14 @@ pub(super) struct Service<'a> {
 }
 
 impl<'a> Service<'a> {
-    pub(super) fn new(report: &'a Report, watchdog: Option<Duration>, cfg: &Config) -> Service<'a> {
+    /// `generation`: the report's generation this configuration belongs to (0 at start,
+    /// then the one `Journal::reload` renewed to): readiness of another does not count.
+    pub(super) fn new(
+        report: &'a Report,
+        generation: u64,
+        watchdog: Option<Duration>,
+        cfg: &Config,
+    ) -> Service<'a> {
         let stats_ms: u64 = cfg
             .kafka
             .properties
@@ -123,7 +131,6 @@ impl<'a> Service<'a> {
             .unwrap_or(kafka::STATS_INTERVAL_MS)
             .parse()
             .unwrap_or(0);
-        let generation = report.renew();
         let interval = watchdog.unwrap_or(Duration::from_secs(30));
         Service {
             report,
