@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::{SafeCursor, Store};
-use crate::journal::cursor;
+
+/// What a saved place must look like to be used, decided by the input that wrote it (the
+/// journal: one cursor per line, `journal::validate_place`): the checkpoint stores opaque
+/// positions and never parses one.
+pub(crate) type Validate = fn(&str) -> Result<(), String>;
 
 /// The cursor file: the place (one journal cursor per line, see [`super::place`]), replaced atomically
 /// (temp file, fsync, rename, fsync of the directory) so that after a crash it holds either
@@ -17,15 +21,17 @@ pub(crate) struct FileStore {
     path: PathBuf,
     tmp: PathBuf,
     last: Option<String>,
+    validate: Validate,
 }
 
 impl FileStore {
-    pub(crate) fn new(dir: &Path) -> FileStore {
+    pub(crate) fn new(dir: &Path, validate: Validate) -> FileStore {
         FileStore {
             dir: dir.to_path_buf(),
             path: dir.join("cursor"),
             tmp: dir.join(".cursor.tmp"),
             last: None,
+            validate,
         }
     }
 
@@ -67,7 +73,7 @@ fn create_fresh(path: &Path) -> std::io::Result<File> {
 const MAX_CURSOR_FILE: u64 = 16 << 20;
 
 /// Reads and validates a cursor file. `Ok(None)` when it does not exist.
-pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
+pub(crate) fn read_cursor_file(path: &Path, validate: Validate) -> Result<Option<String>> {
     // Not followed if it is a link, and read only up to a bound: the state directory's
     // contents are data, and a root `check` must not be pointed at another file.
     let read = || -> std::io::Result<Vec<u8>> {
@@ -128,28 +134,9 @@ pub(crate) fn read_cursor_file(path: &Path) -> Result<Option<String>> {
     Ok(Some(text.to_string()))
 }
 
-/// Checks that `place` holds one journal cursor per line, at least one, each of its own
-/// sequence-number space.
-pub(crate) fn validate(place: &str) -> Result<(), String> {
-    if place.is_empty() {
-        return Err("the cursor is empty".into());
-    }
-    let mut spaces = std::collections::HashSet::new();
-    for (i, line) in place.split('\n').enumerate() {
-        let c = cursor::parse(line).map_err(|e| format!("line {}: {e}", i + 1))?;
-        if !spaces.insert(c.seqnum_id) {
-            return Err(format!(
-                "line {}: a second cursor for the same sequence-number space",
-                i + 1
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl Store for FileStore {
     fn load(&mut self) -> Result<Option<String>> {
-        let c = read_cursor_file(&self.path)?;
+        let c = read_cursor_file(&self.path, self.validate)?;
         self.last = c.clone();
         Ok(c)
     }
@@ -199,6 +186,9 @@ impl FileStore {
 mod tests {
     use super::*;
 
+    /// The journal's rule: what these tests store are journal cursors.
+    const V: Validate = crate::journal::validate_place;
+
     const C1: &str =
         "s=0e7a5b6d4c3b4a29a1b2c3d4e5f60718;i=1;b=9f8e7d6c5b4a39281706f5e4d3c2b1a0;m=1;t=1;x=1";
     const C2: &str =
@@ -207,13 +197,13 @@ mod tests {
     #[test]
     fn round_trip_and_replace() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStore::new(dir.path());
+        let mut s = FileStore::new(dir.path(), V);
         s.prepare().unwrap();
         assert_eq!(s.load().unwrap(), None);
         s.commit(&SafeCursor(C1.into())).unwrap();
         assert_eq!(fs::read_to_string(&s.path).unwrap(), format!("{C1}\n"));
         s.commit(&SafeCursor(C2.into())).unwrap();
-        let mut again = FileStore::new(dir.path());
+        let mut again = FileStore::new(dir.path(), V);
         assert_eq!(again.load().unwrap().as_deref(), Some(C2));
         // No temp file is left behind.
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -236,7 +226,7 @@ mod tests {
         fs::create_dir(&state).unwrap();
         symlink(&victim, state.join(".write-test")).unwrap();
         symlink(&victim, state.join(".cursor.tmp")).unwrap();
-        let mut s = FileStore::new(&state);
+        let mut s = FileStore::new(&state, V);
         s.prepare().unwrap();
         s.commit(&SafeCursor(C1.into())).unwrap();
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious\n");
@@ -254,7 +244,7 @@ mod tests {
         // pointed at another file and quote it).
         fs::remove_file(state.join("cursor")).unwrap();
         symlink(&victim, state.join("cursor")).unwrap();
-        let e = FileStore::new(&state).load().unwrap_err();
+        let e = FileStore::new(&state, V).load().unwrap_err();
         assert!(format!("{e:#}").contains("is a symbolic link"), "{e:#}");
         assert!(!format!("{e:#}").contains("precious"));
     }
@@ -262,27 +252,27 @@ mod tests {
     #[test]
     fn a_place_of_several_writers_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStore::new(dir.path());
+        let mut s = FileStore::new(dir.path(), V);
         let other = C2.replace("s=0e7a", "s=1e7a");
         let place = format!("{C1}\n{other}");
         s.commit(&SafeCursor(place.clone())).unwrap();
-        assert_eq!(FileStore::new(dir.path()).load().unwrap(), Some(place));
+        assert_eq!(FileStore::new(dir.path(), V).load().unwrap(), Some(place));
     }
 
     #[test]
     fn a_stale_temp_file_does_not_matter() {
         // A crash between writing the temp file and renaming it leaves the old cursor valid.
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStore::new(dir.path());
+        let mut s = FileStore::new(dir.path(), V);
         s.commit(&SafeCursor(C1.into())).unwrap();
         fs::write(dir.path().join(".cursor.tmp"), "s=half-writ").unwrap();
         assert_eq!(
-            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            FileStore::new(dir.path(), V).load().unwrap().as_deref(),
             Some(C1)
         );
         s.commit(&SafeCursor(C2.into())).unwrap();
         assert_eq!(
-            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            FileStore::new(dir.path(), V).load().unwrap().as_deref(),
             Some(C2)
         );
     }
@@ -300,7 +290,7 @@ mod tests {
             (format!("{C1}\n\n").as_bytes(), "line 2"),
         ] {
             fs::write(&path, content).unwrap();
-            let e = format!("{:#}", FileStore::new(dir.path()).load().unwrap_err());
+            let e = format!("{:#}", FileStore::new(dir.path(), V).load().unwrap_err());
             assert!(e.contains(&path.display().to_string()), "{e}");
             assert!(e.contains(expect), "{expect}: {e}");
         }
@@ -316,14 +306,14 @@ mod tests {
         let mut p = fs::metadata(dir.path()).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o500);
         fs::set_permissions(dir.path(), p).unwrap();
-        let e = format!("{:#}", FileStore::new(dir.path()).prepare().unwrap_err());
+        let e = format!("{:#}", FileStore::new(dir.path(), V).prepare().unwrap_err());
         assert!(e.contains("not writable"), "{e}");
     }
 
     #[test]
     fn failed_write_keeps_the_old_cursor() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = FileStore::new(dir.path());
+        let mut s = FileStore::new(dir.path(), V);
         s.commit(&SafeCursor(C1.into())).unwrap();
         // Make the rename fail: the target path becomes a non-empty directory.
         let blocked = dir.path().join("blocked");
@@ -331,11 +321,11 @@ mod tests {
         fs::write(blocked.join("x"), "").unwrap();
         let mut s2 = FileStore {
             path: blocked.clone(),
-            ..FileStore::new(dir.path())
+            ..FileStore::new(dir.path(), V)
         };
         assert!(s2.commit(&SafeCursor(C2.into())).is_err());
         assert_eq!(
-            FileStore::new(dir.path()).load().unwrap().as_deref(),
+            FileStore::new(dir.path(), V).load().unwrap().as_deref(),
             Some(C1)
         );
         assert!(!dir.path().join(".cursor.tmp").exists());
@@ -355,8 +345,8 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("cursor");
             fs::write(&path, &bytes).unwrap();
-            match read_cursor_file(&path) {
-                Ok(Some(c)) => proptest::prop_assert!(validate(&c).is_ok()),
+            match read_cursor_file(&path, V) {
+                Ok(Some(c)) => proptest::prop_assert!(V(&c).is_ok()),
                 Ok(None) => proptest::prop_assert!(false, "an existing file is never 'no cursor'"),
                 Err(e) => {
                     let msg = format!("{:#}", e);

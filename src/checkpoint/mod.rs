@@ -18,7 +18,7 @@ mod watermark;
 
 use anyhow::Result;
 
-pub(crate) use file::{FileStore, read_cursor_file, validate as validate_place};
+pub(crate) use file::{FileStore, read_cursor_file};
 pub(crate) use tracker::{Limits, Tracker};
 pub use watermark::Watermark;
 

@@ -37,7 +37,7 @@ pub(super) fn check(
     }
 
     let cursor_path = cfg.state.cursor_file();
-    let cursor = read_cursor_file(&cursor_path);
+    let cursor = read_cursor_file(&cursor_path, crate::journal::validate_place);
     report(
         "cursor",
         cursor
@@ -62,7 +62,7 @@ pub(super) fn check(
     report(
         "state directory",
         if state_dir.exists() {
-            FileStore::new(state_dir)
+            FileStore::new(state_dir, crate::journal::validate_place)
                 .prepare()
                 .map(|()| format!("{} is writable", state_dir.display()))
         } else {
@@ -414,7 +414,7 @@ fn explain_plaintext_to_tls(cfg: &Config, e: anyhow::Error) -> anyhow::Error {
 
 pub(super) fn cursor_show(cfg: &Config) -> Result<ExitCode> {
     let path = cfg.state.cursor_file();
-    let Some(c) = read_cursor_file(&path)? else {
+    let Some(c) = read_cursor_file(&path, crate::journal::validate_place)? else {
         say!(
             "no cursor: {} does not exist (the agent has not confirmed any entry yet)",
             path.display()

@@ -53,7 +53,7 @@ pub(super) fn run(
             .context("cannot start the signal thread")?
     };
 
-    let store = FileStore::new(&cfg.state.directory);
+    let store = FileStore::new(&cfg.state.directory, crate::journal::validate_place);
     store.prepare().map_err(|e| match unit_state_directory(&cfg) {
         Some(given) => e.context(format!(
             "the unit gives this agent the state directory {given} (StateDirectory=) but the config says {}: set [state] directory = \"{given}\"",

@@ -65,7 +65,7 @@ pub(super) fn status(cfg: &Config, json: bool) -> Result<ExitCode> {
     let path = cfg.state.cursor_file();
     let mut healthy = true;
     let mut problems: Vec<String> = Vec::new();
-    let cursor = match read_cursor_file(&path) {
+    let cursor = match read_cursor_file(&path, crate::journal::validate_place) {
         Ok(c) => c,
         Err(e) => {
             healthy = false;

@@ -101,6 +101,25 @@ pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
     }
 }
 
+/// Checks that `place` holds one journal cursor per line, at least one, each of its own
+/// sequence-number space.
+pub(crate) fn validate_place(place: &str) -> Result<(), String> {
+    if place.is_empty() {
+        return Err("the cursor is empty".into());
+    }
+    let mut spaces = std::collections::HashSet::new();
+    for (i, line) in place.split('\n').enumerate() {
+        let c = parse(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        if !spaces.insert(c.seqnum_id) {
+            return Err(format!(
+                "line {}: a second cursor for the same sequence-number space",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use systemd::journal::{self, Journal, JournalWaitResult};
 
+pub(crate) use cursor::validate_place;
 pub use entry::Entry;
 pub(crate) use host::machine_id;
 pub use matches::{apply as apply_matches, shorthand_terms};

@@ -324,7 +324,7 @@ fn last_in_partition(
                     Some(value) => {
                         let text = std::str::from_utf8(value)
                             .ok()
-                            .filter(|t| crate::checkpoint::validate_place(t).is_ok())
+                            .filter(|t| crate::journal::validate_place(t).is_ok())
                             .ok_or_else(|| {
                                 anyhow!(
                                     "cursor topic {topic:?} partition {partition} offset {}: the record for {id:?} does not hold a journal cursor",
@@ -474,7 +474,7 @@ impl TransactionStore {
             topic: cfg.delivery.cursor_topic.clone(),
             id,
             timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
-            cache: FileStore::new(&cfg.state.directory),
+            cache: FileStore::new(&cfg.state.directory, crate::journal::validate_place),
             open: false,
             cursor_sent: None,
         })
