@@ -8,8 +8,10 @@
 //! (`kafka::sink`: producer, delivery reports, connection failures, the refusal policy),
 //! the lifecycle (`lifecycle::Input`, implemented by `server::Server`), the metrics.
 //!
-//! Stages, one way: `server` (sockets, handshake via `handshake`) → `protocol` (frames
-//! into events, over `msgpack`) → `record` (events into Kafka records) → the sink, whose
+//! Stages, one way: `input` (the lifecycle: listeners bound, the runtime started, reload,
+//! stop) starts `server` (sockets, connections, handshake via `handshake`) → `protocol`
+//! (frames into events, over `msgpack`) → `record` (events into Kafka records) → `send`
+//! (records to the sink; refused ones again, as the policy says) → the sink, whose
 //! delivery reports reach `ack::ForwardOwner` and write the acks back through the
 //! connection's writer (or send a refused event again, as the policy says).
 //!
@@ -20,10 +22,12 @@
 mod ack;
 mod check;
 mod handshake;
+mod input;
 pub(crate) mod msgpack;
 pub(crate) mod protocol;
 mod record;
+mod send;
 mod server;
 
 pub(crate) use check::check;
-pub(crate) use server::start;
+pub(crate) use input::start;

@@ -1,5 +1,6 @@
-//! Listeners and connections: accept (TCP, TLS, Unix socket), handshake, read frames,
-//! send each event to Kafka, write acknowledgements back.
+//! Listeners and connections: accept (TCP, TLS, Unix socket), handshake, read frames, hand
+//! each message to `send`, write acknowledgements back. `Shared` is what every connection
+//! and task of the runtime shares.
 //!
 //! All connections are tasks of one tokio runtime on the `forward` thread; each has a
 //! writer task for its acks. A connection stops reading while the window is full or while
@@ -23,22 +24,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use rdkafka::producer::Producer as _;
 
-use crate::kafka::Outgoing;
-use crate::kafka::sink::Sent;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
-use super::ack::{self, Chunk, Replies, Window};
+use super::ack::{self, Replies, Window};
 use super::handshake::{Handshake, Keys};
-use super::msgpack::{Malformed, Scan, value_len_from};
-use super::protocol;
-use super::record;
+use super::msgpack::{Scan, value_len_from};
+use super::send;
 use crate::config::{Config, ForwardConfig};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
 /// How often the runtime stamps its heartbeat.
-const HEARTBEAT: Duration = Duration::from_millis(250);
+pub(super) const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// How long a client has to finish the TLS and shared-key handshakes.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,46 +68,46 @@ pub(crate) fn large_slots(max_message_bytes: usize) -> usize {
 }
 
 /// What every connection shares.
-struct Shared {
+pub(super) struct Shared {
     /// The configuration the producers are made from and messages are read with; a reload
     /// replaces it (`Server::reload`). Listener settings stay those of the start.
-    config: std::sync::Mutex<Arc<Config>>,
+    pub(super) config: std::sync::Mutex<Arc<Config>>,
     /// Moves when a reload changes who may send (shared key, users, own hostname):
     /// connections that passed the handshake before are closed at their next message.
-    auth_generation: AtomicU64,
-    metrics: Arc<Metrics>,
-    producer: std::sync::Mutex<Arc<ack::Producer>>,
-    window: Arc<Window>,
-    repairs: Arc<ack::Repairs>,
-    stop: watch::Receiver<bool>,
+    pub(super) auth_generation: AtomicU64,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) producer: std::sync::Mutex<Arc<ack::Producer>>,
+    pub(super) window: Arc<Window>,
+    pub(super) repairs: Arc<ack::Repairs>,
+    pub(super) stop: watch::Receiver<bool>,
     /// Large slots (see the module's notes).
-    large: Arc<Semaphore>,
+    pub(super) large: Arc<Semaphore>,
     /// Refused connections are logged once a minute per reason, with the count between.
-    refusals: RateLimit,
+    pub(super) refusals: RateLimit,
     /// `config`'s reserved topics, made once per configuration rather than per message.
-    reserved: std::sync::Mutex<Arc<Vec<String>>>,
+    pub(super) reserved: std::sync::Mutex<Arc<Vec<String>>>,
     /// When a producer was last made again after a fatal error.
-    remade: std::sync::Mutex<Option<Instant>>,
+    pub(super) remade: std::sync::Mutex<Option<Instant>>,
     /// The runtime's heartbeat (the watchdog): a task stamps it every `HEARTBEAT`.
-    report: crate::lifecycle::Report,
+    pub(super) report: crate::lifecycle::Report,
 }
 
 /// The Forward section of a configuration that has one.
-fn fwd(cfg: &Config) -> &ForwardConfig {
+pub(super) fn fwd(cfg: &Config) -> &ForwardConfig {
     cfg.forward.as_ref().expect("forward is configured")
 }
 
 impl Shared {
     /// The topics no template may make (`config::made_topic_usable`), of the current
     /// configuration.
-    fn reserved(&self) -> Arc<Vec<String>> {
+    pub(super) fn reserved(&self) -> Arc<Vec<String>> {
         self.reserved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
-    fn config(&self) -> Arc<Config> {
+    pub(super) fn config(&self) -> Arc<Config> {
         self.config
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -118,11 +116,11 @@ impl Shared {
 
     /// The current producer, replaced after a fatal error (its unconfirmed chunks were
     /// never acknowledged, so their clients resend them to the new one).
-    fn producer(&self) -> Arc<ack::Producer> {
+    pub(super) fn producer(&self) -> Arc<ack::Producer> {
         let mut g = self.producer.lock().unwrap_or_else(|p| p.into_inner());
         if g.context().owner().fatal.load(Ordering::Acquire) && self.remake_due() {
             match self.make_producer(&self.config(), ack::Stage::Connections) {
-                Ok(p) => retire(std::mem::replace(&mut *g, Arc::new(p)), Duration::ZERO),
+                Ok(p) => send::retire(std::mem::replace(&mut *g, Arc::new(p)), Duration::ZERO),
                 Err(e) => {
                     if let Some(repeats) = self.refusals.admit("producer not made") {
                         tracing::error!(repeats, "forward input: {e:#}");
@@ -135,7 +133,7 @@ impl Shared {
 
     /// A producer that keeps going fatal (an ACL that refuses idempotent writes) is made
     /// again at most once a second, not once per record.
-    fn remake_due(&self) -> bool {
+    pub(super) fn remake_due(&self) -> bool {
         let mut last = self.remade.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             return false;
@@ -144,7 +142,7 @@ impl Shared {
         true
     }
 
-    fn make_producer(&self, cfg: &Config, stage: ack::Stage) -> Result<ack::Producer> {
+    pub(super) fn make_producer(&self, cfg: &Config, stage: ack::Stage) -> Result<ack::Producer> {
         ack::producer(
             cfg,
             self.window.clone(),
@@ -152,231 +150,6 @@ impl Shared {
             self.repairs.clone(),
             stage,
         )
-    }
-}
-
-/// The running Forward input.
-pub(crate) struct Server {
-    stop: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    shared: Arc<Shared>,
-    shutdown_timeout: Duration,
-    /// Where it listens, for logs and `status`.
-    pub(crate) listening: Vec<String>,
-}
-
-/// Binds the listeners (an address in use is an error now, not later) and starts serving.
-pub(crate) fn start(
-    cfg: &Config,
-    metrics: Arc<Metrics>,
-    shutdown_timeout: Duration,
-) -> Result<Server> {
-    let fwd = fwd(cfg);
-    let mut listening = Vec::new();
-    let tcp = match &fwd.listen {
-        Some(addr) => {
-            let l = std::net::TcpListener::bind(addr)
-                .with_context(|| format!("forward.listen: cannot listen on {addr}"))?;
-            l.set_nonblocking(true)?;
-            listening.push(format!(
-                "{}://{}",
-                if fwd.tls.is_some() { "tls" } else { "tcp" },
-                l.local_addr()?
-            ));
-            Some(l)
-        }
-        None => None,
-    };
-    let unix = match &fwd.socket {
-        Some(path) => {
-            // A socket left by an earlier run: nobody listens on it any more.
-            if std::fs::symlink_metadata(path)
-                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-                && std::os::unix::net::UnixStream::connect(path).is_err()
-            {
-                let _ = std::fs::remove_file(path);
-            }
-            let l = std::os::unix::net::UnixListener::bind(path)
-                .with_context(|| format!("forward.socket: cannot listen on {}", path.display()))?;
-            l.set_nonblocking(true)?;
-            // The unit's UMask=0077 would leave it to the agent's user alone: applications
-            // in the agent's group may send.
-            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))
-                .with_context(|| {
-                    format!("forward.socket: cannot set the mode of {}", path.display())
-                })?;
-            listening.push(format!("unix:{}", path.display()));
-            Some(l)
-        }
-        None => None,
-    };
-    let tls = match &fwd.tls {
-        Some((cert, key)) => Some(Arc::new(tls_acceptor(cert, key)?)),
-        None => None,
-    };
-    let window = Arc::new(Window::new(fwd.max_in_flight_bytes));
-    let repairs = Arc::new(ack::Repairs::new(cfg));
-    let producer = ack::producer(
-        cfg,
-        window.clone(),
-        metrics.clone(),
-        repairs.clone(),
-        ack::Stage::Connections,
-    )?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        window,
-        repairs,
-        metrics,
-        producer: std::sync::Mutex::new(Arc::new(producer)),
-        config: std::sync::Mutex::new(Arc::new(cfg.clone())),
-        auth_generation: AtomicU64::new(0),
-        stop: stop_rx,
-        large: Arc::new(Semaphore::new(large_slots(fwd.max_message_bytes))),
-        refusals: RateLimit::default(),
-        report: crate::lifecycle::Report::default(),
-        remade: std::sync::Mutex::new(None),
-        reserved: std::sync::Mutex::new(Arc::new(cfg.delivery.reserved_topics())),
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the Forward input's runtime")?;
-    let thread = {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .name("forward".into())
-            .spawn(move || rt.block_on(serve(shared, tcp, unix, tls, shutdown_timeout)))
-            .context("cannot start the Forward input's thread")?
-    };
-    Ok(Server {
-        stop: stop_tx,
-        thread: Some(thread),
-        shared,
-        shutdown_timeout,
-        listening,
-    })
-}
-
-impl crate::lifecycle::Input for Server {
-    fn name(&self) -> &'static str {
-        "forward"
-    }
-
-    /// Ready once it listens: the listeners are bound before the input is handed over.
-    fn started(&self) -> Option<String> {
-        Some(format!(
-            "forward input listening on {}",
-            self.listening.join(", ")
-        ))
-    }
-
-    fn unhealthy(&self) -> Option<String> {
-        (!self.running()).then(|| "the forward input's thread ended".to_string())
-    }
-
-    /// Its runtime's heartbeat: a wedged task would hold every connection.
-    fn alive(&self, within: Duration) -> bool {
-        self.running() && self.shared.report.beat_within(within.max(2 * HEARTBEAT))
-    }
-
-    fn status(&self) -> String {
-        let m = &self.shared.metrics;
-        format!(
-            "forward: {} connections, {} chunks acknowledged",
-            m.forward_connections_open.load(Ordering::Relaxed),
-            Metrics::get(&m.forward_acks)
-        )
-    }
-
-    fn ended(&mut self) -> Option<crate::error::Failure> {
-        (!self.running()).then(|| {
-            crate::error::Failure::fatal(anyhow!("the forward input stopped unexpectedly"))
-        })
-    }
-
-    /// Settings of `[forward]` the listeners and the memory bounds were made from at
-    /// start. Everything else (`[kafka]`, `[delivery]`'s refusal policy, the topic, key,
-    /// tag and time settings, the shared key and users) applies at a reload.
-    fn restart_needed(&self, old: &Config, new: &Config) -> Vec<&'static str> {
-        let (Some(a), Some(b)) = (old.forward.as_ref(), new.forward.as_ref()) else {
-            return vec!["forward (on or off)"];
-        };
-        let mut fixed = Vec::new();
-        let mut differs = |name: &'static str, changed: bool| {
-            if changed {
-                fixed.push(name);
-            }
-        };
-        differs("forward.listen", a.listen != b.listen);
-        differs("forward.socket", a.socket != b.socket);
-        differs("forward.tls_cert, forward.tls_key", a.tls != b.tls);
-        differs(
-            "forward.max_connections",
-            a.max_connections != b.max_connections,
-        );
-        differs(
-            "forward.max_in_flight_bytes",
-            a.max_in_flight_bytes != b.max_in_flight_bytes,
-        );
-        differs(
-            "forward.max_message_bytes",
-            a.max_message_bytes != b.max_message_bytes,
-        );
-        fixed
-    }
-
-    /// A new producer from the new `[kafka]` (the old one confirms what it holds and goes;
-    /// chunks it cannot confirm in time stay unacknowledged and their clients resend
-    /// them), the new policy and `[forward]` settings from every connection's next
-    /// message, and a new handshake for connections whose key or users changed.
-    fn reload(&mut self, new: &Config) -> Result<()> {
-        let producer = Arc::new(self.shared.make_producer(new, ack::Stage::Connections)?);
-        let old_cfg = self.shared.config();
-        let (a, b) = (fwd(&old_cfg), fwd(new));
-        *self
-            .shared
-            .repairs
-            .policy
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = ack::Repairs::policy(new);
-        *self
-            .shared
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(new.delivery.reserved_topics());
-        *self.shared.config.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(new.clone());
-        // After the configuration is stored (connections read the generation first).
-        if a.shared_key != b.shared_key || a.users != b.users || a.self_hostname != b.self_hostname
-        {
-            self.shared.auth_generation.fetch_add(1, Ordering::AcqRel);
-        }
-        let old = std::mem::replace(
-            &mut *self
-                .shared
-                .producer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-            producer,
-        );
-        retire(old, self.shutdown_timeout);
-        Ok(())
-    }
-
-    /// Stops accepting and reading, waits (up to the shutdown timeout) for what is in
-    /// flight to be confirmed and acknowledged, then closes every connection.
-    fn stop(mut self: Box<Self>) -> Result<(), crate::error::Failure> {
-        let _ = self.stop.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        Ok(())
-    }
-}
-
-impl Server {
-    fn running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
@@ -396,7 +169,7 @@ pub(super) fn tls_acceptor(
     Ok(b.build())
 }
 
-async fn serve(
+pub(super) async fn serve(
     shared: Arc<Shared>,
     tcp: Option<std::net::TcpListener>,
     unix: Option<std::os::unix::net::UnixListener>,
@@ -407,7 +180,7 @@ async fn serve(
     let slots = Arc::new(Semaphore::new(fwd(&started).max_connections));
     // Refused records the policy sends again, and the heartbeat the watchdog reads: both
     // outlive the accept loop (the last reports and repairs come during the drain).
-    let repairer = tokio::spawn(repair(shared.clone()));
+    let repairer = tokio::spawn(send::repair(shared.clone()));
     let heart = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -417,7 +190,7 @@ async fn serve(
             }
         })
     };
-    let probe = tokio::spawn(probe(shared.clone()));
+    let probe = tokio::spawn(send::probe(shared.clone()));
     let tcp = tcp.map(|l| tokio::net::TcpListener::from_std(l).expect("a listener for tokio"));
     let unix = unix.map(|l| tokio::net::UnixListener::from_std(l).expect("a listener for tokio"));
     let mut stop = shared.stop.clone();
@@ -669,7 +442,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 tracing::debug!(peer, "forward input: handshake passed");
                 handshake = None;
             } else {
-                message(frame, tx, shared, &mut scratch, &mut value_buf, &mut large)
+                send::message(frame, tx, shared, &mut scratch, &mut value_buf, &mut large)
                     .await
                     .map_err(|e| format!("malformed message: {e}"))?;
             }
@@ -775,137 +548,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-/// Lets a replaced producer go off the Forward runtime: its reports still come (to the
-/// same chunks and window) while it confirms what it holds, and it is dropped (its polling
-/// thread joined, what it still holds purged: those chunks stay unacknowledged and their
-/// clients resend them) only once nothing else holds it and nothing is in flight, or the
-/// shutdown timeout has passed and nothing else holds it. A connection holds a producer
-/// only while it hands one record over.
-fn retire(old: Arc<ack::Producer>, timeout: Duration) {
-    let _ = std::thread::Builder::new()
-        .name("forward-retire".into())
-        .spawn(move || {
-            let since = Instant::now();
-            let mut purged = false;
-            loop {
-                let alone = Arc::strong_count(&old) == 1;
-                if alone && (old.in_flight_count() == 0 || since.elapsed() >= timeout) {
-                    break;
-                }
-                // Past the timeout whoever still holds it: what it holds is given up
-                // (reported failed, so those chunks stay unacknowledged and are resent).
-                if !purged && since.elapsed() >= timeout {
-                    old.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-                    purged = true;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            drop(old);
-        });
-}
-
-/// Asks the brokers for metadata at start and every second while none is known to answer:
-/// readiness then follows the brokers without waiting for a client's events, and a
-/// connection failure (a wrong password) is named at once, not at the first event.
-async fn probe(shared: Arc<Shared>) {
-    loop {
-        if !shared.metrics.broker_up.load(Ordering::Relaxed) {
-            let p = shared.producer();
-            // One topic's metadata (the fallback: every record may go there), not the
-            // whole cluster's.
-            let topic = fwd(&shared.config()).topic_fallback.clone();
-            let answered = tokio::task::spawn_blocking(move || {
-                p.client()
-                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                    .is_ok()
-            })
-            .await;
-            if matches!(answered, Ok(true)) {
-                shared.metrics.broker_state(true);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Sends refused records again as the policy decided (`ack::ForwardOwner::refused`): alone
-/// in a batch of their own, or to the dead-letter topic, through a producer made at the
-/// first refusal (most agents never need it). Each stays counted in its chunk and the
-/// window until its new report.
-async fn repair(shared: Arc<Shared>) {
-    let mut producer: Option<(Arc<Config>, Arc<ack::Producer>)> = None;
-    loop {
-        shared.repairs.wake.notified().await;
-        while let Some(r) = shared.repairs.pop() {
-            let config = shared.config();
-            // Made again for a reloaded configuration, or after a fatal error; the one it
-            // replaces confirms what it holds off this runtime.
-            let usable = producer.as_ref().is_some_and(|(c, p)| {
-                Arc::ptr_eq(c, &config) && !p.context().owner().fatal.load(Ordering::Acquire)
-            });
-            let fresh_config = !producer
-                .as_ref()
-                .is_some_and(|(c, _)| Arc::ptr_eq(c, &config));
-            if !usable && (fresh_config || shared.remake_due()) {
-                if let Some((_, old)) = producer.take() {
-                    retire(old, Duration::from_secs(30));
-                }
-                match shared.make_producer(&config, ack::Stage::Repair) {
-                    Ok(p) => producer = Some((config.clone(), Arc::new(p))),
-                    Err(e) => {
-                        if let Some(repeats) = shared.refusals.admit("repair producer not made") {
-                            tracing::error!(repeats, "forward input: {e:#}");
-                        }
-                    }
-                }
-            }
-            let len = r.refused.payload.len();
-            let Some((_, p)) = &producer else {
-                shared.window.refuse(&r.chunk, len);
-                continue;
-            };
-            let dlq = config.delivery.dead_letter_topic.clone();
-            let (topic, headers) = if r.dead_letter {
-                Metrics::add(&shared.metrics.records_dead_lettered, 1);
-                if shared.refusals.admit("dead-letter").is_some() {
-                    tracing::error!(topic = %r.refused.topic, error = %r.refused.error, dead_letter_topic = %dlq, "forward input: the broker refused an event for good; sent it to the dead-letter topic (counted in records_dead_lettered); its chunk is acknowledged once it is confirmed there");
-                }
-                (dlq.as_str(), crate::kafka::dead_letter_headers(&r.refused))
-            } else {
-                (
-                    r.refused.topic.as_str(),
-                    crate::kafka::owned_headers(&r.refused.headers),
-                )
-            };
-            let mut out = Outgoing {
-                topic,
-                payload: &r.refused.payload,
-                key: r.refused.key.as_deref(),
-                headers,
-                timestamp_ms: r.refused.timestamp_ms,
-            };
-            let mut token = r.chunk.clone();
-            loop {
-                match p.try_send(out, token) {
-                    Sent::Queued => break,
-                    Sent::Full(back, t) => {
-                        (out, token) = (back, t);
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Sent::Refused(e, t) => {
-                        tracing::error!(topic, error = %e, "forward input: a refused record cannot be sent again; its chunk is not acknowledged");
-                        shared.window.refuse(&t, len);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Waits for a large slot, and says since when it is held; `None` when the agent stops
 /// first.
-async fn large_slot(shared: &Shared) -> Option<(OwnedSemaphorePermit, Instant)> {
+pub(super) async fn large_slot(shared: &Shared) -> Option<(OwnedSemaphorePermit, Instant)> {
     let mut stop = shared.stop.clone();
     tokio::select! {
         s = shared.large.clone().acquire_owned() => {
@@ -913,99 +558,4 @@ async fn large_slot(shared: &Shared) -> Option<(OwnedSemaphorePermit, Instant)> 
         }
         _ = stop.changed() => None,
     }
-}
-
-/// One message: every event sent to Kafka (waiting for room in the window), the ack
-/// promised once they are all confirmed.
-async fn message(
-    frame: &[u8],
-    tx: &Replies,
-    shared: &Shared,
-    scratch: &mut Vec<u8>,
-    value_buf: &mut Vec<u8>,
-    large: &mut Option<(OwnedSemaphorePermit, Instant)>,
-) -> Result<(), Malformed> {
-    let config = shared.config();
-    let cfg = fwd(&config);
-    let msg = protocol::parse(frame)?;
-    if msg.mode == protocol::Mode::CompressedPackedForward && large.is_none() {
-        // Decompressing takes up to a message's worth more: a large slot's. Stopping
-        // meanwhile: nothing of this message was sent, the client resends it.
-        let Some(slot) = large_slot(shared).await else {
-            return Ok(());
-        };
-        *large = Some(slot);
-    }
-    // Every event is decoded before the first is sent: a malformed message sends nothing.
-    let events = msg.events(scratch, cfg.max_message_bytes)?;
-    let chunk_id = msg.options.chunk;
-    Metrics::add(&shared.metrics.forward_events, events.len() as u64);
-    if chunk_id.is_some() {
-        Metrics::add(&shared.metrics.forward_chunks, 1);
-    }
-    let chunk = Chunk::new(chunk_id, tx, shared.metrics.clone());
-    let now_ms = crate::metrics::unix_now_usec() as i64 / 1000;
-    let reserved = shared.reserved();
-    let (msg_topic, msg_fell_back) = record::message_topic(cfg, msg.tag, &reserved);
-    let mut id = String::new();
-    for (i, ev) in events.iter().enumerate() {
-        let rec = match record::encode(
-            cfg,
-            msg.tag,
-            &ev,
-            now_ms,
-            &reserved,
-            std::mem::take(value_buf),
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                // Checked by `events`: a record is a map. Anything else here is a bug.
-                chunk.fail();
-                chunk.sent_all();
-                return Err(e);
-            }
-        };
-        if rec.fell_back || (rec.topic.is_none() && msg_fell_back) {
-            Metrics::add(&shared.metrics.topics_invalid, 1);
-        }
-        if rec.clamped {
-            Metrics::add(&shared.metrics.timestamps_clamped, 1);
-        }
-        let topic = rec.topic.as_deref().unwrap_or(&msg_topic);
-        shared.window.admit(&chunk, rec.value.len()).await;
-        let len = rec.value.len();
-        let mut out = Outgoing {
-            topic,
-            payload: &rec.value[..],
-            key: rec.key,
-            headers: record::headers(msg.tag, chunk_id, i, &mut id),
-            timestamp_ms: rec.timestamp_ms,
-        };
-        let mut token = chunk.clone();
-        loop {
-            // Taken again at every attempt and let go before waiting: a reload must not
-            // find its retired producer held by a connection waiting for room.
-            let sent = shared.producer().try_send(out, token);
-            match sent {
-                Sent::Queued => break,
-                Sent::Full(back, t) => {
-                    (out, token) = (back, t);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Sent::Refused(e, t) => {
-                    Metrics::add(&shared.metrics.forward_events_failed, 1);
-                    tracing::error!(topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
-                    shared
-                        .metrics
-                        .error(format!("forward input: a record cannot be queued: {e}"));
-                    shared.window.refuse(&t, len);
-                    break;
-                }
-            }
-        }
-        Metrics::add(&shared.metrics.bytes_produced, len as u64);
-        *value_buf = rec.value;
-    }
-    chunk.sent_all();
-    Ok(())
 }
