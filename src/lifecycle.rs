@@ -182,10 +182,7 @@ mod tests {
     use super::*;
 
     fn cfg(extra: &str) -> Config {
-        crate::config::parse(&format!(
-            "[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n{extra}"
-        ))
-        .unwrap()
+        crate::config::for_tests(extra)
     }
 
     #[test]

@@ -123,10 +123,7 @@ mod tests {
 
     #[test]
     fn only_the_safe_prefix_reaches_the_store_once_per_move() {
-        let t = Tracker::new(Limits {
-            entries: 10,
-            bytes: 1000,
-        });
+        let t = Tracker::for_tests(10, 1000);
         let mut store = Memory::default();
         let mut cp = Checkpointer::default();
         assert!(matches!(
@@ -161,10 +158,7 @@ mod tests {
 
     #[test]
     fn exactly_once_commits_only_where_the_watermark_stands() {
-        let t = Tracker::new(Limits {
-            entries: 10,
-            bytes: 1000,
-        });
+        let t = Tracker::for_tests(10, 1000);
         let a = t.admit("a".into(), 1).unwrap();
         t.admit("b".into(), 1).unwrap();
         t.delivered(a);

@@ -82,6 +82,12 @@ pub(crate) struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker with these limits (tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(entries: usize, bytes: usize) -> Tracker {
+        Tracker::new(Limits { entries, bytes })
+    }
+
     pub(crate) fn new(limits: Limits) -> Tracker {
         Tracker {
             limits,
@@ -382,10 +388,7 @@ mod tests {
 
     #[test]
     fn window_blocks_until_delivery() {
-        let t = Arc::new(Tracker::new(Limits {
-            entries: 2,
-            bytes: 1000,
-        }));
+        let t = Arc::new(Tracker::for_tests(2, 1000));
         assert_eq!(t.admit("a".into(), 10), Ok(0));
         assert_eq!(t.admit("b".into(), 10), Ok(1));
         let t2 = t.clone();
@@ -399,10 +402,7 @@ mod tests {
 
     #[test]
     fn byte_window_and_oversized_entries() {
-        let t = Tracker::new(Limits {
-            entries: 100,
-            bytes: 100,
-        });
+        let t = Tracker::for_tests(100, 100);
         assert_eq!(t.admit("a".into(), 60), Ok(0));
         t.delivered(0);
         // Bigger than the whole window: admitted alone.
@@ -412,10 +412,7 @@ mod tests {
 
     #[test]
     fn failure_stops_admission_and_the_watermark() {
-        let t = Tracker::new(Limits {
-            entries: 10,
-            bytes: 1000,
-        });
+        let t = Tracker::for_tests(10, 1000);
         t.admit("a".into(), 1).unwrap();
         t.admit("b".into(), 1).unwrap();
         t.admit("c".into(), 1).unwrap();
@@ -432,10 +429,7 @@ mod tests {
 
     #[test]
     fn filtered_positions_pass_only_behind_deliveries() {
-        let t = Tracker::new(Limits {
-            entries: 10,
-            bytes: 1000,
-        });
+        let t = Tracker::for_tests(10, 1000);
         t.admit("a".into(), 1).unwrap();
         t.pass("tail".into());
         assert_eq!(t.safe_cursor(), None);
@@ -445,10 +439,7 @@ mod tests {
 
     #[test]
     fn newest_cursor_and_control_records() {
-        let t = Arc::new(Tracker::new(Limits {
-            entries: 10,
-            bytes: 1000,
-        }));
+        let t = Arc::new(Tracker::for_tests(10, 1000));
         assert_eq!(t.newest_place(), None);
         t.admit("a".into(), 1).unwrap();
         t.pass("b".into());
@@ -477,10 +468,7 @@ mod tests {
 
     #[test]
     fn stop_wakes_a_waiting_reader() {
-        let t = Arc::new(Tracker::new(Limits {
-            entries: 1,
-            bytes: 1000,
-        }));
+        let t = Arc::new(Tracker::for_tests(1, 1000));
         t.admit("a".into(), 1).unwrap();
         let t2 = t.clone();
         let h = std::thread::spawn(move || t2.admit("b".into(), 1));

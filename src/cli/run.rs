@@ -477,7 +477,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.broker_state(true);
         let (journal, forward) = (Arc::new(Fake::default()), Arc::new(Fake::default()));
-        let cfg = crate::config::parse("[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n").unwrap();
+        let cfg = crate::config::for_tests("");
         let mut s = Supervisor {
             inputs: vec![
                 Box::new(FakeInput("journal", journal.clone())),

@@ -443,6 +443,16 @@ pub struct LogConfig {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/journald-kafka";
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 
+/// The smallest valid configuration (brokers "h:1", topic "t") with `extra` TOML after it
+/// (tests).
+#[cfg(test)]
+pub(crate) fn for_tests(extra: &str) -> Config {
+    parse(&format!(
+        "[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n{extra}"
+    ))
+    .expect("a valid test config")
+}
+
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)

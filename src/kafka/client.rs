@@ -102,7 +102,9 @@ mod tests {
 
     #[test]
     fn guarantee_settings_win_over_user_properties() {
-        let c = config::parse("[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n[kafka.properties]\n\"linger.ms\" = 5\n\"compression.codec\" = \"zstd\"\n").unwrap();
+        let c = config::for_tests(
+            "[kafka.properties]\n\"linger.ms\" = 5\n\"compression.codec\" = \"zstd\"\n",
+        );
         let cc = client_config(&c.kafka, &c.pipeline);
         assert_eq!(cc.get("linger.ms"), Some("5"));
         assert_eq!(cc.get("compression.codec"), Some("zstd"));
@@ -135,7 +137,9 @@ mod tests {
 
     #[test]
     fn helper_clients_connect_like_the_producer() {
-        let c = config::parse("[kafka]\nbrokers = \"h:1\"\ntopic = \"t\"\n[kafka.properties]\n\"linger.ms\" = 5\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n").unwrap();
+        let c = config::for_tests(
+            "[kafka.properties]\n\"linger.ms\" = 5\n\"security.protocol\" = \"sasl_ssl\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n",
+        );
         let cc = connection_config(&c.kafka);
         assert_eq!(cc.get("bootstrap.servers"), Some("h:1"));
         assert_eq!(cc.get("security.protocol"), Some("sasl_ssl"));
