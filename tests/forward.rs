@@ -25,6 +25,17 @@ fn forward_config(s: &Scratch, broker: &Broker, port: u16) -> TestConfig {
         .set("forward", "listen", format!("127.0.0.1:{port}"))
 }
 
+/// A Forward-only agent with its metrics endpoint, listening: (agent, Forward port, HTTP port).
+fn forward_agent_with_metrics(s: &Scratch, broker: &Broker) -> (Agent, u16, u16) {
+    let (port, http) = (free_port(), free_port());
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(s, broker, port).set("metrics", "listen", format!("127.0.0.1:{http}")),
+    );
+    wait_listening(port, &mut agent);
+    (agent, port, http)
+}
+
 fn wait_listening(port: u16, agent: &mut Agent) {
     let until = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -170,13 +181,7 @@ fn check_event(v: &V, i: u64, count: u64) {
 fn every_event_mode_from_a_real_client_arrives_as_sent_and_is_acknowledged() {
     let s = Scratch::new("forward-modes");
     let broker = Broker::with_topic(&s, TOPIC, 2);
-    let port = free_port();
-    let metrics = free_port();
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &broker, port).set("metrics", "listen", format!("127.0.0.1:{metrics}")),
-    );
-    wait_listening(port, &mut agent);
+    let (mut agent, port, metrics) = forward_agent_with_metrics(&s, &broker);
     const N: u64 = 500;
     let modes = [
         "Message",
@@ -923,13 +928,7 @@ fn a_trickled_message_is_scanned_once() {
     use std::io::Write as _;
     let s = Scratch::new("forward-trickle");
     let broker = Broker::with_topic(&s, TOPIC, 1);
-    let port = free_port();
-    let mport = free_port();
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &broker, port).set("metrics", "listen", format!("127.0.0.1:{mport}")),
-    );
-    wait_listening(port, &mut agent);
+    let (mut agent, port, mport) = forward_agent_with_metrics(&s, &broker);
     broker.stop();
     let pid = agent.child.id();
     let now = common::now_usec() / 1_000_000;
@@ -1263,13 +1262,7 @@ fn a_reload_reaches_the_forward_producer_and_its_shared_key() {
 fn the_forward_input_alone_is_ready_once_it_listens_and_reaches_the_brokers() {
     let s = Scratch::new("forward-ready");
     let broker = Broker::with_topic(&s, TOPIC, 1);
-    let port = free_port();
-    let http = free_port();
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &broker, port).set("metrics", "listen", format!("127.0.0.1:{http}")),
-    );
-    wait_listening(port, &mut agent);
+    let (mut agent, _, http) = forward_agent_with_metrics(&s, &broker);
     let until = Instant::now() + Duration::from_secs(15);
     let mut last = (0, String::new());
     while Instant::now() < until {

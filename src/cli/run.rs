@@ -126,17 +126,7 @@ pub(super) fn run(
             notifier.watchdog(),
         )?));
     }
-    let mut supervisor = Supervisor {
-        inputs,
-        current: cfg,
-        notifier: &notifier,
-        metrics: &metrics,
-        ready: false,
-        quiet: false,
-        pinged: false,
-        last_ping: Instant::now(),
-        last_status: Instant::now(),
-    };
+    let mut supervisor = Supervisor::new(inputs, cfg, &notifier, &metrics);
     let result = supervisor.run(&shutdown, &reloaded);
     notifier.stopping();
     shutdown.request();
@@ -187,7 +177,26 @@ struct Supervisor<'a> {
 /// How often the supervisor looks at the inputs.
 const TICK: Duration = Duration::from_millis(200);
 
-impl Supervisor<'_> {
+impl<'a> Supervisor<'a> {
+    fn new(
+        inputs: Vec<Box<dyn Input>>,
+        current: Config,
+        notifier: &'a Notifier,
+        metrics: &'a Metrics,
+    ) -> Supervisor<'a> {
+        Supervisor {
+            inputs,
+            current,
+            notifier,
+            metrics,
+            ready: false,
+            quiet: false,
+            pinged: false,
+            last_ping: Instant::now(),
+            last_status: Instant::now(),
+        }
+    }
+
     /// Until a stop is requested (`Ok`) or an input ends on its own (its failure).
     fn run(
         &mut self,
@@ -478,20 +487,12 @@ mod tests {
         metrics.broker_state(true);
         let (journal, forward) = (Arc::new(Fake::default()), Arc::new(Fake::default()));
         let cfg = crate::config::for_tests("");
-        let mut s = Supervisor {
-            inputs: vec![
-                Box::new(FakeInput("journal", journal.clone())),
-                Box::new(FakeInput("forward", forward.clone())),
-            ],
-            current: cfg,
-            notifier: &notifier,
-            metrics: &metrics,
-            ready: false,
-            quiet: false,
-            pinged: false,
-            last_ping: Instant::now() - Duration::from_secs(1),
-            last_status: Instant::now(),
-        };
+        let inputs: Vec<Box<dyn Input>> = vec![
+            Box::new(FakeInput("journal", journal.clone())),
+            Box::new(FakeInput("forward", forward.clone())),
+        ];
+        let mut s = Supervisor::new(inputs, cfg, &notifier, &metrics);
+        s.last_ping = Instant::now() - Duration::from_secs(1);
         s.tick();
         let sent = received(&systemd);
         assert!(
