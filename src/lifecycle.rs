@@ -126,55 +126,59 @@ impl Report {
     }
 }
 
+/// The names of the settings whose check says they changed (for `restart_needed`).
+pub(crate) fn changed<const N: usize>(checks: [(&'static str, bool); N]) -> Vec<&'static str> {
+    checks
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(name, _)| name)
+        .collect()
+}
+
 /// Settings the process applies once, for every input: where the place lives and how
 /// (a reload resumes from the committed place of the same store), the HTTP endpoint's
 /// address, logging, which inputs run. Compared as parsed values.
 pub(crate) fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut fixed = Vec::new();
-    let mut differs = |name: &'static str, changed: bool| {
-        if changed {
-            fixed.push(name);
-        }
-    };
-    differs(
-        "journal.enabled",
-        old.journal.enabled != new.journal.enabled,
-    );
-    differs(
-        "forward (on or off)",
-        old.forward.is_some() != new.forward.is_some(),
-    );
-    differs(
-        "state.directory",
-        old.state.directory != new.state.directory,
-    );
-    differs("metrics.listen", old.metrics.listen != new.metrics.listen);
-    differs("log", old.log != new.log);
-    differs("delivery.mode", old.delivery.mode != new.delivery.mode);
-    differs(
-        "delivery.transactional_id",
-        old.delivery.transactional_id != new.delivery.transactional_id,
-    );
-    // Exactly-once without an explicit id derives it from the source at start: another
-    // source would resume from the place of the first.
-    differs(
-        "journal.source (the exactly-once transactional id is derived from it)",
-        new.delivery.mode == crate::config::Mode::ExactlyOnce
-            && new.delivery.transactional_id.is_none()
-            && old.journal.source != new.journal.source,
-    );
-    // Exactly-once keeps the place in the cursor topic of these brokers: a session
-    // started elsewhere would not find it and fall back to `journal.start`.
     let exactly_once = new.delivery.mode == crate::config::Mode::ExactlyOnce;
-    differs(
-        "delivery.cursor_topic (exactly-once keeps the place there)",
-        exactly_once && old.delivery.cursor_topic != new.delivery.cursor_topic,
-    );
-    differs(
-        "kafka.brokers (exactly-once keeps the place in their cursor topic)",
-        exactly_once && old.kafka.brokers != new.kafka.brokers,
-    );
-    fixed
+    changed([
+        (
+            "journal.enabled",
+            old.journal.enabled != new.journal.enabled,
+        ),
+        (
+            "forward (on or off)",
+            old.forward.is_some() != new.forward.is_some(),
+        ),
+        (
+            "state.directory",
+            old.state.directory != new.state.directory,
+        ),
+        ("metrics.listen", old.metrics.listen != new.metrics.listen),
+        ("log", old.log != new.log),
+        ("delivery.mode", old.delivery.mode != new.delivery.mode),
+        (
+            "delivery.transactional_id",
+            old.delivery.transactional_id != new.delivery.transactional_id,
+        ),
+        // Exactly-once without an explicit id derives it from the source at start:
+        // another source would resume from the place of the first.
+        (
+            "journal.source (the exactly-once transactional id is derived from it)",
+            exactly_once
+                && new.delivery.transactional_id.is_none()
+                && old.journal.source != new.journal.source,
+        ),
+        // Exactly-once keeps the place in the cursor topic of these brokers: a session
+        // started elsewhere would not find it and fall back to `journal.start`.
+        (
+            "delivery.cursor_topic (exactly-once keeps the place there)",
+            exactly_once && old.delivery.cursor_topic != new.delivery.cursor_topic,
+        ),
+        (
+            "kafka.brokers (exactly-once keeps the place in their cursor topic)",
+            exactly_once && old.kafka.brokers != new.kafka.brokers,
+        ),
+    ])
 }
 
 #[cfg(test)]

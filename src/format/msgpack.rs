@@ -7,28 +7,24 @@
 //! cheaper than rmp's `Write`-based path (#19). The tests hold it to `rmp`.
 
 pub(crate) fn map_len(out: &mut Vec<u8>, n: usize) {
-    match n {
-        0..=15 => out.push(0x80 | n as u8),
-        16..=0xffff => {
-            out.push(0xde);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xdf);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
+    collection_len(out, n, 0x80, 0xde);
 }
 
 pub(crate) fn array_len(out: &mut Vec<u8>, n: usize) {
+    collection_len(out, n, 0x90, 0xdc);
+}
+
+/// A map's or an array's header: the fix form under 16 (`fix | n`), then 16 bits
+/// (`marker16`), then 32 bits (the marker after it), as the spec lays out both.
+fn collection_len(out: &mut Vec<u8>, n: usize, fix: u8, marker16: u8) {
     match n {
-        0..=15 => out.push(0x90 | n as u8),
+        0..=15 => out.push(fix | n as u8),
         16..=0xffff => {
-            out.push(0xdc);
+            out.push(marker16);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         _ => {
-            out.push(0xdd);
+            out.push(marker16 + 1);
             out.extend_from_slice(&(n as u32).to_be_bytes());
         }
     }

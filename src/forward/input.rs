@@ -165,28 +165,23 @@ impl crate::lifecycle::Input for Server {
         let (Some(a), Some(b)) = (old.forward.as_ref(), new.forward.as_ref()) else {
             return vec!["forward (on or off)"];
         };
-        let mut fixed = Vec::new();
-        let mut differs = |name: &'static str, changed: bool| {
-            if changed {
-                fixed.push(name);
-            }
-        };
-        differs("forward.listen", a.listen != b.listen);
-        differs("forward.socket", a.socket != b.socket);
-        differs("forward.tls_cert, forward.tls_key", a.tls != b.tls);
-        differs(
-            "forward.max_connections",
-            a.max_connections != b.max_connections,
-        );
-        differs(
-            "forward.max_in_flight_bytes",
-            a.max_in_flight_bytes != b.max_in_flight_bytes,
-        );
-        differs(
-            "forward.max_message_bytes",
-            a.max_message_bytes != b.max_message_bytes,
-        );
-        fixed
+        crate::lifecycle::changed([
+            ("forward.listen", a.listen != b.listen),
+            ("forward.socket", a.socket != b.socket),
+            ("forward.tls_cert, forward.tls_key", a.tls != b.tls),
+            (
+                "forward.max_connections",
+                a.max_connections != b.max_connections,
+            ),
+            (
+                "forward.max_in_flight_bytes",
+                a.max_in_flight_bytes != b.max_in_flight_bytes,
+            ),
+            (
+                "forward.max_message_bytes",
+                a.max_message_bytes != b.max_message_bytes,
+            ),
+        ])
     }
 
     /// A new producer from the new `[kafka]` (the old one confirms what it holds and goes;

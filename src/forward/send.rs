@@ -52,10 +52,15 @@ pub(super) fn retire(old: Arc<ack::Producer>, timeout: Duration) {
         });
 }
 
-/// Asks the brokers for metadata at start and every second while none is known to answer:
-/// readiness then follows the brokers without waiting for a client's events, and a
+/// With the Forward input alone, asks the brokers for metadata at start and every second
+/// while none is known to answer: readiness then follows the brokers without waiting for a client's events, and a
 /// connection failure (a wrong password) is named at once, not at the first event.
 pub(super) async fn probe(shared: Arc<Shared>) {
+    // Beside the journal, its session's probe already keeps the broker state (the same
+    // brokers, the same credentials); `journal.enabled` cannot change by reload.
+    if shared.config().journal.enabled {
+        return;
+    }
     loop {
         if !shared.metrics.broker_up.load(Ordering::Relaxed) {
             let p = shared.producer();
@@ -88,13 +93,13 @@ pub(super) async fn repair(shared: Arc<Shared>) {
             let config = shared.config();
             // Made again for a reloaded configuration, or after a fatal error; the one it
             // replaces confirms what it holds off this runtime.
-            let usable = producer.as_ref().is_some_and(|(c, p)| {
-                Arc::ptr_eq(c, &config) && !p.context().owner().fatal.load(Ordering::Acquire)
-            });
-            let fresh_config = !producer
+            let same_config = producer
                 .as_ref()
                 .is_some_and(|(c, _)| Arc::ptr_eq(c, &config));
-            if !usable && (fresh_config || shared.remake_due()) {
+            let fatal = producer
+                .as_ref()
+                .is_some_and(|(_, p)| p.context().owner().fatal.load(Ordering::Acquire));
+            if !same_config || (fatal && shared.remake_due()) {
                 if let Some((_, old)) = producer.take() {
                     retire(old, Duration::from_secs(30));
                 }
@@ -125,28 +130,38 @@ pub(super) async fn repair(shared: Arc<Shared>) {
                     crate::kafka::owned_headers(&r.refused.headers),
                 )
             };
-            let mut out = Outgoing {
+            let out = Outgoing {
                 topic,
                 payload: &r.refused.payload,
                 key: r.refused.key.as_deref(),
                 headers,
                 timestamp_ms: r.refused.timestamp_ms,
             };
-            let mut token = r.chunk.clone();
-            loop {
-                match p.try_send(out, token) {
-                    Sent::Queued => break,
-                    Sent::Full(back, t) => {
-                        (out, token) = (back, t);
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Sent::Refused(e, t) => {
-                        tracing::error!(topic, error = %e, "forward input: a refused record cannot be sent again; its chunk is not acknowledged");
-                        shared.window.refuse(&t, len);
-                        break;
-                    }
-                }
+            if let Err((e, t)) = hand_over(|| p.clone(), out, r.chunk.clone()).await {
+                tracing::error!(topic, error = %e, "forward input: a refused record cannot be sent again; its chunk is not acknowledged");
+                shared.window.refuse(&t, len);
             }
+        }
+    }
+}
+
+/// Hands a record of `chunk` to a producer, yielding while librdkafka's queue is full;
+/// `producer` is asked again at every attempt and let go before waiting. When librdkafka
+/// refuses the record itself, the error and the chunk come back (no report will come).
+async fn hand_over(
+    producer: impl Fn() -> Arc<ack::Producer>,
+    mut out: Outgoing<'_>,
+    mut chunk: Arc<Chunk>,
+) -> Result<(), (rdkafka::error::KafkaError, Arc<Chunk>)> {
+    loop {
+        let sent = producer().try_send(out, chunk);
+        match sent {
+            Sent::Queued => return Ok(()),
+            Sent::Full(back, c) => {
+                (out, chunk) = (back, c);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Sent::Refused(e, c) => return Err((e, c)),
         }
     }
 }
@@ -210,34 +225,22 @@ pub(super) async fn message(
         let topic = rec.topic.as_deref().unwrap_or(&msg_topic);
         shared.window.admit(&chunk, rec.value.len()).await;
         let len = rec.value.len();
-        let mut out = Outgoing {
+        let out = Outgoing {
             topic,
             payload: &rec.value[..],
             key: rec.key,
             headers: record::headers(msg.tag, chunk_id, i, &mut id),
             timestamp_ms: rec.timestamp_ms,
         };
-        let mut token = chunk.clone();
-        loop {
-            // Taken again at every attempt and let go before waiting: a reload must not
-            // find its retired producer held by a connection waiting for room.
-            let sent = shared.producer().try_send(out, token);
-            match sent {
-                Sent::Queued => break,
-                Sent::Full(back, t) => {
-                    (out, token) = (back, t);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Sent::Refused(e, t) => {
-                    Metrics::add(&shared.metrics.forward_events_failed, 1);
-                    tracing::error!(topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
-                    shared
-                        .metrics
-                        .error(format!("forward input: a record cannot be queued: {e}"));
-                    shared.window.refuse(&t, len);
-                    break;
-                }
-            }
+        // The current producer at every attempt: a reload must not find the producer it
+        // retires held by a connection waiting for room.
+        if let Err((e, t)) = hand_over(|| shared.producer(), out, chunk.clone()).await {
+            Metrics::add(&shared.metrics.forward_events_failed, 1);
+            tracing::error!(topic, error = %e, "forward input: a record cannot be queued; its chunk is not acknowledged");
+            shared
+                .metrics
+                .error(format!("forward input: a record cannot be queued: {e}"));
+            shared.window.refuse(&t, len);
         }
         Metrics::add(&shared.metrics.bytes_produced, len as u64);
         *value_buf = rec.value;

@@ -45,9 +45,8 @@ pub(crate) fn headers_with<N: AsRef<str>, V: AsRef<[u8]>>(
 /// Hands the record admitted as `seq` to librdkafka, waiting (on this thread) while its
 /// queue is full. Returns false when the session must end; the record is then failed in
 /// the watermark, so nothing after it becomes safe.
-pub(crate) fn send(producer: &Producer, tracker: &Tracker, seq: u64, r: Outgoing<'_>) -> bool {
+pub(crate) fn send(producer: &Producer, tracker: &Tracker, seq: u64, mut r: Outgoing<'_>) -> bool {
     let topic = r.topic;
-    let mut r = r;
     loop {
         match producer.try_send(r, seq as usize) {
             Sent::Queued => return true,
