@@ -259,4 +259,21 @@ mod tests {
         assert_eq!(e, "s.n (line 3): must be between 1 and 5");
         assert_eq!(at.range("s.n", None, 4, 1, 5).unwrap(), 4);
     }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Ok(0));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01.5Z"), Ok(1_500_000));
+        assert_eq!(
+            parse_rfc3339("2000-03-01T00:00:00+01:00"),
+            Ok(951_865_200_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.123456-00:30"),
+            Ok(1_709_209_800_123_456)
+        );
+        assert!(parse_rfc3339("2024-13-01T00:00:00Z").is_err());
+        assert!(parse_rfc3339("2024-01-01T00:00:00").is_err());
+        assert!(parse_rfc3339("2024-01-01").is_err());
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every section and key is optional except kafka.brokers and kafka.topic;
 //! `deny_unknown_fields` turns a typo into an error instead of a silent default. Nothing
-//! here validates a value: `sections` does, with the spans kept here.
+//! here validates a value: `section` does, with the spans kept here.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,10 +1,32 @@
-//! Which configuration text may hold a secret, and errors about the file that never quote it.
+//! Which configuration text may hold a secret, errors about the file that never quote it,
+//! and the type a secret read from a file is kept in.
 //!
 //! Owns the one rule for secret-bearing names (librdkafka properties and the agent's own
 //! keys), used by the parse errors here, by `check`'s listing of the producer's settings and
 //! by its file-permission warnings. It must never let a parse error print text from a line
 //! that may hold a secret: the agent logs its errors into the journal it ships, so a typo
-//! on a password line would otherwise put the password into Kafka.
+//! on a password line would otherwise put the password into Kafka. For the same reason a
+//! `Secret`'s `Debug` never shows it: a configuration printed whole stays safe to log.
+
+/// A secret: its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
 
 /// Fragments of names whose values are secrets: passwords, keys, tokens, inline PEM keys,
 /// JAAS and OAUTHBEARER configurations (which embed secrets).
