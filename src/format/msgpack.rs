@@ -132,4 +132,17 @@ mod tests {
         bool(&mut b, false);
         assert_eq!(b, [0xc3, 0xc2]);
     }
+
+    #[test]
+    fn str_headers_match_rmp_at_every_boundary() {
+        for len in [0, 1, 31, 32, 255, 256, 65_535, 65_536, 100_000] {
+            let v = vec![b'a'; len];
+            let mut ours = Vec::new();
+            str_header(&mut ours, len);
+            ours.extend_from_slice(&v);
+            let mut theirs = Vec::new();
+            rmp::encode::write_str(&mut theirs, std::str::from_utf8(&v).unwrap()).unwrap();
+            assert_eq!(ours, theirs, "length {len}");
+        }
+    }
 }
