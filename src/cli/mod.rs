@@ -287,43 +287,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     None
                 }
             };
-            let mut connection = match (&cfg, &brokers) {
-                (Some(c), _) => crate::kafka::connection_config(&c.kafka),
-                (None, Some(b)) => crate::kafka::connection(b, []),
-                (None, None) => anyhow::bail!("give --config FILE or --brokers HOST:PORT"),
-            };
-            if let Some(b) = &brokers {
-                connection.set("bootstrap.servers", b);
-            }
-            let topic = match (topic.is_empty(), &cfg) {
-                (false, _) => topic,
-                (true, Some(c)) => match c.kafka.fixed_topic() {
-                    Some(t) => vec![t.to_string()],
-                    None => anyhow::bail!(
-                        "the config's kafka.topic is a template; name the topic(s) to read with --topic"
-                    ),
-                },
-                (true, None) => {
-                    anyhow::bail!("give --topic (or --config with a fixed kafka.topic)")
-                }
-            };
-            let time = |flag: &str, v: Option<String>| -> Result<Option<u64>> {
-                v.map(|t| config::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-                    .transpose()
-            };
-            let mut terms = Vec::new();
-            for m in &matches {
-                let Some((k, v)) = m.split_once('=') else {
-                    anyhow::bail!("{m:?} is not FIELD=VALUE");
-                };
-                if !config::is_valid_field_name(k) {
-                    anyhow::bail!("{k:?} in {m:?} is not a journal field name");
-                }
-                terms.push((k.to_string(), v.as_bytes().to_vec()));
-            }
-            for u in unit {
-                terms.push(("_SYSTEMD_UNIT".to_string(), u.into_bytes()));
-            }
+            let connection = cat_connection(cfg.as_ref(), brokers.as_deref())?;
+            let topic = cat_topics(topic, cfg.as_ref())?;
+            let terms = cat_terms(&matches, unit)?;
             let max_priority = priority
                 .map(|p| {
                     config::parse_priority_text(&p).map_err(|e| anyhow::anyhow!("--priority: {e}"))
@@ -337,8 +303,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 idle: Duration::from_millis(idle_ms),
                 follow,
                 from,
-                since: time("since", since)?,
-                until: time("until", until)?,
+                since: time_flag("since", since)?,
+                until: time_flag("until", until)?,
                 matches: terms,
                 max_priority,
                 dedup,
@@ -352,27 +318,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
-            let topics = if topic.is_empty() {
-                match cfg.kafka.fixed_topic() {
-                    Some(t) => vec![t.to_string()],
-                    None => anyhow::bail!(
-                        "kafka.topic is a template: name the topics to read with --topic"
-                    ),
-                }
-            } else {
-                topic
-            };
-            let report = crate::verify::verify(&cfg, &topics, Duration::from_millis(idle_ms))?;
-            if json {
-                say!("{}", report.json());
-            } else {
-                say!("{report}");
-            }
-            Ok(if report.ok() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            verify(&cfg, topic, idle_ms, json)
         }
         Command::Audit {
             config,
@@ -381,49 +327,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
-            let mut topics = topic;
-            if topics.is_empty() {
-                match cfg.kafka.fixed_topic() {
-                    Some(t) => topics.push(t.to_string()),
-                    None => anyhow::bail!(
-                        "kafka.topic is a template: name the topics to read with --topic"
-                    ),
-                }
-                if let Some(p) = &cfg.delivery.progress_topic {
-                    if !topics.contains(p) {
-                        topics.push(p.clone());
-                    }
-                }
-            }
-            let (spaces, skipped) = crate::audit::audit(
-                crate::kafka::connection_config(&cfg.kafka),
-                &topics,
-                Duration::from_millis(idle_ms),
-            )?;
-            eprint!("{}", skipped.render());
-            if json {
-                say!("{}", serde_json::to_string(&spaces)?);
-            } else {
-                print!("{}", crate::audit::render(&spaces));
-            }
-            Ok(if spaces.iter().any(|s| s.lost > 0) {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            audit(&cfg, topic, idle_ms, json)
         }
         Command::Reload { config, pid } => {
             load_for_tool(&config, cli.log_level.as_deref())?;
-            let pid = rustix::process::Pid::from_raw(pid)
-                .with_context(|| format!("--pid {pid} is not a process id"))?;
-            rustix::process::kill_process(pid, rustix::process::Signal::HUP)
-                .with_context(|| format!("cannot signal process {pid:?}"))?;
-            say!(
-                "config {} is valid; asked process {} to reload it",
-                config.display(),
-                pid.as_raw_nonzero()
-            );
-            Ok(ExitCode::SUCCESS)
+            reload(&config, pid)
         }
         Command::Status { config, json } => {
             let cfg = load_for_tool(&config, cli.log_level.as_deref())?;
@@ -440,6 +348,134 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             check::cursor_show(&cfg)
         }
     }
+}
+
+/// The connection `cat` reads with: the config's, with `--brokers` in place of its brokers
+/// when given.
+fn cat_connection(cfg: Option<&Config>, brokers: Option<&str>) -> Result<rdkafka::ClientConfig> {
+    let mut connection = match (cfg, brokers) {
+        (Some(c), _) => crate::kafka::connection_config(&c.kafka),
+        (None, Some(b)) => crate::kafka::connection(b, []),
+        (None, None) => anyhow::bail!("give --config FILE or --brokers HOST:PORT"),
+    };
+    if let Some(b) = brokers {
+        connection.set("bootstrap.servers", b);
+    }
+    Ok(connection)
+}
+
+/// The topics `cat` reads: those given, else the config's topic when it is a fixed name.
+fn cat_topics(topic: Vec<String>, cfg: Option<&Config>) -> Result<Vec<String>> {
+    Ok(match (topic.is_empty(), cfg) {
+        (false, _) => topic,
+        (true, Some(c)) => match c.kafka.fixed_topic() {
+            Some(t) => vec![t.to_string()],
+            None => anyhow::bail!(
+                "the config's kafka.topic is a template; name the topic(s) to read with --topic"
+            ),
+        },
+        (true, None) => {
+            anyhow::bail!("give --topic (or --config with a fixed kafka.topic)")
+        }
+    })
+}
+
+/// The `FIELD=VALUE` arguments and the `--unit`s, as the terms `cat` matches records with.
+fn cat_terms(matches: &[String], units: Vec<String>) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut terms = Vec::new();
+    for m in matches {
+        let Some((k, v)) = m.split_once('=') else {
+            anyhow::bail!("{m:?} is not FIELD=VALUE");
+        };
+        if !config::is_valid_field_name(k) {
+            anyhow::bail!("{k:?} in {m:?} is not a journal field name");
+        }
+        terms.push((k.to_string(), v.as_bytes().to_vec()));
+    }
+    for u in units {
+        terms.push(("_SYSTEMD_UNIT".to_string(), u.into_bytes()));
+    }
+    Ok(terms)
+}
+
+/// An RFC 3339 time given to `--flag`, as µs since the epoch.
+fn time_flag(flag: &str, v: Option<String>) -> Result<Option<u64>> {
+    v.map(|t| config::parse_rfc3339(&t).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
+        .transpose()
+}
+
+/// `verify`: the journal against the topics, reported; fails when anything is lost or out
+/// of order.
+fn verify(cfg: &Config, topic: Vec<String>, idle_ms: u64, json: bool) -> Result<ExitCode> {
+    let topics = if topic.is_empty() {
+        match cfg.kafka.fixed_topic() {
+            Some(t) => vec![t.to_string()],
+            None => {
+                anyhow::bail!("kafka.topic is a template: name the topics to read with --topic")
+            }
+        }
+    } else {
+        topic
+    };
+    let report = crate::verify::verify(cfg, &topics, Duration::from_millis(idle_ms))?;
+    if json {
+        say!("{}", report.json());
+    } else {
+        say!("{report}");
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `audit`: what Kafka alone says was lost; fails when anything was.
+fn audit(cfg: &Config, topic: Vec<String>, idle_ms: u64, json: bool) -> Result<ExitCode> {
+    let mut topics = topic;
+    if topics.is_empty() {
+        match cfg.kafka.fixed_topic() {
+            Some(t) => topics.push(t.to_string()),
+            None => {
+                anyhow::bail!("kafka.topic is a template: name the topics to read with --topic")
+            }
+        }
+        if let Some(p) = &cfg.delivery.progress_topic {
+            if !topics.contains(p) {
+                topics.push(p.clone());
+            }
+        }
+    }
+    let (spaces, skipped) = crate::audit::audit(
+        crate::kafka::connection_config(&cfg.kafka),
+        &topics,
+        Duration::from_millis(idle_ms),
+    )?;
+    eprint!("{}", skipped.render());
+    if json {
+        say!("{}", serde_json::to_string(&spaces)?);
+    } else {
+        print!("{}", crate::audit::render(&spaces));
+    }
+    Ok(if spaces.iter().any(|s| s.lost > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `reload`, once the config was found valid: signals the running agent.
+fn reload(config: &Path, pid: i32) -> Result<ExitCode> {
+    let pid = rustix::process::Pid::from_raw(pid)
+        .with_context(|| format!("--pid {pid} is not a process id"))?;
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .with_context(|| format!("cannot signal process {pid:?}"))?;
+    say!(
+        "config {} is valid; asked process {} to reload it",
+        config.display(),
+        pid.as_raw_nonzero()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The man page (from the same clap definitions as `--help`) and completions for bash, zsh

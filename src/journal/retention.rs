@@ -229,7 +229,7 @@ pub(crate) struct Sample {
 
 /// Samples the whole source (filters ignored).
 pub(crate) fn sample(cfg: &JournalConfig, now_usec: u64) -> anyhow::Result<Sample> {
-    let g = super::measure(cfg)?;
+    let g = super::measure::measure(cfg)?;
     Ok(Sample {
         at_usec: now_usec,
         usage: g

@@ -3,7 +3,7 @@
 //!
 //! Within one stream libsystemd never passes over an entry: a writer appends its entries in
 //! the order of its sequence numbers, and a handle over that writer's files alone reads
-//! them in that order. Merging several writers is the reader's business (`mod.rs`).
+//! them in that order. Merging several writers is the reader's business (`reader`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -437,14 +437,14 @@ fn open_readable(
         .collect();
     match open_files(&known_good, Some(cfg)) {
         Ok(j) if !known_good.is_empty() => return Ok(j),
-        Err(e) if super::is_out_of_descriptors(&e) => return Err(e),
+        Err(e) if super::per_writer::is_out_of_descriptors(&e) => return Err(e),
         _ => {}
     }
     let mut good = Vec::with_capacity(files.len());
     for f in files {
         match open_files(std::slice::from_ref(f), None) {
             Ok(_) => good.push(f.clone()),
-            Err(e) if super::is_out_of_descriptors(&e) => return Err(e),
+            Err(e) if super::per_writer::is_out_of_descriptors(&e) => return Err(e),
             Err(e) => {
                 if !unreadable.contains(f) {
                     unreadable.push(f.clone());

@@ -1,7 +1,7 @@
 //! Watching the directories of a source read per writer for changes, with one inotify
 //! descriptor.
 //!
-//! A writer's stream does not hold its files open while it is caught up (`mod.rs`), so
+//! A writer's stream does not hold its files open while it is caught up (`per_writer`), so
 //! something else must say when its files gain entries. journald and
 //! `systemd-journal-remote` announce every append with a change to the file (libsystemd's
 //! `journal_file_post_change` truncates the file to its own size for exactly this), which
