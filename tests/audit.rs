@@ -24,22 +24,22 @@ fn audit(config: &str, topic: Option<&str>) -> (bool, serde_json::Value, String)
 
 #[test]
 fn audit_tells_lost_from_filtered_without_the_host() {
-    let s = Scratch::new("audit");
-    let broker = Broker::with_topic(&s, "au", 2);
-    broker.create_topic("au-copy", 2);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
-    );
-    let all = journal_entries(&jdir, &[]);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let f = Fixture::new("audit")
+        .broker()
+        .topic("au", 2)
+        .topic("au-copy", 2)
+        .journal(
+            "a.journal",
+            &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
+        );
+    let all = f.entries();
+    let cfg = f
+        .config("state")
         .topic("au")
         .set("delivery", "progress_interval_ms", 300)
         // Entries whose SEQ ends in 0, 1 or 2: 600 of 2000, dropped by the agent.
         .set("journal", "exclude_matches", vec!["SEQ=*[0-2]"]);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
     let config = agent.config.to_str().unwrap().to_string();
@@ -57,14 +57,14 @@ fn audit_tells_lost_from_filtered_without_the_host() {
     assert_eq!(w["hosts"][0], "testhost", "{out}");
 
     // A copy of the topic with 37 entry records left out: exactly those are lost.
-    let records = consume_all(&broker.addr(), &["au"], 3);
+    let records = consume_all(&f.broker.addr(), &["au"], 3);
     let progress = records
         .iter()
         .filter(|r| r.headers.contains_key("journal-progress"))
         .count();
     assert!(progress >= 1, "progress records were produced");
     let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", f.broker.addr())
         .create()
         .unwrap();
     let mut left_out = 0;

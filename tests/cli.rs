@@ -14,13 +14,13 @@ fn config(jdir: &Path, brokers: &str, state: &Path) -> TestConfig {
 
 #[test]
 fn check_reports_what_works_and_what_does_not() {
-    let s = Scratch::new("check");
-    let broker = Broker::with_topic(&s, "journal", 2);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let first = cursor_of(&journal_entries(&jdir, &[])[0]);
-    let cfg = s.path("ok.toml");
-    config(&jdir, &broker.addr(), &s.path("state")).write(&cfg);
+    let f = Fixture::new("check")
+        .broker()
+        .topic("journal", 2)
+        .journal("a.journal", &["-n", "10"]);
+    let first = cursor_of(&f.entries()[0]);
+    let cfg = f.s.path("ok.toml");
+    config(&f.jdir, &f.broker.addr(), &f.s.path("state")).write(&cfg);
     let (st, out) = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
     assert!(st.success(), "{out}");
     assert!(
@@ -52,11 +52,11 @@ fn check_reports_what_works_and_what_does_not() {
         "{out}"
     );
 
-    let bad = s.path("bad.toml");
+    let bad = f.s.path("bad.toml");
     config(
-        &jdir,
+        &f.jdir,
         &format!("127.0.0.1:{}", free_port()),
-        &s.path("state"),
+        &f.s.path("state"),
     )
     .write(&bad);
     let (st, out) = run_cli(&["check", "--config", bad.to_str().unwrap()]);
@@ -66,8 +66,8 @@ fn check_reports_what_works_and_what_does_not() {
         "{out}"
     );
 
-    let missing = s.path("missing.toml");
-    config(&s.path("nope"), &broker.addr(), &s.path("state")).write(&missing);
+    let missing = f.s.path("missing.toml");
+    config(&f.s.path("nope"), &f.broker.addr(), &f.s.path("state")).write(&missing);
     let (st, out) = run_cli(&["check", "--config", missing.to_str().unwrap()]);
     assert!(!st.success());
     assert!(
@@ -106,16 +106,14 @@ fn bad_config_refuses_to_start_naming_key_and_line() {
 
 #[test]
 fn bad_cursor_file_refuses_to_start_and_is_left_alone() {
-    let s = Scratch::new("badcursor");
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let state = s.path("state");
+    let f = Fixture::new("badcursor").journal("a.journal", &["-n", "10"]);
+    let state = f.s.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let cursor = state.join("cursor");
     for garbage in ["", "not a cursor", "s=zz;i=1"] {
         std::fs::write(&cursor, garbage).unwrap();
-        let cfg = s.path("c.toml");
-        config(&jdir, &format!("127.0.0.1:{}", free_port()), &state).write(&cfg);
+        let cfg = f.s.path("c.toml");
+        config(&f.jdir, &format!("127.0.0.1:{}", free_port()), &state).write(&cfg);
         let (st, out) = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
         assert!(!st.success(), "{garbage:?}: {out}");
         assert!(
@@ -137,19 +135,19 @@ fn bad_cursor_file_refuses_to_start_and_is_left_alone() {
 
 #[test]
 fn cursor_from_another_journal_follows_the_policy() {
-    let s = Scratch::new("foreign");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "200"]);
-    let other = s.path("other");
+    let f = Fixture::new("foreign")
+        .broker()
+        .topic("journal", 1)
+        .journal("a.journal", &["-n", "200"]);
+    let other = f.s.path("other");
     write_journal(&other, "o.journal", &["-n", "5", "--seed", "77"]);
     let foreign = cursor_of(&journal_entries(&other, &[])[2]);
-    let state = s.path("state");
+    let state = f.s.path("state");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("cursor"), format!("{foreign}\n")).unwrap();
 
-    let refuse = config(&jdir, &broker.addr(), &state).set("journal", "cursor_lost", "refuse");
-    let mut agent = Agent::start(&s.path("refuse"), &refuse);
+    let refuse = config(&f.jdir, &f.broker.addr(), &state).set("journal", "cursor_lost", "refuse");
+    let mut agent = Agent::start(&f.s.path("refuse"), &refuse);
     let st = agent.wait(Duration::from_secs(30));
     assert!(!st.success());
     let log = agent.log();
@@ -163,15 +161,18 @@ fn cursor_from_another_journal_follows_the_policy() {
     );
 
     // With "resume" it reports the gap and ships everything the journal has.
-    let entries = journal_entries(&jdir, &[]);
-    let mut agent = Agent::start(&s.path("resume"), &config(&jdir, &broker.addr(), &state));
+    let entries = f.entries();
+    let mut agent = Agent::start(
+        &f.s.path("resume"),
+        &config(&f.jdir, &f.broker.addr(), &state),
+    );
     agent.finish_at(&cursor_of(entries.last().unwrap()));
     assert!(
         agent.log().contains("no longer in the journal"),
         "{}",
         agent.log()
     );
-    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let records = consume_all(&f.broker.addr(), &["journal"], 3);
     assert_eq!(records.len(), 200);
     let (st, out) = run_cli(&["cursor", "show", "--config", agent.config.to_str().unwrap()]);
     assert!(st.success(), "{out}");
@@ -183,15 +184,16 @@ fn cursor_from_another_journal_follows_the_policy() {
 
 #[test]
 fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
-    let s = Scratch::new("sigterm");
-    let broker = Broker::with_topic(&s, "journal", 3);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "40000"]);
-    let entries = journal_entries(&jdir, &[]);
-    let state = s.path("state");
+    let f = Fixture::new("sigterm")
+        .broker()
+        .topic("journal", 3)
+        .journal("a.journal", &["-n", "40000"]);
+    let entries = f.entries();
+    let state = f.s.path("state");
     // A small window so the stop happens with entries genuinely in flight.
-    let cfg = config(&jdir, &broker.addr(), &state).set("pipeline", "max_in_flight_entries", 2000);
-    let mut agent = Agent::start(&s.path("a1"), &cfg);
+    let cfg =
+        config(&f.jdir, &f.broker.addr(), &state).set("pipeline", "max_in_flight_entries", 2000);
+    let mut agent = Agent::start(&f.s.path("a1"), &cfg);
     let start = Instant::now();
     while agent.cursor().is_none() {
         assert!(
@@ -219,7 +221,7 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
     );
 
     // Everything up to the saved cursor is in Kafka: the cursor never runs ahead.
-    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let records = consume_all(&f.broker.addr(), &["journal"], 3);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     let missing = entries[..=idx]
         .iter()
@@ -230,13 +232,13 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
         "entries at or before the saved cursor missing from Kafka"
     );
 
-    let mut agent = Agent::start(&s.path("a2"), &cfg);
+    let mut agent = Agent::start(&f.s.path("a2"), &cfg);
     agent.wait_cursor(
         &cursor_of(entries.last().unwrap()),
         Duration::from_secs(120),
     );
     assert!(agent.stop().success());
-    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let records = consume_all(&f.broker.addr(), &["journal"], 3);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     assert_eq!(
         got.len(),
@@ -251,17 +253,15 @@ fn sigterm_under_load_saves_a_safe_cursor_and_restart_completes_the_job() {
 
 #[test]
 fn a_second_signal_exits_at_once_without_moving_the_cursor() {
-    let s = Scratch::new("twice");
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "500"]);
-    let state = s.path("state");
+    let f = Fixture::new("twice").journal("a.journal", &["-n", "500"]);
+    let state = f.s.path("state");
     // No broker: nothing can be confirmed, so the first SIGTERM waits for the deadline.
-    let cfg = config(&jdir, &format!("127.0.0.1:{}", free_port()), &state).set(
+    let cfg = config(&f.jdir, &format!("127.0.0.1:{}", free_port()), &state).set(
         "pipeline",
         "shutdown_timeout_ms",
         30000,
     );
-    let mut agent = Agent::start(&s.path("a"), &cfg);
+    let mut agent = Agent::start(&f.s.path("a"), &cfg);
     std::thread::sleep(Duration::from_secs(2));
     agent.signal("-TERM");
     std::thread::sleep(Duration::from_millis(500));

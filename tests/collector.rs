@@ -98,38 +98,37 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
-    let s = Scratch::new("collector");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("collector").broker().topic("journal", 1);
     let t = Instant::now();
     let start = recent_usec(3600);
     let mut rotated = 0;
     for h in 0..hosts {
         let base = start + h * 1000;
         write_export(
-            &jdir,
+            &f.jdir,
             &format!("remote-host-{h}.journal"),
             &export(h, 0, FIRST, base),
         );
         if h % 25 == 0 {
-            rotate(&jdir, h);
+            rotate(&f.jdir, h);
             write_export(
-                &jdir,
+                &f.jdir,
                 &format!("remote-host-{h}.journal"),
                 &export(h, FIRST, AFTER_ROTATION, base),
             );
             rotated += 1;
         }
     }
-    dig_holes(&jdir);
-    let files = std::fs::read_dir(&jdir).unwrap().count();
+    dig_holes(&f.jdir);
+    let files = std::fs::read_dir(&f.jdir).unwrap().count();
     let first = hosts * FIRST + rotated * AFTER_ROTATION;
     eprintln!(
         "[collector] {hosts} hosts, {files} files ({rotated} hosts rotated), {first} entries written in {:.1}s",
         t.elapsed().as_secs_f64()
     );
     // The rotated hosts' two files are one writer each.
-    let writers: BTreeSet<String> = journal_entries(&jdir, &[])
+    let writers: BTreeSet<String> = f
+        .entries()
         .iter()
         .map(|f| cursor_of(f).split(';').next().unwrap().to_string())
         .collect();
@@ -139,8 +138,8 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
         "one sequence-number space per host"
     );
 
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start_with_nofile(&s.path("agent"), &cfg, "1024:1024");
+    let cfg = f.config("state");
+    let mut agent = Agent::start_with_nofile(&f.s.path("agent"), &cfg, "1024:1024");
     let pid = agent.child.id();
     let peak_fds = Arc::new(AtomicU64::new(0));
     let peak_anon = Arc::new(AtomicU64::new(0));
@@ -162,7 +161,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
         let mut first = None;
         let until = t + Duration::from_secs(240);
         loop {
-            let got = consume_all(&broker.addr(), &["journal"], 1).len() as u64;
+            let got = consume_all(&f.broker.addr(), &["journal"], 1).len() as u64;
             if got > 0 && first.is_none() {
                 first = Some(t.elapsed());
             }
@@ -200,7 +199,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
             FIRST
         };
         write_export(
-            &jdir,
+            &f.jdir,
             &format!("remote-host-{h}.journal"),
             &export(h, from, FOLLOWING, recent_usec(60)),
         );
@@ -234,9 +233,9 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
 
     // A restart ships nothing twice; then ten hosts are removed from the directory (the
     // collector's retention) and their positions are forgotten, not carried for ever.
-    let mut agent = Agent::start_with_nofile(&s.path("agent2"), &cfg, "1024:1024");
+    let mut agent = Agent::start_with_nofile(&f.s.path("agent2"), &cfg, "1024:1024");
     std::thread::sleep(Duration::from_secs(5));
-    let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
+    let got = consume_all(&f.broker.addr(), &["journal"], 2).len() as u64;
     assert_eq!(
         got,
         total,
@@ -246,7 +245,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     let (lost, dups, _, records) = verify(agent.config.as_path());
     assert_eq!((lost, dups, records), (0, 0, total));
     for h in 1..=10 {
-        std::fs::remove_file(live_file(&jdir, h)).unwrap();
+        std::fs::remove_file(live_file(&f.jdir, h)).unwrap();
     }
     // The reader notices at its next gauge pass (every 10 s); a new entry makes the
     // checkpoint that leaves them out.
@@ -254,7 +253,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     let mut sent = 0;
     loop {
         write_export(
-            &jdir,
+            &f.jdir,
             "remote-host-11.journal",
             &export(11, FIRST + sent, 1, recent_usec(1)),
         );
@@ -274,7 +273,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     let log = agent.log();
     assert!(agent.stop().success(), "{log}");
     assert!(log.contains("its saved position is forgotten"), "{log}");
-    let got = consume_all(&broker.addr(), &["journal"], 2).len() as u64;
+    let got = consume_all(&f.broker.addr(), &["journal"], 2).len() as u64;
     assert_eq!(got, total + sent);
     // `status` counts every writer from the files' headers and finds none behind; a host
     // the saved place does not know yet counts with all its entries.
@@ -289,7 +288,7 @@ fn a_collector_of_many_hosts_ships_everything_under_a_low_open_file_limit() {
     let (got, out) = behind(&agent.config);
     assert_eq!(got, (Some(hosts - 10), Some(0), Some(0)), "{out}");
     write_export(
-        &jdir,
+        &f.jdir,
         "remote-host-new.journal",
         &export(hosts, 0, 7, recent_usec(1)),
     );

@@ -11,18 +11,19 @@ use common::*;
 
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
-    let s = Scratch::new("kill9");
-    let broker = Broker::with_topic(&s, "journal", 3);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "60000"]);
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let f = Fixture::new("kill9")
+        .broker()
+        .topic("journal", 3)
+        .journal("a.journal", &["-n", "60000"]);
+    let last = f.last();
     let window = 5000;
     // Keyed by unit, so the checker can hold every unit's records to journal order.
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .set("kafka", "key_field", "_SYSTEMD_UNIT")
         .set("pipeline", "max_in_flight_entries", window);
-    let (kills, seed) = kill_9_at_random(&s, &last, 0x5eed, 10, (150, 1200), |_| cfg.clone());
-    let mut agent = Agent::start(&s.path("final"), &cfg);
+    let (kills, seed) = kill_9_at_random(&f.s, &last, 0x5eed, 10, (150, 1200), |_| cfg.clone());
+    let mut agent = Agent::start(&f.s.path("final"), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(180));
     assert!(agent.stop().success());
     let cfg_path = agent.config.clone();
@@ -39,22 +40,19 @@ fn kill_9_at_random_moments_loses_nothing() {
 
 #[test]
 fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat() {
-    let s = Scratch::new("outage");
-    let broker = Broker::with_topic(&s, "journal", 2);
-    let jdir = s.path("journal");
     // Recent timestamps: brokers apply retention by record time on restart, and a 2023
     // timestamp is past a 7-day retention (which is what a backlog of old journal would hit
     // in production too, see docs/operations.md).
-    write_journal(
-        &jdir,
+    let f = Fixture::new("outage").broker().topic("journal", 2).journal(
         "a.journal",
         &["-n", "40000", "--start-usec", &recent_usec(600).to_string()],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let last = f.last();
+    let cfg = f
+        .config("state")
         .set("kafka", "key_field", "_SYSTEMD_UNIT")
         .set("pipeline", "max_in_flight_entries", 3000);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     let mut outages = Vec::new();
     for (round, crash) in [(0, false), (1, true), (2, false)] {
         let start = Instant::now();
@@ -63,9 +61,9 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
         }
         std::thread::sleep(Duration::from_millis(300));
         if crash {
-            broker.kill9();
+            f.broker.kill9();
         } else {
-            broker.stop();
+            f.broker.stop();
         }
         // Give the reader time to fill the window, then watch memory for 3 s: it must not
         // grow beyond noise (4 MiB) however long the outage lasts.
@@ -83,7 +81,7 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
             "agent died during the outage:\n{}",
             agent.log()
         );
-        broker.restart();
+        f.broker.restart();
     }
     agent.wait_cursor(&last, Duration::from_secs(180));
     assert!(agent.stop().success());
@@ -102,12 +100,12 @@ fn broker_stopped_and_restarted_mid_stream_loses_nothing_and_memory_stays_flat()
 
 #[test]
 fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
-    let s = Scratch::new("diskfull");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "3000"]);
-    let entries = journal_entries(&jdir, &[]);
-    let state = s.path("state");
+    let f = Fixture::new("diskfull")
+        .broker()
+        .topic("journal", 1)
+        .journal("a.journal", &["-n", "3000"]);
+    let entries = f.entries();
+    let state = f.s.path("state");
     std::fs::create_dir_all(&state).unwrap();
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
@@ -128,12 +126,9 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     // Ship everything, then fill the disk and add more entries.
     let port = free_port();
     let mut agent = Agent::start(
-        &s.path("agent"),
-        &TestConfig::new(&jdir, &broker.addr(), &state).set(
-            "metrics",
-            "listen",
-            format!("127.0.0.1:{port}"),
-        ),
+        &f.s.path("agent"),
+        &f.config("state")
+            .set("metrics", "listen", format!("127.0.0.1:{port}")),
     );
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let good = agent.cursor().unwrap();
@@ -145,7 +140,7 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
     }
     drop(w);
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -156,7 +151,7 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
             "1700000500000000",
         ],
     );
-    let all = journal_entries(&jdir, &[]);
+    let all = f.entries();
     std::thread::sleep(Duration::from_secs(3));
     // The old cursor stays intact and valid; the agent keeps shipping and says why it cannot save.
     assert_eq!(agent.cursor().as_deref(), Some(good.as_str()));
@@ -188,7 +183,7 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
         agent.log()
     );
     let records = consume(
-        &broker.addr(),
+        &f.broker.addr(),
         &["journal"],
         all.len(),
         Duration::from_secs(10),
@@ -216,9 +211,7 @@ fn a_full_disk_under_the_state_directory_never_moves_the_cursor_wrongly() {
 
 #[test]
 fn odd_journal_data_is_shipped_faithfully() {
-    let s = Scratch::new("odd");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("odd").broker().topic("journal", 1);
     let bin = |name: &str, v: &[u8]| {
         let mut f = name.as_bytes().to_vec();
         f.push(b'\n');
@@ -264,21 +257,18 @@ fn odd_journal_data_is_shipped_faithfully() {
         .collect();
     export.extend(bin("MESSAGE", &noise));
     export.extend(b"SMALL=kept\n\n");
-    write_export(&jdir, "odd.journal", &export);
-    let entries = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "odd.journal", &export);
+    let entries = f.entries();
     assert_eq!(entries.len(), 4);
 
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &TestConfig::new(&jdir, &broker.addr(), &s.path("state")),
-    );
+    let mut agent = Agent::start(&f.s.path("agent"), &f.config("state"));
     agent.finish_at(&cursor_of(&entries[3]));
     assert!(
         agent.log().contains("truncated=1"),
         "counted: {}",
         agent.log()
     );
-    let records = consume(&broker.addr(), &["journal"], 4, Duration::from_secs(5));
+    let records = consume(&f.broker.addr(), &["journal"], 4, Duration::from_secs(5));
     assert_eq!(records.len(), 4);
     for (e, r) in entries.iter().zip(&records) {
         assert_eq!(cursor_of(e), r.cursor);

@@ -23,16 +23,13 @@ fn shipped(broker: &Broker, topic: &str) -> Vec<String> {
 
 #[test]
 fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
-    let s = Scratch::new("filters");
-    let broker = Broker::with_topic(&s, "sel", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("filters").broker().topic("sel", 1).journal(
         "a.journal",
         &["-n", "3000", "--start-usec", &recent_usec(900).to_string()],
     );
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .topic("sel")
         .set("metrics", "listen", format!("127.0.0.1:{port}"))
         .set(
@@ -46,7 +43,7 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
             "exclude_matches",
             vec!["PRIORITY=3", "MESSAGE=drop-*"],
         );
-    let all = journal_entries(&jdir, &[]);
+    let all = f.entries();
     let excluded = |f: &Fields| {
         let unit = value(f, "_SYSTEMD_UNIT").unwrap_or_default();
         unit.starts_with(b"postgresql@")
@@ -61,12 +58,12 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
         "the fixture exercises the filter: {} of 3000 kept",
         want.len()
     );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
 
     // The last entries of a second writer are all excluded: the cursor still reaches them.
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -77,7 +74,8 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
             &recent_usec(300).to_string(),
         ],
     );
-    let b: Vec<Fields> = journal_entries(&jdir, &[])
+    let b: Vec<Fields> = f
+        .entries()
         .into_iter()
         .filter(|f| value(f, "MESSAGE").is_some_and(|m| m.starts_with(b"drop-")))
         .collect();
@@ -92,7 +90,7 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
         "{excluded_count} excluded:\n{metrics}"
     );
     assert!(agent.stop().success());
-    let got = shipped(&broker, "sel");
+    let got = shipped(&f.broker, "sel");
     assert_eq!(got.len(), want.len(), "no entry twice, none missing");
     assert_eq!(got.iter().cloned().collect::<BTreeSet<_>>(), want);
 
@@ -107,7 +105,7 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
     );
 
     // A restart: nothing read again, no gap reported.
-    let mut agent = Agent::start(&s.path("agent2"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent2"), &cfg);
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.stop().success());
     let log = agent.log();
@@ -116,7 +114,7 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
         "no false gap after a run that ended on excluded entries:\n{log}"
     );
     assert_eq!(
-        shipped(&broker, "sel").len(),
+        shipped(&f.broker, "sel").len(),
         want.len(),
         "nothing re-read:\n{log}"
     );
@@ -124,10 +122,10 @@ fn exclusions_and_patterns_ship_exactly_what_they_select_and_move_the_cursor() {
 
 #[test]
 fn units_as_journalctl_has_them_and_unit_patterns() {
-    let s = Scratch::new("unitsmode");
-    let broker = Broker::with_topic(&s, "jc", 1);
-    broker.create_topic("proc", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("unitsmode")
+        .broker()
+        .topic("jc", 1)
+        .topic("proc", 1);
     let t = recent_usec(120);
     let entries = [
         "_SYSTEMD_UNIT=app.service\n_PID=400\n_UID=100\nMESSAGE=from the app",
@@ -149,26 +147,30 @@ fn units_as_journalctl_has_them_and_unit_patterns() {
             .as_bytes(),
         );
     }
-    write_export(&jdir, "u.journal", &export);
-    let all = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "u.journal", &export);
+    let all = f.entries();
     let message = |c: &str| {
         let f = all.iter().find(|f| cursor_of(f) == c).unwrap();
         String::from_utf8_lossy(value(f, "MESSAGE").unwrap()).into_owned()
     };
     let run = |name: &str, topic: &str, cfg: TestConfig| -> BTreeSet<String> {
-        let mut agent = Agent::start(&s.path(name), &cfg.topic(topic));
+        let mut agent = Agent::start(&f.s.path(name), &cfg.topic(topic));
         agent.wait_cursor_any(Duration::from_secs(30));
         std::thread::sleep(Duration::from_secs(2));
         assert!(agent.stop().success());
-        shipped(&broker, topic).iter().map(|c| message(c)).collect()
+        shipped(&f.broker, topic)
+            .iter()
+            .map(|c| message(c))
+            .collect()
     };
-    let base = |state: &str| TestConfig::new(&jdir, &broker.addr(), &s.path(state));
     let jc = run(
         "a1",
         "jc",
-        base("s1")
-            .set("journal", "units", vec!["app"])
-            .set("journal", "units_mode", "journalctl"),
+        f.config("s1").set("journal", "units", vec!["app"]).set(
+            "journal",
+            "units_mode",
+            "journalctl",
+        ),
     );
     let want: BTreeSet<String> = [
         "from the app",
@@ -185,7 +187,7 @@ fn units_as_journalctl_has_them_and_unit_patterns() {
     let proc = run(
         "a2",
         "proc",
-        base("s2").set("journal", "units", vec!["app*"]),
+        f.config("s2").set("journal", "units", vec!["app*"]),
     );
     let want: BTreeSet<String> = ["from the app", "from the worker"]
         .iter()
@@ -199,11 +201,7 @@ fn units_as_journalctl_has_them_and_unit_patterns() {
 /// journal field is refused unless overriding is asked for.
 #[test]
 fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
-    let s = Scratch::new("enrich");
-    let broker = Broker::with_topic(&s, "en", 2);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("enrich").broker().topic("en", 2).journal(
         "a.journal",
         &["-n", "200", "--start-usec", &recent_usec(300).to_string()],
     );
@@ -211,9 +209,10 @@ fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
         "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=900000000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\n_HOSTNAME=h1\nMESSAGE=mine\nENVIRONMENT=staging\n\n",
         recent_usec(100)
     );
-    write_export(&jdir, "b.journal", own.as_bytes());
-    let all = journal_entries(&jdir, &[]);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    write_export(&f.jdir, "b.journal", own.as_bytes());
+    let all = f.entries();
+    let cfg = f
+        .config("state")
         .topic("en")
         .set("encoding.add_fields", "ENVIRONMENT", "prod")
         .set("encoding.add_fields", "DC", "fra1")
@@ -221,13 +220,13 @@ fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
         .set("kafka.headers", "origin", "{_HOSTNAME}/{SYSLOG_IDENTIFIER}")
         .set("kafka", "key_fields", vec!["_HOSTNAME", "_SYSTEMD_UNIT"])
         .set("kafka", "partitioner", "murmur2_random");
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     // The newest entry of each writer (a.journal's and b.journal's).
     for c in &newest_per_writer(&all) {
         agent.wait_cursor(c, Duration::from_secs(60));
     }
     assert!(agent.stop().success());
-    let records = consume_all(&broker.addr(), &["en"], 3);
+    let records = consume_all(&f.broker.addr(), &["en"], 3);
     assert_eq!(records.len(), 201);
     for r in &records {
         let (fields, _) = decode_msgpack(&r.payload);
@@ -273,7 +272,7 @@ fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
 
     // A name journald uses is refused, naming key and line, unless overriding is asked for.
     let bad = cfg.clone().set("encoding.add_fields", "MESSAGE", "x");
-    let path = bad.write(&s.path("bad.toml"));
+    let path = bad.write(&f.s.path("bad.toml"));
     let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     assert!(!st.success());
     assert!(
@@ -281,7 +280,7 @@ fn added_fields_headers_and_a_composite_key_reach_the_consumer() {
         "{out}"
     );
     let ok = bad.set("encoding", "add_fields_override", true);
-    let path = ok.write(&s.path("ok.toml"));
+    let path = ok.write(&f.s.path("ok.toml"));
     assert!(
         run_cli(&["check", "--config", path.to_str().unwrap()])
             .0

@@ -15,22 +15,20 @@ use common::*;
 /// was persisted, the restart sought to the tail again and skipped all of them.)
 #[test]
 fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
-    let s = Scratch::new("tail-restart");
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("tail-restart").journal(
         "a.journal",
         &["-n", "100", "--start-usec", &recent_usec(900).to_string()],
     );
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &format!("127.0.0.1:{port}"), &s.path("state"))
+    let cfg = f
+        .config_to(&format!("127.0.0.1:{port}"), "state")
         .set("journal", "start", "tail")
         .set("kafka", "connect_timeout_ms", 1000)
         .set("pipeline", "shutdown_timeout_ms", 1000);
-    let mut agent = Agent::start(&s.path("first"), &cfg);
+    let mut agent = Agent::start(&f.s.path("first"), &cfg);
     std::thread::sleep(Duration::from_secs(2));
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -41,12 +39,8 @@ fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
             &recent_usec(300).to_string(),
         ],
     );
-    let before: BTreeSet<String> = journal_entries(&jdir, &[])
-        .iter()
-        .take(100)
-        .map(cursor_of)
-        .collect();
-    let all = journal_entries(&jdir, &[]);
+    let before: BTreeSet<String> = f.entries().iter().take(100).map(cursor_of).collect();
+    let all = f.entries();
     let new: BTreeSet<String> = all
         .iter()
         .map(cursor_of)
@@ -56,10 +50,10 @@ fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.stop().success(), "{}", agent.log());
 
-    let mut agent = Agent::start(&s.path("second"), &cfg);
+    let mut agent = Agent::start(&f.s.path("second"), &cfg);
     std::thread::sleep(Duration::from_secs(1));
     // The agent's produce requests create the topic (Nisshi auto-creates).
-    let broker = Broker::start_on(&s.path("broker"), port);
+    let broker = Broker::start_on(&f.s.path("broker"), port);
     agent.wait_cursor(&cursor_of(all.last().unwrap()), Duration::from_secs(60));
     assert!(agent.stop().success());
     let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
@@ -81,9 +75,7 @@ fn tail_start_restarted_before_the_first_acknowledgement_skips_nothing() {
 /// are their data and must be shipped; only this machine's agent lines are skipped.
 #[test]
 fn a_central_directory_ships_other_hosts_agent_logs() {
-    let s = Scratch::new("own-remote");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("own-remote").broker().topic("journal", 1);
     let start = recent_usec(600);
     let mut export = Vec::new();
     for i in 0..20u64 {
@@ -97,13 +89,13 @@ fn a_central_directory_ships_other_hosts_agent_logs() {
             .as_bytes(),
         );
     }
-    write_export(&jdir, "remote-web-7.journal", &export);
-    let entries = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "remote-web-7.journal", &export);
+    let entries = f.entries();
     assert_eq!(entries.len(), 20);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = f.config("state");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
-    let got = consume_all(&broker.addr(), &["journal"], 3);
+    let got = consume_all(&f.broker.addr(), &["journal"], 3);
     assert_eq!(got.len(), 20, "web-7's agent lines are web-7's data");
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 20));
@@ -116,13 +108,12 @@ fn a_central_directory_ships_other_hosts_agent_logs() {
 /// session restart and without sending the window again.
 #[test]
 fn a_record_too_large_for_its_topic_is_shrunk_and_nothing_stalls() {
-    let s = Scratch::new("too-large");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic_with("journal", 2, Some("max.message.bytes=100000"));
-    let jdir = s.path("journal");
-    let (entries, big) = journal_with_one_huge_entry(&jdir, 300_000);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let f = Fixture::new("too-large").broker();
+    f.broker
+        .create_topic_with("journal", 2, Some("max.message.bytes=100000"));
+    let (entries, big) = journal_with_one_huge_entry(&f.jdir, 300_000);
+    let cfg = f.config("state");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
     let log = agent.log();
     assert!(
@@ -130,7 +121,7 @@ fn a_record_too_large_for_its_topic_is_shrunk_and_nothing_stalls() {
         "no session restart: {log}"
     );
     assert!(log.contains("re-encoded smaller"), "{log}");
-    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let records = consume_all(&f.broker.addr(), &["journal"], 3);
     let big_record = records
         .iter()
         .find(|r| r.cursor == big)
@@ -151,20 +142,17 @@ fn a_record_too_large_for_its_topic_is_shrunk_and_nothing_stalls() {
 /// the error and its topic as headers; `verify` counts it there, not as lost.
 #[test]
 fn a_refused_record_can_go_to_the_dead_letter_topic() {
-    let s = Scratch::new("dead-letter");
-    let broker = Broker::start(&s.path("broker"));
-    broker.create_topic_with("journal", 1, Some("max.message.bytes=100000"));
-    broker.create_topic("journald-kafka-dead-letter", 1);
-    let jdir = s.path("journal");
-    let (entries, big) = journal_with_one_huge_entry(&jdir, 300_000);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
-        "delivery",
-        "on_too_large",
-        "dead-letter",
-    );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let f = Fixture::new("dead-letter").broker();
+    f.broker
+        .create_topic_with("journal", 1, Some("max.message.bytes=100000"));
+    f.broker.create_topic("journald-kafka-dead-letter", 1);
+    let (entries, big) = journal_with_one_huge_entry(&f.jdir, 300_000);
+    let cfg = f
+        .config("state")
+        .set("delivery", "on_too_large", "dead-letter");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
-    let dlq = consume_all(&broker.addr(), &["journald-kafka-dead-letter"], 3);
+    let dlq = consume_all(&f.broker.addr(), &["journald-kafka-dead-letter"], 3);
     let r = dlq.iter().find(|r| r.cursor == big).expect("dead-lettered");
     assert_eq!(
         r.headers.get("journald-kafka-topic").map(Vec::as_slice),
@@ -233,11 +221,10 @@ fn journal_with_one_huge_entry(jdir: &std::path::Path, size: usize) -> (Vec<Fiel
 #[test]
 fn memory_stays_bounded_with_multi_megabyte_entries() {
     const BOUND_KIB: u64 = 64 * 1024;
-    let s = Scratch::new("big-entries");
-    let jdir = s.path("journal");
+    let f = Fixture::new("big-entries");
     let t0 = recent_usec(1200);
     write_journal(
-        &jdir,
+        &f.jdir,
         "a.journal",
         &[
             "-n",
@@ -255,12 +242,12 @@ fn memory_stays_bounded_with_multi_megabyte_entries() {
             3_000_000,
         ));
     }
-    write_export(&jdir, "b.journal", &big);
-    let entries = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "b.journal", &big);
+    let entries = f.entries();
     assert_eq!(entries.len(), 600);
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &format!("127.0.0.1:{port}"), &s.path("state"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = f.config_to(&format!("127.0.0.1:{port}"), "state");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     let pid = agent.child.id();
     let mut peak = 0;
     let sample = |peak: &mut u64, d: Duration| {
@@ -272,7 +259,7 @@ fn memory_stays_bounded_with_multi_megabyte_entries() {
     };
     sample(&mut peak, Duration::from_secs(3));
     let outage_peak = peak;
-    let _broker = Broker::start_on(&s.path("broker"), port);
+    let _broker = Broker::start_on(&f.s.path("broker"), port);
     let last = cursor_of(entries.last().unwrap());
     let start = std::time::Instant::now();
     while !agent.has_cursor(&last) {
@@ -300,12 +287,10 @@ fn memory_stays_bounded_with_multi_megabyte_entries() {
 /// of every host must be shipped, and stay shipped across a restart.
 #[test]
 fn a_late_host_in_a_central_directory_is_not_passed_over() {
-    let s = Scratch::new("late-host");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("late-host").broker().topic("journal", 1);
     let write = |name: &str, host: &str, seed: &str, n: &str, start: u64| {
         write_journal(
-            &jdir,
+            &f.jdir,
             name,
             &[
                 "-n",
@@ -322,9 +307,9 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
         )
     };
     write("remote-a.journal", "a", "1", "200", recent_usec(600));
-    let a = journal_entries(&jdir, &[]);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start(&s.path("agent1"), &cfg);
+    let a = f.entries();
+    let cfg = f.config("state");
+    let mut agent = Agent::start(&f.s.path("agent1"), &cfg);
     agent.wait_cursor(&cursor_of(a.last().unwrap()), Duration::from_secs(60));
 
     // Host B's backlog: an hour older than everything shipped so far.
@@ -338,7 +323,7 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
     // Host A moves on; then B's next upload, older than A's newest entry.
     write("remote-a.journal", "a", "1", "100", recent_usec(120));
     write("remote-b.journal", "b", "2", "100", recent_usec(300));
-    let all = journal_entries(&jdir, &[]);
+    let all = f.entries();
     assert_eq!(all.len(), 2400);
     let newest_a = all
         .iter()
@@ -350,7 +335,7 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
     std::thread::sleep(Duration::from_secs(3));
     let want: BTreeSet<String> = all.iter().map(cursor_of).collect();
     let shipped = |what: &str| {
-        let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
+        let got: BTreeSet<String> = consume_all(&f.broker.addr(), &["journal"], 3)
             .into_iter()
             .map(|r| r.cursor)
             .collect();
@@ -365,7 +350,7 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
     shipped("while following");
     assert!(agent.stop().success(), "{}", agent.log());
 
-    let mut agent = Agent::start(&s.path("agent2"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent2"), &cfg);
     std::thread::sleep(Duration::from_secs(3));
     assert!(agent.stop().success(), "{}", agent.log());
     shipped("after a restart");
@@ -380,9 +365,7 @@ fn a_late_host_in_a_central_directory_is_not_passed_over() {
 /// 252 skips a bad data object without reporting it, so journalctl shows the same).
 #[test]
 fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
-    let s = Scratch::new("corrupt");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("corrupt").broker().topic("journal", 1);
     let start = recent_usec(600);
     let export = |host: &str, n: u64, bad: Option<u64>| {
         let mut out = Vec::new();
@@ -402,15 +385,19 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
         }
         out
     };
-    write_export(&jdir, "remote-good.journal", &export("good", 100, None));
+    write_export(&f.jdir, "remote-good.journal", &export("good", 100, None));
     write_export(
-        &jdir,
+        &f.jdir,
         "remote-field.journal",
         &export("field", 100, Some(50)),
     );
-    write_export(&jdir, "remote-header.journal", &export("header", 100, None));
+    write_export(
+        &f.jdir,
+        "remote-header.journal",
+        &export("header", 100, None),
+    );
     // A data object whose size points far past the end of the file.
-    let path = jdir.join("remote-field.journal");
+    let path = f.jdir.join("remote-field.journal");
     let mut bytes = std::fs::read(&path).unwrap();
     let needle = b"CORRUPTME=";
     let p = bytes
@@ -429,12 +416,12 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
     bytes[object + 8..object + 16].copy_from_slice(&(1u64 << 40).to_le_bytes());
     std::fs::write(&path, &bytes).unwrap();
     // A header that is not a journal file's.
-    let path = jdir.join("remote-header.journal");
+    let path = f.jdir.join("remote-header.journal");
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[..8].copy_from_slice(b"NOTAJRNL");
     std::fs::write(&path, &bytes).unwrap();
 
-    let readable = journal_entries(&jdir, &[]);
+    let readable = f.entries();
     assert_eq!(readable.len(), 200, "journalctl reads the two good files");
     let damaged = readable
         .iter()
@@ -443,12 +430,10 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
     assert!(!damaged.contains_key("CORRUPTME") && damaged.contains_key("AFTER"));
 
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
-        "metrics",
-        "listen",
-        format!("127.0.0.1:{port}"),
-    );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = f
+        .config("state")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"));
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     let want: BTreeSet<String> = readable.iter().map(cursor_of).collect();
     std::thread::sleep(Duration::from_secs(1));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -472,7 +457,7 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
         log.contains("remote-header.journal") && log.contains("cannot be opened"),
         "the unreadable file is named: {log}"
     );
-    let records = consume_all(&broker.addr(), &["journal"], 3);
+    let records = consume_all(&f.broker.addr(), &["journal"], 3);
     let got: BTreeSet<String> = records.iter().map(|r| r.cursor.clone()).collect();
     assert_eq!(got, want, "every readable entry, once");
     let rec = records
@@ -496,9 +481,7 @@ fn corrupt_journal_files_ship_what_can_be_read_and_name_the_rest() {
 /// are skipped. (Before: every `SYSLOG_IDENTIFIER=journald-kafka` line was skipped.)
 #[test]
 fn a_line_that_only_calls_itself_journald_kafka_is_shipped() {
-    let s = Scratch::new("own-forged");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("own-forged").broker().topic("journal", 1);
     let mid = std::fs::read_to_string("/etc/machine-id").expect("/etc/machine-id");
     let mid = mid.trim();
     let uid = {
@@ -528,13 +511,13 @@ fn a_line_that_only_calls_itself_journald_kafka_is_shipped() {
             .as_bytes(),
         );
     }
-    write_export(&jdir, "system.journal", &export);
-    let entries = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "system.journal", &export);
+    let entries = f.entries();
     assert_eq!(entries.len(), cases.len());
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = f.config("state");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
-    let got: BTreeSet<String> = consume_all(&broker.addr(), &["journal"], 3)
+    let got: BTreeSet<String> = consume_all(&f.broker.addr(), &["journal"], 3)
         .into_iter()
         .map(|r| {
             let (f, _) = decode_msgpack(&r.payload);
@@ -557,9 +540,7 @@ fn a_line_that_only_calls_itself_journald_kafka_is_shipped() {
 /// shipped.) `check` says how many files the source holds against the limit.
 #[test]
 fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
-    let s = Scratch::new("nofile");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
+    let f = Fixture::new("nofile").broker().topic("journal", 1);
     let start = recent_usec(600);
     for h in 0..300u64 {
         let mut export = Vec::new();
@@ -573,16 +554,16 @@ fn a_directory_beyond_the_soft_open_file_limit_is_shipped() {
                 .as_bytes(),
             );
         }
-        write_export(&jdir, &format!("remote-host-{h}.journal"), &export);
+        write_export(&f.jdir, &format!("remote-host-{h}.journal"), &export);
     }
-    let entries = journal_entries(&jdir, &[]);
+    let entries = f.entries();
     assert_eq!(entries.len(), 1500);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"));
-    let mut agent = Agent::start_with_nofile(&s.path("agent"), &cfg, "256:4096");
+    let cfg = f.config("state");
+    let mut agent = Agent::start_with_nofile(&f.s.path("agent"), &cfg, "256:4096");
     let path = agent.config.clone();
     let until = std::time::Instant::now() + Duration::from_secs(60);
     let got = loop {
-        let got = consume_all(&broker.addr(), &["journal"], 2).len();
+        let got = consume_all(&f.broker.addr(), &["journal"], 2).len();
         if got >= 1500 {
             break got;
         }

@@ -783,18 +783,21 @@ fn an_event_the_broker_refuses_as_too_large_follows_the_refusal_policy() {
 
 #[test]
 fn the_forward_input_runs_beside_the_journal_in_one_agent() {
-    let s = Scratch::new("forward-beside");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    broker.create_topic(TOPIC, 1);
-    let jdir = s.path("journal");
-    let start = format!("{}", recent_usec(600));
-    write_journal(&jdir, "a.journal", &["-n", "2000", "--start-usec", &start]);
-    let last = cursor_of(journal_entries(&jdir, &[]).last().unwrap());
+    let f = Fixture::new("forward-beside")
+        .broker()
+        .topic("journal", 1)
+        .topic(TOPIC, 1)
+        .journal(
+            "a.journal",
+            &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
+        );
+    let last = cursor_of(f.entries().last().unwrap());
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .set("forward", "listen", format!("127.0.0.1:{port}"))
         .set("forward", "topic", TOPIC);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     wait_listening(port, &mut agent);
     let r = send(
         serde_json::json!({"port": port, "count": 500, "ack": true, "prefix": "beside", "quiet": true}),
@@ -802,10 +805,16 @@ fn the_forward_input_runs_beside_the_journal_in_one_agent() {
     assert_eq!(r["acked"], 500, "{r}");
     agent.wait_cursor(&last, Duration::from_secs(60));
     assert_eq!(
-        consume(&broker.addr(), &["journal"], 2000, Duration::from_secs(10)).len(),
+        consume(
+            &f.broker.addr(),
+            &["journal"],
+            2000,
+            Duration::from_secs(10)
+        )
+        .len(),
         2000
     );
-    assert_eq!(events_by_id(&broker, 500).len(), 500);
+    assert_eq!(events_by_id(&f.broker, 500).len(), 500);
     agent.stop();
 }
 

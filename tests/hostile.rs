@@ -50,22 +50,22 @@ fn cli(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted() {
-    let s = Scratch::new("hostile-topic");
-    let broker = Broker::with_topic(&s, "ht", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "200", "--start-usec", &recent_usec(600).to_string()],
-    );
-    let all = journal_entries(&jdir, &[]);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let f = Fixture::new("hostile-topic")
+        .broker()
+        .topic("ht", 1)
+        .journal(
+            "a.journal",
+            &["-n", "200", "--start-usec", &recent_usec(600).to_string()],
+        );
+    let all = f.entries();
+    let cfg = f
+        .config("state")
         .topic("ht")
         .set("delivery", "progress_interval_ms", 300);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(all.last().unwrap()));
     let config = agent.config.to_str().unwrap().to_string();
-    let real = consume_all(&broker.addr(), &["ht"], 3);
+    let real = consume_all(&f.broker.addr(), &["ht"], 3);
     let entry_records: Vec<_> = real
         .iter()
         .filter(|r| !r.headers.contains_key("journal-progress"))
@@ -73,7 +73,7 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
     assert_eq!(entry_records.len(), 200);
 
     let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", f.broker.addr())
         .create()
         .unwrap();
     // Item 6: a map header claiming 4 billion fields; 200,000 nested arrays; a str header
@@ -134,7 +134,7 @@ fn hostile_records_in_the_topic_are_named_and_skipped_never_fatal_never_counted(
         let (code, stdout, stderr) = cli(&[
             "cat",
             "--brokers",
-            &broker.addr(),
+            &f.broker.addr(),
             "--topic",
             "ht",
             "-o",

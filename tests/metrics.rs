@@ -24,17 +24,17 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn counters_health_and_status_follow_the_pipeline() {
-    let s = Scratch::new("metrics");
-    let broker = Broker::with_topic(&s, "journal", 2);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
-    );
-    let entries = journal_entries(&jdir, &[]);
+    let f = Fixture::new("metrics")
+        .broker()
+        .topic("journal", 2)
+        .journal(
+            "a.journal",
+            &["-n", "2000", "--start-usec", &recent_usec(600).to_string()],
+        );
+    let entries = f.entries();
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .set("encoding", "max_record_bytes", 4_000_000)
         .property("message.max.bytes", 5_000_000)
         .property("topic.metadata.refresh.interval.ms", 2000)
@@ -43,7 +43,7 @@ fn counters_health_and_status_follow_the_pipeline() {
         .set("metrics", "stall_seconds", 5)
         // A refused record must stall here, to watch readiness turn (the default shrinks).
         .set("delivery", "on_too_large", "stall");
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     let config = agent.config.to_str().unwrap().to_string();
 
@@ -93,7 +93,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     assert_eq!(v["entries_delivered_total"], 2000.0);
 
     // Break the broker: readiness and status turn, within the statistics interval.
-    broker.kill9();
+    f.broker.kill9();
     wait_for(
         "not ready while the broker is down",
         Duration::from_secs(30),
@@ -124,7 +124,7 @@ fn counters_health_and_status_follow_the_pipeline() {
     );
 
     // Restore it: they recover.
-    broker.restart();
+    f.broker.restart();
     wait_for("ready again", Duration::from_secs(30), || {
         http_get(port, "/health/ready").0 == 200
     });
@@ -137,7 +137,7 @@ fn counters_health_and_status_follow_the_pipeline() {
 
     // A record the broker refuses shows up in the failure counters, by error.
     let big = huge_entry_export(now_usec(), 1_500_000);
-    write_export(&jdir, "big.journal", &big);
+    write_export(&f.jdir, "big.journal", &big);
     wait_for("a failure counted", Duration::from_secs(30), || {
         let t = http_get(port, "/metrics").1;
         value(&t, "journald_kafka_entries_failed_total") >= 1.0
@@ -161,19 +161,19 @@ fn counters_health_and_status_follow_the_pipeline() {
 /// back without traffic when they return (an idle agent must not wait for a statistics tick).
 #[test]
 fn readiness_tells_the_truth_from_the_first_record() {
-    let s = Scratch::new("readiness");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "300", "--start-usec", &recent_usec(60).to_string()],
-    );
+    let f = Fixture::new("readiness")
+        .broker()
+        .topic("journal", 1)
+        .journal(
+            "a.journal",
+            &["-n", "300", "--start-usec", &recent_usec(60).to_string()],
+        );
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .set("metrics", "listen", format!("127.0.0.1:{port}"))
         .set("state", "checkpoint_interval_ms", 100);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     // The first durable cursor means the brokers acknowledged records.
     agent.wait_cursor_any(Duration::from_secs(30));
     let (code, body) = http_get(port, "/health/ready");
@@ -182,7 +182,7 @@ fn readiness_tells_the_truth_from_the_first_record() {
         "records are acknowledged, yet readiness says: {body}"
     );
 
-    broker.kill9();
+    f.broker.kill9();
     let down = Instant::now();
     wait_for(
         "not ready once the broker is gone",
@@ -191,7 +191,7 @@ fn readiness_tells_the_truth_from_the_first_record() {
     );
     eprintln!("not ready {:?} after the broker died", down.elapsed());
 
-    broker.restart();
+    f.broker.restart();
     let up = Instant::now();
     wait_for(
         "ready again, with no entry to ship, soon after the broker is back",
@@ -207,11 +207,7 @@ fn readiness_tells_the_truth_from_the_first_record() {
 /// object, or only in the text), in `/metrics` and `status`.
 #[test]
 fn per_unit_volume_and_journald_suppressions_are_counted() {
-    let s = Scratch::new("units");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("units").broker().topic("journal", 1).journal(
         "a.journal",
         &["-n", "1000", "--start-usec", &recent_usec(600).to_string()],
     );
@@ -228,15 +224,13 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
         t + 2000,
         t + 3000
     );
-    write_export(&jdir, "b.journal", suppressed.as_bytes());
-    let all = journal_entries(&jdir, &[]);
+    write_export(&f.jdir, "b.journal", suppressed.as_bytes());
+    let all = f.entries();
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
-        "metrics",
-        "listen",
-        format!("127.0.0.1:{port}"),
-    );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = f
+        .config("state")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"));
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     for c in &newest_per_writer(&all) {
         agent.wait_cursor(c, Duration::from_secs(60));
     }
@@ -282,21 +276,18 @@ fn per_unit_volume_and_journald_suppressions_are_counted() {
 fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    let s = Scratch::new("http-abuse");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "100", "--start-usec", &recent_usec(600).to_string()],
-    );
+    let f = Fixture::new("http-abuse")
+        .broker()
+        .topic("journal", 1)
+        .journal(
+            "a.journal",
+            &["-n", "100", "--start-usec", &recent_usec(600).to_string()],
+        );
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state")).set(
-        "metrics",
-        "listen",
-        format!("127.0.0.1:{port}"),
-    );
-    let mut agent = Agent::start_with_nofile(&s.path("agent"), &cfg, "128:128");
+    let cfg = f
+        .config("state")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"));
+    let mut agent = Agent::start_with_nofile(&f.s.path("agent"), &cfg, "128:128");
     let pid = agent.child.id();
     let live = || {
         let start = Instant::now();

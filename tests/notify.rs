@@ -54,14 +54,13 @@ fn first(msgs: &[(Instant, String)], what: &str) -> usize {
 
 #[test]
 fn ready_status_watchdog_and_stopping_arrive_in_order() {
-    let s = Scratch::new("notify");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "1000"]);
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
-        .unset("state", "checkpoint_interval_ms");
+    let f = Fixture::new("notify")
+        .broker()
+        .topic("journal", 1)
+        .journal("a.journal", &["-n", "1000"]);
+    let cfg = f.config("state").unset("state", "checkpoint_interval_ms");
     // A 1.5 s watchdog: pings are due every 0.5 s.
-    let (mut child, sock) = start(&s, &cfg, 1_500_000);
+    let (mut child, sock) = start(&f.s, &cfg, 1_500_000);
     let mut msgs = Vec::new();
     collect(&sock, Duration::from_secs(7), &mut msgs);
     let _ = Command::new("kill")
@@ -114,18 +113,13 @@ fn ready_status_watchdog_and_stopping_arrive_in_order() {
 
 #[test]
 fn ready_is_not_held_back_forever_by_an_unreachable_broker() {
-    let s = Scratch::new("notify-nobroker");
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let cfg = TestConfig::new(
-        &jdir,
-        &format!("127.0.0.1:{}", free_port()),
-        &s.path("state"),
-    )
-    .unset("state", "checkpoint_interval_ms")
-    .set("kafka", "connect_timeout_ms", 1500);
+    let f = Fixture::new("notify-nobroker").journal("a.journal", &["-n", "10"]);
+    let cfg = f
+        .config_to(&format!("127.0.0.1:{}", free_port()), "state")
+        .unset("state", "checkpoint_interval_ms")
+        .set("kafka", "connect_timeout_ms", 1500);
     let started = Instant::now();
-    let (mut child, sock) = start(&s, &cfg, 0);
+    let (mut child, sock) = start(&f.s, &cfg, 0);
     let mut msgs = Vec::new();
     collect(&sock, Duration::from_secs(4), &mut msgs);
     let ready = first(&msgs, "READY=1");
@@ -150,24 +144,19 @@ fn ready_is_not_held_back_forever_by_an_unreachable_broker() {
 /// otherwise SIGKILL it).
 #[test]
 fn exactly_once_setup_against_an_unreachable_broker_keeps_systemd_informed() {
-    let s = Scratch::new("notify-eo");
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let cfg = TestConfig::new(
-        &jdir,
-        &format!("127.0.0.1:{}", free_port()),
-        &s.path("state"),
-    )
-    .unset("state", "checkpoint_interval_ms")
-    .exactly_once("notify")
-    .set("kafka", "connect_timeout_ms", 1500)
-    .set("pipeline", "shutdown_timeout_ms", 2000);
+    let f = Fixture::new("notify-eo").journal("a.journal", &["-n", "10"]);
+    let cfg = f
+        .config_to(&format!("127.0.0.1:{}", free_port()), "state")
+        .unset("state", "checkpoint_interval_ms")
+        .exactly_once("notify")
+        .set("kafka", "connect_timeout_ms", 1500)
+        .set("pipeline", "shutdown_timeout_ms", 2000);
     let started = Instant::now();
     // A 1.5 s watchdog: pings are due every 0.5 s.
-    let (mut child, sock) = start(&s, &cfg, 1_500_000);
+    let (mut child, sock) = start(&f.s, &cfg, 1_500_000);
     let mut msgs = Vec::new();
     collect(&sock, Duration::from_secs(12), &mut msgs);
-    let log = std::fs::read_to_string(s.path("agent.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(f.s.path("agent.log")).unwrap_or_default();
     let ready = msgs
         .iter()
         .position(|(_, m)| m.lines().any(|l| l == "READY=1"))

@@ -12,14 +12,13 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn ship(s: &Scratch, broker: &Broker, topic: &str, jdir: &std::path::Path, json: bool) {
-    let last = cursor_of(journal_entries(jdir, &[]).last().unwrap());
-    let mut cfg =
-        TestConfig::new(jdir, &broker.addr(), &s.path(&format!("state-{topic}"))).topic(topic);
+fn ship(f: &Fixture<Broker>, topic: &str, json: bool) {
+    let last = cursor_of(f.entries().last().unwrap());
+    let mut cfg = f.config(&format!("state-{topic}")).topic(topic);
     if json {
         cfg = cfg.set("encoding", "format", "json");
     }
-    let mut agent = Agent::start(&s.path(&format!("agent-{topic}")), &cfg);
+    let mut agent = Agent::start(&f.s.path(&format!("agent-{topic}")), &cfg);
     agent.finish_at(&last);
 }
 
@@ -54,11 +53,7 @@ fn by_time(entries: &[Fields]) -> BTreeMap<Vec<u8>, Fields> {
 
 #[test]
 fn journal_round_trips_through_kafka_in_both_encodings() {
-    let s = Scratch::new("roundtrip");
-    let broker = Broker::start(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("roundtrip").broker().journal(
         "a.journal",
         &[
             "-n",
@@ -73,12 +68,12 @@ fn journal_round_trips_through_kafka_in_both_encodings() {
             "2",
         ],
     );
-    let original = journal_entries(&jdir, &[]);
+    let original = f.entries();
     for (topic, json) in [("rt-msgpack", false), ("rt-json", true)] {
-        broker.create_topic(topic, 2);
-        ship(&s, &broker, topic, &jdir, json);
-        let export = cat(&broker, &["--topic", topic, "-o", "export"]);
-        let back = s.path(&format!("back-{topic}"));
+        f.broker.create_topic(topic, 2);
+        ship(&f, topic, json);
+        let export = cat(&f.broker, &["--topic", topic, "-o", "export"]);
+        let back = f.s.path(&format!("back-{topic}"));
         write_export(&back, "back.journal", &export);
         let reimported = journal_entries(&back, &[]);
         assert_eq!(reimported.len(), original.len(), "{topic}");
@@ -91,16 +86,16 @@ fn journal_round_trips_through_kafka_in_both_encodings() {
 
 #[test]
 fn cat_filters_formats_dedup_and_bad_records() {
-    let s = Scratch::new("cat");
-    let broker = Broker::with_topic(&s, "cat", 1);
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "300", "--rate-usec", "20000"]);
-    let entries = journal_entries(&jdir, &[]);
-    ship(&s, &broker, "cat", &jdir, false);
+    let f = Fixture::new("cat")
+        .broker()
+        .topic("cat", 1)
+        .journal("a.journal", &["-n", "300", "--rate-usec", "20000"]);
+    let entries = f.entries();
+    ship(&f, "cat", false);
 
     // A record we did not write, and a duplicate of the first one (as after a crash).
     let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", f.broker.addr())
         .create()
         .unwrap();
     p.send(
@@ -113,7 +108,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
     )
     .map_err(|(e, _)| e)
     .unwrap();
-    let first = consume(&broker.addr(), &["cat"], 1, Duration::from_secs(5)).remove(0);
+    let first = consume(&f.broker.addr(), &["cat"], 1, Duration::from_secs(5)).remove(0);
     p.send(
         BaseRecord::<(), [u8]>::to("cat")
             .payload(&first.payload[..])
@@ -130,7 +125,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
         .args([
             "cat",
             "--brokers",
-            &broker.addr(),
+            &f.broker.addr(),
             "--topic",
             "cat",
             "-o",
@@ -151,7 +146,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
         lines > 300,
         "decodable records printed, the bad one skipped"
     );
-    let dedup = cat(&broker, &["--topic", "cat", "-o", "json", "--dedup"]);
+    let dedup = cat(&f.broker, &["--topic", "cat", "-o", "json", "--dedup"]);
     assert_eq!(
         String::from_utf8_lossy(&dedup).lines().count(),
         300,
@@ -159,9 +154,9 @@ fn cat_filters_formats_dedup_and_bad_records() {
     );
 
     // Field and unit filters, as journalctl.
-    let want = journal_entries(&jdir, &["_SYSTEMD_UNIT=nginx.service", "PRIORITY=5"]).len();
+    let want = journal_entries(&f.jdir, &["_SYSTEMD_UNIT=nginx.service", "PRIORITY=5"]).len();
     let got = cat(
-        &broker,
+        &f.broker,
         &[
             "--topic",
             "cat",
@@ -175,9 +170,9 @@ fn cat_filters_formats_dedup_and_bad_records() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&got).lines().count(), want);
-    let warn = journal_entries(&jdir, &["-p", "4"]).len();
+    let warn = journal_entries(&f.jdir, &["-p", "4"]).len();
     let got = cat(
-        &broker,
+        &f.broker,
         &["--topic", "cat", "-o", "json", "-p", "warning", "--dedup"],
     );
     assert_eq!(String::from_utf8_lossy(&got).lines().count(), warn);
@@ -207,7 +202,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
         })
         .count();
     let got = cat(
-        &broker,
+        &f.broker,
         &[
             "--topic",
             "cat",
@@ -221,7 +216,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&got).lines().count(), want);
-    let got = cat(&broker, &["--topic", "cat", "-n", "5", "-o", "short-iso"]);
+    let got = cat(&f.broker, &["--topic", "cat", "-n", "5", "-o", "short-iso"]);
     let text = String::from_utf8_lossy(&got);
     // Multi-line messages continue on following lines, as in journalctl.
     let heads: Vec<_> = text.lines().filter(|l| l.starts_with("20")).collect();
@@ -232,7 +227,10 @@ fn cat_filters_formats_dedup_and_bad_records() {
             .all(|l| l.contains(" testhost ") && l.contains(": ")),
         "{text}"
     );
-    let pretty = cat(&broker, &["--topic", "cat", "-n", "1", "-o", "json-pretty"]);
+    let pretty = cat(
+        &f.broker,
+        &["--topic", "cat", "-n", "1", "-o", "json-pretty"],
+    );
     let v: serde_json::Value = serde_json::from_slice(&pretty).unwrap();
     assert_eq!(v["__CURSOR"].as_str().unwrap(), cursor_of(&entries[0]));
 }

@@ -27,21 +27,21 @@ fn cursors(records: &[Record]) -> BTreeSet<String> {
 
 #[test]
 fn sighup_applies_a_valid_config_and_refuses_a_bad_one_without_stopping() {
-    let s = Scratch::new("reload");
-    let broker = Broker::with_topic(&s, "first", 1);
-    broker.create_topic("second", 1);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
-        "a.journal",
-        &["-n", "500", "--start-usec", &recent_usec(300).to_string()],
-    );
-    let first = journal_entries(&jdir, &[]);
+    let f = Fixture::new("reload")
+        .broker()
+        .topic("first", 1)
+        .topic("second", 1)
+        .journal(
+            "a.journal",
+            &["-n", "500", "--start-usec", &recent_usec(300).to_string()],
+        );
+    let first = f.entries();
     let port = free_port();
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
-        .topic("first")
-        .set("metrics", "listen", format!("127.0.0.1:{port}"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg =
+        f.config("state")
+            .topic("first")
+            .set("metrics", "listen", format!("127.0.0.1:{port}"));
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(first.last().unwrap()), Duration::from_secs(60));
     let pid = agent.child.id();
 
@@ -50,11 +50,11 @@ fn sighup_applies_a_valid_config_and_refuses_a_bad_one_without_stopping() {
     agent.signal("-HUP");
     wait_log(&agent, "configuration reloaded", Duration::from_secs(30));
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &["-n", "300", "--start-usec", &recent_usec(200).to_string()],
     );
-    let all = journal_entries(&jdir, &[]);
+    let all = f.entries();
     let second: Vec<_> = all
         .iter()
         .filter(|f| !first.iter().any(|g| cursor_of(g) == cursor_of(f)))
@@ -101,11 +101,12 @@ fn sighup_applies_a_valid_config_and_refuses_a_bad_one_without_stopping() {
         agent.log()
     );
     write_journal(
-        &jdir,
+        &f.jdir,
         "c.journal",
         &["-n", "200", "--start-usec", &recent_usec(100).to_string()],
     );
-    let third: Vec<_> = journal_entries(&jdir, &[])
+    let third: Vec<_> = f
+        .entries()
         .into_iter()
         .filter(|f| !all.iter().any(|g| cursor_of(g) == cursor_of(f)))
         .collect();
@@ -115,8 +116,8 @@ fn sighup_applies_a_valid_config_and_refuses_a_bad_one_without_stopping() {
     assert!(agent.stop().success(), "{}", agent.log());
 
     // Every entry once, in the topic the config of its time named.
-    let a = consume_all(&broker.addr(), &["first"], 3);
-    let b = consume_all(&broker.addr(), &["second"], 3);
+    let a = consume_all(&f.broker.addr(), &["first"], 3);
+    let b = consume_all(&f.broker.addr(), &["second"], 3);
     let want_a: BTreeSet<String> = first.iter().map(cursor_of).collect();
     let mut want_b: BTreeSet<String> = second.iter().map(|f| cursor_of(f)).collect();
     want_b.extend(third.iter().map(cursor_of));

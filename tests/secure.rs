@@ -32,6 +32,14 @@ fn secured_broker(s: &Scratch, pki: &Pki) -> Broker {
     )
 }
 
+/// A scratch directory with a test PKI in `pki` and [`secured_broker`] in `broker`.
+fn secured_fixture(name: &str) -> (Fixture<Broker>, Pki) {
+    let f = Fixture::new(name);
+    let pki = pki(&f.s.path("pki"));
+    let f = f.broker_from(|s| secured_broker(s, &pki));
+    (f, pki)
+}
+
 fn secured_config(
     jdir: &Path,
     broker: &Broker,
@@ -57,37 +65,33 @@ fn secret_file(path: &Path, text: &str) -> PathBuf {
 
 #[test]
 fn ships_over_tls_and_scram_with_the_password_in_a_file_or_a_credential() {
-    let s = Scratch::new("secure-ship");
-    let pki = pki(&s.path("pki"));
-    let broker = secured_broker(&s, &pki);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let (f, pki) = secured_fixture("secure-ship");
+    let f = f.journal(
         "a.journal",
         &["-n", "500", "--start-usec", &recent_usec(600).to_string()],
     );
-    let entries = journal_entries(&jdir, &[]);
+    let entries = f.entries();
     let last = cursor_of(entries.last().unwrap());
 
     // SCRAM-SHA-512, the password in a file.
-    let pw = secret_file(&s.path("alice.pw"), "alice-secret\n");
+    let pw = secret_file(&f.s.path("alice.pw"), "alice-secret\n");
     let cfg = secured_config(
-        &jdir,
-        &broker,
-        &s.path("state-a"),
+        &f.jdir,
+        &f.broker,
+        &f.s.path("state-a"),
         &pki.ca,
         "alice",
         "SCRAM-SHA-512",
     )
     .set("kafka", "sasl_password_file", pw.to_str().unwrap());
-    let path = cfg.write(&s.path("alice.toml"));
+    let path = cfg.write(&f.s.path("alice.toml"));
     let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     assert!(st.success(), "{out}");
     assert!(
         !out.contains("alice-secret"),
         "the password is never shown: {out}"
     );
-    let mut agent = Agent::start(&s.path("agent-a"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent-a"), &cfg);
     agent.finish_at(&last);
     assert!(!agent.log().contains("alice-secret"));
     let (lost, dups, ooo, records) = verify(&agent.config);
@@ -110,29 +114,29 @@ fn ships_over_tls_and_scram_with_the_password_in_a_file_or_a_credential() {
     );
 
     // SCRAM-SHA-256, the password as a systemd credential (LoadCredential=).
-    let creds = s.path("credentials");
+    let creds = f.s.path("credentials");
     std::fs::create_dir_all(&creds).unwrap();
     secret_file(&creds.join("kafka-password"), "bob-secret");
     let cfg = secured_config(
-        &jdir,
-        &broker,
-        &s.path("state-b"),
+        &f.jdir,
+        &f.broker,
+        &f.s.path("state-b"),
         &pki.ca,
         "bob",
         "SCRAM-SHA-256",
     )
     .set("kafka", "sasl_password_credential", "kafka-password")
     .topic("journal-b");
-    let path = cfg.write(&s.path("bob.toml"));
+    let path = cfg.write(&f.s.path("bob.toml"));
     let mut run = Command::new(BIN);
     run.args(["run", "--config", path.to_str().unwrap()])
         .env("CREDENTIALS_DIRECTORY", &creds)
         .env_remove("JOURNAL_STREAM");
     let mut child = run
-        .stderr(std::fs::File::create(s.path("bob.log")).unwrap())
+        .stderr(std::fs::File::create(f.s.path("bob.log")).unwrap())
         .spawn()
         .unwrap();
-    let state = s.path("state-b").join("cursor");
+    let state = f.s.path("state-b").join("cursor");
     let start = Instant::now();
     while std::fs::read_to_string(&state)
         .map(|c| c.trim_end() != last)
@@ -141,7 +145,7 @@ fn ships_over_tls_and_scram_with_the_password_in_a_file_or_a_credential() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
             "{}",
-            std::fs::read_to_string(s.path("bob.log")).unwrap_or_default()
+            std::fs::read_to_string(f.s.path("bob.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -177,28 +181,24 @@ fn ships_over_tls_and_scram_with_the_password_in_a_file_or_a_credential() {
 
 #[test]
 fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
-    let s = Scratch::new("secure-fail");
-    let pki_good = pki(&s.path("pki"));
-    let broker = secured_broker(&s, &pki_good);
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let (f, pki_good) = secured_fixture("secure-fail");
+    let f = f.journal(
         "a.journal",
         &["-n", "300", "--start-usec", &recent_usec(600).to_string()],
     );
-    let entries = journal_entries(&jdir, &[]);
-    let pw = secret_file(&s.path("alice.pw"), "alice-secret\n");
+    let entries = f.entries();
+    let pw = secret_file(&f.s.path("alice.pw"), "alice-secret\n");
     let good = secured_config(
-        &jdir,
-        &broker,
-        &s.path("state"),
+        &f.jdir,
+        &f.broker,
+        &f.s.path("state"),
         &pki_good.ca,
         "alice",
         "SCRAM-SHA-512",
     )
     .set("kafka", "sasl_password_file", pw.to_str().unwrap());
     let check = |name: &str, cfg: &TestConfig, want: &str| {
-        let path = cfg.write(&s.path(&format!("{name}.toml")));
+        let path = cfg.write(&f.s.path(&format!("{name}.toml")));
         let (st, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
         assert!(!st.success(), "{name}: {out}");
         let line = out
@@ -207,7 +207,7 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
             .unwrap_or_default();
         assert!(line.contains(want), "{name}: wanted {want:?} in {out}");
     };
-    let bad_pw = secret_file(&s.path("bad.pw"), "not-the-password");
+    let bad_pw = secret_file(&f.s.path("bad.pw"), "not-the-password");
     check(
         "wrong-password",
         &good
@@ -220,7 +220,7 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
         &good.clone().property("sasl.username", "mallory"),
         "authentication failed",
     );
-    let other_ca = pki(&s.path("other-pki"));
+    let other_ca = pki(&f.s.path("other-pki"));
     check(
         "untrusted",
         &good
@@ -233,13 +233,13 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
         &good.clone().property("security.protocol", "sasl_plaintext"),
         "protocol mismatch",
     );
-    let plain = Broker::start(&s.path("plain-broker"));
+    let plain = Broker::start(&f.s.path("plain-broker"));
     check(
         "tls-to-plaintext",
         &secured_config(
-            &jdir,
+            &f.jdir,
             &plain,
-            &s.path("state-x"),
+            &f.s.path("state-x"),
             &pki_good.ca,
             "alice",
             "SCRAM-SHA-512",
@@ -253,7 +253,7 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
     let trusts_other = good
         .clone()
         .property("ssl.ca.location", other_ca.ca.to_str().unwrap());
-    let mut agent = Agent::start(&s.path("agent"), &trusts_other);
+    let mut agent = Agent::start(&f.s.path("agent"), &trusts_other);
     std::thread::sleep(Duration::from_secs(6));
     assert!(
         agent.child.try_wait().unwrap().is_none(),
@@ -269,10 +269,10 @@ fn each_connection_failure_is_named_and_run_rides_out_a_certificate_problem() {
         "said once, not per retry: {log}"
     );
     // The fix: the broker now serves a certificate of the CA the agent trusts.
-    broker.stop();
+    f.broker.stop();
     let fixed = Broker::start_secured(
-        &s.path("broker"),
-        broker.port,
+        &f.s.path("broker"),
+        f.broker.port,
         &format!(
             "--authentication --cert {} --key {}",
             other_ca.cert.display(),
@@ -363,17 +363,15 @@ fn token_endpoint() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 /// has no OAUTHBEARER, so what is proven is the token fetch, not a login.)
 #[test]
 fn oidc_fetches_a_token_from_the_token_endpoint_with_the_secret_from_a_file() {
-    let s = Scratch::new("secure-oidc");
-    let broker = Broker::start(&s.path("broker"));
+    let f = Fixture::new("secure-oidc").broker();
     let (port, seen) = token_endpoint();
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = f.journal(
         "a.journal",
         &["-n", "10", "--start-usec", &recent_usec(600).to_string()],
     );
-    let secret = secret_file(&s.path("client.secret"), "oidc-client-secret\n");
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let secret = secret_file(&f.s.path("client.secret"), "oidc-client-secret\n");
+    let cfg = f
+        .config("state")
         .set("kafka", "connect_timeout_ms", 3000)
         .set("kafka", "sasl_password_file", secret.to_str().unwrap())
         .property("security.protocol", "sasl_plaintext")
@@ -384,7 +382,7 @@ fn oidc_fetches_a_token_from_the_token_endpoint_with_the_secret_from_a_file() {
             "sasl.oauthbearer.token.endpoint.url",
             format!("http://127.0.0.1:{port}/token"),
         );
-    let path = cfg.write(&s.path("c.toml"));
+    let path = cfg.write(&f.s.path("c.toml"));
     let (_, out) = run_cli(&["check", "--config", path.to_str().unwrap()]);
     let requests = seen.lock().unwrap().clone();
     assert!(!requests.is_empty(), "no token request; check said: {out}");
@@ -502,15 +500,13 @@ fn a_misnamed_or_expired_certificate_is_named() {
 /// line and a broker state that never turned.
 #[test]
 fn a_wrong_password_on_the_forward_producer_is_named_and_turns_readiness() {
-    let s = Scratch::new("secure-forward");
-    let pki = pki(&s.path("pki"));
-    let broker = secured_broker(&s, &pki);
-    let bad_pw = secret_file(&s.path("bad.pw"), "not-the-password");
+    let (f, pki) = secured_fixture("secure-forward");
+    let bad_pw = secret_file(&f.s.path("bad.pw"), "not-the-password");
     let (port, http) = (free_port(), free_port());
     let cfg = secured_config(
-        &s.path("unused"),
-        &broker,
-        &s.path("state"),
+        &f.s.path("unused"),
+        &f.broker,
+        &f.s.path("state"),
         &pki.ca,
         "alice",
         "SCRAM-SHA-512",
@@ -519,7 +515,7 @@ fn a_wrong_password_on_the_forward_producer_is_named_and_turns_readiness() {
     .set("journal", "enabled", false)
     .set("forward", "listen", format!("127.0.0.1:{port}"))
     .set("metrics", "listen", format!("127.0.0.1:{http}"));
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     let until = Instant::now() + Duration::from_secs(20);
     while !agent
         .log()

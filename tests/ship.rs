@@ -7,15 +7,8 @@ use std::time::Duration;
 
 use common::*;
 
-fn config(
-    jdir: &std::path::Path,
-    broker: &Broker,
-    topic: &str,
-    state: &std::path::Path,
-) -> TestConfig {
-    TestConfig::new(jdir, &broker.addr(), state)
-        .topic(topic)
-        .set("log", "level", "debug")
+fn config(f: &Fixture<Broker>, topic: &str, state: &str) -> TestConfig {
+    f.config(state).topic(topic).set("log", "level", "debug")
 }
 
 /// Asserts that `records` hold exactly the journal's entries, once each, field for field.
@@ -84,12 +77,8 @@ fn assert_same(entries: &[Fields], records: &[Record]) {
 
 #[test]
 fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
-    let s = Scratch::new("ship");
-    let broker = Broker::with_topic(&s, "journal", 3);
-    let jdir = s.path("journal");
     // Binary fields, multi-line messages and repeated fields, several boots.
-    write_journal(
-        &jdir,
+    let f = Fixture::new("ship").broker().topic("journal", 3).journal(
         "a.journal",
         &[
             "-n",
@@ -104,7 +93,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
             "11",
         ],
     );
-    let entries = journal_entries(&jdir, &[]);
+    let entries = f.entries();
     assert_eq!(entries.len(), 3000);
     assert!(
         entries
@@ -117,11 +106,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
         "fixture has binary fields"
     );
 
-    let state = s.path("state");
-    let mut agent = Agent::start(
-        &s.path("agent1"),
-        &config(&jdir, &broker, "journal", &state),
-    );
+    let mut agent = Agent::start(&f.s.path("agent1"), &config(&f, "journal", "state"));
     agent.wait_cursor(&cursor_of(entries.last().unwrap()), Duration::from_secs(60));
     assert!(
         agent.stop().success(),
@@ -133,7 +118,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     // last ones stamped a day in the future by a host with a wrong clock.
     let now_usec = now_usec();
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -147,7 +132,7 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
         ],
     );
     write_journal(
-        &jdir,
+        &f.jdir,
         "c.journal",
         &[
             "-n",
@@ -160,12 +145,9 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
             "skewed",
         ],
     );
-    let entries = journal_entries(&jdir, &[]);
+    let entries = f.entries();
     assert_eq!(entries.len(), 3505);
-    let mut agent = Agent::start(
-        &s.path("agent2"),
-        &config(&jdir, &broker, "journal", &state),
-    );
+    let mut agent = Agent::start(&f.s.path("agent2"), &config(&f, "journal", "state"));
     agent.finish_at(&cursor_of(entries.last().unwrap()));
     assert!(
         agent.log().contains("cursor found in the journal"),
@@ -174,22 +156,21 @@ fn ships_every_entry_byte_for_byte_and_resumes_without_gap_or_duplicate() {
     );
 
     // Exactly the journal, once each: no gap, no duplicate across the restart.
-    let records = consume_all(&broker.addr(), &["journal"], 4);
+    let records = consume_all(&f.broker.addr(), &["journal"], 4);
     assert_same(&entries, &records);
 }
 
 #[test]
 fn filters_key_topic_template_and_json() {
-    let s = Scratch::new("filters");
-    let broker = Broker::start(&s.path("broker"));
-    for t in ["j-nginx", "j-sshd", "j-other"] {
-        broker.create_topic(t, 2);
-    }
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "2000"]);
-    let all = journal_entries(&jdir, &[]);
+    let f = Fixture::new("filters")
+        .broker()
+        .topic("j-nginx", 2)
+        .topic("j-sshd", 2)
+        .topic("j-other", 2)
+        .journal("a.journal", &["-n", "2000"]);
+    let all = f.entries();
     let want = journal_entries(
-        &jdir,
+        &f.jdir,
         &[
             "_SYSTEMD_UNIT=nginx.service",
             "_SYSTEMD_UNIT=sshd.service",
@@ -209,20 +190,19 @@ fn filters_key_topic_template_and_json() {
         all.len()
     );
 
-    let state = s.path("state");
-    let cfg = config(&jdir, &broker, "j-{SYSLOG_IDENTIFIER}", &state)
+    let cfg = config(&f, "j-{SYSLOG_IDENTIFIER}", "state")
         .set("journal", "units", vec!["nginx.service", "sshd.service"])
         .set("journal", "priority", "info")
         .set("kafka", "topic_fallback", "j-other")
         .set("kafka", "key_field", "_SYSTEMD_UNIT")
         .set("encoding", "format", "json")
         .set("encoding", "exclude_fields", vec!["_SOURCE_*"]);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     // Filtered-out entries must not hold the cursor back: once idle, the cursor reaches the
     // newest entry of the journal even though it does not match.
     agent.finish_at(&cursor_of(all.last().unwrap()));
 
-    let records = consume_all(&broker.addr(), &["j-nginx", "j-sshd", "j-other"], 4);
+    let records = consume_all(&f.broker.addr(), &["j-nginx", "j-sshd", "j-other"], 4);
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     let expect: BTreeSet<_> = want.iter().map(cursor_of).collect();
     assert_eq!(records.len(), want.len(), "each matching entry once");
@@ -248,18 +228,15 @@ fn filters_key_topic_template_and_json() {
 
 #[test]
 fn broker_down_at_start_then_up_loses_nothing() {
-    let s = Scratch::new("late-broker");
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "20000"]);
-    let entries = journal_entries(&jdir, &[]);
+    let f = Fixture::new("late-broker").journal("a.journal", &["-n", "20000"]);
+    let entries = f.entries();
     let port = free_port();
-    let state = s.path("state");
-    let cfg = TestConfig::new(&jdir, &format!("127.0.0.1:{port}"), &state).set(
+    let cfg = f.config_to(&format!("127.0.0.1:{port}"), "state").set(
         "pipeline",
         "max_in_flight_entries",
         2000,
     );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     // While the broker is away the reader fills the window and waits: memory stays flat.
     std::thread::sleep(Duration::from_secs(2));
     let early = rss_anon_kib(agent.child.id());
@@ -288,7 +265,7 @@ fn broker_down_at_start_then_up_loses_nothing() {
         agent.log()
     );
 
-    let broker = Broker::start_on(&s.path("broker"), port);
+    let broker = Broker::start_on(&f.s.path("broker"), port);
     agent.wait_cursor(
         &cursor_of(entries.last().unwrap()),
         Duration::from_secs(120),
@@ -307,38 +284,40 @@ fn broker_down_at_start_then_up_loses_nothing() {
 
 #[test]
 fn a_delivery_the_broker_refuses_never_moves_the_cursor_past_it() {
-    let s = Scratch::new("refused");
-    let broker = Broker::with_topic(&s, "journal", 1);
-    let jdir = s.path("journal");
     // 100 normal entries, then one with a 1.5 MB field (the broker's limit is 1 MB), then more.
-    write_journal(&jdir, "a.journal", &["-n", "100"]);
-    let big = huge_entry_export(1_700_000_100_000_000, 1_500_000);
-    write_export(&jdir, "b.journal", &big);
-    write_journal(
-        &jdir,
-        "c.journal",
-        &[
-            "-n",
-            "50",
-            "--seed",
-            "3",
-            "--start-usec",
-            "1700000200000000",
-        ],
-    );
-    let entries = journal_entries(&jdir, &[]);
+    let f = Fixture::new("refused")
+        .broker()
+        .topic("journal", 1)
+        .journal("a.journal", &["-n", "100"])
+        .export(
+            "b.journal",
+            &huge_entry_export(1_700_000_100_000_000, 1_500_000),
+        )
+        .journal(
+            "c.journal",
+            &[
+                "-n",
+                "50",
+                "--seed",
+                "3",
+                "--start-usec",
+                "1700000200000000",
+            ],
+        );
+    let entries = f.entries();
     assert_eq!(entries.len(), 151);
     let big_at = entries.iter().position(|e| e.contains_key("HUGE")).unwrap();
     assert_eq!(big_at, 100);
 
     // Let the producer send what the encoder allows, so the broker is the one refusing.
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state"))
+    let cfg = f
+        .config("state")
         .set("encoding", "max_record_bytes", 4_000_000)
         .property("message.max.bytes", 5_000_000)
         .set("pipeline", "retry_backoff_max_ms", 500)
         // The opt-in policy for users who prefer to stop (the default shrinks: fleet.rs).
         .set("delivery", "on_too_large", "stall");
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&cursor_of(&entries[99]), Duration::from_secs(60));
     // It keeps retrying and never skips the refused entry.
     std::thread::sleep(Duration::from_secs(4));
@@ -392,13 +371,13 @@ fn realtime(e: &Fields) -> u64 {
 
 #[test]
 fn files_source_with_since_and_directory_with_tail() {
-    let s = Scratch::new("start");
-    let broker = Broker::with_topic(&s, "since", 1);
-    broker.create_topic("tail", 1);
-    let jdir = s.path("journal");
     // ~2 s of entries, 20 ms apart, so `since` can cut at a whole second.
-    write_journal(&jdir, "a.journal", &["-n", "100", "--rate-usec", "20000"]);
-    let entries = journal_entries(&jdir, &[]);
+    let f = Fixture::new("start")
+        .broker()
+        .topic("since", 1)
+        .topic("tail", 1)
+        .journal("a.journal", &["-n", "100", "--rate-usec", "20000"]);
+    let entries = f.entries();
     let cut = realtime(&entries[60]) / 1_000_000 * 1_000_000;
     let want: BTreeSet<String> = entries
         .iter()
@@ -407,15 +386,16 @@ fn files_source_with_since_and_directory_with_tail() {
         .collect();
     assert!(want.len() > 10 && want.len() < 90, "{}", want.len());
 
-    let file = jdir.join("a.journal");
-    let cfg = TestConfig::new(&jdir, &broker.addr(), &s.path("state-since"))
+    let file = f.jdir.join("a.journal");
+    let cfg = f
+        .config("state-since")
         .source(Source::Files(vec![file.clone()]))
         .topic("since")
         .set("journal", "start", "since")
         .set("journal", "since", rfc3339(cut));
-    let mut agent = Agent::start(&s.path("a-since"), &cfg);
+    let mut agent = Agent::start(&f.s.path("a-since"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
-    let got: BTreeSet<String> = consume_all(&broker.addr(), &["since"], 3)
+    let got: BTreeSet<String> = consume_all(&f.broker.addr(), &["since"], 3)
         .into_iter()
         .map(|r| r.cursor)
         .collect();
@@ -423,8 +403,8 @@ fn files_source_with_since_and_directory_with_tail() {
 
     // tail: only what is written after the agent started, here a new file in the directory.
     let mut agent = Agent::start(
-        &s.path("a-tail"),
-        &config(&jdir, &broker, "tail", &s.path("state-tail")).set("journal", "start", "tail"),
+        &f.s.path("a-tail"),
+        &config(&f, "tail", "state-tail").set("journal", "start", "tail"),
     );
     std::thread::sleep(Duration::from_secs(2));
     // Nothing new yet; the start position itself is saved before anything is shipped, so a
@@ -435,7 +415,7 @@ fn files_source_with_since_and_directory_with_tail() {
         "the start position is saved at once"
     );
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -446,7 +426,7 @@ fn files_source_with_since_and_directory_with_tail() {
             "1700000900000000",
         ],
     );
-    let after = journal_entries(&jdir, &[]);
+    let after = f.entries();
     let new: BTreeSet<String> = after
         .iter()
         .map(cursor_of)
@@ -454,7 +434,7 @@ fn files_source_with_since_and_directory_with_tail() {
         .collect();
     assert_eq!(new.len(), 50);
     agent.finish_at(&cursor_of(after.last().unwrap()));
-    let got: BTreeSet<String> = consume_all(&broker.addr(), &["tail"], 3)
+    let got: BTreeSet<String> = consume_all(&f.broker.addr(), &["tail"], 3)
         .into_iter()
         .map(|r| r.cursor)
         .collect();

@@ -6,8 +6,11 @@
 #![allow(dead_code)]
 
 mod config;
+mod fixture;
 #[allow(unused_imports)]
 pub use config::{Source, TestConfig};
+#[allow(unused_imports)]
+pub use fixture::Fixture;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
