@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-fn config(jdir: &Path, broker: &str, state: &Path, id: &str) -> TestConfig {
-    TestConfig::new(jdir, broker, state)
+fn config(f: &Fixture<Broker>, state: &str, id: &str) -> TestConfig {
+    f.config(state)
         .unset("state", "checkpoint_interval_ms")
         .set("kafka", "key_field", "_SYSTEMD_UNIT")
         .exactly_once(id)
@@ -33,11 +32,7 @@ fn short_transactions(c: TestConfig) -> TestConfig {
 
 #[test]
 fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
-    let s = Scratch::new("eo-kill9");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("eo-kill9").transactional_broker().journal(
         "a.journal",
         &[
             "-n",
@@ -48,23 +43,13 @@ fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
             "10000",
         ],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let last = f.last();
     // A fresh, empty state directory every time: the place comes from Kafka alone.
-    let (kills, seed) = kill_9_at_random(&s, &last, 0xe0, 12, (100, 400), |trial| {
-        short_transactions(config(
-            &jdir,
-            &broker.addr(),
-            &s.path(&format!("state{trial}")),
-            "kill9",
-        ))
+    let (kills, seed) = kill_9_at_random(&f.s, &last, 0xe0, 12, (100, 400), |trial| {
+        short_transactions(config(&f, &format!("state{trial}"), "kill9"))
     });
-    let cfg = short_transactions(config(
-        &jdir,
-        &broker.addr(),
-        &s.path("final-state"),
-        "kill9",
-    ));
-    let mut agent = Agent::start(&s.path("final"), &cfg);
+    let cfg = short_transactions(config(&f, "final-state", "kill9"));
+    let mut agent = Agent::start(&f.s.path("final"), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(240));
     assert!(agent.stop().success(), "{}", agent.log());
     assert!(
@@ -77,7 +62,7 @@ fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
     // What the crashes left behind in aborted or never-committed transactions: visible to
     // read_uncommitted only. It proves the kills hit open transactions.
     let all = consume_isolated(
-        &broker.addr(),
+        &f.broker.addr(),
         &["journal"],
         usize::MAX,
         Duration::from_secs(3),
@@ -102,9 +87,7 @@ fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
 
 #[test]
 fn a_second_agent_fences_the_first_which_exits_with_status_3() {
-    let s = Scratch::new("eo-fence");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
+    let f = Fixture::new("eo-fence").transactional_broker();
     // Both files share a boot id; sd-journal orders them by monotonic time, so the second
     // continues the first's monotonic clock.
     let gen_args = |n: &str, ago: u64, seed: &str, mono: &str| {
@@ -121,30 +104,30 @@ fn a_second_agent_fences_the_first_which_exits_with_status_3() {
     };
     let a = gen_args("3000", 3600, "1", "5000000");
     write_journal(
-        &jdir,
+        &f.jdir,
         "a.journal",
         &a.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let first_last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let first_last = f.last();
 
-    let cfg_a = config(&jdir, &broker.addr(), &s.path("state-a"), "fence");
-    let mut agent_a = Agent::start(&s.path("a"), &cfg_a);
+    let cfg_a = config(&f, "state-a", "fence");
+    let mut agent_a = Agent::start(&f.s.path("a"), &cfg_a);
     agent_a.wait_cursor(&first_last, Duration::from_secs(60));
 
     // The same transactional id on another host (another state directory): it takes over.
-    let cfg_b = config(&jdir, &broker.addr(), &s.path("state-b"), "fence");
-    let mut agent_b = Agent::start(&s.path("b"), &cfg_b);
+    let cfg_b = config(&f, "state-b", "fence");
+    let mut agent_b = Agent::start(&f.s.path("b"), &cfg_b);
     // B resumes where A committed, from Kafka (its state directory is empty).
     agent_b.wait_cursor(&first_last, Duration::from_secs(60));
 
     // New entries: A tries to ship them in its old epoch and is fenced.
     let b = gen_args("2000", 600, "2", "100000000000");
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &b.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let second_last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let second_last = f.last();
     let status = agent_a.wait(Duration::from_secs(60));
     assert_eq!(status.code(), Some(3), "{}", agent_a.log());
     assert!(agent_a.log().contains("fenced"), "{}", agent_a.log());
@@ -158,13 +141,12 @@ fn a_second_agent_fences_the_first_which_exits_with_status_3() {
 
 #[test]
 fn a_broker_without_transactions_is_refused_at_check_and_at_start() {
-    let s = Scratch::new("eo-unsupported");
     // Nisshi has no transaction coordinator.
-    let broker = Broker::start(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(&jdir, "a.journal", &["-n", "10"]);
-    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "nope");
-    let dir = s.path("agent");
+    let f = Fixture::new("eo-unsupported")
+        .broker()
+        .journal("a.journal", &["-n", "10"]);
+    let cfg = config(&f, "state", "nope");
+    let dir = f.s.path("agent");
     std::fs::create_dir_all(&dir).unwrap();
     let path = cfg.write(&dir.join("config.toml"));
 
@@ -176,7 +158,7 @@ fn a_broker_without_transactions_is_refused_at_check_and_at_start() {
     );
 
     // `run` stops at once with the same reason instead of retrying forever.
-    let mut agent = Agent::start(&s.path("run"), &cfg);
+    let mut agent = Agent::start(&f.s.path("run"), &cfg);
     let status = agent.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "{}", agent.log());
     assert!(
@@ -194,18 +176,14 @@ fn a_broker_without_transactions_is_refused_at_check_and_at_start() {
 fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
     use rdkafka::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let s = Scratch::new("eo-clock");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("eo-clock").transactional_broker().journal(
         "a.journal",
         &["-n", "300", "--start-usec", &recent_usec(600).to_string()],
     );
-    let entries = journal_entries(&jdir, &[]);
+    let entries = f.entries();
     let (older, newer) = (cursor_of(&entries[99]), cursor_of(&entries[199]));
     let p: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", f.broker.addr())
         .create()
         .unwrap();
     let now_ms = (now_usec() / 1000) as i64;
@@ -219,10 +197,10 @@ fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
         .unwrap();
         p.flush(Duration::from_secs(10)).unwrap();
     }
-    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "clock");
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let cfg = config(&f, "state", "clock");
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&cursor_of(entries.last().unwrap()));
-    let shipped: Vec<String> = consume_all(&broker.addr(), &["journal"], 3)
+    let shipped: Vec<String> = consume_all(&f.broker.addr(), &["journal"], 3)
         .into_iter()
         .map(|r| r.cursor)
         .collect();
@@ -249,23 +227,21 @@ fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
 fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
     use rdkafka::ClientConfig;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let s = Scratch::new("eo-open-txn");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
+    let f = Fixture::new("eo-open-txn").transactional_broker();
     let t0 = recent_usec(900);
     write_journal(
-        &jdir,
+        &f.jdir,
         "a.journal",
         &["-n", "100", "--start-usec", &t0.to_string()],
     );
-    let first = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let cfg = config(&jdir, &broker.addr(), &s.path("state-1"), "open-txn");
-    let mut agent = Agent::start(&s.path("a1"), &cfg);
+    let first = f.last();
+    let cfg = config(&f, "state-1", "open-txn");
+    let mut agent = Agent::start(&f.s.path("a1"), &cfg);
     agent.wait_cursor(&first, Duration::from_secs(60));
 
     // Another agent opens a transaction on the shared cursor topic and holds it.
     let other: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", broker.addr())
+        .set("bootstrap.servers", f.broker.addr())
         .set("transactional.id", "another-agent")
         .set("transaction.timeout.ms", "120000")
         .create()
@@ -283,7 +259,7 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
 
     // Meanwhile the agent commits 5,000 more entries, then dies.
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",
@@ -294,14 +270,14 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
             &(t0 + 300_000_000).to_string(),
         ],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
+    let last = f.last();
     agent.wait_cursor(&last, Duration::from_secs(60));
     agent.signal("-KILL");
     agent.wait(Duration::from_secs(5));
 
     // A wiped host: empty state directory. The other transaction commits a little later.
-    let cfg = config(&jdir, &broker.addr(), &s.path("state-2"), "open-txn");
-    let mut agent = Agent::start(&s.path("a2"), &cfg);
+    let cfg = config(&f, "state-2", "open-txn");
+    let mut agent = Agent::start(&f.s.path("a2"), &cfg);
     std::thread::sleep(Duration::from_secs(3));
     other.commit_transaction(Duration::from_secs(10)).unwrap();
     agent.finish_at(&last);
@@ -325,11 +301,7 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
 /// recover (abort, start again from the cursor topic), not exit with the fencing status.
 #[test]
 fn a_transaction_the_broker_timed_out_is_recovered_not_taken_for_fencing() {
-    let s = Scratch::new("eo-timeout");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("eo-timeout").transactional_broker().journal(
         "a.journal",
         &[
             "-n",
@@ -340,12 +312,12 @@ fn a_transaction_the_broker_timed_out_is_recovered_not_taken_for_fencing() {
             "1000",
         ],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "timeout")
+    let last = f.last();
+    let cfg = config(&f, "state", "timeout")
         .set("delivery", "transaction_timeout_ms", 2000)
         .set("delivery", "transaction_max_ms", 1000)
         .set("pipeline", "max_in_flight_entries", 2000);
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     // Freeze it while it ships, long past the transaction timeout.
     agent.wait_cursor_any(Duration::from_secs(30));
     agent.signal("-STOP");
@@ -383,12 +355,12 @@ fn restore_finds_its_place_among_ten_thousand_agents_records() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let s = Scratch::new("eo-fleet-restore");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    broker.create_topic_with("journald-kafka-cursors", 1, Some("cleanup.policy=compact"));
+    let f = Fixture::new("eo-fleet-restore").transactional_broker();
+    f.broker
+        .create_topic_with("journald-kafka-cursors", 1, Some("cleanup.policy=compact"));
     let others = |n: usize, seed: usize| {
         let p: BaseProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", broker.addr())
+            .set("bootstrap.servers", f.broker.addr())
             .set("linger.ms", "20")
             .set("queue.buffering.max.messages", "1000000")
             .create()
@@ -411,24 +383,20 @@ fn restore_finds_its_place_among_ten_thousand_agents_records() {
         p.flush(Duration::from_secs(60)).unwrap();
     };
     others(total / 2, 0);
-    let jdir = s.path("journal");
     write_journal(
-        &jdir,
+        &f.jdir,
         "a.journal",
         &["-n", "2000", "--start-usec", &recent_usec(1800).to_string()],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let mut agent = Agent::start(
-        &s.path("first"),
-        &config(&jdir, &broker.addr(), &s.path("state1"), "victim"),
-    );
+    let last = f.last();
+    let mut agent = Agent::start(&f.s.path("first"), &config(&f, "state1", "victim"));
     agent.finish_at(&last);
     others(total - total / 2, 7);
 
     // A wiped host: its place is only in the cursor topic, under 200,000 other records.
-    let cfg = config(&jdir, &broker.addr(), &s.path("state2"), "victim");
+    let cfg = config(&f, "state2", "victim");
     let started = std::time::Instant::now();
-    let mut agent = Agent::start(&s.path("second"), &cfg);
+    let mut agent = Agent::start(&f.s.path("second"), &cfg);
     let deadline = started + Duration::from_secs(300);
     while !agent.log().contains("restoring from cursor topic") {
         assert!(
@@ -457,26 +425,18 @@ fn restore_finds_its_place_among_ten_thousand_agents_records() {
 /// the open transaction cannot commit, so it is abandoned and shipped by the next start.
 #[test]
 fn a_stop_with_the_broker_away_ends_within_the_shutdown_timeout() {
-    let s = Scratch::new("eo-stop");
-    let broker = Broker::start_transactional(&s.path("broker"));
-    let jdir = s.path("journal");
-    write_journal(
-        &jdir,
+    let f = Fixture::new("eo-stop").transactional_broker().journal(
         "a.journal",
         &["-n", "2000", "--start-usec", &recent_usec(1800).to_string()],
     );
-    let last = cursor_of(journal_entries(&jdir, &["-n", "1"]).last().unwrap());
-    let cfg = config(&jdir, &broker.addr(), &s.path("state"), "stop").set(
-        "pipeline",
-        "shutdown_timeout_ms",
-        3000,
-    );
-    let mut agent = Agent::start(&s.path("agent"), &cfg);
+    let last = f.last();
+    let cfg = config(&f, "state", "stop").set("pipeline", "shutdown_timeout_ms", 3000);
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.wait_cursor(&last, Duration::from_secs(60));
-    broker.stop();
+    f.broker.stop();
     // New entries: a transaction opens and cannot commit.
     write_journal(
-        &jdir,
+        &f.jdir,
         "b.journal",
         &[
             "-n",

@@ -1,29 +1,25 @@
 //! The tracker: the watermark and the in-flight window behind one lock, shared by the
-//! threads of a session.
+//! threads of a session. Session control (stop, failure text, exactly-once's pending
+//! cursor records, signs of life) is the pipeline's (`pipeline::control`); it closes this
+//! window when the session must end.
 //!
-//! Who touches what (every field of `Inner` is behind the one mutex; the atomics are not):
+//! Who touches what (every field of `Inner` is behind the one mutex):
 //!
 //! | state                         | written by                                   | read by                                  |
 //! |-------------------------------|----------------------------------------------|------------------------------------------|
 //! | `wm` push (`admit`, `pass`)   | shipping thread                              |                                          |
-//! | `wm` delivered/failed         | delivery thread (`delivered`, `failed`)      |                                          |
-//! | `wm` safe/newest cursor       |                                              | session thread (checkpoint tick), shipping thread (exactly-once commit) |
-//! | `in_flight_*`                 | shipping thread (admit), delivery thread (release) | session thread (gauges)            |
-//! | `stopping`, `stopped_at`      | signal thread via `Shutdown` (`stop`)        | shipping and reader threads (`status`, `admit`, `stopped_at`) |
-//! | `failure`                     | delivery thread, librdkafka's error callback (`fail_all`), control reports | everyone (`status`, `failure`) |
-//! | `controls_pending`            | shipping thread (`control_sent`), delivery thread (`control_answered`) | shipping thread (`wait_controls`) |
-//! | `reader_beat` (atomic)        | reader thread, and the shipping thread while it waits for room | session thread (watchdog)   |
-//! | `producer_beat` (atomic)      | delivery thread (statistics callback)        | session thread (watchdog)                |
-//! | `opened` (atomic)             | reader thread, once                           | session thread (readiness)               |
+//! | `wm` delivered/failed         | delivery thread (`delivered`, `failed`); shipping thread (`failed`: a record that never reached librdkafka, or the refusal policy's verdict) |   |
+//! | `wm` safe/newest place        |                                              | session thread (checkpoint tick), shipping thread (exactly-once commit) |
+//! | `in_flight_*`                 | shipping thread (admit, and release through `failed`), delivery thread (release) | session thread (gauges) |
+//! | `closed`                      | whoever ends the session, through `pipeline::control::Control` | shipping thread (`admit`) |
 //!
 //! "Delivery thread" is the producer's polling thread (`producer-poll`, and
 //! `producer-repair` for re-sent refused records: `kafka::sink::Poller`), which runs
-//! librdkafka's delivery-report, error and statistics callbacks.
+//! librdkafka's delivery-report callbacks.
 //!
 //! Every change to `Inner` signals `changed`, so a waiter never sleeps past an event
 //! longer than its 100–200 ms cap.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -37,26 +33,17 @@ pub(crate) struct Limits {
     pub bytes: usize,
 }
 
-/// Why `admit` did not admit an entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// Shutdown was requested.
-    Stopping,
-    /// A delivery failed; the session must restart from the safe cursor.
-    Failed(String),
-}
+/// `admit` admits nothing more: the window was closed (the session is stopping or
+/// failed; the session's control says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
 
 #[derive(Debug, Default)]
 struct Inner {
     wm: Watermark,
     in_flight_entries: usize,
     in_flight_bytes: usize,
-    stopping: bool,
-    /// When `stop` was called: a stop has a deadline that waits inside the session keep.
-    stopped_at: Option<Instant>,
-    failure: Option<String>,
-    /// Records outside the watermark (the exactly-once cursor record) not yet answered.
-    controls_pending: usize,
+    closed: bool,
     /// Threads waiting on `changed`: a notification without a waiter is skipped, because
     /// std's condition variable makes a futex system call for every one (one per delivery
     /// report otherwise, #19).
@@ -71,12 +58,6 @@ pub(crate) struct Tracker {
     inner: Mutex<Inner>,
     /// Signalled whenever room frees up or the state changes.
     changed: Condvar,
-    /// Liveness, for the watchdog: milliseconds since `born` of the reader's and the
-    /// producer's last sign of life.
-    born: Instant,
-    reader_beat: AtomicU64,
-    producer_beat: AtomicU64,
-    opened: AtomicBool,
     /// At most one "backpressure engaged" line a minute.
     backpressure_log: RateLimit,
 }
@@ -93,43 +74,8 @@ impl Tracker {
             limits,
             inner: Mutex::new(Inner::default()),
             changed: Condvar::new(),
-            born: Instant::now(),
-            reader_beat: AtomicU64::new(0),
-            producer_beat: AtomicU64::new(0),
-            opened: AtomicBool::new(false),
             backpressure_log: RateLimit::default(),
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
-    }
-
-    /// The reader is alive (reading, waiting for the journal, or waiting for room).
-    pub(crate) fn reader_beat(&self) {
-        self.reader_beat.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// librdkafka's polling thread is alive (it delivered statistics).
-    pub(crate) fn producer_beat(&self) {
-        self.producer_beat.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// How long ago the reader and the producer last showed life.
-    pub(crate) fn beat_ages(&self) -> (Duration, Duration) {
-        let now = self.now_ms();
-        let age =
-            |b: &AtomicU64| Duration::from_millis(now.saturating_sub(b.load(Ordering::Relaxed)));
-        (age(&self.reader_beat), age(&self.producer_beat))
-    }
-
-    /// The journal is open and positioned.
-    pub(crate) fn set_opened(&self) {
-        self.opened.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn opened(&self) -> bool {
-        self.opened.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -142,8 +88,8 @@ impl Tracker {
     /// number. An entry larger than the whole byte window is admitted alone once everything
     /// before it is settled, so it cannot wedge the pipeline.
     #[cfg(test)]
-    pub(crate) fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Refused> {
-        self.admit_or(cursor, bytes, None)
+    pub(crate) fn admit(&self, cursor: String, bytes: usize) -> Result<u64, Closed> {
+        self.admit_or(cursor, bytes, None, &|| ())
     }
 
     /// [`Tracker::admit`], running `while_full` (without the lock) every 20 ms while the
@@ -151,12 +97,15 @@ impl Tracker {
     /// settles them, and that policy runs on the waiting thread, so without this a window
     /// full of refused records would never empty (found when the default window shrank to
     /// 4 MiB, #19). `while_full` returning false ends the wait (the session is ending).
+    /// `alive` is called on every wake-up while waiting: waiting for room is not being
+    /// stuck, and the watchdog is fed through it.
     pub(crate) fn admit_or(
         &self,
         cursor: String,
         bytes: usize,
         mut while_full: Option<&mut dyn FnMut() -> bool>,
-    ) -> Result<u64, Refused> {
+        alive: &dyn Fn(),
+    ) -> Result<u64, Closed> {
         let wait = if while_full.is_some() {
             Duration::from_millis(20)
         } else {
@@ -166,11 +115,8 @@ impl Tracker {
         let mut waiting_since: Option<Instant> = None;
         let mut engaged = false;
         loop {
-            if let Some(f) = &g.failure {
-                return Err(Refused::Failed(f.clone()));
-            }
-            if g.stopping {
-                return Err(Refused::Stopping);
+            if g.closed {
+                return Err(Closed);
             }
             let fits = g.in_flight_entries < self.limits.entries
                 && (g.in_flight_bytes + bytes <= self.limits.bytes || g.in_flight_entries == 0);
@@ -183,8 +129,7 @@ impl Tracker {
                 g.in_flight_bytes += bytes;
                 return Ok(g.wm.push(cursor, bytes));
             }
-            // Waiting for room is not being stuck: keep the watchdog fed.
-            self.reader_beat();
+            alive();
             // A full window for a moment is normal batching; say so only when it lasts.
             let since = *waiting_since.get_or_insert_with(Instant::now);
             if !engaged && since.elapsed() >= Duration::from_secs(2) {
@@ -207,7 +152,7 @@ impl Tracker {
             if let Some(f) = while_full.as_deref_mut() {
                 drop(g);
                 if !f() {
-                    return Err(Refused::Stopping);
+                    return Err(Closed);
                 }
                 g = self.lock();
             }
@@ -230,37 +175,20 @@ impl Tracker {
         latency
     }
 
-    /// Records a failed delivery: the watermark stops there and the reader is told to stop.
-    pub(crate) fn failed(&self, seq: u64, error: String) {
+    /// Records a failed delivery: the watermark stops there for good (nothing after it
+    /// becomes safe) and the window closes; the session restarts from the safe place.
+    pub(crate) fn failed(&self, seq: u64) {
         let mut g = self.lock();
         let bytes = g.wm.failed(seq);
+        g.closed = true;
         self.release(&mut g, bytes);
-        if g.failure.is_none() {
-            g.failure = Some(error);
-        }
-        self.notify(&g);
     }
 
-    /// A record outside the watermark was handed to the producer.
-    pub(crate) fn control_sent(&self) {
-        self.lock().controls_pending += 1;
-    }
-
-    /// The broker answered a record outside the watermark (`error` if it failed).
-    pub(crate) fn control_answered(&self, error: Option<String>) {
+    /// Admits nothing more, and wakes a reader waiting for room.
+    pub(crate) fn close(&self) {
         let mut g = self.lock();
-        g.controls_pending = g.controls_pending.saturating_sub(1);
-        if let Some(e) = error {
-            if g.failure.is_none() {
-                g.failure = Some(e);
-            }
-        }
+        g.closed = true;
         self.notify(&g);
-    }
-
-    /// Waits until every record outside the watermark is answered; false at the deadline.
-    pub(crate) fn wait_controls(&self, deadline: Instant) -> bool {
-        self.wait_for(deadline, |g| g.controls_pending == 0)
     }
 
     /// Waits until `done` holds or the deadline passes; false at the deadline. Every state
@@ -285,15 +213,6 @@ impl Tracker {
         }
     }
 
-    /// Records a failure that concerns the producer as a whole (a fatal librdkafka error).
-    pub(crate) fn fail_all(&self, error: String) {
-        let mut g = self.lock();
-        if g.failure.is_none() {
-            g.failure = Some(error);
-        }
-        self.notify(&g);
-    }
-
     fn release(&self, g: &mut Inner, bytes: usize) {
         g.in_flight_entries = g.in_flight_entries.saturating_sub(1);
         g.in_flight_bytes = g.in_flight_bytes.saturating_sub(bytes);
@@ -306,33 +225,6 @@ impl Tracker {
         if g.waiters > 0 {
             self.changed.notify_all();
         }
-    }
-
-    /// Asks the reader to stop at the next entry.
-    pub(crate) fn stop(&self) {
-        let mut g = self.lock();
-        g.stopping = true;
-        g.stopped_at.get_or_insert_with(Instant::now);
-        self.notify(&g);
-    }
-
-    /// When a stop was requested, if it was.
-    pub(crate) fn stopped_at(&self) -> Option<Instant> {
-        self.lock().stopped_at
-    }
-
-    /// Whether the session should go on reading.
-    pub(crate) fn status(&self) -> Result<(), Refused> {
-        let g = self.lock();
-        match (&g.failure, g.stopping) {
-            (Some(f), _) => Err(Refused::Failed(f.clone())),
-            (None, true) => Err(Refused::Stopping),
-            (None, false) => Ok(()),
-        }
-    }
-
-    pub(crate) fn failure(&self) -> Option<String> {
-        self.lock().failure.clone()
     }
 
     /// The place that may be committed, with the watermark's generation. The only place a
@@ -417,12 +309,9 @@ mod tests {
         t.admit("b".into(), 1).unwrap();
         t.admit("c".into(), 1).unwrap();
         t.delivered(0);
-        t.failed(1, "MSG_SIZE_TOO_LARGE".into());
+        t.failed(1);
         t.delivered(2);
-        assert_eq!(
-            t.admit("d".into(), 1),
-            Err(Refused::Failed("MSG_SIZE_TOO_LARGE".into()))
-        );
+        assert_eq!(t.admit("d".into(), 1), Err(Closed));
         assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("a"));
         assert!(t.wait_settled(Instant::now()));
     }
@@ -438,8 +327,8 @@ mod tests {
     }
 
     #[test]
-    fn newest_cursor_and_control_records() {
-        let t = Arc::new(Tracker::for_tests(10, 1000));
+    fn newest_place_and_safe_place() {
+        let t = Tracker::for_tests(10, 1000);
         assert_eq!(t.newest_place(), None);
         t.admit("a".into(), 1).unwrap();
         t.pass("b".into());
@@ -449,32 +338,17 @@ mod tests {
         t.delivered(0);
         assert_eq!(t.safe_cursor().map(|c| c.0).as_deref(), Some("b"));
         assert_eq!(t.newest_place().as_deref(), Some("b"));
-
-        // A control record (the cursor record) is waited for apart from the watermark.
-        t.control_sent();
-        assert!(!t.wait_controls(Instant::now() + Duration::from_millis(20)));
-        let t2 = t.clone();
-        let h =
-            std::thread::spawn(move || t2.wait_controls(Instant::now() + Duration::from_secs(5)));
-        t.control_answered(None);
-        assert!(h.join().unwrap());
-        assert_eq!(t.failure(), None);
-        // A failed control record fails the session.
-        t.control_sent();
-        t.control_answered(Some("cursor record refused".into()));
-        assert!(t.wait_controls(Instant::now()));
-        assert_eq!(t.failure().as_deref(), Some("cursor record refused"));
     }
 
     #[test]
-    fn stop_wakes_a_waiting_reader() {
+    fn closing_wakes_a_waiting_reader() {
         let t = Arc::new(Tracker::for_tests(1, 1000));
         t.admit("a".into(), 1).unwrap();
         let t2 = t.clone();
         let h = std::thread::spawn(move || t2.admit("b".into(), 1));
         std::thread::sleep(Duration::from_millis(50));
-        t.stop();
-        assert_eq!(h.join().unwrap(), Err(Refused::Stopping));
+        t.close();
+        assert_eq!(h.join().unwrap(), Err(Closed));
         assert!(!t.wait_settled(Instant::now() + Duration::from_millis(10)));
     }
 }

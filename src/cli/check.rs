@@ -2,43 +2,73 @@
 //! `journald-kafka cursor show`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 
 use super::say;
-use crate::checkpoint::{FileStore, Limits, Tracker, place, read_cursor_file};
+use crate::checkpoint::{FileStore, place, read_cursor_file};
 use crate::config::{self, Config};
 use crate::journal::{self, Located, cursor};
 use crate::kafka;
-use crate::metrics::Metrics;
 use crate::pipeline;
+
+/// The `ok`/`FAIL` lines of `check`, and whether any failed: the exit code.
+struct Report {
+    ok: bool,
+}
+
+impl Report {
+    fn line(&mut self, what: &str, r: Result<String>) {
+        match r {
+            Ok(s) => say!("ok    {what}: {s}"),
+            Err(e) => {
+                self.ok = false;
+                say!("FAIL  {what}: {e:#}");
+            }
+        }
+    }
+}
 
 pub(super) fn check(
     cfg: &Config,
     path: &std::path::Path,
     min_journal_hours: f64,
 ) -> Result<ExitCode> {
-    let mut ok = true;
-    let mut report = |what: &str, r: Result<String>| match r {
-        Ok(s) => say!("ok    {what}: {s}"),
-        Err(e) => {
-            ok = false;
-            say!("FAIL  {what}: {e:#}");
-        }
-    };
-    report("config", Ok("valid".into()));
+    let mut report = Report { ok: true };
+    report.line("config", Ok("valid".into()));
     for w in exposed_secrets(cfg, path) {
         say!("warn  secrets: {w}");
     }
     for w in quiet_loss_risks(cfg, min_journal_hours) {
         say!("warn  journal: {w}");
     }
+    let cursor = check_cursor_and_state(cfg, &mut report);
+    if cfg.journal.enabled {
+        check_open_files(cfg);
+        report.line("journal", pipeline::describe_start(cfg, cursor.as_deref()));
+    } else {
+        say!("      journal: off (journal.enabled = false)");
+    }
+    if let Some(f) = &cfg.forward {
+        report.line("forward", crate::forward::check(f));
+    }
+    check_filters(cfg, &mut report);
+    let probe_topic = check_kafka(cfg, &mut report);
+    show_producer(cfg, probe_topic);
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
 
+/// The saved cursor and the state directory it lives in; the cursor, when it could be
+/// read, for the journal's start.
+fn check_cursor_and_state(cfg: &Config, report: &mut Report) -> Option<String> {
     let cursor_path = cfg.state.cursor_file();
     let cursor = read_cursor_file(&cursor_path, crate::journal::validate_place);
-    report(
+    report.line(
         "cursor",
         cursor
             .as_ref()
@@ -59,7 +89,7 @@ pub(super) fn check(
             .map_err(|e| anyhow::anyhow!("{e:#}")),
     );
     let state_dir = &cfg.state.directory;
-    report(
+    report.line(
         "state directory",
         if state_dir.exists() {
             FileStore::new(state_dir, crate::journal::validate_place)
@@ -69,112 +99,105 @@ pub(super) fn check(
             Ok(format!("{} will be created", state_dir.display()))
         },
     );
-    let cursor = cursor.ok().flatten();
-    if cfg.journal.enabled {
-        if let Some(files) = crate::journal::file_count(&cfg.journal) {
-            // `run` raises the soft limit to the hard one; under the packaged unit both are
-            // its LimitNOFILE=.
-            let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-                .maximum
-                .unwrap_or(u64::MAX);
-            let budget = crate::journal::open_file_budget(hard);
-            let text = format!(
-                "the source has {files} journal files; the reader holds at most {budget} of them open at once (half the limit), caught-up hosts none; the hard limit is {}",
-                if hard == u64::MAX {
-                    "unlimited".to_string()
-                } else {
-                    hard.to_string()
-                }
-            );
-            if hard < 256 {
-                say!(
-                    "warn  open files: {text}: raise LimitNOFILE= (few writers can be read at once, and Kafka connections need descriptors too)"
-                );
-            } else {
-                say!("ok    open files: {text}");
-            }
-        }
-        report("journal", pipeline::describe_start(cfg, cursor.as_deref()));
-    } else {
-        say!("      journal: off (journal.enabled = false)");
-    }
-    if let Some(f) = &cfg.forward {
-        report("forward", crate::forward::check(f));
-    }
-    let f = &cfg.journal.filter;
-    if !f.is_empty() {
-        let mut terms = f.matches.clone();
-        terms.extend(journal::shorthand_terms(f));
-        let mut said = Vec::new();
-        if !terms.is_empty() {
-            said.push(format!("journal matches {}", terms.join(" ")));
-        }
-        for (what, list) in [
-            (
-                "units",
-                if f.units_in_agent() {
-                    &f.units[..]
-                } else {
-                    &[][..]
-                },
-            ),
-            (
-                "identifiers",
-                if f.identifiers_in_agent() {
-                    &f.identifiers[..]
-                } else {
-                    &[][..]
-                },
-            ),
-            ("excluded units", &f.exclude_units[..]),
-            ("excluded identifiers", &f.exclude_identifiers[..]),
-            ("excluded when", &f.exclude_matches[..]),
-        ] {
-            if !list.is_empty() {
-                said.push(format!("{what} {}", list.join(" ")));
-            }
-        }
-        if f.units_mode == config::UnitsMode::Journalctl {
-            said.push("units as journalctl -u has them".into());
-        }
-        report("filters", Ok(said.join("; ")));
-        const WINDOW: u64 = 10_000;
-        report(
-            "filter effect",
-            journal::filter_effect(&cfg.journal, WINDOW).map(|(total, matched, kept)| {
-                format!(
-                    "of the newest {total} entries, {kept} would be shipped ({} left out by the journal matches, {} by the agent's exclusions and patterns)",
-                    total.saturating_sub(matched),
-                    matched.saturating_sub(kept)
-                )
-            }),
-        );
-    }
+    cursor.ok().flatten()
+}
 
+/// A directory or files source against the open-file limit (a warning, never a failure).
+fn check_open_files(cfg: &Config) {
+    let Some(files) = crate::journal::file_count(&cfg.journal) else {
+        return;
+    };
+    // `run` raises the soft limit to the hard one; under the packaged unit both are
+    // its LimitNOFILE=.
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    let budget = crate::journal::open_file_budget(hard);
+    let text = format!(
+        "the source has {files} journal files; the reader holds at most {budget} of them open at once (half the limit), caught-up hosts none; the hard limit is {}",
+        if hard == u64::MAX {
+            "unlimited".to_string()
+        } else {
+            hard.to_string()
+        }
+    );
+    if hard < 256 {
+        say!(
+            "warn  open files: {text}: raise LimitNOFILE= (few writers can be read at once, and Kafka connections need descriptors too)"
+        );
+    } else {
+        say!("ok    open files: {text}");
+    }
+}
+
+/// The filters in words, and what they would do to the newest entries.
+fn check_filters(cfg: &Config, report: &mut Report) {
+    let f = &cfg.journal.filter;
+    if f.is_empty() {
+        return;
+    }
+    let mut terms = f.matches.clone();
+    terms.extend(journal::shorthand_terms(f));
+    let mut said = Vec::new();
+    if !terms.is_empty() {
+        said.push(format!("journal matches {}", terms.join(" ")));
+    }
+    for (what, list) in [
+        (
+            "units",
+            if f.units_in_agent() {
+                &f.units[..]
+            } else {
+                &[][..]
+            },
+        ),
+        (
+            "identifiers",
+            if f.identifiers_in_agent() {
+                &f.identifiers[..]
+            } else {
+                &[][..]
+            },
+        ),
+        ("excluded units", &f.exclude_units[..]),
+        ("excluded identifiers", &f.exclude_identifiers[..]),
+        ("excluded when", &f.exclude_matches[..]),
+    ] {
+        if !list.is_empty() {
+            said.push(format!("{what} {}", list.join(" ")));
+        }
+    }
+    if f.units_mode == config::UnitsMode::Journalctl {
+        said.push("units as journalctl -u has them".into());
+    }
+    report.line("filters", Ok(said.join("; ")));
+    const WINDOW: u64 = 10_000;
+    report.line(
+        "filter effect",
+        journal::filter_effect(&cfg.journal, WINDOW).map(|(total, matched, kept)| {
+            format!(
+                "of the newest {total} entries, {kept} would be shipped ({} left out by the journal matches, {} by the agent's exclusions and patterns)",
+                total.saturating_sub(matched),
+                matched.saturating_sub(kept)
+            )
+        }),
+    );
+}
+
+/// The brokers and a topic reached with a producer, and the exactly-once store; returns
+/// the topic probed, which the records line names too.
+fn check_kafka<'a>(cfg: &'a Config, report: &mut Report) -> &'a str {
     let probe_topic = cfg
         .kafka
         .fixed_topic()
         .or(cfg.kafka.topic_fallback.as_deref())
         .unwrap_or("journal");
-    let tracker = Arc::new(Tracker::new(Limits {
-        entries: 1,
-        bytes: 1,
-    }));
-    let kafka_result = kafka::producer(
+    let kafka_result = kafka::probe_brokers(
         &cfg.kafka,
         &cfg.pipeline,
-        None,
-        tracker,
-        Arc::new(Metrics::default()),
-        None,
+        probe_topic,
+        Duration::from_millis(cfg.kafka.connect_timeout_ms.min(10_000)),
     )
-    .and_then(|p| {
-        kafka::probe(
-            &p,
-            probe_topic,
-            Duration::from_millis(cfg.kafka.connect_timeout_ms.min(10_000)),
-        )
-    })
     .map(|parts| {
         format!(
             "brokers {} reachable; topic {probe_topic:?} has {parts} partition(s)",
@@ -182,15 +205,23 @@ pub(super) fn check(
         )
     })
     .map_err(|e| explain_plaintext_to_tls(cfg, e));
-    report("kafka", kafka_result);
+    report.line("kafka", kafka_result);
     if cfg.delivery.mode == config::Mode::ExactlyOnce {
-        report(
+        report.line(
             "delivery",
             kafka::transaction::check(cfg).map(|s| format!("exactly-once: {s}")),
         );
     }
+    probe_topic
+}
 
-    let props = kafka::client_config(&cfg.kafka, &cfg.pipeline);
+/// The producer's settings (secrets masked) and what the records will look like.
+fn show_producer(cfg: &Config, probe_topic: &str) {
+    let props = kafka::producer_config(
+        &cfg.kafka,
+        &cfg.pipeline,
+        crate::config::properties::Producer::Journal,
+    );
     let mut shown: Vec<String> = props
         .config_map()
         .iter()
@@ -218,11 +249,6 @@ pub(super) fn check(
         },
         cfg.encoding.max_record_bytes
     );
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// Setups that lose entries without an error anywhere: said by `check`, never fatal.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
-use crate::checkpoint::Tracker;
+use super::control::Control;
+use super::delivery::JournalOwner;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::kafka::TransactionStore;
@@ -71,9 +72,12 @@ impl Cadence {
     }
 }
 
+/// The journal's exactly-once store.
+pub(super) type Store = TransactionStore<JournalOwner>;
+
 /// The shipping thread's open transaction.
 pub(super) struct Transaction {
-    store: TransactionStore,
+    store: Store,
     cadence: Cadence,
     shutdown_timeout: Duration,
     /// The last cursor this session committed.
@@ -81,7 +85,7 @@ pub(super) struct Transaction {
 }
 
 impl Transaction {
-    pub(super) fn new(store: TransactionStore, cfg: &Config) -> Transaction {
+    pub(super) fn new(store: Store, cfg: &Config) -> Transaction {
         Transaction {
             store,
             cadence: Cadence {
@@ -108,18 +112,18 @@ impl Transaction {
     }
 
     /// One more entry went into the transaction.
-    pub(super) fn sent(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
+    pub(super) fn sent(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
         self.cadence.sent += 1;
         if self.cadence.due(Instant::now()) {
-            self.commit(tracker, metrics, None)?;
+            self.commit(control, metrics, None)?;
         }
         Ok(())
     }
 
-    pub(super) fn idle(&mut self, tracker: &Tracker, metrics: &Metrics) -> Result<(), Failure> {
-        let moved = tracker.newest_place() != self.committed;
+    pub(super) fn idle(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
+        let moved = control.window().newest_place() != self.committed;
         if self.cadence.idle_due(moved, Instant::now()) {
-            self.commit(tracker, metrics, None)?;
+            self.commit(control, metrics, None)?;
         }
         Ok(())
     }
@@ -131,17 +135,22 @@ impl Transaction {
     /// leaves the transaction to be aborted.
     fn commit(
         &mut self,
-        tracker: &Tracker,
+        control: &Control,
         metrics: &Metrics,
         stop_by: Option<Instant>,
     ) -> Result<(), Failure> {
         let began = Instant::now();
         let deadline = self.cadence.close_deadline(began);
         let deadline = stop_by.map_or(deadline, |s| s.min(deadline));
-        let target = tracker.newest_place();
+        let target = control.window().newest_place();
         let fresh = target.is_some() && target != self.committed;
         if let (true, Some(t)) = (fresh, &target) {
-            self.store.send_cursor(t)?;
+            // Counted before it is sent: its report may come back before `send` returns.
+            control.control_sent();
+            if let Err(e) = self.store.send_cursor(t) {
+                control.control_answered(None);
+                return Err(e);
+            }
         }
         // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
         // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
@@ -149,7 +158,7 @@ impl Transaction {
         // (pipeline.shutdown_timeout_ms), which systemd enforces with SIGKILL.
         loop {
             let step = (Instant::now() + Duration::from_millis(100)).min(deadline);
-            if tracker.wait_settled(step) {
+            if control.window().wait_settled(step) {
                 break;
             }
             if Instant::now() >= deadline {
@@ -157,7 +166,7 @@ impl Transaction {
                     "entries of the transaction were not confirmed within 90% of delivery.transaction_timeout_ms; aborting it before the broker does"
                 )));
             }
-            if tracker
+            if control
                 .stopped_at()
                 .is_some_and(|t| t.elapsed() >= self.shutdown_timeout)
             {
@@ -166,14 +175,27 @@ impl Transaction {
                 )));
             }
         }
-        if let Some(f) = tracker.failure() {
+        if let Some(f) = control.failure() {
             return Err(Failure::retry(anyhow!(f)));
         }
         match target.filter(|_| fresh) {
             Some(cursor) => {
-                let safe = tracker
+                let safe = control
+                    .window()
                     .safe_cursor_at(&cursor)
                     .map_err(|e| Failure::retry(anyhow!(e)))?;
+                // The cursor record's own report, waited for here rather than by rdkafka's
+                // commit (whose flush polls in 100 ms steps).
+                // Within the transaction's close deadline, or the stop's: past it the broker
+                // aborts the transaction anyway, or systemd kills the agent.
+                if !control.wait_controls(deadline) {
+                    return Err(Failure::retry(anyhow!(
+                        "the cursor record was not confirmed within 90% of delivery.transaction_timeout_ms (or the stop's pipeline.shutdown_timeout_ms)"
+                    )));
+                }
+                if let Some(f) = control.failure() {
+                    return Err(Failure::retry(anyhow!(f)));
+                }
                 self.store.finish_commit(&safe)?;
                 tracing::debug!(
                     entries = self.cadence.sent,
@@ -196,7 +218,7 @@ impl Transaction {
     pub(super) fn finish(
         &mut self,
         result: Result<(), Failure>,
-        tracker: &Tracker,
+        control: &Control,
         metrics: &Metrics,
     ) -> Result<(), Failure> {
         // A stop must end within pipeline.shutdown_timeout_ms, or systemd kills the agent:
@@ -204,10 +226,10 @@ impl Transaction {
         let stop_by = Instant::now() + self.shutdown_timeout;
         let result = match result {
             Ok(())
-                if tracker.failure().is_none()
+                if control.failure().is_none()
                     && (self.cadence.sent > 0 || self.store.is_open()) =>
             {
-                self.commit(tracker, metrics, Some(stop_by))
+                self.commit(control, metrics, Some(stop_by))
             }
             other => other,
         };

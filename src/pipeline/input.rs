@@ -124,7 +124,7 @@ pub(super) enum Item {
 
 /// One input of the pipeline.
 pub(super) trait Input {
-    /// Reads until the session ends (a stop or failure the tracker reports) or `out` hangs
+    /// Reads until the session ends (a stop or failure the session's control reports) or `out` hangs
     /// up. Returns a failure only for the input's own trouble.
     fn follow(&mut self, out: &mut Out) -> Result<(), Failure>;
 }

@@ -10,12 +10,17 @@
 //! but never a gap. [`Journal`] is the journal input in the process's lifecycle
 //! (`lifecycle::Input`): this loop on its own `pipeline` thread, and the loss forecast
 //! (`forecast`) beside it. `service` is what the supervisor and signal handlers see.
+//! `control` is a session's control (stop, failure, signs of life; the window and the
+//! watermark are `checkpoint::Tracker`'s), and `delivery` the journal's side of the
+//! output seam (its records' headers, its producers, what their reports mean).
 //!
 //! This module must never commit a cursor itself (the checkpoint's `Checkpointer` and the
 //! exactly-once store take only a `SafeCursor`), and never drop an admitted entry without
 //! failing it in the watermark.
 
 mod account;
+mod control;
+mod delivery;
 mod exactly_once;
 mod forecast;
 mod input;

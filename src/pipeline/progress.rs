@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::delivery::{self, Producer};
 use crate::config::Config;
 use crate::journal::cursor;
-use crate::kafka::{self, Producer};
 
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -122,7 +122,7 @@ impl Progress {
             "spaces": spaces,
         })
         .to_string();
-        if kafka::send_progress(
+        if delivery::send_progress(
             producer,
             &self.topic,
             self.machine_id.as_bytes(),

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
+use super::control::Control;
 use super::input::{Input, Out};
-use crate::checkpoint::Tracker;
 use crate::config::{Config, CursorLost};
 use crate::error::Failure;
 use crate::journal::{self, Entry, Placed, Position, Reader};
@@ -42,7 +42,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) struct JournalInput<'a> {
     reader: Reader,
     cfg: &'a Config,
-    tracker: &'a Tracker,
+    control: &'a Control,
     metrics: &'a Metrics,
     /// Tell the shipping thread when the journal goes quiet (exactly-once commits then).
     commit_on_idle: bool,
@@ -58,7 +58,7 @@ impl<'a> JournalInput<'a> {
         cfg: &'a Config,
         resume: Option<&str>,
         first: bool,
-        tracker: &'a Tracker,
+        control: &'a Control,
         metrics: &'a Metrics,
         commit_on_idle: bool,
     ) -> Result<JournalInput<'a>, Failure> {
@@ -74,7 +74,7 @@ impl<'a> JournalInput<'a> {
         // The positions of writers that stay quiet this session are saved with the rest;
         // those of writers whose files are gone are dropped.
         if let Some(kept) = Reader::kept(&placed) {
-            tracker.seed(&kept);
+            control.window().seed(&kept);
         }
         if first {
             // libsystemd leaves a file it cannot open out without a word: say it here.
@@ -84,8 +84,8 @@ impl<'a> JournalInput<'a> {
                 tracing::error!(file = %f.display(), error = %e, "this journal file cannot be opened (corrupt, or not readable by this user); its entries cannot be shipped");
             }
         }
-        tracker.set_opened();
-        tracker.reader_beat();
+        control.set_opened();
+        control.reader_beat();
         metrics
             .journal_open
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -111,7 +111,7 @@ impl<'a> JournalInput<'a> {
         Ok(JournalInput {
             reader,
             cfg,
-            tracker,
+            control,
             metrics,
             commit_on_idle,
             gone: Vec::new(),
@@ -130,9 +130,9 @@ impl<'a> JournalInput<'a> {
                 self.gone.push(w);
             }
         }
-        let tracker = self.tracker;
+        let control = self.control;
         self.gone.retain(|w| {
-            let done = tracker.forget(w);
+            let done = control.window().forget(w);
             if done {
                 tracing::info!(writer = %w, "every journal file of this writer is gone; its saved position is forgotten");
             }
@@ -236,9 +236,59 @@ fn apply_cursor_policy(
     Ok(())
 }
 
+/// Why an entry that was read is not shipped, as the counter that counts it: the agent's
+/// own log lines (shipping them would let the agent feed on itself), or the agent's part of
+/// the filter. Either way the entry moves the watermark like any entry that needs no
+/// delivery, so a restart neither re-reads it nor sees a gap.
+fn skipped(
+    cfg: &Config,
+    own: &journal::OwnEntries,
+    selection: Option<&journal::Selection>,
+    entry: &Entry,
+) -> Option<fn(&Metrics) -> &std::sync::atomic::AtomicU64> {
+    if cfg.journal.exclude_own_entries && own.matches(entry) {
+        return Some(|m| &m.entries_own_skipped);
+    }
+    if selection.is_some_and(|s| !s.keep(entry)) {
+        return Some(|m| &m.entries_excluded);
+    }
+    None
+}
+
+/// Counts a gap in the sequence numbers and says why, for the first few: files vacuumed
+/// before they were read, or files libsystemd silently left out (unreadable).
+fn report_gap(cfg: &Config, metrics: &Metrics, gaps: &mut GapDetector, gap: u64, at: &str) {
+    Metrics::add(&metrics.journal_gaps, 1);
+    Metrics::add(&metrics.entries_missed, gap);
+    if gaps.reported >= 10 {
+        return;
+    }
+    gaps.reported += 1;
+    let unreadable = journal::unreadable_files(&cfg.journal);
+    Metrics::set(&metrics.journal_unreadable_files, unreadable.len() as u64);
+    if unreadable.is_empty() {
+        tracing::error!(
+            gap,
+            at,
+            "{gap} journal entries vanished before they could be read (their files were vacuumed or deleted); continuing after them"
+        );
+    } else {
+        let files: Vec<String> = unreadable
+            .iter()
+            .map(|(f, e)| format!("{}: {e}", f.display()))
+            .collect();
+        tracing::error!(
+            gap,
+            at,
+            unreadable = ?files,
+            "{gap} journal entries could not be read: journal files of the source cannot be opened (corrupt, or not readable by this user), so libsystemd left them out; continuing after them"
+        );
+    }
+}
+
 impl Input for JournalInput<'_> {
     fn follow(&mut self, out: &mut Out) -> Result<(), Failure> {
-        let (cfg, tracker, metrics) = (self.cfg, self.tracker, self.metrics);
+        let (cfg, control, metrics) = (self.cfg, self.control, self.metrics);
         let retry = Failure::retry;
         let mut entry = Entry::new();
         // Entries libsystemd's matches leave out never reach us: their numbers are not gaps.
@@ -267,7 +317,7 @@ impl Input for JournalInput<'_> {
         loop {
             count = count.wrapping_add(1);
             if count % 1024 == 0 {
-                tracker.reader_beat();
+                control.reader_beat();
             }
             if count % 1024 == 1 && last_gauges.is_none_or(|l| l.elapsed() >= GAUGE_INTERVAL) {
                 last_gauges = Some(Instant::now());
@@ -281,58 +331,22 @@ impl Input for JournalInput<'_> {
             }
             if got && !filtered {
                 if let Some(gap) = gaps.check(&entry.cursor) {
-                    Metrics::add(&metrics.journal_gaps, 1);
-                    Metrics::add(&metrics.entries_missed, gap);
-                    if gaps.reported < 10 {
-                        gaps.reported += 1;
-                        // Tell a file libsystemd silently left out from a vacuum.
-                        let unreadable = journal::unreadable_files(&cfg.journal);
-                        Metrics::set(&metrics.journal_unreadable_files, unreadable.len() as u64);
-                        if unreadable.is_empty() {
-                            tracing::error!(
-                                gap,
-                                at = entry.cursor,
-                                "{gap} journal entries vanished before they could be read (their files were vacuumed or deleted); continuing after them"
-                            );
-                        } else {
-                            let files: Vec<String> = unreadable
-                                .iter()
-                                .map(|(f, e)| format!("{}: {e}", f.display()))
-                                .collect();
-                            tracing::error!(
-                                gap,
-                                at = entry.cursor,
-                                unreadable = ?files,
-                                "{gap} journal entries could not be read: journal files of the source cannot be opened (corrupt, or not readable by this user), so libsystemd left them out; continuing after them"
-                            );
-                        }
-                    }
+                    report_gap(cfg, metrics, &mut gaps, gap, &entry.cursor);
                 }
             }
             if got {
                 read += 1;
                 account.observe(&entry);
             }
-            if got && cfg.journal.exclude_own_entries && own.matches(&entry) {
-                // Our own log lines: shipping them would let the agent feed on itself. They
-                // still move the watermark like any filtered-out entry.
-                Metrics::add(&metrics.entries_own_skipped, 1);
-                if !out.pass(entry.cursor.clone()) {
-                    return Ok(());
-                }
-                continue;
-            }
-            if got && selection.as_ref().is_some_and(|s| !s.keep(&entry)) {
-                // Excluded by the agent's part of the filter: moves the watermark like any
-                // entry that needs no delivery, so a restart neither re-reads it nor sees a gap.
-                Metrics::add(&metrics.entries_excluded, 1);
-                if !out.pass(entry.cursor.clone()) {
-                    return Ok(());
-                }
-                continue;
-            }
             if got {
-                if !out.ship(&mut entry) {
+                let handed = match skipped(cfg, &own, selection.as_ref(), &entry) {
+                    Some(counter) => {
+                        Metrics::add(counter(metrics), 1);
+                        out.pass(entry.cursor.clone())
+                    }
+                    None => out.ship(&mut entry),
+                };
+                if !handed {
                     return Ok(());
                 }
                 continue;
@@ -341,7 +355,7 @@ impl Input for JournalInput<'_> {
             if !out.flush() {
                 return Ok(());
             }
-            tracker.reader_beat();
+            control.reader_beat();
             let quiet = read_at_last_end == read;
             account.idle(quiet);
             if !quiet {
@@ -370,7 +384,7 @@ impl Input for JournalInput<'_> {
                 }
                 passed = newest;
             }
-            if tracker.status().is_err() {
+            if control.status().is_err() {
                 return Ok(());
             }
             if self.commit_on_idle {

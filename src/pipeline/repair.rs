@@ -1,7 +1,7 @@
 //! What the shipping thread does with a record the brokers refused for its own fault
 //! (`kafka::refusal`): the policies of `[delivery] on_too_large` and `on_topic_refused`.
 //!
-//! - `shrink` (too large): send it again alone in its batch (`kafka::repair_producer`),
+//! - `shrink` (too large): send it again alone in its batch (`delivery::repair_producer`),
 //!   first unchanged (it may only have shared a batch with the record at fault: brokers
 //!   judge whole batches against `max.message.bytes`), then re-encoded under a limit
 //!   halved at each attempt, marked with the truncation field like any oversized entry;
@@ -19,10 +19,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::checkpoint::Tracker;
+use super::control::Control;
+use super::delivery::{self, Producer};
 use crate::config::Config;
 use crate::format::{self, Encoder};
-use crate::kafka::{self, Action, Policy, Producer, Refusal, Refusals};
+use crate::kafka::{self, Action, Policy, Refusal, Refusals};
 use crate::logging::RateLimit;
 use crate::metrics::Metrics;
 
@@ -30,7 +31,7 @@ pub(super) struct Repairer {
     refusals: Arc<Refusals>,
     cfg: Config,
     policy: Policy,
-    tracker: Arc<Tracker>,
+    control: Arc<Control>,
     metrics: Arc<Metrics>,
     /// Made at the first refusal (most sessions never need it).
     producer: Option<Producer>,
@@ -47,7 +48,7 @@ impl Repairer {
     pub(super) fn new(
         cfg: &Config,
         refusals: Arc<Refusals>,
-        tracker: Arc<Tracker>,
+        control: Arc<Control>,
         metrics: Arc<Metrics>,
     ) -> Repairer {
         Repairer {
@@ -68,7 +69,7 @@ impl Repairer {
                     .collect(),
                 shrink_from: Some(cfg.encoding.max_record_bytes),
             },
-            tracker,
+            control,
             metrics,
             producer: None,
             encoder: Encoder::new(&cfg.encoding, &cfg.kafka).reserve(&cfg.delivery),
@@ -88,10 +89,10 @@ impl Repairer {
     pub(super) fn repair_waiting(&mut self) -> bool {
         while let Some(r) = self.refusals.pop() {
             if self.producer.is_none() {
-                match kafka::repair_producer(
+                match delivery::repair_producer(
                     &self.cfg.kafka,
                     &self.cfg.pipeline,
-                    self.tracker.clone(),
+                    self.control.clone(),
                     self.metrics.clone(),
                     self.refusals.clone(),
                 ) {
@@ -167,9 +168,9 @@ impl Repairer {
         headers: rdkafka::message::OwnedHeaders,
         producer: &Producer,
     ) -> bool {
-        kafka::send(
+        delivery::send(
             producer,
-            &self.tracker,
+            &self.control,
             r.seq,
             kafka::Outgoing {
                 topic,
@@ -196,7 +197,7 @@ impl Repairer {
     fn fail(&mut self, r: Refusal, why: &str) -> bool {
         self.attempts.remove(&r.seq);
         self.metrics.failed(&r.refused.kind);
-        self.tracker.failed(
+        self.control.record_failed(
             r.seq,
             format!(
                 "delivery to topic {} failed: {} ({why}; the cursor stays before entry {})",

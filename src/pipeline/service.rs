@@ -3,16 +3,16 @@
 //! the journal input's `lifecycle::Report`.
 //!
 //! Runs on the session thread (the one that called `pipeline::run`), except
-//! [`Shutdown::request`], which the signal thread calls. It must never decide anything
-//! about delivery: it only reports what the tracker and the probe say.
+//! [`Shutdown::request`] and [`Shutdown::reload`], which the supervisor (and, for a stop,
+//! the signal thread) call. It must never decide anything
+//! about delivery: it only reports what the session's control and the probe say.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::Tracker;
+use super::control::Control;
 use crate::config::Config;
-use crate::kafka;
 use crate::lifecycle::Report;
 use crate::metrics::Metrics;
 
@@ -24,7 +24,7 @@ const BEAT_EVERY: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub(crate) struct Shutdown {
     requested: AtomicBool,
-    tracker: Mutex<Option<Arc<Tracker>>>,
+    session: Mutex<Option<Arc<Control>>>,
     wake: Condvar,
     /// A validated configuration to run the next session with (SIGHUP): the running
     /// session stops as for a shutdown, settles and commits, and the loop starts over.
@@ -39,7 +39,7 @@ impl Shutdown {
 
     pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
-        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.session.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = g.as_ref() {
             t.stop();
         }
@@ -53,7 +53,7 @@ impl Shutdown {
     /// Ends the running session the way a stop does and makes the next one use `cfg`.
     pub(crate) fn reload(&self, cfg: Config, generation: u64) {
         *self.reload.lock().unwrap_or_else(|p| p.into_inner()) = Some((cfg, generation));
-        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.session.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = g.as_ref() {
             t.stop();
         }
@@ -71,9 +71,9 @@ impl Shutdown {
         self.reload.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// The running session's tracker, so that a request stops its reader at once.
-    pub(super) fn attach(&self, t: Option<Arc<Tracker>>) {
-        let mut g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+    /// The running session's control, so that a request stops its reader at once.
+    pub(super) fn attach(&self, t: Option<Arc<Control>>) {
+        let mut g = self.session.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = &t {
             if self.requested() || self.reload_pending() {
                 t.stop();
@@ -84,7 +84,7 @@ impl Shutdown {
 
     /// Sleeps for `d` unless shutdown or a reload is requested first. Returns true if one was.
     pub(super) fn sleep(&self, d: Duration) -> bool {
-        let g = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+        let g = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let _g = self
             .wake
             .wait_timeout_while(g, d, |_| !self.requested() && !self.reload_pending())
@@ -123,14 +123,7 @@ impl<'a> Service<'a> {
         watchdog: Option<Duration>,
         cfg: &Config,
     ) -> Service<'a> {
-        let stats_ms: u64 = cfg
-            .kafka
-            .properties
-            .get("statistics.interval.ms")
-            .map(String::as_str)
-            .unwrap_or(kafka::STATS_INTERVAL_MS)
-            .parse()
-            .unwrap_or(0);
+        let stats_ms = crate::config::properties::statistics_interval_ms(&cfg.kafka);
         let interval = watchdog.unwrap_or(Duration::from_secs(30));
         Service {
             report,
@@ -158,11 +151,11 @@ impl<'a> Service<'a> {
     pub(super) fn tick(
         &mut self,
         cfg: &Config,
-        tracker: &Tracker,
+        control: &Control,
         probe: &Probe,
         metrics: &Metrics,
     ) {
-        if !self.ready && tracker.opened() {
+        if !self.ready && control.opened() {
             let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
             let status = match probe.get() {
                 Some(Ok(parts)) => Some(format!(
@@ -184,7 +177,7 @@ impl<'a> Service<'a> {
         }
         if self.ping_due() {
             let w = self.watchdog.unwrap_or_default();
-            let (reader_age, producer_age) = tracker.beat_ages();
+            let (reader_age, producer_age) = control.beat_ages();
             let producer_ok = self.producer_grace.is_none_or(|g| producer_age < g);
             if reader_age < w / 2 && producer_ok {
                 self.report.beat();
@@ -201,7 +194,7 @@ impl<'a> Service<'a> {
         }
         // Published every second (a string in memory); the supervisor sends it on.
         if self.last_status.elapsed() >= Duration::from_secs(1) {
-            let (n, _) = tracker.in_flight();
+            let (n, _) = control.window().in_flight();
             self.report.set_status(&format!(
                 "shipping: {} entries delivered, {n} in flight, {} restarts",
                 Metrics::get(&metrics.entries_delivered),

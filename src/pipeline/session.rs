@@ -1,24 +1,27 @@
 //! One session: a producer, a reader thread and a shipping thread, started from the last
 //! safe cursor and settled before it returns.
 //!
-//! Threads of a session and what each owns (the tracker's table says who touches which of
-//! its fields):
+//! Threads of a session and what each owns (the tables in `control.rs` and
+//! `checkpoint::Tracker` say who touches which field of the shared state):
 //!
 //! | thread            | owns                                             | ends when                               |
 //! |-------------------|--------------------------------------------------|-----------------------------------------|
 //! | session (`pipeline`) | the cursor file commits, the journal's `lifecycle::Report` | the reader thread has ended and all is settled |
 //! | `journal-reader`  | the sd-journal handle (the input)                | stop/failure seen, or the queue hung up |
 //! | `shipper`         | encoder, admission, the exactly-once transaction | the queue closed, or admission refused  |
-//! | `producer-poll`   | delivery reports into the tracker (`kafka::sink::Poller`) | the producer is dropped        |
+//! | `producer-poll`   | delivery reports into the watermark (`delivery::JournalOwner`, run by `kafka::sink::Poller`) | the producer is dropped |
 //! | `broker-probe`    | metadata requests while no broker answers        | the session ends (within one probe)     |
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use rdkafka::producer::Producer as _;
 
+use super::control::Control;
+use super::delivery::{self, CONTROL, Producer};
 use super::exactly_once::Transaction;
 use super::input::{self, Input};
 use super::reader::JournalInput;
@@ -26,10 +29,11 @@ use super::repair::Repairer;
 use super::service::{Probe, Service, Shutdown};
 use super::shipper;
 use crate::checkpoint::{Checkpointer, Committed, Limits, Store, Tracker, place};
+use crate::config::properties::Producer as Role;
 use crate::config::{Config, OnRefused};
 use crate::error::Failure;
 use crate::journal;
-use crate::kafka::{self, Producer, Refusals, TransactionStore, transaction};
+use crate::kafka::{self, Refusals, TransactionStore, transaction};
 use crate::metrics::Metrics;
 
 /// What exactly-once sessions share across restarts.
@@ -56,154 +60,34 @@ pub(super) fn run(
     store: &mut dyn Store,
     resume: Option<String>,
     svc: &mut Service,
-    mut eo: Option<&mut ExactlyOnce>,
+    eo: Option<&mut ExactlyOnce>,
 ) -> (Result<(), Failure>, Option<String>) {
     let cfg = cx.cfg;
-    let tracker = Arc::new(Tracker::new(Limits {
+    let control = Arc::new(Control::new(Limits {
         entries: cfg.pipeline.max_in_flight_entries,
         bytes: cfg.pipeline.max_in_flight_bytes,
     }));
+    // From here on a stop reaches this session's reader at once; detached on every return.
+    let _attached = Attached::new(cx.shutdown, control.clone());
     let exactly_once = eo.is_some();
-    if let Some(eo) = eo.as_deref_mut().filter(|eo| !eo.cursor_topic_ready) {
-        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
-        let owned = cfg.clone();
-        let made = beside_service(
-            cx,
-            svc,
-            "exactly-once: creating the cursor topic",
-            move || transaction::ensure_cursor_topic(&owned, timeout, true).map_err(Failure::retry),
-        );
-        match made {
-            Ok(Some(warning)) => {
-                if let Some(w) = warning {
-                    tracing::warn!("{w}");
-                }
-                eo.cursor_topic_ready = true;
-            }
-            Ok(None) => return (Ok(()), None),
-            Err(e) => return (Err(e), None),
-        }
-    }
-    let txn_id = eo.map(|eo| eo.id.as_str());
-    cx.shutdown.attach(Some(tracker.clone()));
-    // Refused records get their policy on the shipping thread. Exactly-once mode stalls
-    // instead: a refused record makes its transaction abortable, so there is nothing to
-    // repair inside it (docs/delivery.md).
-    let stall_only = cfg.delivery.on_too_large == OnRefused::Stall
-        && cfg.delivery.on_topic_refused == OnRefused::Stall;
-    let refusals = (!exactly_once && !stall_only).then(|| Arc::new(Refusals::default()));
-    let producer = match kafka::producer(
-        &cfg.kafka,
-        &cfg.pipeline,
-        txn_id.map(|id| kafka::Transactional {
-            id,
-            timeout_ms: cfg.delivery.transaction_timeout_ms,
-        }),
-        tracker.clone(),
-        cx.metrics.clone(),
-        refusals.clone(),
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            cx.shutdown.attach(None);
-            return (Err(Failure::fatal(e)), None);
-        }
-    };
-    // Exactly-once: fence older instances, then ask Kafka where we are.
-    let (txn, resume) = match txn_id {
-        None => (None, resume),
-        Some(id) => {
-            let (producer, tracker, owned, id, first) = (
-                producer.clone(),
-                tracker.clone(),
-                cfg.clone(),
-                id.to_string(),
-                cx.first,
-            );
-            let restored = beside_service(
-                cx,
-                svc,
-                "exactly-once: registering the transactional id and reading the cursor topic",
-                move || restore(&owned, first, producer, tracker, id),
-            );
-            match restored {
-                Ok(Some((s, r))) => (Some(Transaction::new(s, cfg)), r),
-                Ok(None) => {
-                    cx.shutdown.attach(None);
-                    return (Ok(()), None);
-                }
-                Err(e) => {
-                    cx.shutdown.attach(None);
-                    return (Err(e), None);
-                }
-            }
-        }
-    };
-
-    // No saved place and a start other than the head: make the start a place of its own
-    // before anything is produced, or a restart before the first acknowledgement would
-    // seek to the (moved) tail again and pass over what was written in between.
     // One checkpointer for the session: the start position it saves is not saved again.
     let mut checkpointer = Checkpointer::default();
-    let resume = match resume {
-        Some(r) => Some(r),
-        None => match start_position(cx, store, &tracker, &mut checkpointer, exactly_once) {
-            Ok(r) => r,
-            Err(e) => {
-                cx.shutdown.attach(None);
-                return (Err(e), None);
-            }
-        },
+    let Prepared {
+        producer,
+        txn,
+        resume,
+        refusals,
+    } = match prepare(cx, store, resume, svc, eo, &control, &mut checkpointer) {
+        Ok(Some(p)) => p,
+        Ok(None) => return (Ok(()), None),
+        Err(e) => return (Err(e), None),
     };
-
-    // Readiness: one metadata round trip at the start (READY waits for it, up to the
-    // connect timeout), then again every second while no broker is known to answer, so an
-    // idle agent sees the brokers come back without waiting for traffic or statistics.
-    let probe = Arc::new(Probe::default());
-    let probing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    {
-        let (probe, producer, probing, metrics) = (
-            probe.clone(),
-            producer.clone(),
-            probing.clone(),
-            cx.metrics.clone(),
-        );
-        let topic = cfg
-            .kafka
-            .fixed_topic()
-            .or(cfg.kafka.topic_fallback.as_deref())
-            .unwrap_or("journal")
-            .to_string();
-        let first_timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
-        let _ = thread::Builder::new()
-            .name("broker-probe".into())
-            .spawn(move || {
-                let mut timeout = first_timeout;
-                let mut first = true;
-                let on = || probing.load(std::sync::atomic::Ordering::Relaxed);
-                while on() {
-                    if first || !metrics.broker_up.load(std::sync::atomic::Ordering::Relaxed) {
-                        first = false;
-                        let answer = kafka::probe(&producer, &topic, timeout);
-                        if answer.is_ok() {
-                            metrics.broker_state(true);
-                        }
-                        probe.set(answer.map_err(|e| format!("{e:#}")));
-                        timeout = first_timeout.min(Duration::from_secs(2));
-                    }
-                    for _ in 0..4 {
-                        if on() {
-                            thread::sleep(Duration::from_millis(250));
-                        }
-                    }
-                }
-            });
-    }
+    let (probe, _probing) = watch_brokers(cfg, &producer, cx.metrics);
 
     let reader = {
-        let (cfg, tracker, producer, metrics) = (
+        let (cfg, control, producer, metrics) = (
             cfg.clone(),
-            tracker.clone(),
+            control.clone(),
             producer.clone(),
             cx.metrics.clone(),
         );
@@ -216,14 +100,14 @@ pub(super) fn run(
                     &cfg,
                     resume.as_deref(),
                     first,
-                    &tracker,
+                    &control,
                     &metrics,
                     commit_on_idle,
                 )?;
                 let repairs =
-                    refusals.map(|r| Repairer::new(&cfg, r, tracker.clone(), metrics.clone()));
+                    refusals.map(|r| Repairer::new(&cfg, r, control.clone(), metrics.clone()));
                 read_and_ship(
-                    &mut input, &cfg, txn, repairs, &tracker, &producer, &metrics,
+                    &mut input, &cfg, txn, repairs, &control, &producer, &metrics,
                 )
             })
             .expect("spawn the journal reader thread")
@@ -232,25 +116,158 @@ pub(super) fn run(
     // This thread commits the safe cursor on every tick while the reader runs, and speaks
     // to the service manager.
     let interval = Duration::from_millis(cfg.state.checkpoint_interval_ms);
+    let tracker = control.window();
     let mut last_commit = Instant::now();
     while !reader.is_finished() {
         thread::sleep(interval.min(Duration::from_millis(100)));
         if !exactly_once && last_commit.elapsed() >= interval {
-            checkpoint(store, &tracker, &mut checkpointer, cx.metrics);
+            checkpoint(store, tracker, &mut checkpointer, cx.metrics);
             last_commit = Instant::now();
         }
         let (n, bytes) = tracker.in_flight();
         Metrics::set(&cx.metrics.in_flight_entries, n as u64);
         Metrics::set(&cx.metrics.in_flight_bytes, bytes as u64);
-        svc.tick(cfg, &tracker, &probe, cx.metrics);
+        svc.tick(cfg, &control, &probe, cx.metrics);
     }
     let read_result = reader
         .join()
         .unwrap_or_else(|_| Err(Failure::retry(anyhow!("the journal reader panicked"))));
 
-    // Settle what is in flight: every admitted entry gets delivered or failed, within the
-    // shutdown deadline, and only then is the final cursor committed.
-    let deadline = Instant::now() + Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
+    let safe = settle(
+        cx,
+        store,
+        &control,
+        &producer,
+        &mut checkpointer,
+        exactly_once,
+    );
+    let fenced = exactly_once
+        .then(|| transaction::fenced(&producer))
+        .flatten();
+    drop(producer);
+    if let Some(f) = fenced {
+        return (Err(f), safe);
+    }
+    let end = read_result.and_then(|()| match shipper::session_failure(&control) {
+        Some(f) if !cx.shutdown.requested() => Err(f),
+        _ => Ok(()),
+    });
+    (end, safe)
+}
+
+/// What a session starts its threads with.
+struct Prepared {
+    producer: Producer,
+    /// The exactly-once transaction (the store, restored from Kafka).
+    txn: Option<Transaction>,
+    /// Where the reader starts.
+    resume: Option<String>,
+    /// Where refused records wait for their policy, when one other than "stall" applies.
+    refusals: Option<Arc<Refusals>>,
+}
+
+/// Everything before the threads start: the cursor topic and the place Kafka holds
+/// (exactly-once), the producer, and the configured start made a place of its own.
+/// `Ok(None)`: a stop or a reload came first.
+fn prepare(
+    cx: &Context,
+    store: &mut dyn Store,
+    resume: Option<String>,
+    svc: &mut Service,
+    mut eo: Option<&mut ExactlyOnce>,
+    control: &Arc<Control>,
+    checkpointer: &mut Checkpointer,
+) -> Result<Option<Prepared>, Failure> {
+    let cfg = cx.cfg;
+    let exactly_once = eo.is_some();
+    if let Some(eo) = eo.as_deref_mut().filter(|eo| !eo.cursor_topic_ready) {
+        let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.max(10_000));
+        let owned = cfg.clone();
+        let made = beside_service(
+            cx,
+            svc,
+            "exactly-once: creating the cursor topic",
+            move || transaction::ensure_cursor_topic(&owned, timeout, true).map_err(Failure::retry),
+        )?;
+        let Some(warning) = made else {
+            return Ok(None);
+        };
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        eo.cursor_topic_ready = true;
+    }
+    let txn_id = eo.map(|eo| eo.id.as_str());
+    // Refused records get their policy on the shipping thread. Exactly-once mode stalls
+    // instead: a refused record makes its transaction abortable, so there is nothing to
+    // repair inside it (docs/delivery.md).
+    let stall_only = cfg.delivery.on_too_large == OnRefused::Stall
+        && cfg.delivery.on_topic_refused == OnRefused::Stall;
+    let refusals = (!exactly_once && !stall_only).then(|| Arc::new(Refusals::default()));
+    let role = match txn_id {
+        Some(id) => Role::Transactional {
+            id,
+            timeout_ms: cfg.delivery.transaction_timeout_ms,
+        },
+        None => Role::Journal,
+    };
+    let producer = delivery::producer(
+        &cfg.kafka,
+        &cfg.pipeline,
+        role,
+        control.clone(),
+        cx.metrics.clone(),
+        refusals.clone(),
+    )
+    .map_err(Failure::fatal)?;
+    // Exactly-once: fence older instances, then ask Kafka where we are.
+    let (txn, resume) = match txn_id {
+        None => (None, resume),
+        Some(id) => {
+            let (producer, owned, id, first) =
+                (producer.clone(), cfg.clone(), id.to_string(), cx.first);
+            let restored = beside_service(
+                cx,
+                svc,
+                "exactly-once: registering the transactional id and reading the cursor topic",
+                move || restore(&owned, first, producer, id),
+            )?;
+            let Some((s, r)) = restored else {
+                return Ok(None);
+            };
+            (Some(Transaction::new(s, cfg)), r)
+        }
+    };
+    // No saved place and a start other than the head: make the start a place of its own
+    // before anything is produced, or a restart before the first acknowledgement would
+    // seek to the (moved) tail again and pass over what was written in between.
+    let resume = match resume {
+        Some(r) => Some(r),
+        None => start_position(cx, store, control.window(), checkpointer, exactly_once)?,
+    };
+    Ok(Some(Prepared {
+        producer,
+        txn,
+        resume,
+        refusals,
+    }))
+}
+
+/// Settles what is in flight once the reader has ended: every admitted entry gets
+/// delivered or failed, within the shutdown deadline, and only then is the final place
+/// committed. Returns it (at-least-once; in exactly-once mode the shipping thread committed
+/// or aborted the last transaction, the watermark's view is not what Kafka kept, and the
+/// next session asks the cursor topic).
+fn settle(
+    cx: &Context,
+    store: &mut dyn Store,
+    control: &Control,
+    producer: &Producer,
+    checkpointer: &mut Checkpointer,
+    exactly_once: bool,
+) -> Option<String> {
+    let tracker = control.window();
+    let deadline = Instant::now() + Duration::from_millis(cx.cfg.pipeline.shutdown_timeout_ms);
     let _ = producer.flush(deadline.saturating_duration_since(Instant::now()));
     if !tracker.wait_settled(deadline) {
         let (n, bytes) = tracker.in_flight();
@@ -260,29 +277,87 @@ pub(super) fn run(
             "entries still unconfirmed at the deadline; they will be sent again after restart"
         );
     }
-    // In exactly-once mode the shipping thread committed or aborted the last transaction, and
-    // the watermark's view is not what Kafka kept: the next session asks the cursor topic.
-    let safe = if exactly_once {
-        None
-    } else {
-        checkpoint(store, &tracker, &mut checkpointer, cx.metrics);
-        tracker.safe_cursor().map(|(c, _)| c.into_string())
-    };
-    cx.shutdown.attach(None);
-    // The probe thread ends within one probe timeout; it holds its own producer handle.
-    probing.store(false, std::sync::atomic::Ordering::Relaxed);
-    let fenced = exactly_once
-        .then(|| transaction::fenced(&producer))
-        .flatten();
-    drop(producer);
-    if let Some(f) = fenced {
-        return (Err(f), safe);
+    if exactly_once {
+        return None;
     }
-    let end = read_result.and_then(|()| match shipper::tracker_failure(&tracker) {
-        Some(f) if !cx.shutdown.requested() => Err(f),
-        _ => Ok(()),
-    });
-    (end, safe)
+    checkpoint(store, tracker, checkpointer, cx.metrics);
+    tracker.safe_cursor().map(|(c, _)| c.into_string())
+}
+
+/// The session's control, attached to `Shutdown` while the session runs: a stop or a
+/// reload reaches its reader at once. Detached when dropped, on every way out of `run`.
+struct Attached<'a>(&'a Shutdown);
+
+impl<'a> Attached<'a> {
+    fn new(shutdown: &'a Shutdown, control: Arc<Control>) -> Attached<'a> {
+        shutdown.attach(Some(control));
+        Attached(shutdown)
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.attach(None);
+    }
+}
+
+/// Ends the broker probe thread when dropped (within one probe timeout; the thread holds
+/// its own producer handle).
+struct Probing(Arc<AtomicBool>);
+
+impl Drop for Probing {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Readiness: one metadata round trip at the start (READY waits for it, up to the connect
+/// timeout), then again every second while no broker is known to answer, so an idle agent
+/// sees the brokers come back without waiting for traffic or statistics.
+fn watch_brokers(
+    cfg: &Config,
+    producer: &Producer,
+    metrics: &Arc<Metrics>,
+) -> (Arc<Probe>, Probing) {
+    let probe = Arc::new(Probe::default());
+    let probing = Arc::new(AtomicBool::new(true));
+    let (answers, producer, on, metrics) = (
+        probe.clone(),
+        producer.clone(),
+        probing.clone(),
+        metrics.clone(),
+    );
+    let topic = cfg
+        .kafka
+        .fixed_topic()
+        .or(cfg.kafka.topic_fallback.as_deref())
+        .unwrap_or("journal")
+        .to_string();
+    let first_timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms);
+    let _ = thread::Builder::new()
+        .name("broker-probe".into())
+        .spawn(move || {
+            let mut timeout = first_timeout;
+            let mut first = true;
+            let on = || on.load(Ordering::Relaxed);
+            while on() {
+                if first || !metrics.broker_up.load(Ordering::Relaxed) {
+                    first = false;
+                    let answer = kafka::probe(&producer, &topic, timeout);
+                    if answer.is_ok() {
+                        metrics.broker_state(true);
+                    }
+                    answers.set(answer.map_err(|e| format!("{e:#}")));
+                    timeout = first_timeout.min(Duration::from_secs(2));
+                }
+                for _ in 0..4 {
+                    if on() {
+                        thread::sleep(Duration::from_millis(250));
+                    }
+                }
+            }
+        });
+    (probe, Probing(probing))
 }
 
 /// Registers the configured start (`tail`, `since`) as the first position of the watermark
@@ -321,10 +396,9 @@ fn restore(
     cfg: &Config,
     first: bool,
     producer: Producer,
-    tracker: Arc<Tracker>,
     id: String,
-) -> Result<(TransactionStore, Option<String>), Failure> {
-    let mut store = TransactionStore::init(producer, tracker, cfg, id)?;
+) -> Result<(TransactionStore<delivery::JournalOwner>, Option<String>), Failure> {
+    let mut store = TransactionStore::init(producer, CONTROL, cfg, id)?;
     let resume = store.load().map_err(Failure::retry)?;
     if first {
         super::log_restore(resume.as_deref(), &store.describe(), cfg);
@@ -371,7 +445,7 @@ fn read_and_ship(
     cfg: &Config,
     txn: Option<Transaction>,
     repairs: Option<Repairer>,
-    tracker: &Tracker,
+    control: &Control,
     producer: &Producer,
     metrics: &Metrics,
 ) -> Result<(), Failure> {
@@ -383,7 +457,7 @@ fn read_and_ship(
         let shipping = thread::Builder::new()
             .name("shipper".into())
             .spawn_scoped(scope, move || {
-                shipper::run(queue, cfg, txn, repairs, tracker, producer, metrics)
+                shipper::run(queue, cfg, txn, repairs, control, producer, metrics)
             })
             .expect("spawn the shipping thread");
         let read = input.follow(&mut out);

@@ -1,7 +1,7 @@
 //! The shipping thread: takes queued entries in order, encodes them, admits them to the
 //! window and hands them to the producer; runs the exactly-once transaction between sends.
 //!
-//! It alone calls `Tracker::admit` and `Tracker::pass`, so the watermark sees positions in
+//! It alone calls `Tracker::admit_or` and `Tracker::pass`, so the watermark sees positions in
 //! the input's order. It must never drop an admitted entry without failing it in the
 //! watermark, and never let a record leave with a timestamp the broker would refuse for
 //! good.
@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 
+use super::control::Control;
+use super::delivery::{self, Producer};
 use super::exactly_once::Transaction;
 use super::input::{In, Item};
 use super::repair::Repairer;
-use crate::checkpoint::Tracker;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::format::Encoder;
 use crate::journal::Entry;
-use crate::kafka::{self, Producer, within_tolerance};
+use crate::kafka::{self, within_tolerance};
 use crate::metrics::Metrics;
 
 /// Runs the shipping thread until the queue closes or the session ends, then closes the
@@ -29,7 +30,7 @@ pub(super) fn run(
     cfg: &Config,
     mut txn: Option<Transaction>,
     mut repairs: Option<Repairer>,
-    tracker: &Tracker,
+    control: &Control,
     producer: &Producer,
     metrics: &Metrics,
 ) -> Result<(), Failure> {
@@ -43,7 +44,7 @@ pub(super) fn run(
         &mut shipper,
         txn.as_mut(),
         repairs.as_mut(),
-        tracker,
+        control,
         producer,
         metrics,
     );
@@ -53,7 +54,9 @@ pub(super) fn run(
     // is all there is, as before.
     if let (Ok(()), Some(repairs)) = (&result, repairs.as_mut().filter(|r| r.active())) {
         let deadline = Instant::now() + Duration::from_millis(cfg.pipeline.shutdown_timeout_ms);
-        while Instant::now() < deadline && !tracker.wait_settled(Instant::now() + REPAIR_POLL) {
+        while Instant::now() < deadline
+            && !control.window().wait_settled(Instant::now() + REPAIR_POLL)
+        {
             if !repairs.repair_waiting() {
                 break;
             }
@@ -64,7 +67,7 @@ pub(super) fn run(
         p.emit(producer);
     }
     match txn.as_mut() {
-        Some(t) => t.finish(result, tracker, metrics),
+        Some(t) => t.finish(result, control, metrics),
         None => result,
     }
 }
@@ -85,7 +88,7 @@ fn ship_all(
     shipper: &mut Shipper,
     mut txn: Option<&mut Transaction>,
     mut repairs: Option<&mut Repairer>,
-    tracker: &Tracker,
+    control: &Control,
     producer: &Producer,
     metrics: &Metrics,
 ) -> Result<(), Failure> {
@@ -120,18 +123,18 @@ fn ship_all(
                 let shipped = match repairs.as_deref_mut() {
                     Some(r) => shipper.ship(
                         &mut entry,
-                        tracker,
+                        control,
                         producer,
                         metrics,
                         Some(&mut || r.repair_waiting()),
                     ),
-                    None => shipper.ship(&mut entry, tracker, producer, metrics, None),
+                    None => shipper.ship(&mut entry, control, producer, metrics, None),
                 };
                 if !shipped {
                     return Ok(());
                 }
                 if let Some(t) = txn.as_deref_mut() {
-                    t.sent(tracker, metrics)?;
+                    t.sent(control, metrics)?;
                 }
                 queue.recycle(entry);
             }
@@ -139,13 +142,13 @@ fn ship_all(
                 if let Some(p) = shipper.progress.as_mut() {
                     p.filtered(&cursor);
                 }
-                tracker.pass(cursor)
+                control.window().pass(cursor)
             }
             Item::Idle => {
                 if let Some(t) = txn.as_deref_mut() {
                     // Nothing to read: close the transaction now rather than hold its
                     // entries back from read_committed consumers.
-                    t.idle(tracker, metrics)?;
+                    t.idle(control, metrics)?;
                 }
             }
         }
@@ -187,7 +190,7 @@ impl Shipper {
     fn ship(
         &mut self,
         entry: &mut Entry,
-        tracker: &Tracker,
+        control: &Control,
         producer: &Producer,
         metrics: &Metrics,
         while_full: Option<&mut dyn FnMut() -> bool>,
@@ -209,22 +212,25 @@ impl Shipper {
             Metrics::add(&metrics.topics_invalid, 1);
         }
         let headers = if self.extra_headers {
-            kafka::headers_with(&entry.cursor, &self.encoder.headers(entry))
+            delivery::headers_with(&entry.cursor, &self.encoder.headers(entry))
         } else {
-            kafka::headers(&entry.cursor)
+            delivery::headers(&entry.cursor)
         };
         let keyed = self.encoder.key(entry, &mut self.key);
         if let Some(p) = self.progress.as_mut() {
             p.shipped(&entry.cursor);
         }
         let bytes = self.payload.len() + entry.cursor.len() + RECORD_BOOKKEEPING;
-        let Ok(seq) = tracker.admit_or(std::mem::take(&mut entry.cursor), bytes, while_full) else {
+        // Waiting for room is not being stuck: the watchdog stays fed meanwhile.
+        let alive = || control.reader_beat();
+        let cursor = std::mem::take(&mut entry.cursor);
+        let Ok(seq) = control.window().admit_or(cursor, bytes, while_full, &alive) else {
             return false;
         };
         let timestamp_ms = self.record_timestamp(entry.realtime_usec, metrics);
-        let sent = kafka::send(
+        let sent = delivery::send(
             producer,
-            tracker,
+            control,
             seq,
             kafka::Outgoing {
                 topic: &self.topic,
@@ -267,9 +273,9 @@ fn now_ms() -> i64 {
     (crate::metrics::unix_now_usec() / 1000) as i64
 }
 
-/// Why the shipping thread ended the session, when the watermark holds the reason.
-pub(super) fn tracker_failure(tracker: &Tracker) -> Option<Failure> {
-    tracker.failure().map(|f| Failure::retry(anyhow!(f)))
+/// Why the session ended, when its control holds a reason.
+pub(super) fn session_failure(control: &Control) -> Option<Failure> {
+    control.failure().map(|f| Failure::retry(anyhow!(f)))
 }
 
 #[cfg(test)]
