@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::msgpack::write;
 use crate::config::Config;
+use crate::config::properties::Producer as Role;
 use crate::kafka::sink::{self, Refused};
 use crate::kafka::{Action, Policy};
 use crate::logging::RateLimit;
@@ -296,9 +297,10 @@ impl Repairs {
 /// The Forward input's producers.
 pub(crate) type Producer = sink::Producer<ForwardOwner>;
 
-/// Makes a producer: the same client settings (and guarantee) as the journal's. The
-/// repair producer sends one record per batch, without linger, so that a record is judged
-/// on its own size.
+/// Makes a producer: the same client settings (and guarantee) as the journal's, with what
+/// a Forward producer needs (`config::properties::Producer::Forward`): a short linger, room
+/// for a client's largest message, no statistics; the repair producer sends one record per
+/// batch.
 pub(crate) fn producer(
     cfg: &Config,
     window: Arc<Window>,
@@ -307,28 +309,18 @@ pub(crate) fn producer(
     stage: Stage,
 ) -> Result<Producer> {
     let fwd = cfg.forward.as_ref().expect("forward is configured");
-    let mut pipeline = cfg.pipeline.clone();
-    pipeline.max_in_flight_bytes = fwd.max_in_flight_bytes;
-    let mut c = crate::kafka::client_config(&cfg.kafka, &pipeline);
-    // The journal producer's statistics feed the watchdog; these would double the work.
-    c.set("statistics.interval.ms", "0");
-    // A client waits for its ack before it frees the chunk, and most keep only a few in
-    // flight: the journal's 100 ms linger would cap a connection at a few chunks per 100 ms
-    // (measured: 8 chunks of 1,000 in flight gave 80,000 events/s). Unless the user chose.
-    let p = &cfg.kafka.properties;
-    if !p.contains_key("linger.ms") && !p.contains_key("queue.buffering.max.ms") {
-        c.set("linger.ms", "5");
-    }
-    c.set(
-        "message.max.bytes",
-        (fwd.max_message_bytes + 64 * 1024)
-            .max(1_000_000)
-            .to_string(),
-    );
-    if stage == Stage::Repair {
-        c.set("batch.num.messages", "1");
-        c.set("linger.ms", "0");
-    }
+    let (max_message_bytes, max_in_flight_bytes) = (fwd.max_message_bytes, fwd.max_in_flight_bytes);
+    let role = match stage {
+        Stage::Connections => Role::Forward {
+            max_message_bytes,
+            max_in_flight_bytes,
+        },
+        Stage::Repair => Role::ForwardRepair {
+            max_message_bytes,
+            max_in_flight_bytes,
+        },
+    };
+    let c = crate::kafka::producer_config(&cfg.kafka, &cfg.pipeline, role);
     let owner = ForwardOwner {
         metrics: metrics.clone(),
         window,

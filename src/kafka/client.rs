@@ -1,56 +1,29 @@
-//! Client configuration: the one place that turns the configuration into librdkafka
-//! properties, for the producer and for every helper client (admin, cursor reader, `cat`,
-//! `verify`), so that all of them reach the brokers the same way.
+//! Client configuration: the one place librdkafka is given its configuration, for the
+//! producers and for every helper client (admin, cursor reader, `cat`, `verify`), so that
+//! all of them reach the brokers the same way. Which properties each client gets is
+//! `config::properties`'s rule; secrets reach librdkafka here, and only here.
 
 use rdkafka::ClientConfig;
 
-use crate::config::{KafkaConfig, PipelineConfig};
+use crate::config::KafkaConfig;
+use crate::config::properties::{self, Producer};
 
-/// librdkafka statistics interval: the producer's heartbeat.
-pub(crate) const STATS_INTERVAL_MS: &str = "5000";
-
-/// Property prefixes that concern reaching the brokers (address, TLS, SASL).
-const CONNECTION_PREFIXES: &[&str] = &["security.", "sasl.", "ssl.", "socket.", "broker.address."];
-
-/// The producer configuration: throughput-minded defaults, then the user's properties, then
-/// the settings the guarantee depends on (which the user cannot change, see above).
-pub(crate) fn client_config(k: &KafkaConfig, p: &PipelineConfig) -> ClientConfig {
+fn client(props: properties::Properties) -> ClientConfig {
     let mut c = ClientConfig::new();
-    // Defaults, each chosen for an agent that ships many small records (docs/configuration.md).
-    let queue_kbytes = (p.max_in_flight_bytes / 1024 + 1024).to_string();
-    let queue_messages = (p.max_in_flight_entries + 1000).to_string();
-    // gethostname(2), not /proc/sys: the unit's ProcSubset=pid hides /proc/sys.
-    let hostname = gethostname::gethostname().to_string_lossy().into_owned();
-    let defaults: &[(&str, &str)] = &[
-        ("client.id", &format!("journald-kafka@{}", hostname.trim())),
-        ("compression.codec", "lz4"),
-        ("linger.ms", "100"),
-        ("batch.num.messages", "10000"),
-        ("batch.size", "1000000"),
-        ("message.max.bytes", "1000000"),
-        // The window bounds memory; librdkafka's queue only has to hold the window.
-        ("queue.buffering.max.messages", &queue_messages),
-        ("queue.buffering.max.kbytes", &queue_kbytes),
-        // Never give up on an entry because the broker is away: the reader waits instead.
-        ("message.timeout.ms", "0"),
-        ("socket.keepalive.enable", "true"),
-        ("reconnect.backoff.max.ms", "5000"),
-        // Statistics double as the producer's heartbeat for the systemd watchdog.
-        ("statistics.interval.ms", STATS_INTERVAL_MS),
-        // librdkafka connects only when it needs to; a metadata refresh every 30 s keeps a
-        // connection, so readiness tells whether a broker is reachable even when idle.
-        ("topic.metadata.refresh.interval.ms", "30000"),
-    ];
-    for (key, value) in defaults {
-        c.set(*key, *value);
-    }
-    for (key, value) in &k.properties {
+    for (key, value) in props {
         c.set(key, value);
     }
+    c
+}
+
+/// A producer's configuration (`config::properties::producer`), with the secrets.
+pub(crate) fn producer_config(
+    k: &KafkaConfig,
+    p: &crate::config::PipelineConfig,
+    which: Producer<'_>,
+) -> ClientConfig {
+    let mut c = client(properties::producer(k, p, which));
     secrets(k, &mut c);
-    c.set("bootstrap.servers", &k.brokers);
-    c.set("enable.idempotence", "true");
-    c.set("acks", "all");
     c
 }
 
@@ -85,14 +58,7 @@ pub(crate) fn connection<'a>(
     brokers: &str,
     properties: impl IntoIterator<Item = (&'a String, &'a String)>,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    for (key, value) in properties {
-        if CONNECTION_PREFIXES.iter().any(|p| key.starts_with(p)) {
-            c.set(key, value);
-        }
-    }
-    c.set("bootstrap.servers", brokers);
-    c
+    client(properties::connection(brokers, properties))
 }
 
 #[cfg(test)]
@@ -105,7 +71,7 @@ mod tests {
         let c = config::for_tests(
             "[kafka.properties]\n\"linger.ms\" = 5\n\"compression.codec\" = \"zstd\"\n",
         );
-        let cc = client_config(&c.kafka, &c.pipeline);
+        let cc = producer_config(&c.kafka, &c.pipeline, Producer::Journal);
         assert_eq!(cc.get("linger.ms"), Some("5"));
         assert_eq!(cc.get("compression.codec"), Some("zstd"));
         assert_eq!(cc.get("enable.idempotence"), Some("true"));
@@ -125,7 +91,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(
-            client_config(&c.kafka, &c.pipeline).get("sasl.password"),
+            producer_config(&c.kafka, &c.pipeline, Producer::Journal).get("sasl.password"),
             Some("s3cret")
         );
         assert_eq!(
