@@ -53,21 +53,7 @@ pub(super) fn run(
             .context("cannot start the signal thread")?
     };
 
-    let store = FileStore::new(&cfg.state.directory, crate::journal::validate_place);
-    store.prepare().map_err(|e| match unit_state_directory(&cfg) {
-        Some(given) => e.context(format!(
-            "the unit gives this agent the state directory {given} (StateDirectory=) but the config says {}: set [state] directory = \"{given}\"",
-            cfg.state.directory.display()
-        )),
-        None => e,
-    })?;
-    if let Some(given) = unit_state_directory(&cfg) {
-        tracing::warn!(
-            unit = %given,
-            config = %cfg.state.directory.display(),
-            "the state directory differs from the one the unit gives (StateDirectory=); systemd will not manage or clean it"
-        );
-    }
+    let store = state_directory(&cfg)?;
     let metrics = Arc::new(Metrics::default());
     metrics.set_thresholds(
         cfg.metrics.stall_seconds,
@@ -85,22 +71,7 @@ pub(super) fn run(
         brokers = %cfg.kafka.brokers,
         "journald-kafka starting"
     );
-    let summary = {
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        std::thread::Builder::new()
-            .name("summary".into())
-            .spawn(move || {
-                let mut last = String::new();
-                while !shutdown_wait(&shutdown, Duration::from_secs(60)) {
-                    let s = metrics.summary();
-                    if s != last {
-                        tracing::info!("{s}");
-                        last = s;
-                    }
-                }
-            })
-            .context("cannot start the summary thread")?
-    };
+    let summary = summarise(&metrics, &shutdown)?;
 
     // Every input joins the same lifecycle; the Forward input first, so that its
     // listeners are bound (or the start fails) before the journal opens.
@@ -130,18 +101,7 @@ pub(super) fn run(
     let result = supervisor.run(&shutdown, &reloaded);
     notifier.stopping();
     shutdown.request();
-    // Each input stops within its shutdown timeout: stop taking input, confirm what is
-    // in flight, save the place.
-    let mut result = result;
-    for input in supervisor.inputs.drain(..) {
-        let name = input.name();
-        if let Err(f) = input.stop() {
-            tracing::debug!(input = name, "stopped with: {f}");
-            if result.is_ok() {
-                result = Err(f);
-            }
-        }
-    }
+    let result = stop_all(supervisor.inputs.drain(..), result);
     let _ = summary.join();
     drop(signals);
     match result {
@@ -155,6 +115,66 @@ pub(super) fn run(
             Ok(ExitCode::from(f.exit_code()))
         }
     }
+}
+
+/// The cursor file store, its directory made ready; an error names the directory the unit
+/// gives when the configuration names another.
+fn state_directory(cfg: &Config) -> Result<FileStore> {
+    let store = FileStore::new(&cfg.state.directory, crate::journal::validate_place);
+    store.prepare().map_err(|e| match unit_state_directory(cfg) {
+        Some(given) => e.context(format!(
+            "the unit gives this agent the state directory {given} (StateDirectory=) but the config says {}: set [state] directory = \"{given}\"",
+            cfg.state.directory.display()
+        )),
+        None => e,
+    })?;
+    if let Some(given) = unit_state_directory(cfg) {
+        tracing::warn!(
+            unit = %given,
+            config = %cfg.state.directory.display(),
+            "the state directory differs from the one the unit gives (StateDirectory=); systemd will not manage or clean it"
+        );
+    }
+    Ok(store)
+}
+
+/// A one-line summary in the log every minute while it changes, until the shutdown.
+fn summarise(
+    metrics: &Arc<Metrics>,
+    shutdown: &Arc<Shutdown>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+    std::thread::Builder::new()
+        .name("summary".into())
+        .spawn(move || {
+            let mut last = String::new();
+            while !shutdown_wait(&shutdown, Duration::from_secs(60)) {
+                let s = metrics.summary();
+                if s != last {
+                    tracing::info!("{s}");
+                    last = s;
+                }
+            }
+        })
+        .context("cannot start the summary thread")
+}
+
+/// Stops every input, each within its shutdown timeout (stop taking input, confirm what is
+/// in flight, save the place). The run's own failure comes first; then the first input's.
+fn stop_all(
+    inputs: impl Iterator<Item = Box<dyn Input>>,
+    mut result: Result<(), Failure>,
+) -> Result<(), Failure> {
+    for input in inputs {
+        let name = input.name();
+        if let Err(f) = input.stop() {
+            tracing::debug!(input = name, "stopped with: {f}");
+            if result.is_ok() {
+                result = Err(f);
+            }
+        }
+    }
+    result
 }
 
 /// The main thread while the inputs run: what the service manager and `/health/ready` hear

@@ -382,6 +382,54 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     let _ = wr.shutdown().await;
 }
 
+/// A connection back to messages that fit its own memory: the large slot and the buffers
+/// it paid for go back (decompressed entries and large record values are a slot's memory,
+/// not kept for the connection's life).
+fn back_to_own_memory(
+    buf: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    value_buf: &mut Vec<u8>,
+    large: &mut Option<(OwnedSemaphorePermit, Instant)>,
+) {
+    *large = None;
+    if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
+        buf.shrink_to(READ_CHUNK);
+    }
+    if scratch.capacity() > 0 {
+        *scratch = Vec::new();
+    }
+    if value_buf.capacity() > SMALL_MESSAGE {
+        *value_buf = Vec::new();
+    }
+}
+
+/// How long the next read may take, and why the connection is closed if it takes longer
+/// (`None`: idle between messages, a quiet close).
+fn read_deadline(
+    in_handshake: bool,
+    opened: Instant,
+    large: &Option<(OwnedSemaphorePermit, Instant)>,
+    between_messages: bool,
+) -> (Duration, Option<&'static str>) {
+    match (in_handshake, large) {
+        (true, _) => (
+            HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
+            Some("no PING within the handshake timeout"),
+        ),
+        (false, Some((_, since))) => (
+            LARGE_READ_DEADLINE.saturating_sub(since.elapsed()),
+            Some(
+                "a large message did not arrive within 60 s (it holds memory shared with other clients)",
+            ),
+        ),
+        (false, None) if between_messages => (IDLE_TIMEOUT, None),
+        (false, None) => (
+            IDLE_TIMEOUT,
+            Some("no byte of the message's rest for 10 minutes"),
+        ),
+    }
+}
+
 /// Reads messages until EOF (`Ok`) or a reason to close the connection (`Err`).
 async fn read_loop<R: AsyncRead + Unpin>(
     mut rd: R,
@@ -454,19 +502,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             start = 0;
         }
         if buf.len() <= SMALL_MESSAGE {
-            // Back to the connection's own memory: the slot and its buffers go.
-            large = None;
-            if buf.capacity() > 4 * READ_CHUNK && buf.len() < READ_CHUNK {
-                buf.shrink_to(READ_CHUNK);
-            }
-            // Decompressed entries and large record values are a slot's memory: given
-            // back with it, not kept for the connection's life.
-            if scratch.capacity() > 0 {
-                scratch = Vec::new();
-            }
-            if value_buf.capacity() > SMALL_MESSAGE {
-                value_buf = Vec::new();
-            }
+            back_to_own_memory(&mut buf, &mut scratch, &mut value_buf, &mut large);
         }
         // A client that does not read its acks is not read either. The writer gives up
         // after REPLY_TIMEOUT (or at once when the connection is lost) and drops its end:
@@ -498,25 +534,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         let old = buf.len();
         buf.resize(old + READ_CHUNK, 0);
-        // How long this read may take, and why the connection is closed if it takes
-        // longer (`None`: idle between messages, a quiet close).
-        let (timeout, why) = match (&handshake, &large) {
-            (Some(_), _) => (
-                HANDSHAKE_TIMEOUT.saturating_sub(opened.elapsed()),
-                Some("no PING within the handshake timeout"),
-            ),
-            (None, Some((_, since))) => (
-                LARGE_READ_DEADLINE.saturating_sub(since.elapsed()),
-                Some(
-                    "a large message did not arrive within 60 s (it holds memory shared with other clients)",
-                ),
-            ),
-            (None, None) if old == 0 => (IDLE_TIMEOUT, None),
-            (None, None) => (
-                IDLE_TIMEOUT,
-                Some("no byte of the message's rest for 10 minutes"),
-            ),
-        };
+        let (timeout, why) = read_deadline(handshake.is_some(), opened, &large, old == 0);
         let got = tokio::select! {
             r = tokio::time::timeout(timeout, rd.read(&mut buf[old..])) => r,
             _ = stop.changed() => return Ok(()),
