@@ -53,7 +53,7 @@ fn kill_9_at_random_moments_delivers_every_entry_exactly_once() {
     agent.wait_cursor(&last, Duration::from_secs(240));
     assert!(agent.stop().success(), "{}", agent.log());
     assert!(
-        agent.log().contains("restoring from cursor topic"),
+        agent.log().contains("restoring from offsets of group"),
         "the final agent must resume from Kafka: {}",
         agent.log()
     );
@@ -218,16 +218,56 @@ fn restore_takes_the_last_written_cursor_whatever_its_timestamp() {
     assert_eq!(sorted, want_sorted);
 }
 
-/// Issue 14 item 1: another producer holds a transaction open on the shared cursor topic
-/// while the agent commits; the agent is killed with -9 and restarts with an empty state
-/// directory. `read_committed` stops at the first open transaction, so a restore that reads
-/// "to the end" then sees none of the agent's later commits and ships them again. It must
-/// wait for the transactions open when it started, then resume: lost 0, duplicates 0.
+/// The "read in N ms" the agent logs with where its place came from.
+fn read_in(log: &str) -> u64 {
+    let at = log
+        .find("(read in ")
+        .expect("the place's read time is logged")
+        + 9;
+    log[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// A producer of another transactional id that holds a transaction open on `topics` (a
+/// host frozen mid-transaction, or one with a longer transaction timeout), for up to
+/// `hold_ms`; ended by [`Hog::end`].
+struct Hog(rdkafka::producer::BaseProducer);
+
+impl Hog {
+    fn open(broker: &str, id: &str, hold_ms: u64, topics: &[&str]) -> Hog {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let p: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker)
+            .set("transactional.id", id)
+            .set("transaction.timeout.ms", hold_ms.to_string())
+            .create()
+            .unwrap();
+        p.init_transactions(Duration::from_secs(10)).unwrap();
+        p.begin_transaction().unwrap();
+        for t in topics {
+            p.send(BaseRecord::to(t).key(id).payload("held open"))
+                .unwrap();
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+        Hog(p)
+    }
+
+    fn end(self) {
+        use rdkafka::producer::Producer;
+        self.0.abort_transaction(Duration::from_secs(10)).unwrap();
+    }
+}
+
+/// Issue 29: the place cannot be held hostage. Another producer holds a transaction open
+/// on every topic the agent touches (the entries' topic and the cursor topic) for five
+/// minutes, longer than the agent's own transaction timeout. Meanwhile the agent starts,
+/// ships, is killed with -9, loses its state directory and starts again: it ships at once
+/// (the place is its own group's offsets, which no other transaction delays), and once
+/// the other transaction ends a `read_committed` consumer sees every entry exactly once.
+/// The cursor-record store waited on the other transaction, gave up after
+/// `delivery.transaction_timeout_ms`, and shipped nothing.
 #[test]
-fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
-    use rdkafka::ClientConfig;
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    let f = Fixture::new("eo-open-txn").transactional_broker();
+fn another_producers_open_transaction_cannot_hold_the_place_hostage() {
+    let f = Fixture::new("eo-hostage").transactional_broker();
     let t0 = recent_usec(900);
     write_journal(
         &f.jdir,
@@ -235,29 +275,15 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
         &["-n", "100", "--start-usec", &t0.to_string()],
     );
     let first = f.last();
-    let cfg = config(&f, "state-1", "open-txn");
+    let hog = Hog::open(
+        &f.broker.addr(),
+        "a-frozen-host",
+        300_000,
+        &["journal", "journald-kafka-cursors"],
+    );
+    let cfg = config(&f, "state-1", "hostage").set("delivery", "transaction_timeout_ms", 10_000);
     let mut agent = Agent::start(&f.s.path("a1"), &cfg);
-    agent.wait_cursor(&first, Duration::from_secs(60));
-
-    // Another agent opens a transaction on the shared cursor topic and holds it.
-    let other: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", f.broker.addr())
-        .set("transactional.id", "another-agent")
-        .set("transaction.timeout.ms", "120000")
-        .create()
-        .unwrap();
-    other.init_transactions(Duration::from_secs(10)).unwrap();
-    other.begin_transaction().unwrap();
-    other
-        .send(
-            BaseRecord::to("journald-kafka-cursors")
-                .key("another-agent")
-                .payload(first.as_str()),
-        )
-        .unwrap();
-    other.flush(Duration::from_secs(10)).unwrap();
-
-    // Meanwhile the agent commits 5,000 more entries, then dies.
+    agent.wait_cursor(&first, Duration::from_secs(30));
     write_journal(
         &f.jdir,
         "b.journal",
@@ -270,29 +296,161 @@ fn restore_waits_for_other_agents_open_transactions_on_the_cursor_topic() {
             &(t0 + 300_000_000).to_string(),
         ],
     );
-    let last = f.last();
-    agent.wait_cursor(&last, Duration::from_secs(60));
+    let second = f.last();
+    agent.wait_cursor(&second, Duration::from_secs(30));
     agent.signal("-KILL");
     agent.wait(Duration::from_secs(5));
 
-    // A wiped host: empty state directory. The other transaction commits a little later.
-    let cfg = config(&f, "state-2", "open-txn");
+    // A wiped host, the other transaction still open: the place comes from the group.
+    let cfg = config(&f, "state-2", "hostage").set("delivery", "transaction_timeout_ms", 10_000);
+    let started = std::time::Instant::now();
     let mut agent = Agent::start(&f.s.path("a2"), &cfg);
-    std::thread::sleep(Duration::from_secs(3));
-    other.commit_transaction(Duration::from_secs(10)).unwrap();
-    agent.finish_at(&last);
+    write_journal(
+        &f.jdir,
+        "c.journal",
+        &[
+            "-n",
+            "1000",
+            "--seed",
+            "3",
+            "--start-usec",
+            &(t0 + 600_000_000).to_string(),
+        ],
+    );
+    let last = f.last();
+    agent.wait_cursor(&last, Duration::from_secs(20));
+    let took = started.elapsed();
     assert!(
-        agent
-            .log()
-            .contains("waiting for other agents' open transactions"),
+        agent.log().contains("restoring from offsets of group"),
         "{}",
         agent.log()
     );
+    assert!(
+        !agent.log().contains("waiting for other agents"),
+        "{}",
+        agent.log()
+    );
+    assert!(agent.stop().success(), "{}", agent.log());
+    hog.end();
     let (lost, dups, ooo, records) = verify(&agent.config);
     eprintln!(
-        "open transaction on the cursor topic: records {records}, lost {lost}, duplicates {dups}, out of order {ooo}"
+        "another producer's transaction open on every topic: the wiped agent shipped 1,000 new entries {took:?} after its start; records {records}, lost {lost}, duplicates {dups}, out of order {ooo}"
     );
-    assert_eq!((lost, dups, ooo), (0, 0, 0), "{}", agent.log());
+    assert_eq!(
+        (lost, dups, ooo, records),
+        (0, 0, 0, 6100),
+        "{}",
+        agent.log()
+    );
+}
+
+/// Migration from the cursor-record layout of earlier versions: an agent with no place in
+/// its group and no state directory reads the cursor topic once. It waits for another
+/// producer's open transaction only while its own newest record lies behind it (then
+/// `read_committed` would hide it and the agent would resume from an older place), and not
+/// at all when only others' records do.
+#[test]
+fn migration_waits_only_when_its_own_record_lies_behind_an_open_transaction() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let f = Fixture::new("eo-migrate").transactional_broker().journal(
+        "a.journal",
+        &["-n", "300", "--start-usec", &recent_usec(600).to_string()],
+    );
+    let entries = f.entries();
+    f.broker
+        .create_topic_with("journald-kafka-cursors", 1, Some("cleanup.policy=compact"));
+    // What an earlier version committed for "old": a cursor record in a transaction.
+    let commit_record = |cursor: &str| {
+        let p: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", f.broker.addr())
+            .set("transactional.id", "old")
+            .create()
+            .unwrap();
+        p.init_transactions(Duration::from_secs(10)).unwrap();
+        p.begin_transaction().unwrap();
+        p.send(
+            BaseRecord::to("journald-kafka-cursors")
+                .key("old")
+                .payload(cursor),
+        )
+        .unwrap();
+        p.commit_transaction(Duration::from_secs(10)).unwrap();
+    };
+    commit_record(&cursor_of(&entries[99]));
+    // Others' open transaction after it: our record is readable, no wait.
+    let hog = Hog::open(
+        &f.broker.addr(),
+        "other",
+        120_000,
+        &["journald-kafka-cursors"],
+    );
+    let mut agent = Agent::start(&f.s.path("a1"), &config(&f, "state-1", "old"));
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    assert!(
+        !agent.log().contains("waiting for other agents"),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("cursor record an earlier version committed"),
+        "{}",
+        agent.log()
+    );
+    // It resumed right after the record: entries 100..300 shipped, once each.
+    let shipped = consume_isolated(
+        &f.broker.addr(),
+        &["journal"],
+        usize::MAX,
+        Duration::from_secs(3),
+        "read_uncommitted",
+    )
+    .len();
+    assert_eq!(shipped, 200, "{}", agent.log());
+
+    // Our newer record behind the open transaction (an earlier version committed it while
+    // the other transaction was open): the agent waits for it rather than resume from the
+    // older record. This agent has a place in its group by now; a new id stands for an
+    // upgraded host that never committed offsets.
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", f.broker.addr())
+        .set("transactional.id", "old-2")
+        .create()
+        .unwrap();
+    p.init_transactions(Duration::from_secs(10)).unwrap();
+    for c in [&entries[99], &entries[199]] {
+        p.begin_transaction().unwrap();
+        p.send(
+            BaseRecord::to("journald-kafka-cursors")
+                .key("old-2")
+                .payload(cursor_of(c).as_str()),
+        )
+        .unwrap();
+        p.commit_transaction(Duration::from_secs(10)).unwrap();
+    }
+    let mut agent = Agent::start(&f.s.path("a2"), &config(&f, "state-2", "old-2"));
+    let waiting = std::time::Instant::now();
+    while !agent.log().contains("waiting for other agents") {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(30),
+            "the agent did not wait for the transaction that hides its record: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    hog.end();
+    agent.finish_at(&cursor_of(entries.last().unwrap()));
+    assert!(
+        agent.log().contains("waiting for other agents"),
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains(&cursor_of(&entries[199])),
+        "resumed after the newer record: {}",
+        agent.log()
+    );
 }
 
 /// A transaction the broker aborts because it outlived `transaction.timeout.ms` (here the
@@ -343,10 +501,11 @@ fn a_transaction_the_broker_timed_out_is_recovered_not_taken_for_fencing() {
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 200000));
 }
 
-/// Restore at fleet scale: the shared cursor topic holds the records of 10,000 other
-/// agents (`JK_CURSOR_RECORDS`, default 200,000, before and after ours). The agent, its
-/// state directory wiped, must find its own newest place among them, and say how long that
-/// took (docs/delivery.md has the figures): lost 0, duplicates 0.
+/// Restore at fleet scale: the cursor topic holds the records of 10,000 other agents of an
+/// earlier version (`JK_CURSOR_RECORDS`, default 200,000, before and after ours). A first
+/// start searches them once (migration); the agent, its state directory wiped, then finds
+/// its place in its own group's offsets without reading them, and says how long each took
+/// (docs/delivery.md has the figures): lost 0, duplicates 0.
 #[test]
 fn restore_finds_its_place_among_ten_thousand_agents_records() {
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -389,32 +548,41 @@ fn restore_finds_its_place_among_ten_thousand_agents_records() {
         &["-n", "2000", "--start-usec", &recent_usec(1800).to_string()],
     );
     let last = f.last();
+    // How long from the start until the agent knows where it stands.
+    let time_to_place = |agent: &mut Agent, needle: &str| {
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(300);
+        while !agent.log().contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no restore within 300 s:\n{}",
+                agent.log()
+            );
+            if let Some(st) = agent.child.try_wait().unwrap() {
+                panic!("exited {st}: {}", agent.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    };
+    // A first start: no place in its group, so the cursor topic is searched once for a
+    // record an earlier version left (the whole topic: there is none).
     let mut agent = Agent::start(&f.s.path("first"), &config(&f, "state1", "victim"));
+    let scan = time_to_place(&mut agent, "starting at the configured position");
+    let scan_read = read_in(&agent.log());
     agent.finish_at(&last);
     others(total - total / 2, 7);
 
-    // A wiped host: its place is only in the cursor topic, under 200,000 other records.
+    // A wiped host: its place is in its group's offsets; the 200,000 records are not read.
     let cfg = config(&f, "state2", "victim");
-    let started = std::time::Instant::now();
     let mut agent = Agent::start(&f.s.path("second"), &cfg);
-    let deadline = started + Duration::from_secs(300);
-    while !agent.log().contains("restoring from cursor topic") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no restore within 300 s:\n{}",
-            agent.log()
-        );
-        if let Some(st) = agent.child.try_wait().unwrap() {
-            panic!("exited {st}: {}", agent.log());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let took = started.elapsed();
+    let took = time_to_place(&mut agent, "restoring from offsets of group");
+    let took_read = read_in(&agent.log());
     assert!(agent.log().contains(&last), "restored the newest place");
     std::thread::sleep(Duration::from_secs(1));
     assert!(agent.stop().success(), "{}", agent.log());
     println!(
-        "fleet restore: {total} records of 10,000 other agents on the cursor topic; restore (start to place found) took {took:?}"
+        "fleet restore: {total} records of 10,000 other agents on the cursor topic; a first start's search of the topic (the migration path, which is also how the cursor-record store restored): {scan_read} ms ({scan:?} from the start); the wiped agent's restore from its group's offsets: {took_read} ms ({took:?} from the start)"
     );
     let (lost, dups, ooo, records) = verify(&agent.config);
     assert_eq!((lost, dups, ooo, records), (0, 0, 0, 2000));

@@ -66,6 +66,8 @@ pub(super) struct RawDelivery {
     pub(super) transactional_id: Option<Spanned<String>>,
     pub(super) cursor_topic: Option<Spanned<String>>,
     pub(super) create_cursor_topic: Option<bool>,
+    pub(super) cursor_topic_partitions: Option<Spanned<u64>>,
+    pub(super) place_metadata_bytes: Option<Spanned<u64>>,
     pub(super) transaction_max_entries: Option<Spanned<u64>>,
     pub(super) transaction_max_ms: Option<Spanned<u64>>,
     pub(super) transaction_timeout_ms: Option<Spanned<u64>>,

@@ -7,8 +7,7 @@
 //! | state                  | written by                                                   | read by                                   |
 //! |------------------------|--------------------------------------------------------------|-------------------------------------------|
 //! | `stopping`, `stopped_at` | whoever asks the journal input to stop or reload, via `Shutdown` (the signal thread, the supervisor), and the session thread when it attaches a new session to a request already made | reader and shipping threads (`status`, `stopped_at`) |
-//! | `failure`              | delivery thread (`record_failed`, `fatal`, cursor-record reports), shipping thread (`delivery::send` refused or ended, the refusal policy) | everyone (`status`, `failure`) |
-//! | `controls_pending`     | shipping thread (`control_sent`, and its undo when the send fails), delivery thread (`control_answered`) | shipping thread (`wait_controls`) |
+//! | `failure`              | delivery thread (`record_failed`, `fatal`), shipping thread (`delivery::send` refused or ended, the refusal policy) | everyone (`status`, `failure`) |
 //! | `reader_beat`          | reader thread, and the shipping thread while it waits for room | session thread (watchdog)               |
 //! | `producer_beat`        | delivery thread (statistics callback)                        | session thread (watchdog)                 |
 //! | `opened`               | reader thread, once                                          | session thread (readiness)                |
@@ -22,7 +21,7 @@
 //! watermark's alone.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{Limits, Tracker};
@@ -43,16 +42,12 @@ struct State {
     stopped_at: Option<Instant>,
     /// The first failure: the one that explains the others.
     failure: Option<String>,
-    /// Records outside the watermark (the exactly-once cursor record) not yet answered.
-    controls_pending: usize,
 }
 
 /// One session's control, shared by its threads; see the table at the top of this file.
 pub(crate) struct Control {
     window: Arc<Tracker>,
     state: Mutex<State>,
-    /// Signalled when a cursor record is answered or the session halts.
-    changed: Condvar,
     /// Liveness, for the watchdog: milliseconds since `born` of the reader's and the
     /// producer's last sign of life.
     born: Instant,
@@ -66,7 +61,6 @@ impl Control {
         Control {
             window: Arc::new(Tracker::new(limits)),
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
             born: Instant::now(),
             reader_beat: AtomicU64::new(0),
             producer_beat: AtomicU64::new(0),
@@ -126,9 +120,8 @@ impl Control {
         }
     }
 
-    /// After a change that ends the session: waiters on either lock wake up.
+    /// After a change that ends the session: a reader waiting for room wakes up.
     fn halted(&self) {
-        self.changed.notify_all();
         self.window.close();
     }
 
@@ -139,51 +132,6 @@ impl Control {
         // ended by a closed window and no failure would look like a clean stop).
         self.fail(error);
         self.window.failed(seq);
-    }
-
-    /// A record outside the watermark is about to be handed to the producer. Counted
-    /// before it is sent, so that its answer cannot come first and be lost.
-    pub(super) fn control_sent(&self) {
-        self.lock().controls_pending += 1;
-    }
-
-    /// The broker answered a record outside the watermark (`error` if it failed), or it
-    /// was never sent after all (`control_sent` undone).
-    pub(super) fn control_answered(&self, error: Option<String>) {
-        let failed = error.is_some();
-        {
-            // One critical section: a waiter that sees the count drop sees the failure too.
-            let mut g = self.lock();
-            g.controls_pending = g.controls_pending.saturating_sub(1);
-            if let Some(e) = error {
-                Self::set_failure(&mut g, e);
-            }
-        }
-        if failed {
-            self.halted();
-        } else {
-            self.changed.notify_all();
-        }
-    }
-
-    /// Waits until every record outside the watermark is answered; false at the deadline.
-    /// Every answer signals `changed`; the 100 ms cap only bounds a missed wake-up.
-    pub(super) fn wait_controls(&self, deadline: Instant) -> bool {
-        let mut g = self.lock();
-        loop {
-            if g.controls_pending == 0 {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = self
-                .changed
-                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -252,24 +200,5 @@ mod tests {
         assert_eq!(c.status(), Err(Halt::Failed("MSG_SIZE_TOO_LARGE".into())));
         assert!(c.window().admit("b".into(), 1).is_err());
         assert_eq!(c.window().safe_cursor(), None);
-    }
-
-    #[test]
-    fn cursor_records_are_waited_for_apart_from_the_watermark() {
-        let c = control();
-        c.control_sent();
-        assert!(!c.wait_controls(Instant::now() + Duration::from_millis(20)));
-        let c2 = c.clone();
-        let h =
-            std::thread::spawn(move || c2.wait_controls(Instant::now() + Duration::from_secs(5)));
-        c.control_answered(None);
-        assert!(h.join().unwrap());
-        assert_eq!(c.failure(), None);
-        // A failed cursor record fails the session.
-        c.control_sent();
-        c.control_answered(Some("cursor record refused".into()));
-        assert!(c.wait_controls(Instant::now()));
-        assert_eq!(c.failure().as_deref(), Some("cursor record refused"));
-        assert!(c.window().admit("a".into(), 1).is_err());
     }
 }

@@ -22,12 +22,9 @@ use crate::kafka::sink::{self, Outgoing, Sent};
 use crate::kafka::{Refusal, Refusals};
 use crate::metrics::Metrics;
 
-/// Delivery token of records that are not journal entries (the exactly-once cursor
-/// record): their reports never touch the watermark.
-pub(super) const CONTROL: usize = usize::MAX;
-
-/// Delivery token of progress records: never the watermark's either.
-const PROGRESS: usize = usize::MAX - 1;
+/// Delivery token of progress records: outside the watermark (their reports are only
+/// logged).
+const PROGRESS: usize = usize::MAX;
 
 /// The journal's records in the sink: delivery reports feed the watermark (by sequence
 /// number), records refused for their own fault go to the shipping thread's policy.
@@ -46,7 +43,6 @@ impl sink::Owner for JournalOwner {
     fn acknowledged(&self, seq: usize, _len: usize) {
         match seq {
             PROGRESS => {}
-            CONTROL => self.control.control_answered(None),
             seq => {
                 self.metrics.delivered();
                 if let Some(latency) = self.control.window().delivered(seq as u64) {
@@ -80,10 +76,6 @@ impl sink::Owner for JournalOwner {
                 error,
                 "a progress record was not delivered; audit will see that window as unaccounted"
             ),
-            // The transaction that carries it cannot commit; say why.
-            CONTROL => self.control.control_answered(Some(format!(
-                "the cursor record was not delivered: {error}"
-            ))),
             seq => {
                 self.metrics.failed(&kind);
                 // Logged once per session by the pipeline; one line per record would flood.

@@ -17,6 +17,10 @@ use crate::error::Failure;
 use crate::kafka::TransactionStore;
 use crate::metrics::Metrics;
 
+/// How often an unmoved place is committed again, well inside the brokers' offsets
+/// retention (7 days by default).
+const REFRESH_EVERY: Duration = Duration::from_secs(24 * 3600);
+
 /// When to close the open transaction: pure bookkeeping, so it can be tested alone.
 #[derive(Debug)]
 struct Cadence {
@@ -115,43 +119,40 @@ impl Transaction {
     pub(super) fn sent(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
         self.cadence.sent += 1;
         if self.cadence.due(Instant::now()) {
-            self.commit(control, metrics, None)?;
+            self.commit(control, metrics, None, false)?;
         }
         Ok(())
     }
 
     pub(super) fn idle(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
         let moved = control.window().newest_place() != self.committed;
-        if self.cadence.idle_due(moved, Instant::now()) {
-            self.commit(control, metrics, None)?;
+        let now = Instant::now();
+        // Brokers expire a group's offsets `offsets.retention.minutes` (7 days by default)
+        // after its last commit: a journal that does not move for that long must not cost
+        // the agent its place.
+        let refresh = now.duration_since(self.cadence.last_commit) >= REFRESH_EVERY;
+        if refresh || self.cadence.idle_due(moved, now) {
+            self.commit(control, metrics, None, refresh)?;
         }
         Ok(())
     }
 
-    /// Commits the transaction with the watermark's cursor. The cursor record is produced
-    /// first, naming the newest registered position, so that it lingers in librdkafka with
-    /// the transaction's last entries rather than after them; the commit then goes ahead
-    /// only if the watermark, once everything is settled, stands exactly there. Any failure
-    /// leaves the transaction to be aborted.
+    /// Commits the transaction with the watermark's place: the newest registered position,
+    /// once everything before it is settled and confirmed. Any failure leaves the
+    /// transaction to be aborted.
+    /// `again`: commit the place even if it has not moved (a refresh of the offsets).
     fn commit(
         &mut self,
         control: &Control,
         metrics: &Metrics,
         stop_by: Option<Instant>,
+        again: bool,
     ) -> Result<(), Failure> {
         let began = Instant::now();
         let deadline = self.cadence.close_deadline(began);
         let deadline = stop_by.map_or(deadline, |s| s.min(deadline));
         let target = control.window().newest_place();
         let fresh = target.is_some() && target != self.committed;
-        if let (true, Some(t)) = (fresh, &target) {
-            // Counted before it is sent: its report may come back before `send` returns.
-            control.control_sent();
-            if let Err(e) = self.store.send_cursor(t) {
-                control.control_answered(None);
-                return Err(e);
-            }
-        }
         // The watermark is fed by the delivery reports; waiting on it (not on rdkafka's
         // flush, which polls in 100 ms steps) lets the commit follow the last report at once.
         // Wait in short steps: a stop requested meanwhile has its own deadline
@@ -178,25 +179,15 @@ impl Transaction {
         if let Some(f) = control.failure() {
             return Err(Failure::retry(anyhow!(f)));
         }
-        match target.filter(|_| fresh) {
+        match target.filter(|_| fresh || again) {
             Some(cursor) => {
+                // Only the place the watermark vouches for is committed: it stands exactly
+                // at the newest registered position, every entry before it confirmed.
                 let safe = control
                     .window()
                     .safe_cursor_at(&cursor)
                     .map_err(|e| Failure::retry(anyhow!(e)))?;
-                // The cursor record's own report, waited for here rather than by rdkafka's
-                // commit (whose flush polls in 100 ms steps).
-                // Within the transaction's close deadline, or the stop's: past it the broker
-                // aborts the transaction anyway, or systemd kills the agent.
-                if !control.wait_controls(deadline) {
-                    return Err(Failure::retry(anyhow!(
-                        "the cursor record was not confirmed within 90% of delivery.transaction_timeout_ms (or the stop's pipeline.shutdown_timeout_ms)"
-                    )));
-                }
-                if let Some(f) = control.failure() {
-                    return Err(Failure::retry(anyhow!(f)));
-                }
-                self.store.finish_commit(&safe)?;
+                self.store.commit(&safe, deadline)?;
                 tracing::debug!(
                     entries = self.cadence.sent,
                     open_for = ?self.cadence.opened.map(|o| o.elapsed()),
@@ -229,7 +220,7 @@ impl Transaction {
                 if control.failure().is_none()
                     && (self.cadence.sent > 0 || self.store.is_open()) =>
             {
-                self.commit(control, metrics, Some(stop_by))
+                self.commit(control, metrics, Some(stop_by), false)
             }
             other => other,
         };

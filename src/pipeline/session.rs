@@ -21,7 +21,7 @@ use anyhow::anyhow;
 use rdkafka::producer::Producer as _;
 
 use super::control::Control;
-use super::delivery::{self, CONTROL, Producer};
+use super::delivery::{self, Producer};
 use super::exactly_once::Transaction;
 use super::input::{self, Input};
 use super::reader::JournalInput;
@@ -398,7 +398,7 @@ fn restore(
     producer: Producer,
     id: String,
 ) -> Result<(TransactionStore<delivery::JournalOwner>, Option<String>), Failure> {
-    let mut store = TransactionStore::init(producer, CONTROL, cfg, id)?;
+    let mut store = TransactionStore::init(producer, cfg, id)?;
     let resume = store.load().map_err(Failure::retry)?;
     if first {
         super::log_restore(resume.as_deref(), &store.describe(), cfg);

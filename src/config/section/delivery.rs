@@ -30,6 +30,11 @@ pub struct DeliveryConfig {
     pub cursor_topic: String,
     /// Create the cursor topic (compacted) when it does not exist.
     pub create_cursor_topic: bool,
+    /// Partitions of the cursor topic when the agent creates it: each holds one chunk of
+    /// a place (`place_metadata_bytes`), so they bound the writers a place can hold.
+    pub cursor_topic_partitions: usize,
+    /// What one partition's offset metadata may hold: the brokers' `offset.metadata.max.bytes`.
+    pub place_metadata_bytes: usize,
     pub transaction_max_entries: usize,
     pub transaction_max_ms: u64,
     pub transaction_timeout_ms: u64,
@@ -112,6 +117,20 @@ pub(super) fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig>
         transactional_id,
         cursor_topic,
         create_cursor_topic: raw.create_cursor_topic.unwrap_or(true),
+        cursor_topic_partitions: at.range(
+            "delivery.cursor_topic_partitions",
+            raw.cursor_topic_partitions,
+            64,
+            1,
+            10_000,
+        )? as usize,
+        place_metadata_bytes: at.range(
+            "delivery.place_metadata_bytes",
+            raw.place_metadata_bytes,
+            4096,
+            512,
+            1 << 20,
+        )? as usize,
         transaction_max_entries: at.range(
             "delivery.transaction_max_entries",
             raw.transaction_max_entries,
@@ -159,7 +178,7 @@ pub(super) fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig>
                 return at.err(
                     "delivery.progress_interval_ms",
                     p.span(),
-                    "progress records are not produced in exactly-once mode yet (the cursor topic holds the agent's place there)",
+                    "progress records are not produced in exactly-once mode yet (a window must end at a committed place, and the place commits with each transaction)",
                 );
             }
             p => at.range("delivery.progress_interval_ms", p, 0, 0, 86_400_000)?,

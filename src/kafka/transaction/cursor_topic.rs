@@ -1,6 +1,8 @@
-//! The cursor topic: made compacted when missing, and read for this transactional id's
-//! newest committed cursor. Reading waits until the partition's stable offset has passed
-//! the end seen at the start (`read_committed` hides what open transactions wrote), then
+//! The cursor topic: made when missing (its partitions carry the places as offset
+//! metadata, `offsets`), and read once, on a first start after an upgrade, for the newest
+//! cursor record an earlier version committed for this transactional id. Reading waits,
+//! only when our own record may lie behind another producer's open transaction, until the
+//! stable offset has passed it (`read_committed` hides what open transactions wrote), then
 //! reads backwards in steps from the end, so the time does not grow with the topic.
 //!
 //! It must never return a cursor an aborted or still-open transaction wrote.
@@ -36,10 +38,11 @@ pub(crate) fn ensure_cursor_topic(
         .build()
         .context("cannot start a runtime for the admin client")?;
     if create && cfg.delivery.create_cursor_topic {
-        // One partition: one record per agent per transaction is little traffic, and a
-        // single partition keeps restore to one short read.
-        let new =
-            NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+        // No records go there any more: its partitions carry the places as offset
+        // metadata, one chunk each (`offsets`), so their number bounds a place's writers.
+        let partitions = i32::try_from(cfg.delivery.cursor_topic_partitions).unwrap_or(i32::MAX);
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
         let results = rt
             .block_on(admin.create_topics([&new], &opts))
             .with_context(|| format!("cannot create the cursor topic {topic:?}"))?;
@@ -66,7 +69,7 @@ pub(crate) fn ensure_cursor_topic(
                 }
                 if !policy.as_deref().is_some_and(|p| p.contains("compact")) {
                     return Ok(Some(format!(
-                        "cursor topic {topic:?} has cleanup.policy={} instead of compact: its records are deleted by retention, and an agent restarted after that loses its place (it then starts from the cursor file or journal.start)",
+                        "cursor topic {topic:?} has cleanup.policy={} instead of compact: the cursor records of earlier versions are deleted by retention, so an agent upgraded after that finds its place only in its cursor file (the place itself is kept as offsets)",
                         policy.as_deref().unwrap_or("(unknown)")
                     )));
                 }
@@ -138,7 +141,7 @@ pub(crate) fn read_committed_cursor(
         bail!("cursor topic {topic:?} has no partitions");
     }
     let deadline = Instant::now() + timeout;
-    wait_for_open_transactions(k, &consumer, topic, &tpl, deadline)?;
+    wait_for_open_transactions(k, &consumer, topic, &tpl, id, deadline)?;
     // The last record with our key in each partition, by offset: records of one key go to
     // one partition, in the order they were written, whatever their timestamps say (a
     // host clock stepped back must not make an older cursor look newer).
@@ -233,7 +236,48 @@ fn last_in_partition(
     Ok(None)
 }
 
-/// Waits until every transaction open on the cursor topic when we started is decided.
+/// Whether a record keyed `id` lies in `range` (from the stable offset to the end) of a
+/// partition, as a `read_uncommitted` reader sees it: only then can an open transaction of
+/// another producer hide our newest record.
+fn ours_beyond(
+    uncommitted: &BaseConsumer<QuietEof>,
+    topic: &str,
+    partition: i32,
+    (from, end): (i64, i64),
+    id: &str,
+    deadline: Instant,
+) -> Result<bool> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
+    uncommitted.assign(&tpl)?;
+    while Instant::now() < deadline {
+        let m = match uncommitted.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(false),
+            Some(Err(e)) => return Err(e).context(format!("reading the cursor topic {topic:?}")),
+            Some(Ok(m)) => m,
+        };
+        if m.partition() != partition {
+            continue;
+        }
+        if m.offset() >= end {
+            return Ok(false);
+        }
+        if m.key() == Some(id.as_bytes()) {
+            // Committed or aborted, it cannot be told before the transactions ahead of it
+            // end: wait, as before.
+            return Ok(true);
+        }
+        if m.offset() >= end - 1 {
+            return Ok(false);
+        }
+    }
+    // Not read in time: assume the worst and wait, as before.
+    Ok(true)
+}
+
+/// Waits until every transaction open on the cursor topic when we started is decided,
+/// where it may hide our own newest record.
 ///
 /// A `read_committed` reader stops at the last stable offset: the first open transaction of
 /// *any* agent sharing the topic. Our own newest commit may lie beyond it, and stopping
@@ -248,11 +292,18 @@ fn wait_for_open_transactions(
     committed: &BaseConsumer<QuietEof>,
     topic: &str,
     tpl: &TopicPartitionList,
+    id: &str,
     deadline: Instant,
 ) -> Result<()> {
     let uncommitted: BaseConsumer<QuietEof> = connection_config(k)
         .set("group.id", "journald-kafka-restore-end")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("isolation.level", "read_uncommitted")
+        // As the committed reader: small fetches asked, large answers accepted (noida-db).
+        .set("fetch.max.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "1048576")
+        .set("receive.message.max.bytes", "1073741824")
         .create_with_context(QuietEof)
         .context("cannot create the cursor topic reader")?;
     let step = Duration::from_secs(5);
@@ -263,6 +314,14 @@ fn wait_for_open_transactions(
             .fetch_watermarks(topic, p, step)
             .with_context(|| format!("cannot read the end of cursor topic {topic:?}"))?;
         tracing::debug!(partition = p, end, "cursor topic end");
+        let (_, stable) = committed
+            .fetch_watermarks(topic, p, step)
+            .with_context(|| format!("cannot read the stable end of cursor topic {topic:?}"))?;
+        if stable < end && !ours_beyond(&uncommitted, topic, p, (stable, end), id, deadline)? {
+            // What open transactions hold back is other producers' records only: our
+            // newest record is below the stable offset, readable now.
+            continue;
+        }
         loop {
             let (_, stable) = committed
                 .fetch_watermarks(topic, p, step)

@@ -1,11 +1,13 @@
 //! The exactly-once store: the cursor committed inside the Kafka transaction that carries
 //! the entries (the model of KIP-618, Kafka Connect's exactly-once sources).
 //!
-//! A transaction holds a run of journal entries and, last, one record on the compacted
-//! cursor topic, keyed by the transactional id, whose value is the cursor of the newest
-//! entry of the run. Committing it makes the entries and the cursor visible to
-//! `read_committed` consumers together, or neither. So after any crash the cursor topic
-//! says exactly which entries are in Kafka, and the agent resumes right after them.
+//! A transaction holds a run of journal entries and, last, the place after them, committed
+//! as the offsets of a consumer group that is this agent's alone (`offsets`: KIP-447's
+//! transactional offset commit). Committing makes the entries and the place visible
+//! together, or neither. So after any crash the group says exactly which entries are in
+//! Kafka, and the agent resumes right after them; and no other producer's transaction can
+//! delay reading it. Earlier versions kept the place as records of the cursor topic
+//! (`cursor_topic`): read once, on a first start, to migrate.
 //!
 //! Unlike the file store, a commit here must be made by the thread that produces (the
 //! shipping thread), between entries: a transaction cannot be committed while another
@@ -13,13 +15,15 @@
 //! file only knows how. It must never commit a cursor that is not a [`SafeCursor`], and
 //! never hide a fencing error behind a retry.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
+use rdkafka::consumer::{BaseConsumer, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::Producer as _;
 
 mod cursor_topic;
+mod offsets;
 
 pub(crate) use cursor_topic::ensure_cursor_topic;
 use cursor_topic::read_committed_cursor;
@@ -146,50 +150,83 @@ pub(crate) fn check(cfg: &Config) -> Result<String> {
         .init_transactions(timeout)
         .map_err(|e| init_error(&format!("{id}.check"), e).into_error())?;
     let topic = &cfg.delivery.cursor_topic;
-    let topic_state = match ensure_cursor_topic(cfg, timeout, false) {
-        Ok(None) => format!("cursor topic {topic:?} is compacted"),
-        Ok(Some(w)) => w,
-        Err(_) if cfg.delivery.create_cursor_topic => {
-            format!("cursor topic {topic:?} will be created (compacted)")
-        }
+    let (topic_state, exists) = match ensure_cursor_topic(cfg, timeout, false) {
+        Ok(None) => (format!("cursor topic {topic:?} is compacted"), true),
+        Ok(Some(w)) => (w, true),
+        Err(_) if cfg.delivery.create_cursor_topic => (
+            format!(
+                "cursor topic {topic:?} will be created ({} partitions)",
+                cfg.delivery.cursor_topic_partitions
+            ),
+            false,
+        ),
         Err(e) => return Err(e),
     };
-    let place = match read_committed_cursor(&cfg.kafka, topic, &id, timeout) {
-        Ok(Some(c)) => format!("committed cursor {c}"),
-        Ok(None) => "no committed cursor yet".to_string(),
-        Err(_) => "no committed cursor yet (topic not readable)".to_string(),
+    // Reading the group's offsets needs what the agent needs (Describe and Read on the
+    // group, when ACLs are on): a refusal fails the check.
+    let place = if exists {
+        committed_place(cfg, &id, timeout)
+            .with_context(|| format!("cannot read the place committed for group {id:?}"))?
+    } else {
+        "no place committed yet".to_string()
     };
     Ok(format!(
         "transactions supported; transactional id {id:?}; {topic_state}; {place}"
     ))
 }
 
-/// The exactly-once store. Owned by the shipping thread of a session. It speaks to Kafka
-/// only: waiting for the cursor record's answer is the session's (`pipeline::control`).
-pub(crate) struct TransactionStore<O: Owner> {
-    producer: Producer<O>,
-    /// The delivery token of the cursor record: its report is the owner's to route.
-    token: O::Token,
-    kafka: KafkaConfig,
-    topic: String,
-    id: String,
-    timeout: Duration,
-    /// The cursor file, kept as a cache for `cursor show` and for a first switch from
-    /// at-least-once; Kafka is the authority.
-    cache: FileStore,
-    open: bool,
-    /// The cursor the open transaction's cursor record names: it commits only with a
-    /// `SafeCursor` for this very place (the watermark stands exactly there).
-    cursor_sent: Option<String>,
+/// For `check`: what the agent's group holds, and how many writers the topic can hold.
+fn committed_place(cfg: &Config, id: &str, timeout: Duration) -> Result<String> {
+    let topic = &cfg.delivery.cursor_topic;
+    let group = offsets::group_consumer(&cfg.kafka, id)?;
+    let partitions = offsets::partition_count(&group, topic, timeout)?;
+    let read = offsets::fetch(&group, topic, partitions, timeout)?;
+    let capacity = offsets::capacity(partitions, cfg.delivery.place_metadata_bytes);
+    let held = match offsets::join(&read).map_err(anyhow::Error::msg)? {
+        Some((_, place)) => format!(
+            "committed place of {} writer(s), newest {}",
+            crate::checkpoint::place::positions(&place).count(),
+            crate::checkpoint::place::newest(&place).unwrap_or("(none)")
+        ),
+        None => "no place committed yet".to_string(),
+    };
+    Ok(format!(
+        "{held} (group {id:?}; {partitions} partition(s) hold about {capacity} writers)"
+    ))
 }
 
-impl<O: Owner<Token: Copy>> TransactionStore<O> {
+/// The exactly-once store. Owned by the shipping thread of a session. It speaks to Kafka
+/// only, and commits only a [`SafeCursor`].
+pub(crate) struct TransactionStore<O: Owner> {
+    producer: Producer<O>,
+    /// Speaks for the agent's offsets group (`offsets::group_consumer`).
+    group: BaseConsumer,
+    group_metadata: ConsumerGroupMetadata,
+    kafka: KafkaConfig,
+    topic: String,
+    /// Partitions of the cursor topic: the chunks a place may use.
+    partitions: usize,
+    /// `delivery.place_metadata_bytes`: what one partition's metadata may hold.
+    metadata_bytes: usize,
+    id: String,
+    timeout: Duration,
+    /// The generation of the last committed place (the offset its chunks carry).
+    generation: i64,
+    source: Found,
+    /// How long the last `load` took.
+    took: Duration,
+    /// The cursor file, kept as a cache for `cursor show` and for a first switch from
+    /// at-least-once or from the cursor-record layout; Kafka is the authority.
+    cache: FileStore,
+    open: bool,
+}
+
+impl<O: Owner> TransactionStore<O> {
     /// Registers the transactional id with the coordinator: this fences any older agent
-    /// with the same id and aborts its unfinished transaction, so what the cursor topic
-    /// says afterwards is final. The cursor record goes out with delivery token `token`.
+    /// with the same id and aborts its unfinished transaction (and its pending offset
+    /// commit), so what the group holds afterwards is final.
     pub(crate) fn init(
         producer: Producer<O>,
-        token: O::Token,
         cfg: &Config,
         id: String,
     ) -> Result<TransactionStore<O>, Failure> {
@@ -197,16 +234,26 @@ impl<O: Owner<Token: Copy>> TransactionStore<O> {
         producer
             .init_transactions(timeout)
             .map_err(|e| init_error(&id, e))?;
+        let topic = cfg.delivery.cursor_topic.clone();
+        let group = offsets::group_consumer(&cfg.kafka, &id).map_err(Failure::retry)?;
+        let group_metadata = offsets::group_metadata(&group).map_err(Failure::retry)?;
+        let partitions =
+            offsets::partition_count(&group, &topic, timeout).map_err(Failure::retry)?;
         Ok(TransactionStore {
             producer,
-            token,
+            group,
+            group_metadata,
             kafka: cfg.kafka.clone(),
-            topic: cfg.delivery.cursor_topic.clone(),
+            topic,
+            partitions,
+            metadata_bytes: cfg.delivery.place_metadata_bytes,
             id,
             timeout: Duration::from_millis(cfg.delivery.transaction_timeout_ms),
+            generation: 0,
+            source: Found::Nowhere,
+            took: Duration::ZERO,
             cache: FileStore::new(&cfg.state.directory, crate::journal::validate_place),
             open: false,
-            cursor_sent: None,
         })
     }
 
@@ -226,7 +273,7 @@ impl<O: Owner<Token: Copy>> TransactionStore<O> {
     }
 
     /// Drops the open transaction: none of its records become visible to read_committed
-    /// consumers, and its cursor record neither.
+    /// consumers, and its place neither.
     pub(crate) fn abort(&mut self) {
         self.abort_within(self.timeout);
     }
@@ -235,95 +282,168 @@ impl<O: Owner<Token: Copy>> TransactionStore<O> {
     pub(crate) fn abort_within(&mut self, limit: Duration) {
         if self.open {
             self.open = false;
-            self.cursor_sent = None;
             if let Err(e) = self.producer.abort_transaction(limit) {
                 // The next session's init_transactions aborts it on the coordinator anyway.
                 tracing::warn!(error = %e, "cannot abort the transaction; the next start aborts it");
             }
         }
     }
-}
 
-impl<O: Owner<Token: Copy>> TransactionStore<O> {
-    /// The newest cursor committed for this id (the cursor file is only a cache).
+    /// The place this agent committed last: its group's offsets (one stable fetch), or,
+    /// before its first commit, what an older layout or mode left (`migrate`).
     pub(crate) fn load(&mut self) -> Result<Option<String>> {
-        let from_kafka = read_committed_cursor(&self.kafka, &self.topic, &self.id, self.timeout)?;
+        let started = Instant::now();
+        let found = self.load_place();
+        self.took = started.elapsed();
+        found
+    }
+
+    fn load_place(&mut self) -> Result<Option<String>> {
+        let read = offsets::fetch(&self.group, &self.topic, self.partitions, self.timeout)?;
+        let joined = offsets::join(&read).map_err(|e| {
+            anyhow!(
+                "the place committed for group {:?} on cursor topic {:?} is not one this agent wrote ({e}); delete the group's offsets (kafka-consumer-groups --delete-offsets --group {:?} --topic {:?}) to start from an earlier version's cursor record, the cursor file or journal.start",
+                self.id,
+                self.topic,
+                self.id,
+                self.topic
+            )
+        })?;
+        let Some((generation, place)) = joined else {
+            return self.migrate();
+        };
+        crate::journal::validate_place(&place).map_err(|e| {
+            anyhow!(
+                "the place committed for group {:?} on cursor topic {:?} does not hold journal cursors: {e}",
+                self.id,
+                self.topic
+            )
+        })?;
+        self.generation = generation;
+        self.source = Found::Offsets;
+        self.mirror(&place);
+        self.warn_if_nearly_full(&place);
+        Ok(Some(place))
+    }
+
+    /// No place in the group yet: a first start in exactly-once mode, or after an upgrade.
+    /// Kafka first, as before: the newest cursor record this id left in the cursor topic
+    /// (waiting for other producers only when our own record may lie behind their open
+    /// transactions); else the cursor file (the at-least-once place: its entries are in
+    /// Kafka at least once).
+    fn migrate(&mut self) -> Result<Option<String>> {
+        if let Some(c) = read_committed_cursor(&self.kafka, &self.topic, &self.id, self.timeout)? {
+            tracing::info!(
+                "no place in this agent's group yet: continuing from the cursor record an earlier version committed in the cursor topic; the place is committed as offsets from now on"
+            );
+            self.source = Found::Record;
+            self.mirror(&c);
+            return Ok(Some(c));
+        }
         let cached = self.cache.load().unwrap_or_else(|e| {
             tracing::warn!(error = format!("{e:#}"), "ignoring the cursor file cache");
             None
         });
-        match (from_kafka, cached) {
-            (Some(k), cached) => {
-                if cached.as_deref() != Some(k.as_str()) {
-                    if cached.is_some() {
-                        tracing::info!(
-                            "the cursor file differs from the cursor topic; the cursor topic wins (it is committed with the entries)"
-                        );
-                    }
-                    // Keep the cache (what `cursor show` reads) in step with Kafka.
-                    if let Err(e) = self.cache.mirror_committed(&k) {
-                        tracing::debug!(
-                            error = format!("{e:#}"),
-                            "cannot update the cursor file cache"
-                        );
-                    }
-                }
-                Ok(Some(k))
-            }
-            (None, Some(c)) => {
-                // First start in exactly-once mode after at-least-once: continue from the
-                // file (entries up to it are in Kafka already, at least once).
-                tracing::info!(
-                    "no cursor for this transactional id in the cursor topic; continuing from the cursor file"
-                );
-                Ok(Some(c))
-            }
-            (None, None) => Ok(None),
+        if cached.is_some() {
+            tracing::info!(
+                "no place in this agent's group and no cursor record yet; continuing from the cursor file"
+            );
+            self.source = Found::File;
+        }
+        Ok(cached)
+    }
+
+    /// A place that fills most of what the topic can hold is said at start, not at the
+    /// commit that no longer fits.
+    fn warn_if_nearly_full(&self, place: &str) {
+        let writers = crate::checkpoint::place::positions(place).count();
+        let capacity = offsets::capacity(self.partitions, self.metadata_bytes);
+        if writers * 5 > capacity * 4 {
+            tracing::warn!(
+                writers,
+                capacity,
+                topic = %self.topic,
+                "the place holds more than 80 % of the writers the cursor topic's partitions can hold; add partitions to it before commits stop"
+            );
         }
     }
 
+    /// Keeps the cursor file (what `cursor show` reads) in step with Kafka.
+    fn mirror(&mut self, place: &str) {
+        if self.cache.load().ok().flatten().as_deref() == Some(place) {
+            return;
+        }
+        if let Err(e) = self.cache.mirror_committed(place) {
+            tracing::debug!(
+                error = format!("{e:#}"),
+                "cannot update the cursor file cache"
+            );
+        }
+    }
+
+    /// Where the last `load` found the place, and how long it took, for the log.
     pub(crate) fn describe(&self) -> String {
-        format!("cursor topic {:?} (key {:?})", self.topic, self.id)
+        let took = self.took.as_millis();
+        let from = match self.source {
+            Found::Offsets | Found::Nowhere => format!(
+                "offsets of group {:?} on cursor topic {:?}",
+                self.id, self.topic
+            ),
+            Found::Record => format!(
+                "the cursor record of an earlier version in cursor topic {:?} (key {:?})",
+                self.topic, self.id
+            ),
+            Found::File => "the cursor file (no place in Kafka yet)".to_string(),
+        };
+        format!("{from} (read in {took} ms)")
     }
-}
 
-impl<O: Owner<Token: Copy>> TransactionStore<O> {
-    /// First half of `commit`: adds the cursor record to the open transaction. It may be
-    /// sent before the entries are confirmed (it then shares their batch's linger time);
-    /// `finish_commit` is only called once the watermark has reached this very cursor and
-    /// the record's delivery report has come back.
-    pub(crate) fn send_cursor(&mut self, cursor: &str) -> Result<(), Failure> {
+    /// Commits the open transaction with `place` as this agent's offsets: its entries and
+    /// the place become visible together, or neither. Waits for the brokers until
+    /// `deadline` at most (a transaction's close, or a stop). On failure the transaction
+    /// stays open, for the caller to abort.
+    pub(crate) fn commit(&mut self, place: &SafeCursor, deadline: Instant) -> Result<(), Failure> {
         self.begin()?;
-        let record = BaseRecord::with_opaque_to(&self.topic, self.token)
-            .key(self.id.as_str())
-            .payload(cursor);
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| txn_error("cannot produce the cursor record", e))?;
-        self.cursor_sent = Some(cursor.to_string());
-        Ok(())
-    }
-
-    /// Second half of `commit`: once the cursor record is confirmed, commits the transaction.
-    /// The caller has waited for the cursor record's report itself: rdkafka's
-    /// commit_transaction flushes first, and its flush polls in 100 ms steps for events
-    /// that the producer's own polling thread takes, so anything outstanding costs 100 ms.
-    pub(crate) fn finish_commit(&mut self, cursor: &SafeCursor) -> Result<(), Failure> {
-        // The rule is kept here, where the place becomes durable: the cursor record in
-        // this transaction must name the very place the watermark vouches for.
-        if self.cursor_sent.as_deref() != Some(&**cursor) {
+        let chunks = offsets::split(place, self.metadata_bytes)
+            .map_err(|e| Failure::retry(anyhow!("cannot commit the place: {e}")))?;
+        let bytes: usize = chunks.iter().map(String::len).sum();
+        if chunks.len() > self.partitions || bytes > offsets::MAX_COMMIT_BYTES {
+            // Retried: partitions added meanwhile are seen by the next session.
             return Err(Failure::retry(anyhow!(
-                "refusing to commit a transaction whose cursor record names another place than the safe one"
+                "the place of {} writers needs {} chunks of offset metadata ({} bytes each, delivery.place_metadata_bytes; {bytes} bytes in all, at most {} in one commit) but cursor topic {:?} has {} partitions: add partitions to the topic, or raise the brokers' offset.metadata.max.bytes and delivery.place_metadata_bytes with it",
+                crate::checkpoint::place::positions(place).count(),
+                chunks.len(),
+                self.metadata_bytes,
+                offsets::MAX_COMMIT_BYTES,
+                self.topic,
+                self.partitions
             )));
         }
-        // Every record of the transaction is confirmed now; commit them with the cursor.
-        // On failure the transaction stays open, for the caller to abort.
+        // An offset a hostile commit set near i64::MAX must not wrap to a negative one,
+        // which librdkafka would drop without a word (the entries committed, the place not).
+        let generation = self
+            .generation
+            .checked_add(1)
+            .filter(|g| *g > 0)
+            .unwrap_or(1);
+        let tpl = offsets::offsets(&self.topic, generation, &chunks).map_err(Failure::retry)?;
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(self.timeout)
+        };
         self.producer
-            .commit_transaction(self.timeout)
+            .send_offsets_to_transaction(&tpl, &self.group_metadata, left())
+            .map_err(|e| txn_error("cannot add the place to the transaction", e))?;
+        self.producer
+            .commit_transaction(left())
             .map_err(|e| txn_error("cannot commit the transaction", e))?;
         self.open = false;
-        self.cursor_sent = None;
-        if let Err(e) = self.cache.commit(cursor) {
+        self.generation = generation;
+        // The group's consumer is never assigned anything; what librdkafka queues for it
+        // (connection errors) is drained here rather than kept for the session's life.
+        while self.group.poll(Duration::ZERO).is_some() {}
+        if let Err(e) = self.cache.commit(place) {
             tracing::debug!(
                 error = format!("{e:#}"),
                 "cannot update the cursor file cache"
@@ -331,6 +451,15 @@ impl<O: Owner<Token: Copy>> TransactionStore<O> {
         }
         Ok(())
     }
+}
+
+/// Where a store's place came from at its last `load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    Nowhere,
+    Offsets,
+    Record,
+    File,
 }
 
 #[cfg(test)]
