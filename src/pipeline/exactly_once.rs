@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 
 use super::control::Control;
-use super::delivery::JournalOwner;
+use super::delivery::{JournalOwner, Producer};
+use super::progress::Progress;
 use crate::config::Config;
 use crate::error::Failure;
 use crate::kafka::TransactionStore;
@@ -116,15 +117,27 @@ impl Transaction {
     }
 
     /// One more entry went into the transaction.
-    pub(super) fn sent(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
+    pub(super) fn sent(
+        &mut self,
+        control: &Control,
+        metrics: &Metrics,
+        progress: Option<&mut Progress>,
+        producer: &Producer,
+    ) -> Result<(), Failure> {
         self.cadence.sent += 1;
         if self.cadence.due(Instant::now()) {
-            self.commit(control, metrics, None, false)?;
+            self.commit(control, metrics, None, false, (progress, producer))?;
         }
         Ok(())
     }
 
-    pub(super) fn idle(&mut self, control: &Control, metrics: &Metrics) -> Result<(), Failure> {
+    pub(super) fn idle(
+        &mut self,
+        control: &Control,
+        metrics: &Metrics,
+        progress: Option<&mut Progress>,
+        producer: &Producer,
+    ) -> Result<(), Failure> {
         let moved = control.window().newest_place() != self.committed;
         let now = Instant::now();
         // Brokers expire a group's offsets `offsets.retention.minutes` (7 days by default)
@@ -132,7 +145,7 @@ impl Transaction {
         // the agent its place.
         let refresh = now.duration_since(self.cadence.last_commit) >= REFRESH_EVERY;
         if refresh || self.cadence.idle_due(moved, now) {
-            self.commit(control, metrics, None, refresh)?;
+            self.commit(control, metrics, None, refresh, (progress, producer))?;
         }
         Ok(())
     }
@@ -141,12 +154,15 @@ impl Transaction {
     /// once everything before it is settled and confirmed. Any failure leaves the
     /// transaction to be aborted.
     /// `again`: commit the place even if it has not moved (a refresh of the offsets).
+    /// `carry`: the progress window (when progress records are on), which goes into the
+    /// transaction with the place, and the producer it goes through.
     fn commit(
         &mut self,
         control: &Control,
         metrics: &Metrics,
         stop_by: Option<Instant>,
         again: bool,
+        carry: (Option<&mut Progress>, &Producer),
     ) -> Result<(), Failure> {
         let began = Instant::now();
         let deadline = self.cadence.close_deadline(began);
@@ -187,6 +203,16 @@ impl Transaction {
                     .window()
                     .safe_cursor_at(&cursor)
                     .map_err(|e| Failure::retry(anyhow!(e)))?;
+                // The window of this transaction's entries, ending at the place committed
+                // with it (the commit's flush waits for it like for any record).
+                if let (Some(p), producer) = carry {
+                    self.store.begin()?;
+                    if !p.emit(producer) {
+                        return Err(Failure::retry(anyhow!(
+                            "cannot add the progress record to the transaction"
+                        )));
+                    }
+                }
                 self.store.commit(&safe, deadline)?;
                 tracing::debug!(
                     entries = self.cadence.sent,
@@ -211,6 +237,8 @@ impl Transaction {
         result: Result<(), Failure>,
         control: &Control,
         metrics: &Metrics,
+        progress: Option<&mut Progress>,
+        producer: &Producer,
     ) -> Result<(), Failure> {
         // A stop must end within pipeline.shutdown_timeout_ms, or systemd kills the agent:
         // past it the transaction is aborted, and its entries are shipped by the next start.
@@ -220,7 +248,7 @@ impl Transaction {
                 if control.failure().is_none()
                     && (self.cadence.sent > 0 || self.store.is_open()) =>
             {
-                self.commit(control, metrics, Some(stop_by), false)
+                self.commit(control, metrics, Some(stop_by), false, (progress, producer))
             }
             other => other,
         };

@@ -4,9 +4,15 @@
 //! and how many the filters dropped. `journald-kafka audit` reads them beside the entries'
 //! `__SEQNUM`s and tells lost from filtered without access to the host.
 //!
+//! In exactly-once mode the record goes into every transaction, just before its commit
+//! (`exactly_once`), whatever the interval: a window then ends exactly at a committed place,
+//! so after a crash the next session's windows start right after the last one a
+//! `read_committed` reader sees, and `audit` sees a window exactly when it sees its entries.
+//!
 //! Owns the per-space window. Runs on the shipping thread only. It must never hold an entry
-//! back or touch the watermark: a progress record that fails is logged and the next one
-//! carries on from where the failed one ended.
+//! back or touch the watermark: in at-least-once mode a progress record that fails is
+//! logged and the next one carries on from where the failed one ended; in exactly-once mode
+//! it fails its transaction like any record of it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -98,11 +104,12 @@ impl Progress {
         self.last_emit.elapsed() >= self.every && !self.spaces.is_empty()
     }
 
-    /// Produces the record for the window and starts the next one.
-    pub(super) fn emit(&mut self, producer: &Producer) {
+    /// Produces the record for the window and starts the next one. False when librdkafka
+    /// could not take it now (the window stays, the next record covers it too).
+    pub(super) fn emit(&mut self, producer: &Producer) -> bool {
         self.last_emit = Instant::now();
         if self.spaces.is_empty() {
-            return;
+            return true;
         }
         let spaces: Vec<serde_json::Value> = self
             .spaces
@@ -131,8 +138,10 @@ impl Progress {
             for (id, s) in std::mem::take(&mut self.spaces) {
                 self.covered.insert(id, s.last);
             }
+            true
         } else {
             tracing::warn!(topic = %self.topic, "cannot produce a progress record now; the next one covers its window too");
+            false
         }
     }
 }

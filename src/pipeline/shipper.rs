@@ -62,13 +62,22 @@ pub(super) fn run(
             }
         }
     }
-    // The last window, so a clean stop leaves nothing unaccounted.
-    if let Some(p) = shipper.progress.as_mut() {
-        p.emit(producer);
-    }
     match txn.as_mut() {
-        Some(t) => t.finish(result, control, metrics),
-        None => result,
+        // The last transaction carries the last window.
+        Some(t) => t.finish(
+            result,
+            control,
+            metrics,
+            shipper.progress.as_mut(),
+            producer,
+        ),
+        None => {
+            // The last window, so a clean stop leaves nothing unaccounted.
+            if let Some(p) = shipper.progress.as_mut() {
+                p.emit(producer);
+            }
+            result
+        }
     }
 }
 
@@ -107,7 +116,12 @@ fn ship_all(
                 return Ok(());
             }
         }
-        if let Some(p) = shipper.progress.as_mut().filter(|p| p.due()) {
+        // In exactly-once mode each transaction carries its window (`exactly_once`).
+        if let Some(p) = shipper
+            .progress
+            .as_mut()
+            .filter(|p| txn.is_none() && p.due())
+        {
             p.emit(producer);
         }
         let Some(item) = item else {
@@ -134,7 +148,7 @@ fn ship_all(
                     return Ok(());
                 }
                 if let Some(t) = txn.as_deref_mut() {
-                    t.sent(control, metrics)?;
+                    t.sent(control, metrics, shipper.progress.as_mut(), producer)?;
                 }
                 queue.recycle(entry);
             }
@@ -148,7 +162,7 @@ fn ship_all(
                 if let Some(t) = txn.as_deref_mut() {
                     // Nothing to read: close the transaction now rather than hold its
                     // entries back from read_committed consumers.
-                    t.idle(control, metrics)?;
+                    t.idle(control, metrics, shipper.progress.as_mut(), producer)?;
                 }
             }
         }

@@ -173,16 +173,13 @@ pub(super) fn delivery(raw: RawDelivery, at: &Locator) -> Result<DeliveryConfig>
                 check_topic_name(&t).map(|()| t)
             })?,
         },
-        progress_interval_ms: match raw.progress_interval_ms {
-            Some(p) if mode == Mode::ExactlyOnce && *p.get_ref() > 0 => {
-                return at.err(
-                    "delivery.progress_interval_ms",
-                    p.span(),
-                    "progress records are not produced in exactly-once mode yet (a window must end at a committed place, and the place commits with each transaction)",
-                );
-            }
-            p => at.range("delivery.progress_interval_ms", p, 0, 0, 86_400_000)?,
-        },
+        progress_interval_ms: at.range(
+            "delivery.progress_interval_ms",
+            raw.progress_interval_ms,
+            0,
+            0,
+            86_400_000,
+        )?,
         progress_topic: raw
             .progress_topic
             .map(|t| {
