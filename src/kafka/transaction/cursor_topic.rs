@@ -104,18 +104,13 @@ impl rdkafka::ClientContext for QuietEof {
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
-/// Reads the newest committed cursor for `id` from the cursor topic (read_committed).
-pub(crate) fn read_committed_cursor(
-    k: &KafkaConfig,
-    topic: &str,
-    id: &str,
-    timeout: Duration,
-) -> Result<Option<String>> {
-    let consumer: BaseConsumer<QuietEof> = connection_config(k)
-        .set("group.id", format!("journald-kafka-restore-{id}"))
+/// A reader of the cursor topic, never committing, told when it reaches a partition's end.
+fn reader(k: &KafkaConfig, group: &str, isolation: &str) -> Result<BaseConsumer<QuietEof>> {
+    connection_config(k)
+        .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         // Small fetches: a step reads a few thousand small records, and some brokers
         // answer a large fetch with more than a client accepts in one response.
         .set("fetch.max.bytes", "1048576")
@@ -124,7 +119,17 @@ pub(crate) fn read_committed_cursor(
         // responses up to 1 GiB rather than fail a restore for good.
         .set("receive.message.max.bytes", "1073741824")
         .create_with_context(QuietEof)
-        .context("cannot create the cursor topic reader")?;
+        .context("cannot create the cursor topic reader")
+}
+
+/// Reads the newest committed cursor for `id` from the cursor topic (read_committed).
+pub(crate) fn read_committed_cursor(
+    k: &KafkaConfig,
+    topic: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let consumer = reader(k, &format!("journald-kafka-restore-{id}"), "read_committed")?;
     let md = consumer
         .fetch_metadata(Some(topic), timeout)
         .with_context(|| format!("cannot read metadata of the cursor topic {topic:?}"))?;
@@ -295,17 +300,7 @@ fn wait_for_open_transactions(
     id: &str,
     deadline: Instant,
 ) -> Result<()> {
-    let uncommitted: BaseConsumer<QuietEof> = connection_config(k)
-        .set("group.id", "journald-kafka-restore-end")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_uncommitted")
-        // As the committed reader: small fetches asked, large answers accepted (noida-db).
-        .set("fetch.max.bytes", "1048576")
-        .set("max.partition.fetch.bytes", "1048576")
-        .set("receive.message.max.bytes", "1073741824")
-        .create_with_context(QuietEof)
-        .context("cannot create the cursor topic reader")?;
+    let uncommitted = reader(k, "journald-kafka-restore-end", "read_uncommitted")?;
     let step = Duration::from_secs(5);
     let mut logged = false;
     for e in tpl.elements() {
@@ -314,21 +309,19 @@ fn wait_for_open_transactions(
             .fetch_watermarks(topic, p, step)
             .with_context(|| format!("cannot read the end of cursor topic {topic:?}"))?;
         tracing::debug!(partition = p, end, "cursor topic end");
-        let (_, stable) = committed
-            .fetch_watermarks(topic, p, step)
-            .with_context(|| format!("cannot read the stable end of cursor topic {topic:?}"))?;
+        let stable_end = || {
+            committed
+                .fetch_watermarks(topic, p, step)
+                .map(|(_, stable)| stable)
+                .with_context(|| format!("cannot read the stable end of cursor topic {topic:?}"))
+        };
+        let mut stable = stable_end()?;
         if stable < end && !ours_beyond(&uncommitted, topic, p, (stable, end), id, deadline)? {
             // What open transactions hold back is other producers' records only: our
             // newest record is below the stable offset, readable now.
             continue;
         }
-        loop {
-            let (_, stable) = committed
-                .fetch_watermarks(topic, p, step)
-                .with_context(|| format!("cannot read the stable end of cursor topic {topic:?}"))?;
-            if stable >= end {
-                break;
-            }
+        while stable < end {
             if Instant::now() >= deadline {
                 bail!(
                     "cursor topic {topic:?} partition {p}: transactions of other agents stay open (stable offset {stable}, end {end}); not resuming from a place that may be stale"
@@ -344,6 +337,7 @@ fn wait_for_open_transactions(
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
+            stable = stable_end()?;
         }
     }
     Ok(())

@@ -30,11 +30,13 @@ use crate::kafka::client::connection_config;
 /// The first line of every chunk names the layout, so that a future one is told apart.
 const LAYOUT: &str = "jk1";
 
+/// What a chunk's first line may take: the layout, a space, `i/n` with up to ten digits
+/// each, the newline (measured generously).
+const HEADER_ROOM: usize = LAYOUT.len() + 1 + 2 * 10 + 2;
+
 /// `place` cut into chunks of at most `limit` bytes each, whole positions only.
 pub(crate) fn split(place: &str, limit: usize) -> Result<Vec<String>, String> {
-    // The header of the largest chunk number this place could need, measured generously.
-    let header_room = LAYOUT.len() + 1 + 2 * 10 + 2;
-    let room = limit.saturating_sub(header_room);
+    let room = limit.saturating_sub(HEADER_ROOM);
     let mut bodies: Vec<String> = vec![String::new()];
     for p in place::positions(place) {
         if p.len() + 1 > room {
@@ -139,7 +141,7 @@ const CURSOR_BYTES: usize = 128;
 /// About how many writers' positions `partitions` partitions of `limit` bytes of metadata
 /// each can hold.
 pub(crate) fn capacity(partitions: usize, limit: usize) -> usize {
-    let room = limit.saturating_sub(LAYOUT.len() + 1 + 2 * 10 + 2);
+    let room = limit.saturating_sub(HEADER_ROOM);
     partitions * (room / (CURSOR_BYTES + 1))
 }
 
