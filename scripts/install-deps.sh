@@ -41,3 +41,6 @@ if [ ! -d tests/tools/fluent/node_modules/@fluent-org/logger ]; then
   (cd tests/tools/fluent && npm install --no-audit --no-fund --silent)
 fi
 python3 -c 'import fluent.sender' 2>/dev/null || python3 -m pip install -q fluent-logger==0.11.1
+# OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent
+# wrote with them, as the Collector's Kafka receiver would (pinned: the test's oracle).
+python3 -c 'import opentelemetry.proto.logs.v1.logs_pb2' 2>/dev/null || python3 -m pip install -q opentelemetry-proto==1.45.2

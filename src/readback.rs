@@ -469,6 +469,19 @@ mod tests {
         a.sort_by(|x, y| x.0.cmp(&y.0));
         b.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(a, b);
+        // And so does OTLP, which `short` reads the same way.
+        let c = config::parse(
+            "[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n[encoding]\nformat = \"otlp\"\n",
+        )
+        .unwrap();
+        let mut oenc = Encoder::new(&c.encoding, &c.kafka);
+        let mut oout = Vec::new();
+        oenc.encode(&e, &mut oout);
+        let o = decode(&oout).unwrap();
+        assert_eq!(short(&o, &utc, false), "Nov 14 22:13:20 web-1 app[42]: hi");
+        let mut o = o;
+        o.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(o, b);
         assert!(decode(b"").is_err());
     }
 }

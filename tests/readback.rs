@@ -12,12 +12,12 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn ship(f: &Fixture<Broker>, topic: &str, json: bool) {
+fn ship(f: &Fixture<Broker>, topic: &str, format: &str) {
     let last = cursor_of(f.entries().last().unwrap());
-    let mut cfg = f.config(&format!("state-{topic}")).topic(topic);
-    if json {
-        cfg = cfg.set("encoding", "format", "json");
-    }
+    let cfg = f
+        .config(&format!("state-{topic}"))
+        .topic(topic)
+        .set("encoding", "format", format);
     let mut agent = Agent::start(&f.s.path(&format!("agent-{topic}")), &cfg);
     agent.finish_at(&last);
 }
@@ -52,7 +52,7 @@ fn by_time(entries: &[Fields]) -> BTreeMap<Vec<u8>, Fields> {
 }
 
 #[test]
-fn journal_round_trips_through_kafka_in_both_encodings() {
+fn journal_round_trips_through_kafka_in_every_encoding() {
     let f = Fixture::new("roundtrip").broker().journal(
         "a.journal",
         &[
@@ -69,9 +69,13 @@ fn journal_round_trips_through_kafka_in_both_encodings() {
         ],
     );
     let original = f.entries();
-    for (topic, json) in [("rt-msgpack", false), ("rt-json", true)] {
+    for (topic, format) in [
+        ("rt-msgpack", "msgpack"),
+        ("rt-json", "json"),
+        ("rt-otlp", "otlp"),
+    ] {
         f.broker.create_topic(topic, 2);
-        ship(&f, topic, json);
+        ship(&f, topic, format);
         let export = cat(&f.broker, &["--topic", topic, "-o", "export"]);
         let back = f.s.path(&format!("back-{topic}"));
         write_export(&back, "back.journal", &export);
@@ -91,7 +95,7 @@ fn cat_filters_formats_dedup_and_bad_records() {
         .topic("cat", 1)
         .journal("a.journal", &["-n", "300", "--rate-usec", "20000"]);
     let entries = f.entries();
-    ship(&f, "cat", false);
+    ship(&f, "cat", "msgpack");
 
     // A record we did not write, and a duplicate of the first one (as after a crash).
     let p: BaseProducer = ClientConfig::new()

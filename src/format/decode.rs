@@ -32,10 +32,12 @@ impl Value {
     }
 }
 
-/// Decodes a record value: MessagePack when it starts with a map marker, JSON when `{`.
+/// Decodes a record value: JSON when it starts with `{`, OTLP when with the key of
+/// `LogsData.resource_logs` (0x0a, which no MessagePack map starts with), else MessagePack.
 pub(crate) fn decode(payload: &[u8]) -> Result<Vec<(String, Value)>> {
     match payload.first() {
         Some(b'{') => decode_json(payload),
+        Some(0x0a) => super::otlp::decode(payload),
         Some(_) => decode_msgpack(payload),
         None => bail!("empty record"),
     }

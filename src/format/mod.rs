@@ -2,8 +2,8 @@
 //! every tool that reads it back (`docs/format.md` is the reader's copy of this contract).
 //!
 //! Owns the layout version, the header names, the truncation marker, encoding
-//! ([`Encoder`]: one entry in, one record's value, key and topic out) and decoding
-//! ([`decode`]), and the one MessagePack writer (`msgpack`, which the Forward input writes
+//! ([`Encoder`]: one entry in, one record's value, key and topic out; MessagePack, JSON or
+//! OTLP), decoding ([`decode`], every format) and the OTLP schema (`otlp`), and the one MessagePack writer (`msgpack`, which the Forward input writes
 //! its records and replies with too). Encoding is a pure function of the entry and the configuration: no I/O, no
 //! clock, no global state. This module must never drop a field silently: the only lossy
 //! step is the documented truncation of oversized entries, marked inside the record itself.
@@ -12,6 +12,7 @@
 mod decode;
 mod encode;
 pub(crate) mod msgpack;
+mod otlp;
 
 pub(crate) use decode::{Value, decode, to_entry};
 pub use encode::{Encoder, Outcome};

@@ -148,6 +148,9 @@ impl Repairer {
             }
         };
         let mut payload = std::mem::take(&mut self.payload);
+        if self.encoder.wants_observed_time() {
+            self.encoder.observed_at(std::time::SystemTime::now());
+        }
         self.encoder
             .encode_within(&entry, &mut payload, limit, prior);
         Metrics::add(&self.metrics.records_shrunk, 1);

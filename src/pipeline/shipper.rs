@@ -211,6 +211,9 @@ impl Shipper {
     ) -> bool {
         Metrics::add(&metrics.entries_read, 1);
         Metrics::set(&metrics.read_realtime_usec, entry.realtime_usec);
+        if self.encoder.wants_observed_time() {
+            self.encoder.observed_at(std::time::SystemTime::now());
+        }
         let outcome = self.encoder.encode(entry, &mut self.payload);
         if !outcome.truncated.is_empty() {
             Metrics::add(&metrics.entries_truncated, 1);

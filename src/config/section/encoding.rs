@@ -16,6 +16,8 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 pub enum Format {
     MessagePack,
     Json,
+    /// OpenTelemetry's `LogsData` protobuf, one log record per Kafka record.
+    Otlp,
 }
 
 /// A field selector: an exact field name, or a prefix when written with a trailing `*`.
@@ -70,6 +72,7 @@ pub(super) fn encoding(raw: RawEncoding, at: &Locator) -> Result<EncodingConfig>
             ("msgpack", Format::MessagePack),
             ("messagepack", Format::MessagePack),
             ("json", Format::Json),
+            ("otlp", Format::Otlp),
         ],
     )?;
     let patterns = |key: &str, list: Vec<Spanned<String>>| -> Result<Vec<FieldPattern>> {

@@ -7,13 +7,14 @@
 //! and `writer` writes the layout as MessagePack or JSON.
 
 mod fields;
+mod otlp;
 mod route;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 use self::fields::{GROUP_SLOTS, Group, NO_GROUP};
-use self::writer::Writer;
+use self::writer::{Kind, Writer};
 use super::{DAMAGED_FIELD, TRUNCATED_FIELD};
 use crate::config::{EncodingConfig, FieldPattern, Format, KafkaConfig, TopicPart};
 use crate::journal::{Entry, cursor};
@@ -63,6 +64,9 @@ pub struct Encoder {
     has_boot_field: bool,
     /// Per-field byte caps used when truncating, indexed like the entry's fields.
     caps: Vec<Option<usize>>,
+    /// OTLP only: when the agent read the entry (ns since the epoch; 0: not said), which
+    /// the caller tells ([`Encoder::observed_at`]) so that encoding never reads a clock.
+    observed_ns: u64,
 }
 
 impl Encoder {
@@ -102,7 +106,20 @@ impl Encoder {
             group_of: Vec::new(),
             has_boot_field: false,
             caps: Vec::new(),
+            observed_ns: 0,
         }
+    }
+
+    /// Whether records carry the time the agent read the entry (OTLP's observed time):
+    /// the caller then tells it with [`Encoder::observed_at`] before encoding.
+    pub(crate) fn wants_observed_time(&self) -> bool {
+        self.format == Format::Otlp
+    }
+
+    pub(crate) fn observed_at(&mut self, t: std::time::SystemTime) {
+        self.observed_ns = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0));
     }
 
     /// Encodes `e` into `out` (cleared first). Oversized entries are truncated per the
@@ -174,6 +191,11 @@ impl Encoder {
     }
 
     fn write(&self, e: &Entry, outcome: &Outcome, out: &mut Vec<u8>) {
+        let kind = match self.format {
+            Format::Otlp => return self.write_otlp(e, outcome, out),
+            Format::Json => Kind::Json,
+            Format::MessagePack => Kind::MessagePack,
+        };
         // The non-allocating parse: this runs once per entry.
         let seq = cursor::seqnum(&e.cursor);
         let add_boot = !self.has_boot_field && !e.boot_id.is_empty();
@@ -195,7 +217,7 @@ impl Encoder {
             + usize::from(priority.is_some())
             + usize::from(!outcome.truncated.is_empty())
             + usize::from(e.damaged.is_some());
-        let mut w = Writer::new(self.format, out);
+        let mut w = Writer::new(kind, out);
         w.begin_map(n);
         w.key(b"__CURSOR");
         w.str_value(e.cursor.as_bytes());
@@ -241,14 +263,7 @@ impl Encoder {
         }
         if !outcome.truncated.is_empty() {
             w.key(TRUNCATED_FIELD.as_bytes());
-            let mut text = String::new();
-            for (k, (name, len)) in outcome.truncated.iter().enumerate() {
-                if k > 0 {
-                    text.push(' ');
-                }
-                text.push_str(&format!("{name}={len}"));
-            }
-            w.str_value(text.as_bytes());
+            w.str_value(truncated_text(outcome).as_bytes());
         }
         if let Some(why) = &e.damaged {
             w.key(DAMAGED_FIELD.as_bytes());
@@ -256,6 +271,18 @@ impl Encoder {
         }
         w.end_map();
     }
+}
+
+/// The truncation marker's value: each cut field with its original length.
+fn truncated_text(outcome: &Outcome) -> String {
+    let mut text = String::new();
+    for (k, (name, len)) in outcome.truncated.iter().enumerate() {
+        if k > 0 {
+            text.push(' ');
+        }
+        text.push_str(&format!("{name}={len}"));
+    }
+    text
 }
 
 /// journalctl's name of a syslog priority ("0" … "7").

@@ -5,19 +5,25 @@
 //! for a value that is not UTF-8 (an array of byte values). It must never write a document
 //! a JSON parser refuses: a field name that is not UTF-8 is written lossily.
 
-use crate::config::Format;
 use crate::format::msgpack;
+
+/// The two map-shaped formats (OTLP has its own writer, `super::otlp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    MessagePack,
+    Json,
+}
 
 /// Writes either MessagePack or JSON with one interface, so both formats share the layout.
 pub(super) struct Writer<'a> {
-    format: Format,
+    format: Kind,
     out: &'a mut Vec<u8>,
     /// JSON only: whether the next map entry or array element needs a comma.
     first: Vec<bool>,
 }
 
 impl<'a> Writer<'a> {
-    pub(super) fn new(format: Format, out: &'a mut Vec<u8>) -> Self {
+    pub(super) fn new(format: Kind, out: &'a mut Vec<u8>) -> Self {
         Writer {
             format,
             out,
@@ -36,10 +42,10 @@ impl<'a> Writer<'a> {
 
     pub(super) fn begin_map(&mut self, n: usize) {
         match self.format {
-            Format::MessagePack => {
+            Kind::MessagePack => {
                 msgpack::map_len(self.out, n);
             }
-            Format::Json => {
+            Kind::Json => {
                 self.sep();
                 self.out.push(b'{');
                 self.first.push(true);
@@ -48,7 +54,7 @@ impl<'a> Writer<'a> {
     }
 
     pub(super) fn end_map(&mut self) {
-        if self.format == Format::Json {
+        if self.format == Kind::Json {
             self.out.push(b'}');
             self.first.pop();
             self.end_value();
@@ -57,10 +63,10 @@ impl<'a> Writer<'a> {
 
     pub(super) fn begin_array(&mut self, n: usize) {
         match self.format {
-            Format::MessagePack => {
+            Kind::MessagePack => {
                 msgpack::array_len(self.out, n);
             }
-            Format::Json => {
+            Kind::Json => {
                 self.sep();
                 self.out.push(b'[');
                 self.first.push(true);
@@ -69,7 +75,7 @@ impl<'a> Writer<'a> {
     }
 
     pub(super) fn end_array(&mut self) {
-        if self.format == Format::Json {
+        if self.format == Kind::Json {
             self.out.push(b']');
             self.first.pop();
             self.end_value();
@@ -78,8 +84,8 @@ impl<'a> Writer<'a> {
 
     pub(super) fn key(&mut self, name: &[u8]) {
         match self.format {
-            Format::MessagePack => self.value(name),
-            Format::Json => {
+            Kind::MessagePack => self.value(name),
+            Kind::Json => {
                 self.sep();
                 // Field names are ASCII in every valid journal; a name that is not UTF-8
                 // is written lossily rather than breaking the JSON document.
@@ -95,10 +101,10 @@ impl<'a> Writer<'a> {
 
     pub(super) fn uint(&mut self, v: u64) {
         match self.format {
-            Format::MessagePack => {
+            Kind::MessagePack => {
                 msgpack::uint(self.out, v);
             }
-            Format::Json => {
+            Kind::Json => {
                 self.sep();
                 self.out.extend_from_slice(v.to_string().as_bytes());
                 self.end_value();
@@ -117,14 +123,14 @@ impl<'a> Writer<'a> {
         // validation, and the string header is written here rather than through rmp's
         // `Write`-based path (both measured in the profile, #19).
         match self.format {
-            Format::MessagePack if v.is_ascii() || std::str::from_utf8(v).is_ok() => {
+            Kind::MessagePack if v.is_ascii() || std::str::from_utf8(v).is_ok() => {
                 msgpack::str_header(self.out, v.len());
                 self.out.extend_from_slice(v);
             }
-            Format::MessagePack => {
+            Kind::MessagePack => {
                 msgpack::bin(self.out, v);
             }
-            Format::Json => {
+            Kind::Json => {
                 self.sep();
                 match std::str::from_utf8(v) {
                     Ok(s) => json_string(self.out, s),
