@@ -183,7 +183,7 @@ run_syslogng() {
 }
 
 # BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
-RUNS=${BENCH_RUNS:-scan agent filter90 baseline kcat}
+RUNS=${BENCH_RUNS:-scan agent otlp filter90 baseline kcat}
 want() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$REPS"); do
   echo "repetition $r/$REPS" >&2
@@ -191,6 +191,8 @@ for r in $(seq 1 "$REPS"); do
   if want agent; then fresh_broker "a$r"; run_agent "$r"; fi
   # The agent's own filter dropping 9 of 10 entries (SEQ ends in 0-8): it must cost no
   # more per entry read than shipping everything.
+  # The same entries as OTLP protobuf instead of MessagePack: what the format costs.
+  if want otlp; then fresh_broker "o$r"; run_agent "$r" otlp $'[encoding]\nformat = "otlp"'; fi
   if want filter90; then fresh_broker "f$r"; run_agent "$r" filter90 'exclude_matches = ["SEQ=*[0-8]"]'; fi
   if want baseline; then fresh_broker "b$r"; run_baseline; fi
   if want kcat; then fresh_broker "c$r"; run_kcat; fi
@@ -216,6 +218,7 @@ echo "journald-kafka benchmark: $N entries, $REPS repetition(s), medians; broker
 printf "%-34s %12s %14s %13s %13s\n" "run" "entries/s" "CPU s / 1M" "peak RSS MiB" "anon RSS MiB"
 row "raw sd-journal scan (ceiling)" "$WORK/scan"
 row "journald-kafka -> Kafka" "$WORK/agent"
+row "journald-kafka, OTLP records" "$WORK/otlp"
 row "journald-kafka, filter drops 90%" "$WORK/filter90"
 row "journalctl -o json | producer.py" "$WORK/baseline"
 row "journalctl -o json | kcat -P" "$WORK/kcat"
@@ -238,6 +241,10 @@ a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline"); k=$
 if [ -f "$WORK/agent" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/agent" "$1") * 1000000 / $N" | bc -l)"; }
   echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
+fi
+if [ -f "$WORK/otlp" ]; then
+  per() { printf "%.2f" "$(echo "$(median "$WORK/otlp" "$1") * 1000000 / $N" | bc -l)"; }
+  echo "CPU s / 1M entries with OTLP records: reader thread $(per 5), shipping thread (encodes) $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7)"
 fi
 [ "$c" != "0" ] && [ "$a" != "0" ] && printf "journald-kafka / ceiling:  %.0f%%\n" "$(echo "100 * $a / $c" | bc -l)"
 [ "$b" != "0" ] && printf "journald-kafka / producer.py baseline: %.1fx\n" "$(echo "$a / $b" | bc -l)"
