@@ -38,8 +38,14 @@ for f in /usr/share/man/man1/journald-kafka.1.gz /usr/share/bash-completion/comp
   [ -s "$f" ] || fail "$f missing"
 done
 zcat /usr/share/man/man1/journald-kafka.1.gz | grep -q 'Ships every systemd journal entry' || fail "man page content"
+# The rules and dashboard users load from here (docs/metrics.md): exactly what
+# tests/monitoring/check.sh validated.
+for f in alerts.yml dashboard.json; do
+  cmp -s "packaging/monitoring/$f" "/usr/share/journald-kafka/$f" || fail "/usr/share/journald-kafka/$f differs from packaging/monitoring/$f"
+  check_stat "/usr/share/journald-kafka/$f" 644 root:root
+done
 dpkg-query -W -f='${Conffiles}\n' journald-kafka | grep -q /etc/journald-kafka/config.toml || fail "config is not a conffile"
-pass "files, modes and conffile"
+pass "files, modes and conffile; alerts and dashboard in /usr/share/journald-kafka"
 
 # Account.
 getent passwd journald-kafka | grep -q ':/var/lib/journald-kafka:/usr/sbin/nologin$' || fail "user journald-kafka"
@@ -97,7 +103,8 @@ pass "templated unit verifies; exposure $texposure (main $exposure), same harden
 # The rpm.
 rpm -qpl "$rpm" > /tmp/jk-rpm-files
 for f in /usr/bin/journald-kafka /etc/journald-kafka/config.toml /usr/lib/systemd/system/journald-kafka.service \
-         /usr/lib/systemd/system/journald-kafka@.service /usr/share/man/man1/journald-kafka.1.gz; do
+         /usr/lib/systemd/system/journald-kafka@.service /usr/share/man/man1/journald-kafka.1.gz \
+         /usr/share/journald-kafka/alerts.yml /usr/share/journald-kafka/dashboard.json; do
   grep -qx "$f" /tmp/jk-rpm-files || fail "rpm lacks $f"
 done
 rpm -qp --scripts "$rpm" | grep -q 'useradd --system' || fail "rpm scripts do not create the user"
@@ -108,5 +115,6 @@ pass "rpm contents and scripts"
 dpkg --purge journald-kafka >/dev/null
 [ ! -e /usr/bin/journald-kafka ] || fail "binary left after purge"
 [ ! -e /var/lib/journald-kafka ] || fail "state left after purge"
+[ ! -e /usr/share/journald-kafka ] || fail "/usr/share/journald-kafka left after purge"
 pass "purge removed the package and its state"
 echo "== packaging checks passed"
