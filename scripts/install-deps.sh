@@ -41,6 +41,19 @@ if [ ! -d tests/tools/fluent/node_modules/@fluent-org/logger ]; then
   (cd tests/tools/fluent && npm install --no-audit --no-fund --silent)
 fi
 python3 -c 'import fluent.sender' 2>/dev/null || python3 -m pip install -q fluent-logger==0.11.1
+# promtool (Debian's prometheus package) checks and unit-tests the alerting rules the package
+# ships. Without recommends: they bring another daemon (node-exporter). Where systemd runs,
+# the package starts a Prometheus server the tests do not want: one that was not running
+# before is stopped again, by its own pid.
+if ! command -v promtool >/dev/null 2>&1; then
+  before=$(pgrep -x prometheus || true)
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  for pid in $(pgrep -x prometheus || true); do
+    grep -qx "$pid" <<<"$before" || kill "$pid" 2>/dev/null || true
+  done
+fi
 # OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent
 # wrote with them, as the Collector's Kafka receiver would (pinned: the test's oracle).
 python3 -c 'import opentelemetry.proto.logs.v1.logs_pb2' 2>/dev/null || python3 -m pip install -q opentelemetry-proto==1.45.2

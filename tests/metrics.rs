@@ -402,3 +402,31 @@ fn the_endpoint_survives_floods_idle_clients_and_endless_headers() {
     );
     assert!(agent.stop().success(), "{}", agent.log());
 }
+
+/// The alerting rules and the dashboard the package installs (packaging/monitoring/) name
+/// only metrics a live agent serves: checked by tests/monitoring/check.sh against this
+/// agent's /metrics, with the rules' own promtool unit tests and the dashboard's queries.
+#[test]
+fn the_shipped_alerts_and_dashboard_name_only_metrics_the_agent_serves() {
+    let f = Fixture::new("monitoring").broker().journal(
+        "a.journal",
+        &["-n", "50", "--start-usec", &recent_usec(60).to_string()],
+    );
+    let port = free_port();
+    let cfg = f
+        .config("state")
+        .set("metrics", "listen", format!("127.0.0.1:{port}"));
+    let mut agent = Agent::start(&f.s.path("agent"), &cfg);
+    agent.wait_cursor(&f.last(), Duration::from_secs(60));
+    let (code, text) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    let file = f.s.path("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    let (st, out) = run_command({
+        let mut c = std::process::Command::new(root().join("tests/monitoring/check.sh"));
+        c.arg("--metrics").arg(&file);
+        c
+    });
+    assert!(st.success(), "{out}");
+    assert!(out.contains("metric names used are served"), "{out}");
+}
