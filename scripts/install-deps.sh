@@ -57,3 +57,10 @@ fi
 # OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent
 # wrote with them, as the Collector's Kafka receiver would (pinned: the test's oracle).
 python3 -c 'import opentelemetry.proto.logs.v1.logs_pb2' 2>/dev/null || python3 -m pip install -q opentelemetry-proto==1.45.2
+# AWS's own MSK IAM signer: the agent's tokens are compared with what it builds for the same
+# inputs. In a directory of its own (with the botocore it needs), so that the machine's
+# Python packages (an AWS CLI's pinned botocore) are left as they are.
+MSK_SIGNER=${JK_MSK_SIGNER_PATH:-$HOME/.cache/journald-kafka/msk-signer}
+if ! PYTHONPATH=$MSK_SIGNER python3 -c 'import aws_msk_iam_sasl_signer' 2>/dev/null; then
+  python3 -m pip install -q --target "$MSK_SIGNER" aws-msk-iam-sasl-signer-python==1.0.2
+fi

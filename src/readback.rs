@@ -11,6 +11,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::format::{Value, decode};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+
+/// A consumer that reads topics back, able to sign in however the agent does.
+pub(crate) type Reader = BaseConsumer<crate::kafka::AuthContext>;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -76,7 +79,7 @@ pub(crate) fn cat(o: &CatOptions) -> Result<()> {
 /// Hands every record the consumer gets to `f` until none arrived for `idle`, then lets
 /// go of the partitions (the checkers' read loop).
 pub(crate) fn read_until_idle(
-    consumer: &BaseConsumer,
+    consumer: &Reader,
     idle: Duration,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<()> {
@@ -117,7 +120,7 @@ pub(crate) fn is_forward(m: &impl rdkafka::message::Message) -> bool {
 pub(crate) fn consumer_from_beginning(
     connection: ClientConfig,
     topics: &[String],
-) -> Result<BaseConsumer> {
+) -> Result<Reader> {
     consumer_at(connection, topics, From::Beginning, None)
 }
 
@@ -126,19 +129,21 @@ fn consumer_at(
     topics: &[String],
     from: From,
     since_ms: Option<i64>,
-) -> Result<BaseConsumer> {
+) -> Result<Reader> {
     let brokers = connection
         .get("bootstrap.servers")
         .unwrap_or_default()
         .to_string();
-    let consumer: BaseConsumer = connection
+    connection
         .set(
             "group.id",
             format!("journald-kafka-read-{}", std::process::id()),
         )
-        .set("enable.auto.commit", "false")
-        .create()
+        .set("enable.auto.commit", "false");
+    let consumer: Reader = connection
+        .create_with_context(crate::kafka::AuthContext)
         .context("cannot create the Kafka consumer")?;
+    crate::kafka::give_token(consumer.client(), &connection)?;
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
         let md = consumer

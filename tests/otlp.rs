@@ -101,6 +101,7 @@ fn otlp_records_carry_every_field_as_opentelemetry_reads_them() {
     let f = Fixture::new("otlp")
         .broker()
         .topic("otlp", 2)
+        .topic("otlp-progress", 1)
         .journal(
             "a.journal",
             &[
@@ -125,7 +126,8 @@ fn otlp_records_carry_every_field_as_opentelemetry_reads_them() {
         .config("state")
         .topic("otlp")
         .set("encoding", "format", "otlp")
-        .set("delivery", "progress_interval_ms", 300);
+        .set("delivery", "progress_interval_ms", 300)
+        .set("delivery", "progress_topic", "otlp-progress");
     let before_ns = now_ns();
     let mut agent = Agent::start(&f.s.path("agent"), &cfg);
     agent.finish_at(&f.last());

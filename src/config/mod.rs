@@ -112,6 +112,14 @@ pub fn parse(text: &str) -> Result<Config> {
             "[forward] cannot run in delivery.mode = \"exactly-once\": a Forward client's acknowledgement is its own resend protocol (at-least-once with a dedup id); run the Forward input in an agent of its own"
         );
     }
+    if cfg.encoding.format == Format::Otlp
+        && cfg.delivery.progress_interval_ms > 0
+        && cfg.delivery.progress_topic.is_none()
+    {
+        bail!(
+            "encoding.format = \"otlp\" with delivery.progress_interval_ms needs delivery.progress_topic: progress records are JSON, and in the entries' topic they would stop an OpenTelemetry Collector reading it as otlp_proto (it cannot skip a record by its header)"
+        );
+    }
     properties::check_limits(&cfg.kafka.properties, &cfg.encoding).map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }

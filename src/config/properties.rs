@@ -166,6 +166,29 @@ pub(crate) fn connection<'a>(
     out
 }
 
+/// What every client (producers and helpers alike) adds to reach brokers with AWS MSK IAM:
+/// SASL/OAUTHBEARER, over TLS unless the user chose the protocol, and the region in
+/// `sasl.oauthbearer.config`, the string librdkafka hands back to each client's token
+/// callback (`kafka::msk_iam::oauth_token`): how every client learns to sign the same way.
+pub(crate) fn msk_iam(k: &KafkaConfig) -> Properties {
+    let mut out = Properties::new();
+    if let Some(region) = &k.msk_iam_region {
+        push(&mut out, "sasl.mechanisms", "OAUTHBEARER");
+        if !k.properties.contains_key("security.protocol") {
+            push(&mut out, "security.protocol", "SASL_SSL");
+        }
+        push(
+            &mut out,
+            "sasl.oauthbearer.config",
+            format!("{MSK_IAM_CONFIG}{region}"),
+        );
+    }
+    out
+}
+
+/// The start of `sasl.oauthbearer.config` for MSK IAM, followed by the region.
+pub(crate) const MSK_IAM_CONFIG: &str = "journald-kafka-msk-iam region=";
+
 /// The journal producer's statistics interval (its heartbeat), 0 when off.
 pub(crate) fn statistics_interval_ms(k: &KafkaConfig) -> u64 {
     k.properties

@@ -145,6 +145,8 @@ pub(super) struct RawKafka {
     pub(super) connect_timeout_ms: Option<Spanned<u64>>,
     pub(super) sasl_password_file: Option<Spanned<PathBuf>>,
     pub(super) sasl_password_credential: Option<Spanned<String>>,
+    pub(super) aws_msk_iam: Option<Spanned<bool>>,
+    pub(super) aws_region: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) properties: BTreeMap<String, Spanned<toml::Value>>,
 }

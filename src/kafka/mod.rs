@@ -16,9 +16,6 @@
 
 mod cause;
 mod client;
-// The MSK IAM token provider; the producer's OAUTHBEARER refresh callback is wired to it
-// next (issue 30). Until then nothing outside its tests calls it.
-#[allow(dead_code)]
 pub(crate) mod msk_iam;
 mod probe;
 pub(crate) mod refusal;
@@ -26,7 +23,7 @@ pub(crate) mod sink;
 pub(crate) mod transaction;
 
 pub(crate) use cause::{Cause, classify, speaks_tls};
-pub(crate) use client::{connection, connection_config, producer_config};
+pub(crate) use client::{AuthContext, connection, connection_config, give_token, producer_config};
 pub(crate) use probe::{probe, probe_brokers};
 pub(crate) use refusal::{Action, Policy, Refusal, Refusals};
 pub(crate) use sink::{Outgoing, dead_letter_headers, owned_headers, within_tolerance};

@@ -229,6 +229,15 @@ pub(crate) fn log_line(
 }
 
 impl<O: Owner> ClientContext for SinkContext<O> {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        super::msk_iam::oauth_token(config)
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         self.served.fetch_add(1, Ordering::Relaxed);
         log_line(&self.repeats, O::INPUT, level, fac, msg);

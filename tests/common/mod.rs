@@ -433,6 +433,22 @@ impl Agent {
         Agent::start_under(dir, config, &["prlimit", &format!("--nofile={nofile}")])
     }
 
+    /// The agent with `vars` added to its environment and `unset` removed from it.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &TestConfig,
+        vars: &[(&str, String)],
+        unset: &[&str],
+    ) -> Agent {
+        let mut wrapper = vec!["env".to_string()];
+        for u in unset {
+            wrapper.extend(["-u".to_string(), u.to_string()]);
+        }
+        wrapper.extend(vars.iter().map(|(k, v)| format!("{k}={v}")));
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        Agent::start_under(dir, config, &wrapper)
+    }
+
     /// The agent run through `wrapper` (a command that execs the rest, so the PID is the
     /// agent's), or directly.
     fn start_under(dir: &Path, config: &TestConfig, wrapper: &[&str]) -> Agent {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use toml::Spanned;
 
 use super::{MAX_TIMEOUT_MS, template};
@@ -47,6 +47,10 @@ pub struct KafkaConfig {
     pub sasl_password: Option<Secret>,
     /// Where it came from, when it is a file (for `check`'s permission warning).
     pub sasl_password_file: Option<PathBuf>,
+    /// `aws_msk_iam = true`: SASL/OAUTHBEARER with AWS MSK IAM tokens, signed for this
+    /// region (`aws_region`, else `AWS_REGION` / `AWS_DEFAULT_REGION` when the config is
+    /// loaded) with the credentials of the usual AWS chain.
+    pub msk_iam_region: Option<String>,
 }
 
 impl KafkaConfig {
@@ -94,6 +98,13 @@ pub(super) fn kafka(
         raw.sasl_password_credential,
         &properties,
     )?;
+    let msk_iam_region = msk_iam(
+        raw.aws_msk_iam,
+        raw.aws_region,
+        &properties,
+        sasl_password.is_some(),
+        at,
+    )?;
 
     Ok(KafkaConfig {
         brokers,
@@ -105,6 +116,7 @@ pub(super) fn kafka(
         properties,
         sasl_password,
         sasl_password_file,
+        msk_iam_region,
         connect_timeout_ms: at.range(
             "kafka.connect_timeout_ms",
             raw.connect_timeout_ms,
@@ -113,6 +125,112 @@ pub(super) fn kafka(
             MAX_TIMEOUT_MS,
         )?,
     })
+}
+
+/// `aws_msk_iam` and `aws_region`, and how OAUTHBEARER may be configured. Every client the
+/// agent makes asks it for tokens (`kafka::client::AuthContext`), so OAUTHBEARER is either
+/// OIDC (librdkafka's own tokens, which it never asks the agent for) or MSK IAM; librdkafka's
+/// testing-only unsecured tokens would be asked of the agent, which has none to give.
+fn msk_iam(
+    flag: Option<Spanned<bool>>,
+    region: Option<Spanned<String>>,
+    properties: &BTreeMap<String, String>,
+    has_password: bool,
+    at: &Locator,
+) -> Result<Option<String>> {
+    let prop = |k: &str| properties.get(k).map(|v| v.to_ascii_lowercase());
+    let mechanism = prop("sasl.mechanisms").or_else(|| prop("sasl.mechanism"));
+    let oidc = prop("sasl.oauthbearer.method").as_deref() == Some("oidc");
+    if prop("enable.sasl.oauthbearer.unsecure.jwt").as_deref() == Some("true") {
+        bail!(
+            "kafka.properties.\"enable.sasl.oauthbearer.unsecure.jwt\": librdkafka's unsecured tokens are for testing and not supported; use OIDC (sasl.oauthbearer.method = \"oidc\") or kafka.aws_msk_iam"
+        );
+    }
+    let enabled = flag.as_ref().is_some_and(|f| *f.get_ref());
+    let Some(flag) = flag.filter(|_| enabled) else {
+        if let Some(r) = region {
+            return at.err(
+                "kafka.aws_region",
+                r.span(),
+                "is only used with kafka.aws_msk_iam = true",
+            );
+        }
+        if mechanism.as_deref() == Some("oauthbearer") && !oidc {
+            bail!(
+                "kafka.properties: sasl.mechanisms = \"OAUTHBEARER\" needs a token source: sasl.oauthbearer.method = \"oidc\" (with its client id and token endpoint), or kafka.aws_msk_iam = true"
+            );
+        }
+        return Ok(None);
+    };
+    let span = flag.span();
+    if let Some(m) = mechanism.filter(|m| m != "oauthbearer") {
+        return at.err("kafka.aws_msk_iam", span, format!("MSK IAM authenticates with SASL/OAUTHBEARER; kafka.properties sets sasl.mechanisms = {m:?}: remove it"));
+    }
+    if let Some(p) = prop("security.protocol").filter(|p| !p.starts_with("sasl_")) {
+        return at.err(
+            "kafka.aws_msk_iam",
+            span,
+            format!("MSK IAM is a SASL mechanism; kafka.properties sets security.protocol = {p:?}: use \"sasl_ssl\" (the default with aws_msk_iam) or remove it"),
+        );
+    }
+    for key in [
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.config",
+        "sasl.oauthbearer.token.endpoint.url",
+    ] {
+        if properties.contains_key(key) {
+            return at.err(
+                "kafka.aws_msk_iam",
+                span.clone(),
+                format!(
+                    "the agent makes the MSK IAM tokens itself; remove kafka.properties.{key:?}"
+                ),
+            );
+        }
+    }
+    if has_password {
+        return at.err("kafka.aws_msk_iam", span, "MSK IAM signs with AWS credentials, not a password: remove kafka.sasl_password_file / sasl_password_credential");
+    }
+    let configured = region.map(|r| (r.span(), r.into_inner()));
+    let env = |k: &str| std::env::var(k).ok();
+    match aws_region(configured.as_ref().map(|(_, r)| r.as_str()), &env) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => match configured {
+            Some((span, _)) => at.err("kafka.aws_region", span, e),
+            None => at.err(
+                "kafka.aws_msk_iam",
+                span,
+                format!("{e}: set kafka.aws_region"),
+            ),
+        },
+    }
+}
+
+/// The region MSK IAM tokens are signed for: `configured`, else `AWS_REGION`, else
+/// `AWS_DEFAULT_REGION` (the SDKs' order). It goes into a host name and the signature's
+/// scope as it is, so only a region's characters are accepted.
+fn aws_region(
+    configured: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> std::result::Result<String, String> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    let region = configured
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .or_else(|| var("AWS_REGION"))
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+        .ok_or(
+            "no AWS region: neither kafka.aws_region nor AWS_REGION / AWS_DEFAULT_REGION is set",
+        )?;
+    let name_like = region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !name_like {
+        return Err(format!(
+            "{region:?} is not an AWS region name (lower-case letters, digits and '-')"
+        ));
+    }
+    Ok(region)
 }
 
 /// kafka.topic (required) and kafka.topic_fallback, which a template with fields needs.
@@ -473,5 +591,67 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_msk_iam_region_comes_from_the_configuration_then_the_environment() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let both = map(&[
+            ("AWS_REGION", "eu-central-1"),
+            ("AWS_DEFAULT_REGION", "us-west-2"),
+        ]);
+        let e = |k: &str| both.get(k).cloned();
+        assert_eq!(aws_region(Some("ap-south-1"), &e).unwrap(), "ap-south-1");
+        assert_eq!(aws_region(None, &e).unwrap(), "eu-central-1");
+        assert_eq!(aws_region(Some(""), &e).unwrap(), "eu-central-1");
+        let default = map(&[("AWS_DEFAULT_REGION", "us-west-2")]);
+        let e = |k: &str| default.get(k).cloned();
+        assert_eq!(aws_region(None, &e).unwrap(), "us-west-2");
+        let none = |_: &str| -> Option<String> { None };
+        assert!(aws_region(None, &none).is_err());
+        assert!(aws_region(Some("evil.com/x"), &none).is_err());
+        assert!(aws_region(Some("US-EAST-1"), &none).is_err());
+    }
+
+    #[test]
+    fn oauthbearer_needs_oidc_or_msk_iam_and_msk_iam_takes_no_other_token_source() {
+        let base = "[kafka]\nbrokers = \"b:1\"\ntopic = \"t\"\n";
+        let ok = |extra: &str| parse(&format!("{base}{extra}"));
+        let c = ok("aws_msk_iam = true\naws_region = \"eu-west-1\"\n").unwrap();
+        assert_eq!(c.kafka.msk_iam_region.as_deref(), Some("eu-west-1"));
+        for (extra, want) in [
+            (
+                "[kafka.properties]\n\"sasl.mechanisms\" = \"OAUTHBEARER\"\n",
+                "needs a token source",
+            ),
+            (
+                "[kafka.properties]\n\"enable.sasl.oauthbearer.unsecure.jwt\" = true\n",
+                "for testing",
+            ),
+            (
+                "aws_region = \"eu-west-1\"\n",
+                "only used with kafka.aws_msk_iam",
+            ),
+            (
+                "aws_msk_iam = true\naws_region = \"Eu\"\n",
+                "not an AWS region name",
+            ),
+            (
+                "aws_msk_iam = true\naws_region = \"eu-west-1\"\n[kafka.properties]\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n",
+                "remove it",
+            ),
+            (
+                "aws_msk_iam = true\naws_region = \"eu-west-1\"\n[kafka.properties]\n\"sasl.oauthbearer.method\" = \"oidc\"\n",
+                "makes the MSK IAM tokens itself",
+            ),
+        ] {
+            let e = format!("{:#}", ok(extra).unwrap_err());
+            assert!(e.contains(want), "{extra}: {e}");
+        }
     }
 }

@@ -167,7 +167,11 @@ impl Encoder {
             g.map(|g| self.first(e, g))
                 .filter(|v| std::str::from_utf8(v).is_ok())
         };
-        let boot = text(known.boot_id).or(Some(e.boot_id.as_bytes()).filter(|b| !b.is_empty()));
+        // The header's boot id exactly when the record carries it as `_BOOT_ID` (the entry
+        // has none of its own): an excluded `_BOOT_ID` stays out.
+        let header_boot =
+            Some(e.boot_id.as_bytes()).filter(|b| !b.is_empty() && !self.has_boot_field);
+        let boot = text(known.boot_id).or(header_boot);
         let service = text(known.unit)
             .or_else(|| text(known.identifier))
             .or_else(|| text(known.comm));
@@ -180,23 +184,53 @@ impl Encoder {
         ]
     }
 
+    /// Finds the fields the layout places apart by their journal names, or by the names
+    /// the profile gives them: an entry read back from a record under the profile (the
+    /// refusal policy re-encodes those) has its fields under the profile's names.
     fn known(&self, e: &Entry) -> Known {
-        let mut k = Known::default();
+        const NAMES: [&[u8]; 8] = [
+            b"MESSAGE",
+            b"PRIORITY",
+            b"_HOSTNAME",
+            b"_MACHINE_ID",
+            b"_BOOT_ID",
+            b"_SYSTEMD_UNIT",
+            b"SYSLOG_IDENTIFIER",
+            b"_COMM",
+        ];
+        let mut found = [None; 8];
+        let mut buf = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
-            let slot = match e.field(group.first as usize).0 {
-                b"MESSAGE" => &mut k.message,
-                b"PRIORITY" => &mut k.priority,
-                b"_HOSTNAME" => &mut k.hostname,
-                b"_MACHINE_ID" => &mut k.machine_id,
-                b"_BOOT_ID" => &mut k.boot_id,
-                b"_SYSTEMD_UNIT" => &mut k.unit,
-                b"SYSLOG_IDENTIFIER" => &mut k.identifier,
-                b"_COMM" => &mut k.comm,
-                _ => continue,
-            };
-            *slot = Some(g);
+            let name = e.field(group.first as usize).0;
+            let at = NAMES.iter().position(|n| *n == name).or_else(|| {
+                (self.lowercase || self.strip)
+                    .then(|| NAMES.iter().position(|n| self.name(n, &mut buf) == name))
+                    .flatten()
+            });
+            if let Some(i) = at {
+                found[i] = Some(g);
+            }
         }
-        k
+        let [
+            message,
+            priority,
+            hostname,
+            machine_id,
+            boot_id,
+            unit,
+            identifier,
+            comm,
+        ] = found;
+        Known {
+            message,
+            priority,
+            hostname,
+            machine_id,
+            boot_id,
+            unit,
+            identifier,
+            comm,
+        }
     }
 
     /// The first value of group `g`, as truncation left it.
@@ -357,6 +391,53 @@ mod tests {
         let e = entry(&[(b"MESSAGE", b"m"), (b"_HOSTNAME", b"secret-host")]);
         let o = same_as_msgpack("[encoding]\nexclude_fields = [\"_HOSTNAME\"]", &e);
         assert!(!contains(&o, b"secret-host"));
+    }
+
+    #[test]
+    fn an_excluded_boot_id_is_not_taken_from_the_header_either() {
+        let e = entry(&[
+            (b"MESSAGE", b"m"),
+            (b"_BOOT_ID", b"0123456789abcdef0123456789abcdef"),
+        ]);
+        let o = same_as_msgpack("[encoding]\nexclude_fields = [\"_BOOT_ID\"]", &e);
+        assert!(!contains(&o, b"0123456789abcdef0123456789abcdef"));
+        assert!(
+            !contains(&o, b"9f8e7d6c5b4a39281706f5e4d3c2b1a0"),
+            "the header's"
+        );
+        assert!(!contains(&o, b"host.boot.id"));
+    }
+
+    /// The refusal policy re-encodes an entry read back from its record: under the name
+    /// profile its fields carry the profile's names, and severity and resource survive.
+    #[test]
+    fn severity_and_resource_survive_a_re_encoding_under_the_name_profile() {
+        let profile =
+            "[encoding]\nformat = \"otlp\"\nlowercase_names = true\nstrip_underscore = true\n";
+        let e = entry(&[
+            (b"MESSAGE", b"m"),
+            (b"PRIORITY", b"3"),
+            (b"_HOSTNAME", b"web-1"),
+            (b"_SYSTEMD_UNIT", b"app.service"),
+        ]);
+        let mut enc = encoder(profile);
+        let mut first = Vec::new();
+        enc.encode(&e, &mut first);
+        let (back, prior) = crate::format::to_entry(decode(&first).unwrap()).unwrap();
+        let mut again = Vec::new();
+        enc.encode_within(&back, &mut again, 100_000, prior);
+        for want in [
+            &b"\x10\x11\x1a\x03err"[..],
+            b"host.name",
+            b"service.name",
+            b"app.service",
+        ] {
+            assert!(
+                contains(&first, want) && contains(&again, want),
+                "{:?}",
+                String::from_utf8_lossy(want)
+            );
+        }
     }
 
     #[test]

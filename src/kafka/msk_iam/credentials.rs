@@ -25,7 +25,7 @@ use super::{Credentials, uri_encode};
 /// Reads one environment variable: `process_env` in the agent, a map in tests.
 pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The process's environment, for `load` and `region_from`.
+/// The process's environment, for `load`.
 pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -45,25 +45,6 @@ const IMDS_TOKEN_TTL: &str = "21600";
 /// A variable as the SDKs read it: unset and empty are the same.
 fn var(env: Env<'_>, name: &str) -> Option<String> {
     env(name).filter(|v| !v.is_empty())
-}
-
-/// The region to sign for: `configured` (the agent's configuration), else `AWS_REGION`,
-/// else `AWS_DEFAULT_REGION`.
-pub(crate) fn region_from(configured: Option<&str>, env: Env<'_>) -> Result<String> {
-    let region = configured
-        .filter(|r| !r.is_empty())
-        .map(str::to_owned)
-        .or_else(|| var(env, "AWS_REGION"))
-        .or_else(|| var(env, "AWS_DEFAULT_REGION"))
-        .context("no AWS region: set it in the configuration, or AWS_REGION")?;
-    // It goes into host names and the signature's scope as it is.
-    let name_like = region
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if !name_like {
-        bail!("{region:?} is not an AWS region name (lower-case letters, digits and '-')");
-    }
-    Ok(region)
 }
 
 /// Credentials from the first configured provider. `region` is where STS is asked for
@@ -239,6 +220,13 @@ fn container(env: Env<'_>) -> Result<Option<Credentials>> {
 /// link-local addresses, since the authorization token goes with it.
 fn container_url(env: Env<'_>) -> Result<Option<String>> {
     if let Some(relative) = var(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        // A path only: "x.example/…" or ":8080/…" would move the request (and the
+        // authorization token with it) to another host or port.
+        if !relative.starts_with('/') {
+            bail!(
+                "container credentials: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI must be a path starting with '/'"
+            );
+        }
         return Ok(Some(format!("{ECS_ENDPOINT}{relative}")));
     }
     let Some(full) = var(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI") else {
@@ -801,27 +789,5 @@ mod tests {
         assert_eq!(tag(xml, "Key").as_deref(), Some("x<y&lt;"));
         assert_eq!(tag(xml, "Missing"), None);
         assert_eq!(tag("<Key>unclosed", "Key"), None);
-    }
-
-    #[test]
-    fn region_comes_from_configuration_then_environment() {
-        let map = env(&[
-            ("AWS_REGION", "eu-central-1"),
-            ("AWS_DEFAULT_REGION", "us-west-2"),
-        ]);
-        let e = |k: &str| map.get(k).cloned();
-        assert_eq!(
-            region_from(Some("ap-south-1"), &e).expect("region"),
-            "ap-south-1"
-        );
-        assert_eq!(region_from(None, &e).expect("region"), "eu-central-1");
-        assert_eq!(region_from(Some(""), &e).expect("region"), "eu-central-1");
-        let map = env(&[("AWS_DEFAULT_REGION", "us-west-2")]);
-        let e = |k: &str| map.get(k).cloned();
-        assert_eq!(region_from(None, &e).expect("region"), "us-west-2");
-        let none = |_: &str| -> Option<String> { None };
-        assert!(region_from(None, &none).is_err());
-        assert!(region_from(Some("evil.com/x"), &none).is_err());
-        assert!(region_from(Some("US-EAST-1"), &none).is_err());
     }
 }

@@ -38,10 +38,16 @@ pub(super) struct Request<'a> {
     pub(super) ca_file: Option<&'a str>,
 }
 
-#[derive(Debug)]
 pub(super) struct Response {
     pub(super) status: u16,
     pub(super) body: Vec<u8>,
+}
+
+/// The status only: a body holds credentials.
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Response {{ status: {}, body: <{} bytes> }}", self.status, self.body.len())
+    }
 }
 
 impl Response {
@@ -136,14 +142,58 @@ fn host_port(authority: &str) -> Result<(&str, Option<&str>)> {
 trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
 
+/// A socket that gives every read and write only what is left of the request's deadline,
+/// so that a server trickling bytes (into the TLS handshake, or an answer) cannot hold the
+/// thread that asked, a librdkafka poller, past the deadline: one timeout per system call
+/// would let each byte restart the clock.
+#[derive(Debug)]
+struct Deadline {
+    tcp: TcpStream,
+    deadline: Instant,
+}
+
+impl Deadline {
+    fn left(&self) -> std::io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the request's time is up",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.left()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.left()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// Sends `req` and reads the whole answer; any status is returned (the caller decides).
 pub(super) fn request(req: &Request<'_>) -> Result<Response> {
     let url = parse_url(req.url)?;
     let deadline = Instant::now() + req.timeout;
-    let tcp = connect(&url.host, url.port, req.timeout)?;
+    let tcp = Deadline {
+        tcp: connect(&url.host, url.port, deadline)?,
+        deadline,
+    };
     // A handle on the socket itself, to shorten its read timeout to what is left of the
     // deadline whatever is layered on it.
-    let socket = tcp.try_clone().context("cloning the socket")?;
+    let socket = tcp.tcp.try_clone().context("cloning the socket")?;
     let mut stream: Box<dyn Stream> = if url.tls {
         Box::new(tls(tcp, &url.host, req.ca_file)?)
     } else {
@@ -162,18 +212,21 @@ fn send<W: Write + ?Sized>(stream: &mut W, head: &[u8], body: &[u8]) -> std::io:
     stream.flush()
 }
 
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
+/// Connects within what is left of `deadline` across all of the host's addresses. Name
+/// resolution is the system's and not bounded here: only STS is reached by name (the
+/// metadata services are addresses).
+fn connect(host: &str, port: u16, deadline: Instant) -> Result<TcpStream> {
     let addrs = (host, port)
         .to_socket_addrs()
         .with_context(|| format!("resolving {host}"))?;
     let mut last = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
-            Ok(s) => {
-                s.set_read_timeout(Some(timeout))?;
-                s.set_write_timeout(Some(timeout))?;
-                return Ok(s);
-            }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("connecting to {host}:{port}: no answer in time");
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
     }
@@ -184,10 +237,10 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream> {
 }
 
 fn tls(
-    tcp: TcpStream,
+    tcp: Deadline,
     host: &str,
     ca_file: Option<&str>,
-) -> Result<openssl::ssl::SslStream<TcpStream>> {
+) -> Result<openssl::ssl::SslStream<Deadline>> {
     // The builder verifies the peer's chain and name, and loads OpenSSL's default store
     // (which honours SSL_CERT_FILE); a bundle file is added to it.
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;

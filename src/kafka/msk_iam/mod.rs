@@ -124,6 +124,76 @@ pub(crate) fn token(
     Ok((base64url(url.as_bytes()), expiry_ms))
 }
 
+/// New credentials are fetched this long before the cached ones expire (the SDKs refresh
+/// 5-15 minutes ahead): a token must not outlive what signed it, and a token is valid 15
+/// minutes.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// The credentials last loaded, shared by every client of the process (the producers, the
+/// offsets reader, the admin client all sign as the same identity): one load per
+/// refresh for all of them rather than one per client.
+static CACHE: std::sync::Mutex<Option<Credentials>> = std::sync::Mutex::new(None);
+
+/// librdkafka's token callback for every client the agent makes (`kafka::client::AuthContext`
+/// and the other contexts call it). `config` is the client's `sasl.oauthbearer.config`:
+/// `config::properties::msk_iam` puts the region there. Runs on the thread that polls the
+/// client; a credential load can take the metadata services' timeout (2 s) there.
+pub(crate) fn oauth_token(
+    config: Option<&str>,
+) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+    let Some(region) =
+        config.and_then(|c| c.strip_prefix(crate::config::properties::MSK_IAM_CONFIG))
+    else {
+        return Err("OAUTHBEARER tokens come from OIDC (sasl.oauthbearer.method = \"oidc\") or kafka.aws_msk_iam; neither is configured".into());
+    };
+    let now = SystemTime::now();
+    let creds = credentials_at(now, region).map_err(|e| {
+        tracing::warn!(error = %format!("{e:#}"), "MSK IAM: no AWS credentials to sign a token with; librdkafka retries in 10 s");
+        format!("MSK IAM: {e:#}")
+    })?;
+    let user_agent = concat!("journald-kafka/", env!("CARGO_PKG_VERSION"));
+    let (token, expiry_ms) =
+        token(&creds, region, now, user_agent).map_err(|e| format!("MSK IAM: {e:#}"))?;
+    Ok(rdkafka::client::OAuthToken {
+        token,
+        principal_name: "journald-kafka".into(),
+        lifetime_ms: valid_until_ms(&creds, expiry_ms),
+    })
+}
+
+/// The cached credentials, loaded again when they end within [`CREDENTIALS_MARGIN`]. A load
+/// that fails while the cached ones still work keeps them (the next refresh tries again).
+fn credentials_at(now: SystemTime, region: &str) -> Result<Credentials> {
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(c) = cache
+        .as_ref()
+        .filter(|c| !c.expiring(now, CREDENTIALS_MARGIN))
+    {
+        return Ok(c.clone());
+    }
+    match credentials::load(&credentials::process_env, region) {
+        Ok(c) => {
+            let until = c.expires.map(|e| {
+                jiff::Timestamp::try_from(e)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default()
+            });
+            tracing::info!(access_key_id = %c.access_key_id, valid_until = until.as_deref().unwrap_or("(long-term keys)"), "MSK IAM: AWS credentials loaded");
+            *cache = Some(c.clone());
+            Ok(c)
+        }
+        Err(e) => match cache.as_ref().filter(|c| !c.expiring(now, Duration::ZERO)) {
+            Some(c) => {
+                tracing::warn!(error = %format!("{e:#}"), "MSK IAM: cannot load fresh AWS credentials; signing with the current ones until they expire");
+                Ok(c.clone())
+            }
+            None => Err(e),
+        },
+    }
+}
+
 /// The lifetime to hand librdkafka with a token (ms since the epoch): the token's own expiry,
 /// but not past the credentials' (a token signed with expired credentials is refused).
 pub(crate) fn valid_until_ms(creds: &Credentials, token_expiry_ms: i64) -> i64 {
@@ -366,6 +436,101 @@ mod tests {
             );
             assert_eq!(got, v.token, "token for {} at {}", v.region, v.at_ms);
             assert_eq!(expiry, v.expiry_ms);
+        }
+    }
+
+    /// The same comparison run against AWS's signer itself now, for inputs drawn here
+    /// (tests/tools/msk_iam_token.py; scripts/install-deps.sh installs the pinned signer
+    /// into its own directory): random keys, session tokens with characters that need
+    /// escaping, every region family, times across years, the signer's and our user agent.
+    #[test]
+    fn tokens_equal_what_aws_signer_builds_now_for_drawn_inputs() {
+        let dir = std::env::var("JK_MSK_SIGNER_PATH").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/journald-kafka/msk-signer",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/msk_iam_token.py");
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let regions = [
+            "us-east-1",
+            "eu-west-3",
+            "ap-southeast-2",
+            "cn-north-1",
+            "us-gov-west-1",
+            "me-central-1",
+        ];
+        let alphabet: Vec<char> =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_.~ %&;"
+                .chars()
+                .collect();
+        for i in 0..12 {
+            let mut word = |n: usize| -> String {
+                (0..n)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let access_key = format!(
+                "ASIA{}",
+                word(16)
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "X")
+                    .to_uppercase()
+            );
+            let secret_key = word(40);
+            let session_token = (i % 3 != 0).then(|| word(120 + i * 37));
+            let region = regions[i % regions.len()];
+            let at = 946_684_800 + next() % 3_000_000_000;
+            let user_agent = (i % 2 == 1).then_some("journald-kafka/9.9.9");
+            let input = serde_json::json!({
+                "access_key": access_key, "secret_key": secret_key,
+                "session_token": session_token, "region": region, "time": at,
+                "user_agent": user_agent,
+            });
+            let mut child = std::process::Command::new("python3")
+                .arg(tool)
+                .env("PYTHONPATH", &dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.to_string().as_bytes())
+                .expect("write");
+            let out = child.wait_with_output().expect("signer");
+            assert!(
+                out.status.success(),
+                "AWS's signer (installed in {dir} by scripts/install-deps.sh): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let aws: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let c = Credentials {
+                access_key_id: access_key,
+                secret_access_key: secret_key,
+                session_token,
+                expires: None,
+            };
+            let ua = aws["user_agent"].as_str().expect("user agent");
+            let (ours, expiry) =
+                token(&c, region, UNIX_EPOCH + Duration::from_secs(at), ua).expect("signs");
+            assert_eq!(
+                ours,
+                aws["token"].as_str().expect("token"),
+                "input {input}; AWS's URL {}",
+                aws["url"]
+            );
+            assert_eq!(Some(expiry), aws["expiry_ms"].as_i64());
         }
     }
 

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{Config, KafkaConfig};
-use crate::kafka::client::connection_config;
+use crate::kafka::client::{AuthContext, connection_config, give_token};
 
 /// The cursor topic exists (created compacted when missing and allowed). Returns a warning
 /// for an existing topic that is not compacted.
@@ -29,9 +28,11 @@ pub(crate) fn ensure_cursor_topic(
     create: bool,
 ) -> Result<Option<String>> {
     let topic = &cfg.delivery.cursor_topic;
-    let admin: AdminClient<DefaultClientContext> = connection_config(&cfg.kafka)
-        .create()
+    let config = connection_config(&cfg.kafka);
+    let admin: AdminClient<AuthContext> = config
+        .create_with_context(AuthContext)
         .context("cannot create the Kafka admin client")?;
+    give_token(admin.inner(), &config)?;
     let opts = AdminOptions::new().request_timeout(Some(timeout));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -92,6 +93,15 @@ pub(crate) fn ensure_cursor_topic(
 struct QuietEof;
 
 impl rdkafka::ClientContext for QuietEof {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> std::result::Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        crate::kafka::msk_iam::oauth_token(config)
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if !matches!(
             error,
@@ -106,7 +116,8 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
 /// A reader of the cursor topic, never committing, told when it reaches a partition's end.
 fn reader(k: &KafkaConfig, group: &str, isolation: &str) -> Result<BaseConsumer<QuietEof>> {
-    connection_config(k)
+    let mut config = connection_config(k);
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -117,9 +128,12 @@ fn reader(k: &KafkaConfig, group: &str, isolation: &str) -> Result<BaseConsumer<
         .set("max.partition.fetch.bytes", "1048576")
         // ... and noida-db answers with everything up to the end whatever was asked: accept
         // responses up to 1 GiB rather than fail a restore for good.
-        .set("receive.message.max.bytes", "1073741824")
+        .set("receive.message.max.bytes", "1073741824");
+    let reader: BaseConsumer<QuietEof> = config
         .create_with_context(QuietEof)
-        .context("cannot create the cursor topic reader")
+        .context("cannot create the cursor topic reader")?;
+    give_token(reader.client(), &config)?;
+    Ok(reader)
 }
 
 /// Reads the newest committed cursor for `id` from the cursor topic (read_committed).

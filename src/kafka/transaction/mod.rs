@@ -142,10 +142,12 @@ pub(crate) fn transactional_id(cfg: &Config) -> Result<String> {
 pub(crate) fn check(cfg: &Config) -> Result<String> {
     let id = transactional_id(cfg)?;
     let timeout = Duration::from_millis(cfg.kafka.connect_timeout_ms.clamp(1_000, 10_000));
-    let producer: rdkafka::producer::BaseProducer = connection_config(&cfg.kafka)
-        .set("transactional.id", format!("{id}.check"))
-        .create()
+    let mut config = connection_config(&cfg.kafka);
+    config.set("transactional.id", format!("{id}.check"));
+    let producer: rdkafka::producer::BaseProducer<super::client::AuthContext> = config
+        .create_with_context(super::client::AuthContext)
         .context("cannot create a transactional producer")?;
+    super::client::give_token(producer.client(), &config)?;
     producer
         .init_transactions(timeout)
         .map_err(|e| init_error(&format!("{id}.check"), e).into_error())?;
@@ -200,7 +202,7 @@ fn committed_place(cfg: &Config, id: &str, timeout: Duration) -> Result<String> 
 pub(crate) struct TransactionStore<O: Owner> {
     producer: Producer<O>,
     /// Speaks for the agent's offsets group (`offsets::group_consumer`).
-    group: BaseConsumer,
+    group: BaseConsumer<super::client::AuthContext>,
     group_metadata: ConsumerGroupMetadata,
     kafka: KafkaConfig,
     topic: String,

@@ -25,7 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::checkpoint::place;
 use crate::config::KafkaConfig;
-use crate::kafka::client::connection_config;
+use crate::kafka::client::{AuthContext, connection_config, give_token};
 
 /// The first line of every chunk names the layout, so that a future one is told apart.
 const LAYOUT: &str = "jk1";
@@ -147,17 +147,23 @@ pub(crate) fn capacity(partitions: usize, limit: usize) -> usize {
 
 /// The consumer that speaks for this agent's group: its metadata goes with each commit,
 /// and it fetches the committed offsets (stable: `read_committed`).
-pub(crate) fn group_consumer(k: &KafkaConfig, group: &str) -> Result<BaseConsumer> {
-    connection_config(k)
+pub(crate) fn group_consumer(k: &KafkaConfig, group: &str) -> Result<BaseConsumer<AuthContext>> {
+    let mut config = connection_config(k);
+    config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .context("cannot create the consumer of the agent's offsets group")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer<AuthContext> = config
+        .create_with_context(AuthContext)
+        .context("cannot create the consumer of the agent's offsets group")?;
+    give_token(consumer.client(), &config)?;
+    Ok(consumer)
 }
 
 /// The group's metadata for `send_offsets_to_transaction`.
-pub(crate) fn group_metadata(consumer: &BaseConsumer) -> Result<ConsumerGroupMetadata> {
+pub(crate) fn group_metadata(
+    consumer: &BaseConsumer<AuthContext>,
+) -> Result<ConsumerGroupMetadata> {
     consumer
         .group_metadata()
         .ok_or_else(|| anyhow!("the offsets consumer has no group metadata"))
@@ -165,7 +171,7 @@ pub(crate) fn group_metadata(consumer: &BaseConsumer) -> Result<ConsumerGroupMet
 
 /// The partitions `topic` has (the chunks a place may use).
 pub(crate) fn partition_count(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     topic: &str,
     timeout: Duration,
 ) -> Result<usize> {
@@ -205,7 +211,7 @@ pub(crate) fn offsets(
 
 /// What the group committed on partitions `0..partitions` of `topic` (stable).
 pub(crate) fn fetch(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<AuthContext>,
     topic: &str,
     partitions: usize,
     timeout: Duration,
