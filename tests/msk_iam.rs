@@ -19,6 +19,9 @@ use common::*;
 /// token, expiry as Unix seconds).
 type Issued = Arc<Mutex<Vec<(Instant, String, String, String, u64)>>>;
 
+/// What the broker stand-in received in SaslAuthenticate: (when, the client's message).
+type Received = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 const LIFETIME_S: u64 = 40;
 
 fn unix_now() -> u64 {
@@ -97,10 +100,10 @@ fn metadata_service() -> (u16, Issued) {
 
 /// A broker stand-in: answers SaslHandshake v1 (OAUTHBEARER) and keeps what the client
 /// sends in SaslAuthenticate, then refuses it (the client retries with a later token).
-fn oauthbearer_receiver() -> (u16, Arc<Mutex<Vec<(u64, Vec<u8>)>>>) {
+fn oauthbearer_receiver() -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let seen: Received = Arc::default();
     let got = seen.clone();
     std::thread::spawn(move || {
         for s in listener.incoming() {

@@ -27,6 +27,7 @@ mod host;
 mod lookup;
 mod matches;
 mod measure;
+mod namespace;
 mod own;
 mod per_writer;
 mod reader;

@@ -20,8 +20,7 @@ pub fn open(cfg: &JournalConfig, filtered: bool) -> Result<Journal> {
             .local_only(true)
             .open()
             .context("cannot open the local journal")?,
-        Source::Namespace(ns) => journal::OpenOptions::default()
-            .open_namespace(ns.as_str())
+        Source::Namespace(ns) => super::namespace::open(ns)
             .with_context(|| format!("cannot open journal namespace {ns:?}"))?,
         Source::Directory(d) => {
             if !d.is_dir() {
