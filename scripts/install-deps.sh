@@ -10,7 +10,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm passwd time bc kcat openssl)
+pkgs=(build-essential pkg-config perl make cmake libsystemd-dev libsasl2-dev libzstd-dev liblz4-dev systemd systemd-journal-remote python3 procps util-linux rpm rpmlint passwd time bc kcat openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -53,6 +53,12 @@ if ! command -v promtool >/dev/null 2>&1; then
   for pid in $(pgrep -x prometheus || true); do
     grep -qx "$pid" <<<"$before" || kill "$pid" 2>/dev/null || true
   done
+fi
+# The packaged binary is built for glibc 2.28 with zig as compiler and linker
+# (scripts/package.sh): zig from PyPI, cargo-zigbuild from crates.io, both pinned.
+python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang==0.17.1
+if [ "$(cargo zigbuild --version 2>/dev/null | awk '{print $2}')" != 0.24.1 ]; then
+  cargo install cargo-zigbuild --version =0.24.1 --locked
 fi
 # OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent
 # wrote with them, as the Collector's Kafka receiver would (pinned: the test's oracle).

@@ -14,13 +14,21 @@ if ! have cargo-generate-rpm; then
   cargo install cargo-generate-rpm --version "=$CARGO_GENERATE_RPM_VERSION" --locked
 fi
 
-cargo build --release --locked
+# The packaged binary is linked against glibc 2.28's symbol versions (zig as the C compiler
+# and linker, through cargo-zigbuild), so it runs on every glibc from 2.28 (RHEL 8, Debian
+# 11, Ubuntu 20.04, SUSE 15) to today's; a plain build on this machine would need 2.34.
+# Newer glibc headers name res_nsearch (Kerberos' SRV lookup) by its 2.34 symbol; the older
+# name is in every glibc.
+GLIBC_FLOOR=2.28
+CFLAGS="${CFLAGS:-} -Dres_nsearch=__res_nsearch" \
+  cargo zigbuild --release --locked --target "x86_64-unknown-linux-gnu.$GLIBC_FLOOR"
+bin=target/x86_64-unknown-linux-gnu/release/journald-kafka
 # The man page and completions come from the same clap definitions as --help.
 rm -rf target/assets
-target/release/journald-kafka generate-assets target/assets
+"$bin" generate-assets target/assets
 gzip -9n target/assets/journald-kafka.1
 # Release builds keep line tables for profiling; packages ship without them.
-objcopy --strip-debug target/release/journald-kafka target/assets/journald-kafka
+objcopy --strip-debug "$bin" target/assets/journald-kafka
 mkdir -p target/packages
 cargo deb --no-build --output target/packages/ "$@"
 cargo generate-rpm --output target/packages/

@@ -10,9 +10,13 @@
 # (Nisshi, one plain, one SCRAM-only) run here on 127.0.0.1 and are stopped by PID.
 #
 #   scripts/system-test.sh            (root; builds the packages if missing)
+#   scripts/system-test.sh --probe bullseye|trixie   the short probe on another release:
+#       install, enable --now, READY, logger lines, SIGKILL restart, check, purge
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT_CACHE=${JK_SYSTEM_ROOT:-/var/cache/journald-kafka/bookworm}
+SUITE=bookworm; PROBE=0
+if [ "${1:-}" = "--probe" ]; then SUITE=${2:?--probe needs a Debian release name}; PROBE=1; fi
+ROOT_CACHE=${JK_SYSTEM_ROOT:-/var/cache/journald-kafka/$SUITE}
 MIRROR=${JK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 t0=$SECONDS
 say() { echo "== system: $* ($((SECONDS - t0)) s)"; }
@@ -20,11 +24,11 @@ say() { echo "== system: $* ($((SECONDS - t0)) s)"; }
 command -v systemd-nspawn >/dev/null && command -v debootstrap >/dev/null \
   || DEBIAN_FRONTEND=noninteractive apt-get install -y -q systemd-container debootstrap >/dev/null
 if [ ! -x "$ROOT_CACHE/lib/systemd/systemd" ]; then
-  say "making the bookworm root once (debootstrap, about a minute)"
+  say "making the $SUITE root once (debootstrap, about a minute)"
   rm -rf "$ROOT_CACHE.tmp"
   mkdir -p "$(dirname "$ROOT_CACHE")"
   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,libsystemd0 \
-    bookworm "$ROOT_CACHE.tmp" "$MIRROR" >/tmp/jk-debootstrap.log 2>&1 \
+    "$SUITE" "$ROOT_CACHE.tmp" "$MIRROR" >/tmp/jk-debootstrap.log 2>&1 \
     || { tail -20 /tmp/jk-debootstrap.log; exit 1; }
   mv "$ROOT_CACHE.tmp" "$ROOT_CACHE"
 fi
@@ -80,6 +84,7 @@ MPORT=$MPORT
 DPORT=$DPORT
 SPASSWORD=$SPASSWORD
 VERSION=$version
+PROBE=$PROBE
 EOF
 cat >"$root/etc/systemd/system/jk-system-test.service" <<'EOF'
 [Unit]
@@ -95,7 +100,7 @@ ln -sf /etc/systemd/system/jk-system-test.service "$root/etc/systemd/system/mult
 systemd-id128 new | tr -d - >"$root/etc/machine-id"
 mkdir -p "$root/var/log/journal"
 
-say "booting the container (systemd-nspawn -b); the steps take about two minutes"
+say "booting the $SUITE container (systemd-nspawn -b); the steps take about two minutes"
 limit=${JK_SYSTEM_TIMEOUT:-600}
 timeout --kill-after=10 "$limit" systemd-nspawn -D "$root" --register=no --keep-unit -q -b \
   >"$work/console.log" 2>&1 </dev/null || true
@@ -111,4 +116,4 @@ if [ ! -f "$results" ] || ! tail -1 "$results" | grep -qx DONE || grep -q '^FAIL
   echo "kept in $work"
   exit 1
 fi
-say "passed: $(grep -c '^ok' "$results") steps"
+say "passed on $SUITE: $(grep -c '^ok' "$results") steps"

@@ -33,6 +33,9 @@ phase "packages (.deb install, upgrade, purge; .rpm contents; unit hardening)"
 tests/packaging/check.sh
 phase "system test (the .deb under a real systemd in systemd-nspawn: enable, kill, watchdog, reload, template, credential, upgrade, purge)"
 JK_PREV_DEB=/tmp/journald-kafka-prev.deb scripts/system-test.sh
+phase "system probe on Debian 11 (bullseye: systemd 247, glibc 2.31) and 13 (trixie: systemd 257)"
+scripts/system-test.sh --probe bullseye
+scripts/system-test.sh --probe trixie
 phase "benchmark harness, short mode (prints figures, asserts no timing)"
 scripts/bench.sh --quick
 scripts/bench-delivery.sh --quick

@@ -20,6 +20,45 @@ deb=$(ls target/packages/journald-kafka_"$version"*_amd64.deb)
 rpm=$(ls target/packages/journald-kafka-"$version"*.rpm)
 pass "built $deb and $rpm"
 
+# Portable: the packaged binary needs no glibc symbol newer than 2.28 and no libsystemd
+# symbol newer than 239 (RHEL 8's floors; Debian 11 has 2.31 and 247), links only libraries
+# every such host has, and the packages declare exactly that floor.
+packaged=$(mktemp -d)
+dpkg-deb -x "$deb" "$packaged"
+b=$packaged/usr/bin/journald-kafka
+glibc=$(objdump -T "$b" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1)
+[ "$(printf '%s\n2.28\n' "$glibc" | sort -V | tail -1)" = 2.28 ] || fail "the binary needs glibc $glibc (> 2.28)"
+sdv=$(objdump -T "$b" | grep -o 'LIBSYSTEMD_[0-9]*' | sed 's/LIBSYSTEMD_//' | sort -un | tail -1)
+[ "${sdv:-0}" -le 239 ] || fail "the binary needs libsystemd $sdv (> 239): $(objdump -T "$b" | grep "LIBSYSTEMD_$sdv")"
+allowed=" libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libresolv.so.2 libutil.so.1 libgcc_s.so.1 ld-linux-x86-64.so.2 libsystemd.so.0 "
+for lib in $(readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+  [[ "$allowed" == *" $lib "* ]] || fail "the binary links $lib, which a RHEL 8 or Debian 11 host may lack"
+done
+depends=$(dpkg-deb -f "$deb" Depends)
+libc_dep=$(sed -n 's/.*libc6 (>= \([0-9.]*\)).*/\1/p' <<<"$depends")
+[ "$libc_dep" = "$glibc" ] || fail ".deb Depends says libc6 (>= $libc_dep), the binary needs $glibc: $depends"
+requires=$(rpm -qp --requires "$rpm")
+grep -o 'GLIBC_[0-9.]*' <<<"$requires" | sed 's/GLIBC_//' | sort -uV | tail -1 | grep -qx "$glibc" \
+  || fail ".rpm requires a glibc other than $glibc: $requires"
+grep -q '^systemd' <<<"$requires" || fail ".rpm does not require systemd: $requires"
+grep -q 'libsystemd.so.0' <<<"$requires" || fail ".rpm does not require libsystemd.so.0: $requires"
+rm -rf "$packaged"
+pass "portable: glibc >= $glibc, libsystemd symbols <= ${sdv:-209}, libraries: $(readelf -d "$b" 2>/dev/null | grep -c NEEDED || true) allowed; .deb Depends: $depends"
+
+# The rpm's scriptlets use only what a RHEL host has: no Debian tools.
+scripts=$(rpm -qp --scripts "$rpm")
+for bad in adduser addgroup deb-systemd-helper deb-systemd-invoke dpkg update-rc.d invoke-rc.d; do
+  grep -qw "$bad" <<<"$scripts" && fail "the rpm's scriptlets call $bad, which RHEL lacks"
+done
+grep -q 'useradd' <<<"$scripts" || fail "the rpm does not create its user with useradd"
+grep -q '^/usr/sbin/useradd' <<<"$requires" || fail "the rpm does not require /usr/sbin/useradd: $requires"
+if command -v rpmlint >/dev/null 2>&1; then
+  rpmlint "$rpm" >/tmp/jk-rpmlint.txt 2>&1 || true
+  errors=$(grep -c ': E: ' /tmp/jk-rpmlint.txt || true)
+  pass "rpmlint: $errors errors ($(grep ': E: ' /tmp/jk-rpmlint.txt | sed 's/.*: E: //' | awk '{print $1}' | sort -u | tr '\n' ' '))"
+fi
+pass "rpm scriptlets use RHEL's tools (useradd, systemctl)"
+
 dpkg -i /tmp/journald-kafka-prev.deb >/dev/null
 [ "$(dpkg-query -W -f='${Version}' journald-kafka)" = "0.0.1" ] || fail "previous version not installed"
 

@@ -120,6 +120,23 @@ fi
 if wait_for 60 arrived sys m2; then ok "SIGKILL: lines written while it was dead arrived (lost 0)"; else fail "m2: $(count sys m2) of 100"; fi
 if [ "$(count sys m1)" = 100 ]; then ok "SIGKILL: earlier lines still all there"; else fail "m1 after kill: $(count sys m1)"; fi
 
+# The short probe on the other releases (PROBE=1): what the release changes for the agent,
+# then purge.
+if [ "${PROBE:-0}" = 1 ]; then
+  sysv=$(systemctl --version | sed -n '1s/^systemd \([0-9]*\).*/\1/p')
+  out=$(journald-kafka check --config /etc/journald-kafka/config.toml 2>&1); rc=$?
+  if [ "$sysv" -ge 255 ]; then
+    if ! grep -q SIGBUS <<<"$out"; then ok "check on systemd $sysv: no SIGBUS warning (archive truncation fixed in 255)"; else fail "check on systemd $sysv warns of SIGBUS: $out"; fi
+  else
+    if grep -q SIGBUS <<<"$out"; then ok "check on systemd $sysv: warns that archive truncation can SIGBUS"; else fail "check on systemd $sysv: no SIGBUS warning: $out"; fi
+  fi
+  [ "$rc" -le 1 ] && ok "check ran (exit $rc)" || fail "check exited $rc: $out"
+  if dpkg --purge journald-kafka && ! active journald-kafka && [ ! -e /var/lib/journald-kafka ]; then ok "dpkg --purge: stopped, state removed"; else fail "purge"; fi
+  echo DONE >>"$R"
+  systemctl poweroff --force
+  exit 0
+fi
+
 # 4. Watchdog: a frozen agent (SIGSTOP) is killed and restarted by systemd.
 mkdir -p /etc/systemd/system/journald-kafka.service.d
 printf '[Service]\nWatchdogSec=4\nTimeoutAbortSec=5\n' >/etc/systemd/system/journald-kafka.service.d/50-test.conf
