@@ -681,21 +681,9 @@ fn progress_records_ride_in_each_transaction_and_audit_sees_every_entry() {
         !restored.contains(&last),
         "the first agent was killed before the end: {restored}"
     );
-    let (st, out) = run_cli(&[
-        "audit",
-        "--config",
-        agent.config.to_str().unwrap(),
-        "--json",
-        "--idle-ms",
-        "2000",
-    ]);
-    let json = out
-        .lines()
-        .find(|l| l.starts_with('['))
-        .unwrap_or_else(|| panic!("no JSON from audit: {out}"));
-    eprintln!("exactly-once audit after a kill -9: {json}");
-    let v: serde_json::Value = serde_json::from_str(json).unwrap();
-    assert!(st.success(), "{out}");
+    let (ok, v, out) = audit_json(&agent.config);
+    eprintln!("exactly-once audit after a kill -9: {v}");
+    assert!(ok, "{out}");
     let w = &v[0];
     assert_eq!(w["covered"], 60000, "{out}");
     assert_eq!(w["filtered"], 18000, "{out}");

@@ -163,17 +163,8 @@ fn otlp_records_carry_every_field_as_opentelemetry_reads_them() {
     assert_eq!(large, 1, "the 600 kB field arrived whole");
 
     // audit reads OTLP records: every entry covered, none lost, the hosts named.
-    let (st, out) = run_cli(&[
-        "audit",
-        "--config",
-        agent.config.to_str().unwrap(),
-        "--json",
-        "--idle-ms",
-        "2000",
-    ]);
-    assert!(st.success(), "{out}");
-    let json: Json =
-        serde_json::from_str(out.lines().find(|l| l.starts_with('[')).unwrap()).unwrap();
+    let (ok, json, out) = audit_json(&agent.config);
+    assert!(ok, "{out}");
     let covered: u64 = json
         .as_array()
         .unwrap()

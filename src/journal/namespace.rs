@@ -61,7 +61,10 @@ mod tests {
         assert!(libsystemd_function(c"sd_journal_open_no_such_function").is_none());
         assert!(libsystemd_function(c"sd_journal_open").is_some());
         let why = unsupported("web");
-        assert!(why.contains("libsystemd 245") && why.contains(".web\""), "{why}");
+        assert!(
+            why.contains("libsystemd 245") && why.contains(".web\""),
+            "{why}"
+        );
     }
 
     /// A namespace no journald ever wrote opens empty (libsystemd's answer), through the

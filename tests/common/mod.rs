@@ -593,6 +593,24 @@ impl Drop for Agent {
 }
 
 /// Runs the binary to completion and returns (status, stdout + stderr).
+/// `audit --config CONFIG --json`: whether it passed, its JSON (one object per writer),
+/// and all it printed.
+pub fn audit_json(config: &Path) -> (bool, serde_json::Value, String) {
+    let (st, out) = run_cli(&[
+        "audit",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        "--idle-ms",
+        "2000",
+    ]);
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('['))
+        .unwrap_or_else(|| panic!("no JSON from audit: {out}"));
+    (st.success(), serde_json::from_str(json).unwrap(), out)
+}
+
 pub fn run_cli(args: &[&str]) -> (ExitStatus, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args);

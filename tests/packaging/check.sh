@@ -52,11 +52,16 @@ for bad in adduser addgroup deb-systemd-helper deb-systemd-invoke dpkg update-rc
 done
 grep -q 'useradd' <<<"$scripts" || fail "the rpm does not create its user with useradd"
 grep -q '^/usr/sbin/useradd' <<<"$requires" || fail "the rpm does not require /usr/sbin/useradd: $requires"
-if command -v rpmlint >/dev/null 2>&1; then
-  rpmlint "$rpm" >/tmp/jk-rpmlint.txt 2>&1 || true
-  errors=$(grep -c ': E: ' /tmp/jk-rpmlint.txt || true)
-  pass "rpmlint: $errors errors ($(grep ': E: ' /tmp/jk-rpmlint.txt | sed 's/.*: E: //' | awk '{print $1}' | sort -u | tr '\n' ' '))"
-fi
+# rpmlint's errors, each one either fixed or accepted here with its reason: the config is
+# 0640 on purpose (it may hold a SASL password); signing belongs to the release, not the
+# build; cargo-generate-rpm writes no packager, group (deprecated since RPM 4.x),
+# changelog or build host.
+accepted="non-readable no-signature no-packager-tag no-group-tag no-changelogname-tag no-buildhost-tag"
+rpmlint "$rpm" >/tmp/jk-rpmlint.txt 2>&1 || true
+for e in $(grep ': E: ' /tmp/jk-rpmlint.txt | sed 's/.*: E: //' | awk '{print $1}' | sort -u); do
+  [[ " $accepted " == *" $e "* ]] || fail "rpmlint: $(grep ": E: $e" /tmp/jk-rpmlint.txt)"
+done
+pass "rpmlint: no error beyond the accepted ($(grep -c ': E: ' /tmp/jk-rpmlint.txt || true) accepted, $(grep -c ': W: ' /tmp/jk-rpmlint.txt || true) warnings)"
 pass "rpm scriptlets use RHEL's tools (useradd, systemctl)"
 
 dpkg -i /tmp/journald-kafka-prev.deb >/dev/null

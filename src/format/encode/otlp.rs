@@ -30,18 +30,28 @@ enum Any<'a> {
     Group(usize),
 }
 
-/// The groups the layout places apart, found in one pass over the groups.
-#[derive(Default)]
-struct Known {
-    message: Option<usize>,
-    priority: Option<usize>,
-    hostname: Option<usize>,
-    machine_id: Option<usize>,
-    boot_id: Option<usize>,
-    unit: Option<usize>,
-    identifier: Option<usize>,
-    comm: Option<usize>,
-}
+/// The groups the layout places apart (by index: `MESSAGE`, …), found in one pass over
+/// the groups, with the journal names they are found by.
+struct Known([Option<usize>; 8]);
+
+const MESSAGE: usize = 0;
+const PRIORITY: usize = 1;
+const HOSTNAME: usize = 2;
+const MACHINE_ID: usize = 3;
+const BOOT_ID: usize = 4;
+const UNIT: usize = 5;
+const IDENTIFIER: usize = 6;
+const COMM: usize = 7;
+const KNOWN_NAMES: [&[u8]; 8] = [
+    b"MESSAGE",
+    b"PRIORITY",
+    b"_HOSTNAME",
+    b"_MACHINE_ID",
+    b"_BOOT_ID",
+    b"_SYSTEMD_UNIT",
+    b"SYSLOG_IDENTIFIER",
+    b"_COMM",
+];
 
 impl Encoder {
     pub(super) fn write_otlp(&self, e: &Entry, outcome: &Outcome, out: &mut Vec<u8>) {
@@ -51,13 +61,13 @@ impl Encoder {
             tag(out, RECORD_TIME, FIXED64);
             out.extend_from_slice(&t.to_le_bytes());
         }
-        let priority = known.priority.map(|g| self.first(e, g));
+        let priority = known.0[PRIORITY].map(|g| self.first(e, g));
         if let Some((number, text)) = priority.and_then(severity) {
             tag(out, RECORD_SEVERITY_NUMBER, VARINT);
             varint(out, number);
             delimited(out, RECORD_SEVERITY_TEXT, text.as_bytes());
         }
-        if let Some(g) = known.message {
+        if let Some(g) = known.0[MESSAGE] {
             self.any(e, out, RECORD_BODY, Any::Group(g));
         }
         self.attributes(e, outcome, &known, time.is_none(), out);
@@ -94,7 +104,7 @@ impl Encoder {
             );
         }
         for (g, group) in self.groups.iter().enumerate() {
-            if Some(g) != known.message {
+            if Some(g) != known.0[MESSAGE] {
                 let name = e.field(group.first as usize).0;
                 attribute(self.name(name, &mut buf), Any::Group(g));
             }
@@ -105,7 +115,7 @@ impl Encoder {
             }
         }
         if self.priority_name {
-            let name = known.priority.and_then(|g| priority_name(self.first(e, g)));
+            let name = known.0[PRIORITY].and_then(|g| priority_name(self.first(e, g)));
             if let Some(p) = name {
                 attribute(
                     self.name(b"PRIORITY_NAME", &mut buf),
@@ -171,13 +181,13 @@ impl Encoder {
         // has none of its own): an excluded `_BOOT_ID` stays out.
         let header_boot =
             Some(e.boot_id.as_bytes()).filter(|b| !b.is_empty() && !self.has_boot_field);
-        let boot = text(known.boot_id).or(header_boot);
-        let service = text(known.unit)
-            .or_else(|| text(known.identifier))
-            .or_else(|| text(known.comm));
+        let boot = text(known.0[BOOT_ID]).or(header_boot);
+        let service = text(known.0[UNIT])
+            .or_else(|| text(known.0[IDENTIFIER]))
+            .or_else(|| text(known.0[COMM]));
         [
-            (&b"host.name"[..], text(known.hostname)),
-            (b"host.id", text(known.machine_id)),
+            (&b"host.name"[..], text(known.0[HOSTNAME])),
+            (b"host.id", text(known.0[MACHINE_ID])),
             // Not (yet) an OpenTelemetry convention; Elastic's ECS name for the same thing.
             (b"host.boot.id", boot),
             (b"service.name", service),
@@ -188,49 +198,24 @@ impl Encoder {
     /// the profile gives them: an entry read back from a record under the profile (the
     /// refusal policy re-encodes those) has its fields under the profile's names.
     fn known(&self, e: &Entry) -> Known {
-        const NAMES: [&[u8]; 8] = [
-            b"MESSAGE",
-            b"PRIORITY",
-            b"_HOSTNAME",
-            b"_MACHINE_ID",
-            b"_BOOT_ID",
-            b"_SYSTEMD_UNIT",
-            b"SYSLOG_IDENTIFIER",
-            b"_COMM",
-        ];
         let mut found = [None; 8];
         let mut buf = Vec::new();
         for (g, group) in self.groups.iter().enumerate() {
             let name = e.field(group.first as usize).0;
-            let at = NAMES.iter().position(|n| *n == name).or_else(|| {
+            let at = KNOWN_NAMES.iter().position(|n| *n == name).or_else(|| {
                 (self.lowercase || self.strip)
-                    .then(|| NAMES.iter().position(|n| self.name(n, &mut buf) == name))
+                    .then(|| {
+                        KNOWN_NAMES
+                            .iter()
+                            .position(|n| self.name(n, &mut buf) == name)
+                    })
                     .flatten()
             });
             if let Some(i) = at {
                 found[i] = Some(g);
             }
         }
-        let [
-            message,
-            priority,
-            hostname,
-            machine_id,
-            boot_id,
-            unit,
-            identifier,
-            comm,
-        ] = found;
-        Known {
-            message,
-            priority,
-            hostname,
-            machine_id,
-            boot_id,
-            unit,
-            identifier,
-            comm,
-        }
+        Known(found)
     }
 
     /// The first value of group `g`, as truncation left it.

@@ -46,7 +46,12 @@ pub(super) struct Response {
 /// The status only: a body holds credentials.
 impl std::fmt::Debug for Response {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Response {{ status: {}, body: <{} bytes> }}", self.status, self.body.len())
+        write!(
+            f,
+            "Response {{ status: {}, body: <{} bytes> }}",
+            self.status,
+            self.body.len()
+        )
     }
 }
 
