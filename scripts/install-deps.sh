@@ -57,7 +57,7 @@ fi
 # The packaged binary is built for glibc 2.28 with zig as compiler and linker
 # (scripts/package.sh): zig from PyPI, cargo-zigbuild from crates.io, both pinned.
 python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang==0.17.1
-if [ "$(cargo zigbuild --version 2>/dev/null | awk '{print $2}')" != 0.24.1 ]; then
+if [ "$(cargo-zigbuild --version 2>/dev/null | awk '{print $2}')" != 0.24.1 ]; then
   cargo install cargo-zigbuild --version =0.24.1 --locked
 fi
 # OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent

@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITE=bookworm; PROBE=0
 if [ "${1:-}" = "--probe" ]; then SUITE=${2:?--probe needs a Debian release name}; PROBE=1; fi
-ROOT_CACHE=${JK_SYSTEM_ROOT:-/var/cache/journald-kafka/$SUITE}
+ROOT_CACHE=${JK_SYSTEM_ROOT:-/var/cache/journald-kafka}/$SUITE
 MIRROR=${JK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 t0=$SECONDS
 say() { echo "== system: $* ($((SECONDS - t0)) s)"; }
@@ -85,6 +85,7 @@ DPORT=$DPORT
 SPASSWORD=$SPASSWORD
 VERSION=$version
 PROBE=$PROBE
+SUITE=$SUITE
 EOF
 cat >"$root/etc/systemd/system/jk-system-test.service" <<'EOF'
 [Unit]
