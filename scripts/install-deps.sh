@@ -54,12 +54,8 @@ if ! command -v promtool >/dev/null 2>&1; then
     grep -qx "$pid" <<<"$before" || kill "$pid" 2>/dev/null || true
   done
 fi
-# The packaged binary is built for glibc 2.28 with zig as compiler and linker
-# (scripts/package.sh): zig from PyPI, cargo-zigbuild from crates.io, both pinned.
-python3 -c 'import ziglang' 2>/dev/null || python3 -m pip install -q ziglang==0.17.1
-if [ "$(cargo-zigbuild --version 2>/dev/null | awk '{print $2}')" != 0.24.1 ]; then
-  cargo install cargo-zigbuild --version =0.24.1 --locked
-fi
+# zig and cargo-zigbuild (the packaged binary's glibc 2.28 build) are installed, pinned, by
+# scripts/package.sh itself, like cargo-deb.
 # OpenTelemetry's own protobuf definitions: the OTLP format's test decodes what the agent
 # wrote with them, as the Collector's Kafka receiver would (pinned: the test's oracle).
 python3 -c 'import opentelemetry.proto.logs.v1.logs_pb2' 2>/dev/null || python3 -m pip install -q opentelemetry-proto==1.45.2

@@ -2,25 +2,13 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-
-fn audit(config: &str, topic: Option<&str>) -> (bool, serde_json::Value, String) {
-    let mut args = vec!["audit", "--config", config, "--json", "--idle-ms", "2000"];
-    if let Some(t) = topic {
-        args.extend(["--topic", t]);
-    }
-    let (st, out) = run_cli(&args);
-    let json = out
-        .lines()
-        .find(|l| l.starts_with('['))
-        .unwrap_or_else(|| panic!("no JSON from audit: {out}"));
-    (st.success(), serde_json::from_str(json).unwrap(), out)
-}
 
 #[test]
 fn audit_tells_lost_from_filtered_without_the_host() {
@@ -45,7 +33,7 @@ fn audit_tells_lost_from_filtered_without_the_host() {
     let config = agent.config.to_str().unwrap().to_string();
 
     // A clean run: nothing lost, the filtered ones accounted for.
-    let (ok, v, out) = audit(&config, None);
+    let (ok, v, out) = audit_json(Path::new(&config), None);
     assert!(ok, "{out}");
     assert_eq!(v.as_array().unwrap().len(), 1, "{out}");
     let w = &v[0];
@@ -93,7 +81,7 @@ fn audit_tells_lost_from_filtered_without_the_host() {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     assert_eq!(left_out, 37);
-    let (ok, v, out) = audit(&config, Some("au-copy"));
+    let (ok, v, out) = audit_json(Path::new(&config), Some("au-copy"));
     assert!(!ok, "audit fails when entries are lost: {out}");
     assert_eq!(v[0]["lost"], 37, "{out}");
     assert_eq!(v[0]["filtered"], 600, "{out}");

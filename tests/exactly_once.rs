@@ -681,7 +681,7 @@ fn progress_records_ride_in_each_transaction_and_audit_sees_every_entry() {
         !restored.contains(&last),
         "the first agent was killed before the end: {restored}"
     );
-    let (ok, v, out) = audit_json(&agent.config);
+    let (ok, v, out) = audit_json(&agent.config, None);
     eprintln!("exactly-once audit after a kill -9: {v}");
     assert!(ok, "{out}");
     let w = &v[0];

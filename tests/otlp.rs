@@ -163,7 +163,7 @@ fn otlp_records_carry_every_field_as_opentelemetry_reads_them() {
     assert_eq!(large, 1, "the 600 kB field arrived whole");
 
     // audit reads OTLP records: every entry covered, none lost, the hosts named.
-    let (ok, json, out) = audit_json(&agent.config);
+    let (ok, json, out) = audit_json(&agent.config, None);
     assert!(ok, "{out}");
     let covered: u64 = json
         .as_array()

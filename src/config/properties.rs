@@ -186,6 +186,15 @@ pub(crate) fn msk_iam(k: &KafkaConfig) -> Properties {
     out
 }
 
+/// The SASL mechanism the user's properties choose, lower-case: `sasl.mechanisms`, else its
+/// alias `sasl.mechanism` (librdkafka takes them in that order: the plural is set last).
+pub(crate) fn sasl_mechanism(properties: &BTreeMap<String, String>) -> Option<String> {
+    properties
+        .get("sasl.mechanisms")
+        .or_else(|| properties.get("sasl.mechanism"))
+        .map(|m| m.to_ascii_lowercase())
+}
+
 /// The start of `sasl.oauthbearer.config` for MSK IAM, followed by the region.
 pub(crate) const MSK_IAM_CONFIG: &str = "journald-kafka-msk-iam region=";
 

@@ -119,11 +119,7 @@ impl rdkafka::producer::ProducerContext for AuthContext {
 /// OAUTHBEARER (OIDC) the secret is the client secret sent to the token endpoint.
 fn secrets(k: &KafkaConfig, c: &mut ClientConfig) {
     if let Some(p) = &k.sasl_password {
-        let oauth = ["sasl.mechanisms", "sasl.mechanism"].iter().any(|m| {
-            k.properties
-                .get(*m)
-                .is_some_and(|v| v.eq_ignore_ascii_case("OAUTHBEARER"))
-        });
+        let oauth = properties::sasl_mechanism(&k.properties).as_deref() == Some("oauthbearer");
         let key = if oauth {
             "sasl.oauthbearer.client.secret"
         } else {

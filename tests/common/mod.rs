@@ -593,17 +593,15 @@ impl Drop for Agent {
 }
 
 /// Runs the binary to completion and returns (status, stdout + stderr).
-/// `audit --config CONFIG --json`: whether it passed, its JSON (one object per writer),
-/// and all it printed.
-pub fn audit_json(config: &Path) -> (bool, serde_json::Value, String) {
-    let (st, out) = run_cli(&[
-        "audit",
-        "--config",
-        config.to_str().unwrap(),
-        "--json",
-        "--idle-ms",
-        "2000",
-    ]);
+/// `audit --config CONFIG --json` (of `topic`, else the configured topics): whether it
+/// passed, its JSON (one object per writer), and all it printed.
+pub fn audit_json(config: &Path, topic: Option<&str>) -> (bool, serde_json::Value, String) {
+    let config = config.to_str().unwrap();
+    let mut args = vec!["audit", "--config", config, "--json", "--idle-ms", "2000"];
+    if let Some(t) = topic {
+        args.extend(["--topic", t]);
+    }
+    let (st, out) = run_cli(&args);
     let json = out
         .lines()
         .find(|l| l.starts_with('['))

@@ -139,7 +139,7 @@ fn msk_iam(
     at: &Locator,
 ) -> Result<Option<String>> {
     let prop = |k: &str| properties.get(k).map(|v| v.to_ascii_lowercase());
-    let mechanism = prop("sasl.mechanisms").or_else(|| prop("sasl.mechanism"));
+    let mechanism = crate::config::properties::sasl_mechanism(properties);
     let oidc = prop("sasl.oauthbearer.method").as_deref() == Some("oidc");
     if prop("enable.sasl.oauthbearer.unsecure.jwt").as_deref() == Some("true") {
         bail!(

@@ -196,9 +196,6 @@ pub(super) fn request(req: &Request<'_>) -> Result<Response> {
         tcp: connect(&url.host, url.port, deadline)?,
         deadline,
     };
-    // A handle on the socket itself, to shorten its read timeout to what is left of the
-    // deadline whatever is layered on it.
-    let socket = tcp.tcp.try_clone().context("cloning the socket")?;
     let mut stream: Box<dyn Stream> = if url.tls {
         Box::new(tls(tcp, &url.host, req.ca_file)?)
     } else {
@@ -207,7 +204,7 @@ pub(super) fn request(req: &Request<'_>) -> Result<Response> {
     let head = head(req, &url)?;
     send(&mut stream, head.as_bytes(), req.body)
         .with_context(|| format!("sending to {}", url.authority))?;
-    read_response(&mut stream, &socket, deadline)
+    read_response(&mut stream, deadline)
         .with_context(|| format!("reading the answer of {}", url.authority))
 }
 
@@ -286,11 +283,8 @@ fn head(req: &Request<'_>, url: &Url) -> Result<String> {
     Ok(head)
 }
 
-fn read_response<R: Read + ?Sized>(
-    stream: &mut R,
-    socket: &TcpStream,
-    deadline: Instant,
-) -> Result<Response> {
+/// Reads until the answer is complete; every read is bounded by the deadline (`Deadline`).
+fn read_response<R: Read + ?Sized>(stream: &mut R, deadline: Instant) -> Result<Response> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -304,7 +298,6 @@ fn read_response<R: Read + ?Sized>(
         if left.is_zero() {
             bail!("no complete answer in time");
         }
-        socket.set_read_timeout(Some(left))?;
         let n = stream
             .read(&mut chunk)
             .context("read failed or timed out")?;
