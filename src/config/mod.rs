@@ -33,7 +33,9 @@ pub use section::delivery::{
 };
 pub use section::encoding::{DEFAULT_MAX_RECORD_BYTES, EncodingConfig, FieldPattern, Format};
 pub use section::forward::{ForwardConfig, ForwardPart};
-pub use section::journal::{CursorLost, Filter, JournalConfig, Source, Start, UnitsMode, is_glob};
+pub use section::journal::{
+    CursorLost, Filter, JournalConfig, ReaderKind, Source, Start, UnitsMode, is_glob,
+};
 pub use section::kafka::{HeaderTemplate, KafkaConfig, TopicPart};
 pub use section::log::{LogConfig, LogTarget};
 pub use section::metrics::MetricsConfig;

@@ -97,6 +97,7 @@ pub(super) struct RawJournal {
     pub(super) since: Option<Spanned<String>>,
     pub(super) cursor_lost: Option<Spanned<String>>,
     pub(super) exclude_own_entries: Option<bool>,
+    pub(super) reader: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) units: Vec<Spanned<String>>,
     #[serde(default)]

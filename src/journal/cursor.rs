@@ -51,8 +51,20 @@ pub fn seqnum(text: &str) -> Option<(&str, u64)> {
     Some((id?, n?))
 }
 
-/// Parses a cursor as written by `sd_journal_get_cursor`.
-pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
+/// Every part of a cursor, as numbers: what the native reader seeks to and compares with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Parts {
+    pub seqnum_id: Option<[u8; 16]>,
+    pub seqnum: Option<u64>,
+    pub boot_id: Option<[u8; 16]>,
+    pub monotonic: Option<u64>,
+    pub realtime: Option<u64>,
+    pub xor_hash: Option<u64>,
+}
+
+/// Splits a cursor into its parts, each checked; a part may be missing (libsystemd accepts
+/// any subset), an unknown or malformed one is an error.
+pub(crate) fn parts(text: &str) -> Result<Parts, CursorError> {
     if text.is_empty() {
         return Err(CursorError("the cursor is empty".into()));
     }
@@ -61,7 +73,7 @@ pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
             "the cursor contains the character {c:?}, which no journal cursor has"
         )));
     }
-    let (mut s, mut i, mut b, mut t) = (None, None, None, None);
+    let mut p = Parts::default();
     for part in text.split(';') {
         let Some((k, v)) = part.split_once('=') else {
             return Err(CursorError(format!("{part:?} is not a key=value part")));
@@ -72,27 +84,40 @@ pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
         };
         let id = |v: &str| {
             if v.len() == 32 && v.bytes().all(|c| c.is_ascii_hexdigit()) {
-                Ok(v.to_string())
+                let mut out = [0u8; 16];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = u8::from_str_radix(&v[2 * i..2 * i + 2], 16).expect("hex digits");
+                }
+                Ok(out)
             } else {
                 Err(CursorError(format!("{k}={v:?} is not a 128-bit id")))
             }
         };
         match k {
-            "s" => s = Some(id(v)?),
-            "i" => i = Some(hex(v)?),
-            "b" => b = Some(id(v)?),
-            "t" => t = Some(hex(v)?),
-            "m" | "x" => {
-                hex(v)?;
-            }
+            "s" => p.seqnum_id = Some(id(v)?),
+            "i" => p.seqnum = Some(hex(v)?),
+            "b" => p.boot_id = Some(id(v)?),
+            "m" => p.monotonic = Some(hex(v)?),
+            "t" => p.realtime = Some(hex(v)?),
+            "x" => p.xor_hash = Some(hex(v)?),
             _ => return Err(CursorError(format!("unknown cursor part {k:?}"))),
         }
     }
-    match (s, i, b, t) {
-        (Some(seqnum_id), Some(seqnum), Some(boot_id), Some(realtime_usec)) => Ok(CursorInfo {
-            seqnum_id,
+    Ok(p)
+}
+
+fn id_text(id: [u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses a cursor as written by `sd_journal_get_cursor`.
+pub fn parse(text: &str) -> Result<CursorInfo, CursorError> {
+    let p = parts(text)?;
+    match (p.seqnum_id, p.seqnum, p.boot_id, p.realtime) {
+        (Some(s), Some(seqnum), Some(b), Some(realtime_usec)) => Ok(CursorInfo {
+            seqnum_id: id_text(s),
             seqnum,
-            boot_id,
+            boot_id: id_text(b),
             realtime_usec,
         }),
         _ => Err(CursorError(

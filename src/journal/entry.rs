@@ -63,6 +63,36 @@ impl Entry {
         ));
     }
 
+    /// Appends one `NAME=value` object that `fill` writes straight into the entry's buffer
+    /// (the native reader's copy from the file or its decompression): no buffer per field.
+    /// What `fill` wrote is taken back when it fails, or when it holds no '=' (not a field,
+    /// as libsystemd's entries never hold one either).
+    pub(crate) fn push_with(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let start = self.data.len();
+        if let Err(e) = fill(&mut self.data) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        let end = self.data.len();
+        let Some(eq) = self.data[start..].iter().position(|&b| b == b'=') else {
+            self.data.truncate(start);
+            return Ok(());
+        };
+        if end > u32::MAX as usize {
+            self.data.truncate(start);
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the entry's fields exceed 4 GiB",
+            ));
+        }
+        self.fields
+            .push((start as u32, (start + eq) as u32, end as u32));
+        Ok(())
+    }
+
     /// Convenience for tests and tools: appends `name=value`.
     pub fn push_field(&mut self, name: &[u8], value: &[u8]) {
         let start = self.data.len();

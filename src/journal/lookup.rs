@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use systemd::journal::Journal;
 
+use super::handle::Handle;
 use super::source::{open, source_files};
 use super::stream::{self, before_in, locate_in, newest_in};
 use super::writers::Writers;
@@ -34,10 +34,10 @@ fn writer_files(cfg: &JournalConfig) -> Result<Vec<WriterFiles>> {
 }
 
 /// An unfiltered handle over one writer's files, or over the whole source.
-fn unfiltered(cfg: &JournalConfig, files: Option<&[PathBuf]>) -> Result<Journal> {
+fn unfiltered(cfg: &JournalConfig, files: Option<&[PathBuf]>) -> Result<Handle> {
     match files {
         None => open(cfg, false),
-        Some(f) => stream::open_files(f, None),
+        Some(f) => stream::open_files(f, None, cfg.reader),
     }
 }
 

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use systemd::journal::Journal;
 
 use super::source::{open, source_files};
 use super::stream::newest_in;
@@ -28,7 +27,7 @@ pub(crate) struct Gauges {
 /// collector would need a descriptor per file.
 pub(crate) fn measure(cfg: &JournalConfig) -> Result<Gauges> {
     match &cfg.source {
-        Source::Local | Source::Namespace(_) => Ok(gauges_of(&mut open(cfg, false)?)),
+        Source::Local | Source::Namespace(_) => Ok(open(cfg, false)?.gauges()),
         Source::Directory(_) | Source::Files(_) => {
             let files = source_files(cfg)?;
             Ok(Gauges {
@@ -41,13 +40,6 @@ pub(crate) fn measure(cfg: &JournalConfig) -> Result<Gauges> {
                     .min(),
             })
         }
-    }
-}
-
-pub(super) fn gauges_of(j: &mut Journal) -> Gauges {
-    Gauges {
-        usage_bytes: j.usage().ok(),
-        oldest_usec: j.cutoff_realtime_usec().ok().flatten().map(|(o, _)| o),
     }
 }
 

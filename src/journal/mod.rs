@@ -22,12 +22,14 @@
 
 pub mod cursor;
 mod entry;
+mod handle;
 mod header;
 mod host;
 mod lookup;
 mod matches;
 mod measure;
 mod namespace;
+mod native;
 mod own;
 mod per_writer;
 mod reader;
@@ -49,4 +51,4 @@ pub(crate) use own::OwnEntries;
 pub use per_writer::open_file_budget;
 pub use reader::{Placed, Position, ReadStats, Reader};
 pub(crate) use select::{Selection, effect as filter_effect};
-pub use source::{file_count, open, unreadable_files};
+pub use source::{file_count, unreadable_files};

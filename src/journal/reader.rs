@@ -14,7 +14,7 @@ use systemd::journal::JournalWaitResult;
 
 use super::Entry;
 use super::header;
-use super::measure::{Gauges, gauges_of, measure, usage_of};
+use super::measure::{Gauges, measure, usage_of};
 use super::per_writer::{PerWriter, is_out_of_descriptors};
 use super::source::source_files;
 use super::stream::{Stream, newest_in};
@@ -233,7 +233,7 @@ impl Reader {
     /// says which files changed and the next read acts on it.
     pub fn wait(&mut self, timeout: Duration) -> Result<JournalWaitResult> {
         match &mut self.per_writer {
-            None => Ok(self.streams[0].handle().wait(Some(timeout))?),
+            None => self.streams[0].handle().wait(timeout),
             Some(pw) => {
                 let changed = pw
                     .watch
@@ -253,7 +253,7 @@ impl Reader {
         if self.per_writer.is_some() {
             return measure(&self.cfg).unwrap_or_default();
         }
-        gauges_of(self.streams[0].handle())
+        self.streams[0].handle().gauges()
     }
 
     /// The total bytes of journal files this reader sees.
@@ -261,7 +261,7 @@ impl Reader {
         if self.per_writer.is_some() {
             return Ok(usage_of(&source_files(&self.cfg)?));
         }
-        Ok(self.streams[0].handle().usage()?)
+        self.streams[0].handle().usage()
     }
 
     /// The writers whose files all went away (vacuumed, removed) since the last call: what

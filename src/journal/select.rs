@@ -103,33 +103,30 @@ pub(crate) fn effect(
     n: u64,
 ) -> anyhow::Result<(u64, u64, u64)> {
     // The window: from the n-th newest entry of the whole journal to its end.
-    let mut all = super::open(cfg, false)?;
+    let mut all = super::source::open(cfg, false)?;
     all.seek_tail()?;
     let mut total = 0;
     let mut from = None;
-    while total < n && all.previous()? > 0 {
+    while total < n && all.previous()? {
         total += 1;
         from = Some(all.timestamp_usec()?);
     }
     let Some(from) = from else {
         return Ok((0, 0, 0));
     };
-    let mut j = super::open(cfg, true)?;
+    let mut j = super::source::open(cfg, true)?;
     j.seek_realtime_usec(from)?;
     let selection = Selection::new(&cfg.filter);
     let (mut matched, mut kept) = (0, 0);
     let mut e = Entry::new();
-    while j.next()? > 0 {
+    let mut boot = None;
+    while j.next()? {
         matched += 1;
         let Some(sel) = &selection else {
             kept += 1;
             continue;
         };
-        e.clear();
-        j.restart_data();
-        while let Ok(Some(f)) = j.enumerate_data() {
-            e.push_journal_field(&f);
-        }
+        j.take(&mut e, &mut boot)?;
         if sel.keep(&e) {
             kept += 1;
         }

@@ -7,14 +7,19 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use systemd::journal::{self, Journal};
+use systemd::journal;
+
+use super::handle::Handle;
 
 use super::{host, matches, stream, writers};
-use crate::config::{JournalConfig, Source};
+use crate::config::{JournalConfig, ReaderKind, Source};
 
-/// Opens the journal described by `cfg`, lifts the data threshold and installs the filters
-/// unless `filtered` is false.
-pub fn open(cfg: &JournalConfig, filtered: bool) -> Result<Journal> {
+/// Opens the journal described by `cfg` with the configured reader, lifts the data
+/// threshold and installs the filters unless `filtered` is false.
+pub(super) fn open(cfg: &JournalConfig, filtered: bool) -> Result<Handle> {
+    if cfg.reader == ReaderKind::Native {
+        return open_native(cfg, filtered);
+    }
     let mut j = match &cfg.source {
         Source::Local => journal::OpenOptions::default()
             .local_only(true)
@@ -60,7 +65,64 @@ pub fn open(cfg: &JournalConfig, filtered: bool) -> Result<Journal> {
     if filtered {
         matches::apply(&mut j, &cfg.filter)?;
     }
-    Ok(j)
+    Ok(Handle::Sd(j))
+}
+
+fn open_native(cfg: &JournalConfig, filtered: bool) -> Result<Handle> {
+    let filter = filtered.then_some(&cfg.filter);
+    let n = match &cfg.source {
+        Source::Local | Source::Namespace(_) => {
+            let dirs = local_dirs(cfg);
+            let listed = dirs.clone();
+            super::native::NativeJournal::open_dirs(
+                &dirs,
+                Box::new(move || list_local(&listed)),
+                filter,
+            )
+            .with_context(|| format!("cannot open the {}", cfg.source))?
+        }
+        Source::Directory(_) | Source::Files(_) => {
+            if let Source::Directory(d) = &cfg.source {
+                if !d.is_dir() {
+                    bail!(
+                        "journal directory {} does not exist or is not a directory",
+                        d.display()
+                    );
+                }
+            }
+            let files = source_files(cfg)?;
+            super::native::NativeJournal::open_files(&files, filter)?
+        }
+    };
+    Ok(Handle::Native(Box::new(n)))
+}
+
+/// The directories of the local journal or of a namespace, as libsystemd picks them for a
+/// local-only handle: the machine's own directory (`<machine-id>` or `<machine-id>.<ns>`)
+/// under the persistent and the volatile root, those that exist.
+pub(super) fn local_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
+    let mid = host::machine_id().unwrap_or_default();
+    let sub = match &cfg.source {
+        Source::Namespace(ns) => format!("{}.{ns}", mid.trim()),
+        _ => mid.trim().to_string(),
+    };
+    ["/var/log/journal", "/run/log/journal"]
+        .iter()
+        .map(|base| PathBuf::from(base).join(&sub))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// The journal files directly in `dirs` (not in their subdirectories).
+fn list_local(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .flat_map(|d| {
+            writers::list(d)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(move |p| p.parent() == Some(d.as_path()))
+        })
+        .collect()
 }
 
 /// The directories a source read per writer watches.
@@ -112,31 +174,17 @@ pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
 pub fn unreadable_files(cfg: &JournalConfig) -> Vec<(PathBuf, String)> {
     let files = match &cfg.source {
         Source::Directory(_) | Source::Files(_) => source_files(cfg).unwrap_or_default(),
-        Source::Local | Source::Namespace(_) => {
-            let mid = host::machine_id().unwrap_or_default();
-            let sub = match &cfg.source {
-                Source::Namespace(ns) => format!("{}.{ns}", mid.trim()),
-                _ => mid.trim().to_string(),
-            };
-            ["/var/log/journal", "/run/log/journal"]
-                .iter()
-                .flat_map(|base| writers::list(&PathBuf::from(base).join(&sub)).unwrap_or_default())
-                .filter(|p| {
-                    p.parent()
-                        .and_then(|d| d.file_name())
-                        .is_some_and(|d| d == sub.as_str())
-                })
-                .collect()
-        }
+        Source::Local | Source::Namespace(_) => list_local(&local_dirs(cfg)),
     };
     files
         .into_iter()
         .filter_map(|f| {
-            let check = stream::open_files(std::slice::from_ref(&f), None).and_then(|mut j| {
-                j.seek_head()?;
-                j.next()?;
-                Ok(())
-            });
+            let check =
+                stream::open_files(std::slice::from_ref(&f), None, cfg.reader).and_then(|mut j| {
+                    j.seek_head()?;
+                    j.next()?;
+                    Ok(())
+                });
             check.err().map(|e| (f, format!("{e:#}")))
         })
         .collect()

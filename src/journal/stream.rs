@@ -8,18 +8,19 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::handle::Handle;
 use anyhow::{Context, Result, anyhow, bail};
-use systemd::journal::Journal;
 
-use super::{Located, Position, ReadStats, open};
-use crate::config::{JournalConfig, Start};
+use super::source::open;
+use super::{Located, Position, ReadStats};
+use crate::config::{JournalConfig, ReaderKind, Start};
 
 /// Consecutive failures of `sd_journal_next` before the journal is declared unreadable.
 const MAX_NEXT_ERRORS: u32 = 1000;
 
 pub(super) struct Stream {
     /// The open handle; `None` while the stream is parked (its files closed).
-    j: Option<Journal>,
+    j: Option<Handle>,
     /// The writer's sequence-number space (the `s=` part of its cursors) for a stream over
     /// some files of a directory; `None` for a stream over the whole source.
     pub(super) space: Option<String>,
@@ -81,7 +82,7 @@ impl Stream {
         s
     }
 
-    fn with(j: Option<Journal>, space: Option<String>, files: Vec<PathBuf>) -> Stream {
+    fn with(j: Option<Handle>, space: Option<String>, files: Vec<PathBuf>) -> Stream {
         Stream {
             j,
             space,
@@ -102,7 +103,7 @@ impl Stream {
         }
     }
 
-    fn j(&mut self) -> &mut Journal {
+    fn j(&mut self) -> &mut Handle {
         self.j
             .as_mut()
             .expect("a parked stream is opened before it is read")
@@ -114,16 +115,16 @@ impl Stream {
     }
 
     /// The same entries without the filters, to tell "filtered out" from "gone".
-    pub(super) fn unfiltered(&self, cfg: &JournalConfig) -> Result<Journal> {
+    pub(super) fn unfiltered(&self, cfg: &JournalConfig) -> Result<Handle> {
         if self.files.is_empty() {
             open(cfg, false)
         } else {
-            open_files(&self.files, None)
+            open_files(&self.files, None, cfg.reader)
         }
     }
 
     /// The journal handle, for waiting on the whole source.
-    pub(super) fn handle(&mut self) -> &mut Journal {
+    pub(super) fn handle(&mut self) -> &mut Handle {
         self.j()
     }
 
@@ -163,7 +164,7 @@ impl Stream {
         let j = self.j();
         j.seek_cursor(c)
             .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-        let landed = j.next()? > 0;
+        let landed = j.next()?;
         if landed && j.test_cursor(c)? {
             return Ok(Position::AfterCursor);
         }
@@ -213,8 +214,8 @@ impl Stream {
         }
         loop {
             match self.j().next() {
-                Ok(0) => return Ok(false),
-                Ok(_) => {
+                Ok(false) => return Ok(false),
+                Ok(true) => {
                     self.next_errors = 0;
                     self.ready = true;
                     self.sought = None;
@@ -250,38 +251,15 @@ impl Stream {
         // Returned: a later park anchors on this entry, never on where the handle was sought.
         self.sought = None;
         self.taken_since_open += 1;
-        entry.clear();
         let j = self.j.as_mut().expect("a ready stream is open");
-        entry.cursor = j.cursor().context("sd_journal_get_cursor")?;
-        entry.realtime_usec = j.timestamp_usec().context("sd_journal_get_realtime_usec")?;
-        let (mono, boot) = j
-            .monotonic_timestamp()
-            .context("sd_journal_get_monotonic_usec")?;
-        entry.monotonic_usec = mono;
-        match &self.boot {
-            Some((id, text)) if *id == boot => entry.boot_id.push_str(text),
-            _ => {
-                let text = boot.to_string();
-                entry.boot_id.push_str(&text);
-                self.boot = Some((boot, text));
-            }
-        }
-        j.restart_data();
-        loop {
-            match j.enumerate_data() {
-                Ok(Some(f)) => entry.push_journal_field(&f),
-                Ok(None) => break,
-                Err(e) => {
-                    // Keep what could be read rather than losing the whole entry, and say
-                    // so in the record itself.
-                    self.stats.corrupt_fields += 1;
-                    let read = entry.len();
-                    entry.damaged =
-                        Some(format!("fields after the first {read} cannot be read: {e}"));
-                    tracing::warn!(cursor = %entry.cursor, writer = self.space.as_deref().unwrap_or("(whole journal)"), files = ?self.files, error = %e, "fields of this entry cannot be read (corrupt journal file); shipping the {read} read before, marked");
-                    break;
-                }
-            }
+        let damaged = j.take(entry, &mut self.boot)?;
+        self.stats.add(j.take_skipped());
+        if let Some(why) = damaged {
+            // Keep what could be read rather than losing the whole entry, and say so in the
+            // record itself.
+            self.stats.corrupt_fields += u64::from(matches!(j, Handle::Sd(_)));
+            tracing::warn!(cursor = %entry.cursor, writer = self.space.as_deref().unwrap_or("(whole journal)"), files = ?self.files, error = %why, "fields of this entry cannot be read (corrupt journal file); shipping those that could, marked");
+            entry.damaged = Some(why);
         }
         Ok(())
     }
@@ -376,7 +354,7 @@ impl Stream {
             Anchor::Cursor { cursor: c, include } => {
                 j.seek_cursor(c.as_str())
                     .map_err(|e| anyhow!("cannot find the cursor {c:?} again: {e}"))?;
-                let landed = j.next()? > 0;
+                let landed = j.next()?;
                 // On the anchor itself: returned already unless it was only stood on. Past
                 // it (its file was vacuumed): the entry landed on is new.
                 ready = landed && (*include || !j.test_cursor(c.as_str())?);
@@ -400,7 +378,15 @@ impl Stream {
 
 /// A handle over some journal files, with the data threshold lifted and, given a config,
 /// its filters installed. No inotify watch: the reader's one watch covers the directory.
-pub(super) fn open_files(files: &[PathBuf], filters: Option<&JournalConfig>) -> Result<Journal> {
+pub(super) fn open_files(
+    files: &[PathBuf],
+    filters: Option<&JournalConfig>,
+    reader: ReaderKind,
+) -> Result<Handle> {
+    if reader == ReaderKind::Native {
+        let n = super::native::NativeJournal::open_files(files, filters.map(|c| &c.filter))?;
+        return Ok(Handle::Native(Box::new(n)));
+    }
     let names = files
         .iter()
         .map(|f| {
@@ -416,7 +402,7 @@ pub(super) fn open_files(files: &[PathBuf], filters: Option<&JournalConfig>) -> 
     if let Some(cfg) = filters {
         super::matches::apply(&mut j, &cfg.filter)?;
     }
-    Ok(j)
+    Ok(Handle::Sd(j))
 }
 
 /// [`open_files`] with the filters, leaving out (and naming) files libsystemd refuses: a
@@ -428,21 +414,21 @@ fn open_readable(
     files: &[PathBuf],
     unreadable: &mut Vec<PathBuf>,
     cfg: &JournalConfig,
-) -> Result<Journal> {
+) -> Result<Handle> {
     unreadable.retain(|f| files.contains(f));
     let known_good: Vec<PathBuf> = files
         .iter()
         .filter(|f| !unreadable.contains(f))
         .cloned()
         .collect();
-    match open_files(&known_good, Some(cfg)) {
+    match open_files(&known_good, Some(cfg), cfg.reader) {
         Ok(j) if !known_good.is_empty() => return Ok(j),
         Err(e) if super::per_writer::is_out_of_descriptors(&e) => return Err(e),
         _ => {}
     }
     let mut good = Vec::with_capacity(files.len());
     for f in files {
-        match open_files(std::slice::from_ref(f), None) {
+        match open_files(std::slice::from_ref(f), None, cfg.reader) {
             Ok(_) => good.push(f.clone()),
             Err(e) if super::per_writer::is_out_of_descriptors(&e) => return Err(e),
             Err(e) => {
@@ -456,19 +442,19 @@ fn open_readable(
     if good.is_empty() {
         bail!("none of the journal files {files:?} can be opened");
     }
-    open_files(&good, Some(cfg))
+    open_files(&good, Some(cfg), cfg.reader)
 }
 
 /// Looks the cursor up in an unfiltered handle: only there does "not found" mean "gone".
-pub(super) fn locate_in(mut j: Journal, c: &str) -> Result<Located> {
+pub(super) fn locate_in(mut j: Handle, c: &str) -> Result<Located> {
     j.seek_cursor(c)
         .map_err(|e| anyhow!("the journal rejects the saved cursor {c:?}: {e}"))?;
-    if j.next()? == 0 {
+    if !j.next()? {
         // Past the end of everything: either the cursor is the newest entry that ever was
         // and got vacuumed along with everything else, or we are simply at the end. An empty
         // journal has nothing to lose; a non-empty one without the cursor's entry does.
         j.seek_tail()?;
-        if j.previous()? == 0 {
+        if !j.previous()? {
             return Ok(Located::Missing {
                 gap: None,
                 first: None,
@@ -502,18 +488,18 @@ pub(super) fn locate_in(mut j: Journal, c: &str) -> Result<Located> {
 }
 
 /// The newest entry of an unfiltered handle, if any.
-pub(super) fn newest_in(mut j: Journal) -> Result<Option<String>> {
+pub(super) fn newest_in(mut j: Handle) -> Result<Option<String>> {
     j.seek_tail()?;
-    if j.previous()? == 0 {
+    if !j.previous()? {
         return Ok(None);
     }
     Ok(Some(j.cursor()?))
 }
 
 /// The last entry of an unfiltered handle before `usec`, if any.
-pub(super) fn before_in(mut j: Journal, usec: u64) -> Result<Option<String>> {
+pub(super) fn before_in(mut j: Handle, usec: u64) -> Result<Option<String>> {
     j.seek_realtime_usec(usec)?;
-    if j.previous()? == 0 {
+    if !j.previous()? {
         return Ok(None);
     }
     Ok(Some(j.cursor()?))

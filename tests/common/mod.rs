@@ -7,10 +7,13 @@
 
 mod config;
 mod fixture;
+mod journald;
 #[allow(unused_imports)]
 pub use config::{Source, TestConfig};
 #[allow(unused_imports)]
 pub use fixture::Fixture;
+#[allow(unused_imports)]
+pub use journald::Journald;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

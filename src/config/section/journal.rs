@@ -44,6 +44,16 @@ pub enum Start {
     Since(u64),
 }
 
+/// Which code reads the journal files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReaderKind {
+    /// libsystemd's sd-journal: the reference, and the only reader before 0.2.
+    Libsystemd,
+    /// The agent's own file reader (`journal::native`), compared with libsystemd's by the
+    /// test suite on every kind of journal it can produce.
+    Native,
+}
+
 /// What to do when the saved cursor no longer exists in the journal (it was vacuumed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorLost {
@@ -63,6 +73,7 @@ pub struct JournalConfig {
     pub filter: Filter,
     /// Skip the agent's own log entries so it never ships (and logs about) itself.
     pub exclude_own_entries: bool,
+    pub reader: ReaderKind,
 }
 
 /// Entry filters. What libsystemd can express (exact names, priorities, `matches`) it
@@ -202,6 +213,15 @@ pub(super) fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
         cursor_lost,
         filter,
         exclude_own_entries: raw.exclude_own_entries.unwrap_or(true),
+        reader: at.choice(
+            "journal.reader",
+            raw.reader,
+            ReaderKind::Libsystemd,
+            &[
+                ("libsystemd", ReaderKind::Libsystemd),
+                ("native", ReaderKind::Native),
+            ],
+        )?,
     })
 }
 

@@ -1,0 +1,393 @@
+//! One journal file read directly: its header, its entry-array chain (the entries in the
+//! order the writer linked them) and an entry's DATA objects, as systemd's
+//! `docs/JOURNAL_FILE_FORMAT.md` lays them out.
+//!
+//! Every number read from the file is a claim: an offset is used only once it lies inside
+//! the file and is aligned, a size only once the object fits, a chain only while it moves
+//! forward (objects are appended, so a link back is corruption and would loop). A file
+//! that breaks a rule costs the entry or the field that relied on it, counted by the
+//! caller, never a panic or a read outside the file.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::compress::{self, Decompressor};
+use super::window::Window;
+use crate::journal::Entry;
+
+const SIGNATURE: &[u8; 8] = b"LPKSHHRH";
+/// The header fields read here end with `tail_entry_monotonic`; every systemd since the
+/// format's first release writes at least this much.
+const HEADER_MIN: u64 = 208;
+
+const INCOMPATIBLE_COMPACT: u32 = 1 << 4;
+/// Compression (XZ, LZ4, ZSTD), keyed hash and compact: everything systemd defines today.
+/// A file with another incompatible flag cannot be read correctly and is refused.
+const INCOMPATIBLE_KNOWN: u32 = 0x1f;
+
+const STATE_ARCHIVED: u8 = 2;
+
+const OBJECT_DATA: u8 = 1;
+const OBJECT_ENTRY: u8 = 3;
+const OBJECT_ENTRY_ARRAY: u8 = 6;
+const OBJECT_HEADER: u64 = 16;
+const ENTRY_ITEMS: u64 = 64;
+const ENTRY_ARRAY_ITEMS: u64 = 24;
+
+/// libsystemd's bounds on an entry's timestamps (`VALID_REALTIME`, `VALID_MONOTONIC`).
+const TIMESTAMP_LIMIT: u64 = 1 << 55;
+/// The largest ENTRY object read: 65,536 regular items. journald writes at most 1,024
+/// fields per entry; a larger claim is a damaged or hostile file.
+const MAX_ENTRY_OBJECT: u64 = 1 << 20;
+/// The largest field, decompressed: journald's own limit (`DATA_SIZE_MAX`).
+pub(super) const MAX_FIELD: usize = 768 << 20;
+
+/// What a file's header says, re-read whenever the reader reaches its end.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Header {
+    pub(super) incompatible: u32,
+    pub(super) state: u8,
+    pub(super) seqnum_id: [u8; 16],
+    pub(super) header_size: u64,
+    pub(super) arena_size: u64,
+    pub(super) n_entries: u64,
+    pub(super) entry_array_offset: u64,
+    pub(super) head_realtime: u64,
+}
+
+/// The facts of one entry that order it among others and make its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    pub(super) seqnum_id: [u8; 16],
+    pub(super) seqnum: u64,
+    pub(super) boot_id: [u8; 16],
+    pub(super) monotonic: u64,
+    pub(super) realtime: u64,
+    pub(super) xor_hash: u64,
+}
+
+/// One array of the entry-array chain: where it is, the index of its first item and how
+/// many items it holds.
+#[derive(Debug, Clone, Copy)]
+struct Array {
+    offset: u64,
+    first: u64,
+    capacity: u64,
+}
+
+pub(super) struct JournalFile {
+    pub(super) path: PathBuf,
+    pub(super) dev_ino: (u64, u64),
+    win: Window,
+    pub(super) header: Header,
+    /// The end of the readable arena: the header's claim, cut to the file's real size.
+    end: u64,
+    compact: bool,
+    /// The chain as far as it was followed.
+    arrays: Vec<Array>,
+    /// Entry item offsets of the entry read last (reused).
+    items: Vec<u64>,
+}
+
+fn bad(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+impl JournalFile {
+    pub(super) fn open(path: &Path) -> io::Result<JournalFile> {
+        let file = File::open(path)?;
+        let m = file.metadata()?;
+        let mut f = JournalFile {
+            path: path.to_path_buf(),
+            dev_ino: (m.dev(), m.ino()),
+            win: Window::new(file),
+            header: Header::default(),
+            end: 0,
+            compact: false,
+            arrays: Vec::new(),
+            items: Vec::new(),
+        };
+        f.refresh()?;
+        Ok(f)
+    }
+
+    /// Reads the header again. Returns whether the file gained entries; cached blocks are
+    /// dropped then, since the writer linked objects into places read before.
+    pub(super) fn refresh(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; HEADER_MIN as usize];
+        let got = self
+            .win
+            .read_now(0, HEADER_MIN as usize)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => bad("shorter than a journal file header"),
+                _ => e,
+            })?;
+        buf.copy_from_slice(got);
+        if &buf[..8] != SIGNATURE {
+            return Err(bad("not a journal file (no signature)"));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().expect("4"));
+        let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().expect("8"));
+        let h = Header {
+            incompatible: u32_at(12),
+            state: buf[16],
+            seqnum_id: buf[72..88].try_into().expect("16"),
+            header_size: u64_at(88),
+            arena_size: u64_at(96),
+            n_entries: u64_at(152),
+            entry_array_offset: u64_at(176),
+            head_realtime: u64_at(184),
+        };
+        let unknown = h.incompatible & !INCOMPATIBLE_KNOWN;
+        if unknown != 0 {
+            return Err(bad(format!(
+                "uses incompatible features this reader does not know (flags {unknown:#x})"
+            )));
+        }
+        if h.header_size < HEADER_MIN || h.header_size % 8 != 0 {
+            return Err(bad(format!(
+                "a header size of {} is not valid",
+                h.header_size
+            )));
+        }
+        let grew = h.n_entries != self.header.n_entries || h.arena_size != self.header.arena_size;
+        if grew {
+            self.win.invalidate();
+        }
+        let size = self.win.file().metadata()?.len();
+        self.end = h.header_size.saturating_add(h.arena_size).min(size);
+        self.compact = h.incompatible & INCOMPATIBLE_COMPACT != 0;
+        if h.entry_array_offset != self.header.entry_array_offset {
+            self.arrays.clear();
+        }
+        self.header = h;
+        Ok(grew)
+    }
+
+    pub(super) fn n_entries(&self) -> u64 {
+        self.header.n_entries
+    }
+
+    /// An archived file never changes again (short of being truncated or deleted).
+    pub(super) fn is_archived(&self) -> bool {
+        self.header.state == STATE_ARCHIVED
+    }
+
+    fn item_size(&self) -> u64 {
+        if self.compact { 4 } else { 8 }
+    }
+
+    /// Checks that an object of `size` bytes (at least `min`) at `offset` lies in the file.
+    fn check_place(&self, offset: u64, size: u64, min: u64) -> io::Result<()> {
+        if offset < self.header.header_size || offset % 8 != 0 {
+            return Err(bad(format!(
+                "an object offset of {offset} is outside the arena or unaligned"
+            )));
+        }
+        if size < min || offset.checked_add(size).is_none_or(|e| e > self.end) {
+            return Err(bad(format!(
+                "an object of {size} bytes at {offset} does not fit the file"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The type, flags and size of the object at `offset`.
+    fn object_header(&mut self, offset: u64) -> io::Result<(u8, u8, u64)> {
+        self.check_place(offset, OBJECT_HEADER, OBJECT_HEADER)?;
+        let b = self.win.read(offset, OBJECT_HEADER as usize)?;
+        let size = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+        Ok((b[0], b[1], size))
+    }
+
+    fn read_u64(&mut self, offset: u64, wide: bool) -> io::Result<u64> {
+        if wide {
+            let b = self.win.read(offset, 8)?;
+            Ok(u64::from_le_bytes(b.try_into().expect("8")))
+        } else {
+            let b = self.win.read(offset, 4)?;
+            Ok(u32::from_le_bytes(b.try_into().expect("4")) as u64)
+        }
+    }
+
+    /// The offset of entry `i` (0-based, below `n_entries`) from the entry-array chain.
+    pub(super) fn entry_offset(&mut self, i: u64) -> io::Result<u64> {
+        if i >= self.header.n_entries {
+            return Err(bad("past the last entry"));
+        }
+        let item = self.item_size();
+        loop {
+            let (next_from, first) = match self.arrays.last().copied() {
+                Some(a) if i < a.first + a.capacity => break,
+                Some(a) => {
+                    let next = self.read_u64(a.offset + OBJECT_HEADER, true)?;
+                    if next <= a.offset {
+                        return Err(bad(format!(
+                            "the entry-array chain ends or turns back at {} (item {i} of {})",
+                            a.offset, self.header.n_entries
+                        )));
+                    }
+                    (next, a.first + a.capacity)
+                }
+                None => (self.header.entry_array_offset, 0),
+            };
+            let (t, _, size) = self.object_header(next_from)?;
+            self.check_place(next_from, size, ENTRY_ARRAY_ITEMS + item)?;
+            if t != OBJECT_ENTRY_ARRAY {
+                return Err(bad(format!(
+                    "object {next_from} is not an entry array (type {t})"
+                )));
+            }
+            let capacity = (size - ENTRY_ARRAY_ITEMS) / item;
+            self.arrays.push(Array {
+                offset: next_from,
+                first,
+                capacity,
+            });
+        }
+        let a = *self
+            .arrays
+            .iter()
+            .rev()
+            .find(|a| i >= a.first)
+            .expect("chain covers i");
+        let at = a.offset + ENTRY_ARRAY_ITEMS + (i - a.first) * item;
+        let o = self.read_u64(at, item == 8)?;
+        if o == 0 {
+            return Err(bad(format!("entry {i} is counted but not linked yet")));
+        }
+        Ok(o)
+    }
+
+    /// Reads entry `i`'s object: its key, and its items' offsets into `self.items`.
+    pub(super) fn entry(&mut self, i: u64) -> io::Result<Key> {
+        let o = self.entry_offset(i)?;
+        self.entry_at(o)
+    }
+
+    fn entry_at(&mut self, o: u64) -> io::Result<Key> {
+        let (t, _, size) = self.object_header(o)?;
+        let item = if self.compact { 4 } else { 16 };
+        self.check_place(o, size, ENTRY_ITEMS + item)?;
+        if t != OBJECT_ENTRY {
+            return Err(bad(format!("object {o} is not an entry (type {t})")));
+        }
+        if size > MAX_ENTRY_OBJECT || (size - ENTRY_ITEMS) % item != 0 {
+            return Err(bad(format!("an entry of {size} bytes at {o} is not valid")));
+        }
+        let b = self.win.read(o, size as usize)?;
+        let u64_at = |x: usize| u64::from_le_bytes(b[x..x + 8].try_into().expect("8"));
+        let key = Key {
+            seqnum_id: self.header.seqnum_id,
+            seqnum: u64_at(16),
+            realtime: u64_at(24),
+            monotonic: u64_at(32),
+            boot_id: b[40..56].try_into().expect("16"),
+            xor_hash: u64_at(56),
+        };
+        if key.seqnum == 0
+            || key.realtime == 0
+            || key.realtime >= TIMESTAMP_LIMIT
+            || key.monotonic >= TIMESTAMP_LIMIT
+        {
+            return Err(bad(format!(
+                "the entry at {o} has an invalid sequence number or timestamp"
+            )));
+        }
+        self.items.clear();
+        for chunk in b[ENTRY_ITEMS as usize..].chunks_exact(item as usize) {
+            self.items.push(if item == 4 {
+                u32::from_le_bytes(chunk[..4].try_into().expect("4")) as u64
+            } else {
+                u64::from_le_bytes(chunk[..8].try_into().expect("8"))
+            });
+        }
+        Ok(key)
+    }
+
+    /// Appends the fields of the entry read last to `entry`. A DATA object that cannot be
+    /// read is left out and counted; the reason for the first is returned.
+    pub(super) fn fields(
+        &mut self,
+        entry: &mut Entry,
+        z: &mut Decompressor,
+        corrupt: &mut u64,
+    ) -> Option<String> {
+        let mut first_error = None;
+        for k in 0..self.items.len() {
+            let p = self.items[k];
+            if let Err(e) = self.data(p, entry, z) {
+                *corrupt += 1;
+                first_error.get_or_insert_with(|| format!("field {k} (object {p}): {e}"));
+            }
+        }
+        first_error
+    }
+
+    fn data(&mut self, p: u64, entry: &mut Entry, z: &mut Decompressor) -> io::Result<()> {
+        let (t, flags, size) = self.object_header(p)?;
+        let payload = if self.compact { 72 } else { 64 };
+        self.check_place(p, size, payload + 1)?;
+        if t != OBJECT_DATA {
+            return Err(bad(format!("object {p} is not data (type {t})")));
+        }
+        let len = (size - payload) as usize;
+        let win = &mut self.win;
+        entry.push_with(|out| match flags & 7 {
+            0 => win.append_to(p + payload, len, out),
+            kind @ (compress::XZ | compress::LZ4 | compress::ZSTD) => {
+                let src = win.read(p + payload, len)?;
+                z.append(kind, src, out, MAX_FIELD)
+            }
+            other => Err(bad(format!("compression flags {other:#x} are not valid"))),
+        })
+    }
+}
+
+impl Key {
+    /// The cursor libsystemd's `sd_journal_get_cursor` writes for this entry, byte for byte.
+    pub(super) fn cursor(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.clear();
+        out.push_str("s=");
+        hex(out, &self.seqnum_id);
+        let _ = write!(out, ";i={:x};b=", self.seqnum);
+        hex(out, &self.boot_id);
+        let _ = write!(
+            out,
+            ";m={:x};t={:x};x={:x}",
+            self.monotonic, self.realtime, self.xor_hash
+        );
+    }
+
+    /// libsystemd's order of entries from different files (`compare_entry_order`): by
+    /// sequence number within one writer's space, by monotonic time within one boot, then
+    /// by wall clock, then by the hash of the contents.
+    pub(super) fn order(&self, o: &Key) -> std::cmp::Ordering {
+        if self.seqnum_id == o.seqnum_id {
+            let c = self.seqnum.cmp(&o.seqnum);
+            if c.is_ne() {
+                return c;
+            }
+        }
+        if self.boot_id == o.boot_id {
+            let c = self.monotonic.cmp(&o.monotonic);
+            if c.is_ne() {
+                return c;
+            }
+        }
+        self.realtime
+            .cmp(&o.realtime)
+            .then(self.xor_hash.cmp(&o.xor_hash))
+    }
+}
+
+pub(super) fn hex(out: &mut String, id: &[u8; 16]) {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    for b in id {
+        out.push(H[(b >> 4) as usize] as char);
+        out.push(H[(b & 15) as usize] as char);
+    }
+}
