@@ -4,9 +4,11 @@
 #   scripts/bench.sh                 1,000,000 entries, 3 repetitions
 #   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
-#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs (also: filter90, baseline,
-#                                                kcat, rsyslog, syslog-ng; the peers are not in
-#                                                the default set: they install Debian packages)
+#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs (also: native, otlp, filter90,
+#                                                baseline, kcat, rsyslog, syslog-ng, fluent-bit; the
+#                                                peers are not in the default set: they install
+#                                                Debian packages, and fluent-bit is built from its
+#                                                source, FLUENT_BIT_SRC, by scripts/fluent-bit.sh)
 #   BENCH_PROPS='"linger.ms" = 5' scripts/bench.sh   producer properties for the agent (TOML lines)
 #   BENCH_CONFIG=$'[pipeline]\nmax_in_flight_bytes = 8388608' scripts/bench.sh   other agent settings
 #   BENCH_AB="before=/tmp/jk-old after=target/release/journald-kafka" BENCH_RUNS=ab scripts/bench.sh
@@ -144,7 +146,11 @@ run_peer() { # name topic command...
   local bpid b0 start pid anon=0 a n=0 prev=-1 still=0 end
   bpid=$(cat "$broker_dir/broker.pid"); b0=$(proc_cpu "/proc/$bpid/stat")
   start=$(date +%s.%N)
-  "$ROOT/scripts/run-in-journal-ns.sh" "$JDIR" "$@" >"$WORK/$name.log" 2>&1 & pid=$!
+  if [ -n "${RUN_PEER_DIRECT:-}" ]; then
+    "$@" >"$WORK/$name.log" 2>&1 & pid=$!
+  else
+    "$ROOT/scripts/run-in-journal-ns.sh" "$JDIR" "$@" >"$WORK/$name.log" 2>&1 & pid=$!
+  fi
   sleep 0.5
   # The namespace wrapper execs the agent: the PID is the agent's.
   while :; do
@@ -167,6 +173,18 @@ run_peer() { # name topic command...
   echo "$(echo "$end - $start" | bc) $cpu $hwm $anon - - - $broker - $n" >> "$WORK/$name"
 }
 
+# fluent-bit reads the directory itself (no namespace trick): systemd input -> kafka output,
+# MessagePack, with idempotence and acks=all like the agent. Built once from its source.
+run_fluentbit() {
+  local fb d=$WORK/fluent-bit-$1
+  fb=$("$ROOT/scripts/fluent-bit.sh") || { echo "fluent-bit skipped: no build and no FLUENT_BIT_SRC" >&2; return 0; }
+  mkdir -p "$d"
+  RUN_PEER_DIRECT=1 run_peer fluent-bit bench-fluentbit "$fb" -q -i systemd -p path="$JDIR" -p db="$d/fb.db" \
+    -p read_from_tail=off -p max_entries=5000 -o kafka -p brokers="127.0.0.1:$PORT" -p topics=bench-fluentbit \
+    -p format=msgpack -p match='*' -p rdkafka.compression.codec=lz4 -p rdkafka.enable.idempotence=true \
+    -p rdkafka.acks=all
+}
+
 run_rsyslog() {
   ensure_rsyslog || return 0
   local d=$WORK/rsyslog-$1; mkdir -p "$d"
@@ -183,12 +201,14 @@ run_syslogng() {
 }
 
 # BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
-RUNS=${BENCH_RUNS:-scan agent otlp filter90 baseline kcat}
+RUNS=${BENCH_RUNS:-scan agent native otlp filter90 baseline kcat}
 want() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$REPS"); do
   echo "repetition $r/$REPS" >&2
   if want scan; then run_scan; fi
   if want agent; then fresh_broker "a$r"; run_agent "$r"; fi
+  # The same agent reading the files itself instead of through libsystemd.
+  if want native; then fresh_broker "n$r"; run_agent "$r" native 'reader = "native"'; fi
   # The agent's own filter dropping 9 of 10 entries (SEQ ends in 0-8): it must cost no
   # more per entry read than shipping everything.
   # The same entries as OTLP protobuf instead of MessagePack: what the format costs.
@@ -198,6 +218,7 @@ for r in $(seq 1 "$REPS"); do
   if want kcat; then fresh_broker "c$r"; run_kcat; fi
   if want rsyslog; then fresh_broker "r$r"; run_rsyslog "$r"; fi
   if want syslog-ng; then fresh_broker "s$r"; run_syslogng "$r"; fi
+  if want fluent-bit; then fresh_broker "fb$r"; run_fluentbit "$r"; fi
   if want ab; then
     for ab in ${BENCH_AB:-}; do
       spec=${ab#*=}; extra=; case $spec in *%*) extra=${spec#*%}; spec=${spec%%%*} ;; esac
@@ -218,12 +239,14 @@ echo "journald-kafka benchmark: $N entries, $REPS repetition(s), medians; broker
 printf "%-34s %12s %14s %13s %13s\n" "run" "entries/s" "CPU s / 1M" "peak RSS MiB" "anon RSS MiB"
 row "raw sd-journal scan (ceiling)" "$WORK/scan"
 row "journald-kafka -> Kafka" "$WORK/agent"
+row "journald-kafka, native reader" "$WORK/native"
 row "journald-kafka, OTLP records" "$WORK/otlp"
 row "journald-kafka, filter drops 90%" "$WORK/filter90"
 row "journalctl -o json | producer.py" "$WORK/baseline"
 row "journalctl -o json | kcat -P" "$WORK/kcat"
 row "rsyslog imjournal -> omkafka" "$WORK/rsyslog"
 row "syslog-ng systemd-journal -> kafka-c" "$WORK/syslog-ng"
+row "fluent-bit systemd -> kafka" "$WORK/fluent-bit"
 for ab in ${BENCH_AB:-}; do
   f=$WORK/ab-${ab%%=*}
   [ -f "$f" ] || continue
@@ -231,7 +254,7 @@ for ab in ${BENCH_AB:-}; do
   per() { printf "%.2f" "$(echo "$(median "$f" "$1") * 1000000 / $N" | bc -l)"; }
   echo "    CPU s / 1M: reader $(per 5), shipping $(per 9), librdkafka broker threads $(per 6), delivery reports $(per 7)"
 done
-for peer in rsyslog syslog-ng; do
+for peer in rsyslog syslog-ng fluent-bit; do
   if [ -f "$WORK/$peer" ]; then
     printf "%s completeness: %s of %s entries in Kafka (median)\n" "$peer" "$(median "$WORK/$peer" 10)" "$N"
   fi
@@ -241,6 +264,10 @@ a=$(rate "$WORK/agent"); c=$(rate "$WORK/scan"); b=$(rate "$WORK/baseline"); k=$
 if [ -f "$WORK/agent" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/agent" "$1") * 1000000 / $N" | bc -l)"; }
   echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
+fi
+if [ -f "$WORK/native" ]; then
+  per() { printf "%.2f" "$(echo "$(median "$WORK/native" "$1") * 1000000 / $N" | bc -l)"; }
+  echo "CPU s / 1M entries with the native reader: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7)"
 fi
 if [ -f "$WORK/otlp" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/otlp" "$1") * 1000000 / $N" | bc -l)"; }
