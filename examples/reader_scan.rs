@@ -9,7 +9,9 @@ use journald_kafka::journal::{Entry, Reader};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().expect("usage: reader_scan DIR [libsystemd|native]");
+    let dir = args
+        .next()
+        .expect("usage: reader_scan DIR [libsystemd|native]");
     let reader = args.next().unwrap_or_else(|| "native".into());
     let cfg = config::parse(&format!(
         "[journal]\ndirectory = {dir:?}\nstart = \"head\"\nreader = {reader:?}\n\

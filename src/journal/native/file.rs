@@ -87,8 +87,9 @@ pub(super) struct JournalFile {
     compact: bool,
     /// The chain as far as it was followed.
     arrays: Vec<Array>,
-    /// Entry item offsets of the entry read last (reused).
+    /// Entry item offsets of the entry read last (reused), and that entry's index.
     items: Vec<u64>,
+    items_of: Option<u64>,
 }
 
 fn bad(msg: impl Into<String>) -> io::Error {
@@ -108,6 +109,7 @@ impl JournalFile {
             compact: false,
             arrays: Vec::new(),
             items: Vec::new(),
+            items_of: None,
         };
         f.refresh()?;
         Ok(f)
@@ -263,8 +265,16 @@ impl JournalFile {
 
     /// Reads entry `i`'s object: its key, and its items' offsets into `self.items`.
     pub(super) fn entry(&mut self, i: u64) -> io::Result<Key> {
+        self.items_of = None;
         let o = self.entry_offset(i)?;
-        self.entry_at(o)
+        let k = self.entry_at(o)?;
+        self.items_of = Some(i);
+        Ok(k)
+    }
+
+    /// Whether the items of entry `i` are the ones loaded (it was read last).
+    pub(super) fn holds(&self, i: u64) -> bool {
+        self.items_of == Some(i)
     }
 
     fn entry_at(&mut self, o: u64) -> io::Result<Key> {
@@ -327,17 +337,41 @@ impl JournalFile {
     }
 
     fn data(&mut self, p: u64, entry: &mut Entry, z: &mut Decompressor) -> io::Result<()> {
-        let (t, flags, size) = self.object_header(p)?;
         let payload = if self.compact { 72 } else { 64 };
-        self.check_place(p, size, payload + 1)?;
+        self.check_place(p, OBJECT_HEADER, OBJECT_HEADER)?;
+        // The header and, when it lies in one cached block, the whole object in one read.
+        let end = self.end;
+        let b = self.win.read_up_to(p, OBJECT_HEADER as usize, usize::MAX)?;
+        let (t, flags) = (b[0], b[1]);
+        let size = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+        if size < payload + 1 || p.checked_add(size).is_none_or(|e| e > end) {
+            return Err(bad(format!(
+                "an object of {size} bytes at {p} does not fit the file"
+            )));
+        }
         if t != OBJECT_DATA {
             return Err(bad(format!("object {p} is not data (type {t})")));
         }
         let len = (size - payload) as usize;
+        let whole = b.len() as u64 >= size;
+        let kind = flags & 7;
+        if whole {
+            let body = &b[payload as usize..size as usize];
+            return entry.push_with(|out| match kind {
+                0 => {
+                    out.extend_from_slice(body);
+                    Ok(())
+                }
+                compress::XZ | compress::LZ4 | compress::ZSTD => {
+                    z.append(kind, body, out, MAX_FIELD)
+                }
+                other => Err(bad(format!("compression flags {other:#x} are not valid"))),
+            });
+        }
         let win = &mut self.win;
-        entry.push_with(|out| match flags & 7 {
+        entry.push_with(|out| match kind {
             0 => win.append_to(p + payload, len, out),
-            kind @ (compress::XZ | compress::LZ4 | compress::ZSTD) => {
+            compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
                 z.append(kind, src, out, MAX_FIELD)
             }
@@ -349,17 +383,22 @@ impl JournalFile {
 impl Key {
     /// The cursor libsystemd's `sd_journal_get_cursor` writes for this entry, byte for byte.
     pub(super) fn cursor(&self, out: &mut String) {
-        use std::fmt::Write;
         out.clear();
+        // The longest cursor, in one allocation: the shipping thread keeps each entry's
+        // cursor, so the buffer is usually new.
+        out.reserve(138);
         out.push_str("s=");
         hex(out, &self.seqnum_id);
-        let _ = write!(out, ";i={:x};b=", self.seqnum);
+        out.push_str(";i=");
+        hex_u64(out, self.seqnum);
+        out.push_str(";b=");
         hex(out, &self.boot_id);
-        let _ = write!(
-            out,
-            ";m={:x};t={:x};x={:x}",
-            self.monotonic, self.realtime, self.xor_hash
-        );
+        out.push_str(";m=");
+        hex_u64(out, self.monotonic);
+        out.push_str(";t=");
+        hex_u64(out, self.realtime);
+        out.push_str(";x=");
+        hex_u64(out, self.xor_hash);
     }
 
     /// libsystemd's order of entries from different files (`compare_entry_order`): by
@@ -384,10 +423,51 @@ impl Key {
     }
 }
 
+const H: &[u8; 16] = b"0123456789abcdef";
+
+/// `v` in lower-case hex without leading zeros, as printf's `%llx` writes it.
+fn hex_u64(out: &mut String, v: u64) {
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+    for d in (0..digits).rev() {
+        out.push(H[((v >> (d * 4)) & 15) as usize] as char);
+    }
+}
+
 pub(super) fn hex(out: &mut String, id: &[u8; 16]) {
-    const H: &[u8; 16] = b"0123456789abcdef";
     for b in id {
         out.push(H[(b >> 4) as usize] as char);
         out.push(H[(b & 15) as usize] as char);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_are_written_as_printf_writes_them() {
+        let k = Key {
+            seqnum_id: [0xab; 16],
+            seqnum: 0x1f,
+            boot_id: [0x01; 16],
+            monotonic: 0,
+            realtime: u64::MAX,
+            xor_hash: 0x0123_4567_89ab_cdef,
+        };
+        let mut s = String::new();
+        k.cursor(&mut s);
+        assert_eq!(
+            s,
+            format!(
+                "s={};i=1f;b={};m=0;t=ffffffffffffffff;x=123456789abcdef",
+                "ab".repeat(16),
+                "01".repeat(16)
+            )
+        );
+        for v in [0u64, 1, 15, 16, 255, 256, 1 << 63, 0xdead_beef] {
+            let mut o = String::new();
+            hex_u64(&mut o, v);
+            assert_eq!(o, format!("{v:x}"));
+        }
     }
 }

@@ -72,6 +72,8 @@ pub(super) struct NativeJournal {
     at: Option<(usize, u64)>,
     staged: Entry,
     damaged: Option<String>,
+    /// The last boot id and its text: consecutive entries share it.
+    boot: ([u8; 16], String),
     z: Decompressor,
     pub(super) skipped: Skipped,
     /// Files that could not be opened, with why (each logged once).
@@ -128,6 +130,7 @@ impl NativeJournal {
             at: None,
             staged: Entry::new(),
             damaged: None,
+            boot: ([0; 16], String::new()),
             z: Decompressor::new(),
             skipped: Skipped::default(),
             refused: Vec::new(),
@@ -270,7 +273,8 @@ impl NativeJournal {
     /// Reads entry `idx` of slot `i` into `staged`. False if it cannot be read after all.
     fn stage(&mut self, i: usize, idx: u64) -> bool {
         let s = &mut self.slots[i];
-        if s.f.entry(idx).is_err() {
+        // Usually the entry was just read to compare it with the other files' heads.
+        if !s.f.holds(idx) && s.f.entry(idx).is_err() {
             self.skipped.unreadable_entries += 1;
             return false;
         }
@@ -374,8 +378,13 @@ impl NativeJournal {
         k.cursor(&mut entry.cursor);
         entry.realtime_usec = k.realtime;
         entry.monotonic_usec = k.monotonic;
+        if self.boot.0 != k.boot_id || self.boot.1.is_empty() {
+            self.boot.1.clear();
+            file::hex(&mut self.boot.1, &k.boot_id);
+            self.boot.0 = k.boot_id;
+        }
         entry.boot_id.clear();
-        file::hex(&mut entry.boot_id, &k.boot_id);
+        entry.boot_id.push_str(&self.boot.1);
         entry.damaged = self.damaged.take();
         Ok(entry.damaged.clone())
     }

@@ -36,6 +36,8 @@ pub(super) struct Window {
     file: File,
     slots: Vec<Slot>,
     clock: u64,
+    /// The slot used last.
+    last: usize,
     /// Objects that cross a block boundary or are larger than a block: read whole, here.
     span: Vec<u8>,
 }
@@ -46,6 +48,7 @@ impl Window {
             file,
             slots: Vec::new(),
             clock: 0,
+            last: 0,
             span: Vec::new(),
         }
     }
@@ -61,6 +64,20 @@ impl Window {
         for s in &mut self.slots {
             s.block = u64::MAX;
         }
+    }
+
+    /// At least `min` bytes at `offset`, and as many more as its block holds (up to `max`):
+    /// an object's header and, usually, all of it in one lookup.
+    pub(super) fn read_up_to(&mut self, offset: u64, min: usize, max: usize) -> io::Result<&[u8]> {
+        if min == 0 || BLOCK - offset % BLOCK < min as u64 {
+            return self.read(offset, min);
+        }
+        // Loads the block (or fails if the file ends before `min`); it is the last used.
+        self.read(offset, min)?;
+        let s = &self.slots[self.last];
+        let start = (offset % BLOCK) as usize;
+        let end = start.saturating_add(max.max(min)).min(s.data.len());
+        Ok(&s.data[start..end])
     }
 
     /// `len` bytes at `offset` as the file holds them now, bypassing the blocks: for the
@@ -108,7 +125,14 @@ impl Window {
             return Ok(&self.span);
         }
         self.clock += 1;
-        let i = match self.slots.iter().position(|s| s.block == block) {
+        // Most reads hit the block read last (an entry's fields sit together).
+        let last = self.last;
+        let found = if self.slots.get(last).is_some_and(|s| s.block == block) {
+            Some(last)
+        } else {
+            self.slots.iter().position(|s| s.block == block)
+        };
+        let i = match found {
             Some(i) => i,
             None => {
                 let i = if self.slots.len() < SLOTS {
@@ -131,6 +155,7 @@ impl Window {
                 i
             }
         };
+        self.last = i;
         let s = &mut self.slots[i];
         s.used = self.clock;
         let start = (offset - block * BLOCK) as usize;
