@@ -7,7 +7,8 @@
 #                                    the harness runs; prints figures, asserts nothing about speed)
 #   LIVE_RATES="10000" LIVE_SECONDS=30 LIVE_REPS=3 LIVE_AGENTS="agent rsyslog" scripts/bench-live.sh
 #   LIVE_AB="before=/tmp/jk-old after=target/release/journald-kafka" LIVE_AGENTS= scripts/bench-live.sh
-#                                    journald-kafka builds side by side (before/after one change)
+#                                    journald-kafka builds side by side (before/after one change);
+#                                    name=path%READER also sets journal.reader (libsystemd, native)
 #   LIVE_PERF=DIR ...                also records a perf profile of each agent during the load
 #                                    (DIR/AGENT-RATE-REP.data; perf report -i ... --sort comm,sym)
 # For every agent and rate: a fresh journald namespace instance (rate limit off, persistent
@@ -73,15 +74,17 @@ start_journald() {
 }
 
 start_agent() { # name topic
-  local d=$WORK/$1 bin=$BIN; mkdir -p "$d"
+  local d=$WORK/$1 bin=$BIN reader=; mkdir -p "$d"
   case $1 in
     ab-*) for ab in ${LIVE_AB:-}; do [ "ab-${ab%%=*}" = "$1" ] && bin=${ab#*=}; done ;;
   esac
+  case $bin in *%*) reader="reader = \"${bin#*%}\""; bin=${bin%%%*} ;; esac
   case $1 in
     agent|ab-*)
       cat > "$d/agent.toml" <<TOML
 [journal]
 namespace = "$NS"
+$reader
 [kafka]
 brokers = "127.0.0.1:$PORT"
 topic = "$2"

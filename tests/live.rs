@@ -245,11 +245,10 @@ fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
     let broker = Broker::start_on(&s.path("broker"), port);
     agent.finish_at(&cursor_of(left.last().unwrap()));
     let log = agent.log();
-    let gap_line = log
-        .lines()
-        .find(|l| l.contains("vanished before they could be read"))
-        .unwrap_or_else(|| panic!("no gap reported:\n{log}"));
-    // The entries read before the pause went out; what the vacuum took is reported with its size.
+    // The entries read before the pause went out; what the vacuum took is reported with
+    // its size. The native reader may still hold the doomed entries in the blocks it read
+    // before the vacuum deallocated the file: then they are shipped and there is no gap.
+    // Either way every doomed entry is shipped or counted in the gap.
     let records = consume(&broker.addr(), &["vl"], usize::MAX, Duration::from_secs(3));
     let shipped_doomed = records
         .iter()
@@ -260,16 +259,27 @@ fn files_vacuumed_under_a_paused_reader_are_reported_as_a_gap() {
                 .is_some_and(|m| m[0].starts_with(b"doomed"))
         })
         .count();
-    let reported: u64 = gap_line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("gap="))
-        .and_then(|g| g.parse().ok())
-        .unwrap_or_else(|| panic!("gap size in {gap_line}"));
-    assert!(
-        reported >= (500 - shipped_doomed) as u64 - 5,
-        "gap {reported} vs {} unread: {gap_line}",
-        500 - shipped_doomed
-    );
+    match log
+        .lines()
+        .find(|l| l.contains("vanished before they could be read"))
+    {
+        Some(gap_line) => {
+            let reported: u64 = gap_line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("gap="))
+                .and_then(|g| g.parse().ok())
+                .unwrap_or_else(|| panic!("gap size in {gap_line}"));
+            assert!(
+                reported >= (500 - shipped_doomed) as u64 - 5,
+                "gap {reported} vs {} unread: {gap_line}",
+                500 - shipped_doomed
+            );
+        }
+        None => assert_eq!(
+            shipped_doomed, 500,
+            "no gap reported and doomed entries missing:\n{log}"
+        ),
+    }
     let want: BTreeSet<_> = left.iter().map(cursor_of).collect();
     let got: BTreeSet<_> = records.iter().map(|r| r.cursor.clone()).collect();
     assert!(

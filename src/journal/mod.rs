@@ -9,12 +9,15 @@
 //! here by time; the saved place holds one cursor per writer (`checkpoint::place`). The
 //! local journal and namespaces have a single writer (journald) and are one stream.
 //!
-//! Owns the sd-journal handle, which is neither thread-safe nor non-blocking: it lives on
-//! one OS thread (the reader) and never crosses to another. This module must never decide
+//! Owns the open journal, read by the agent's own file reader (`native`, the default) or by
+//! libsystemd's sd-journal (the reference), behind one `handle::Handle`; neither is
+//! thread-safe or non-blocking: it lives on one OS thread (the reader) and never crosses to
+//! another. This module must never decide
 //! what is safe to skip: it reports where it landed relative to the cursor and leaves the
 //! policy to the caller, and it never drops a field (the data threshold is lifted).
 //!
-//! Where things are: the `Reader` and what it reports (`reader`), the writers of a source
+//! Where things are: the two readers behind one set of operations (`handle`, `native`), the
+//! `Reader` and what it reports (`reader`), the writers of a source
 //! sharing the open files (`per_writer`), one handle read in order (`stream`), the files a
 //! source names and opening handles over them (`source`), the journal counted for metrics
 //! and `status` (`measure`), places looked up without a reader (`lookup`), cursors and the

@@ -72,11 +72,25 @@ fn open_native(cfg: &JournalConfig, filtered: bool) -> Result<Handle> {
     let filter = filtered.then_some(&cfg.filter);
     let n = match &cfg.source {
         Source::Local | Source::Namespace(_) => {
-            let dirs = local_dirs(cfg);
-            let listed = dirs.clone();
+            let sub = machine_subdir(cfg);
             super::native::NativeJournal::open_dirs(
-                &dirs,
-                Box::new(move || list_local(&listed)),
+                Box::new(move || {
+                    // The roots are watched too: the machine's directory may appear later
+                    // (journald's first flush to /var, a namespace started after the agent).
+                    let mut dirs: Vec<PathBuf> = LOCAL_ROOTS
+                        .iter()
+                        .map(PathBuf::from)
+                        .filter(|d| d.is_dir())
+                        .collect();
+                    let machine: Vec<PathBuf> = dirs
+                        .iter()
+                        .map(|r| r.join(&sub))
+                        .filter(|d| d.is_dir())
+                        .collect();
+                    let files = list_local(&machine)?;
+                    dirs.extend(machine);
+                    Ok((dirs, files))
+                }),
                 filter,
             )
             .with_context(|| format!("cannot open the {}", cfg.source))?
@@ -97,16 +111,24 @@ fn open_native(cfg: &JournalConfig, filtered: bool) -> Result<Handle> {
     Ok(Handle::Native(Box::new(n)))
 }
 
-/// The directories of the local journal or of a namespace, as libsystemd picks them for a
-/// local-only handle: the machine's own directory (`<machine-id>` or `<machine-id>.<ns>`)
-/// under the persistent and the volatile root, those that exist.
-pub(super) fn local_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
+/// Where journald keeps the local journal: persistent, then volatile.
+const LOCAL_ROOTS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
+
+/// The directory of this machine's journal (`<machine-id>`) or of one of its namespaces
+/// (`<machine-id>.<namespace>`) under each root, as libsystemd picks them for a local-only
+/// handle.
+fn machine_subdir(cfg: &JournalConfig) -> String {
     let mid = host::machine_id().unwrap_or_default();
-    let sub = match &cfg.source {
+    match &cfg.source {
         Source::Namespace(ns) => format!("{}.{ns}", mid.trim()),
         _ => mid.trim().to_string(),
-    };
-    ["/var/log/journal", "/run/log/journal"]
+    }
+}
+
+/// The local journal's or a namespace's directories that exist now.
+fn local_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
+    let sub = machine_subdir(cfg);
+    LOCAL_ROOTS
         .iter()
         .map(|base| PathBuf::from(base).join(&sub))
         .filter(|d| d.is_dir())
@@ -114,15 +136,21 @@ pub(super) fn local_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
 }
 
 /// The journal files directly in `dirs` (not in their subdirectories).
-fn list_local(dirs: &[PathBuf]) -> Vec<PathBuf> {
-    dirs.iter()
-        .flat_map(|d| {
-            writers::list(d)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(move |p| p.parent() == Some(d.as_path()))
-        })
-        .collect()
+fn list_local(dirs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        match writers::list(d) {
+            Ok(files) => out.extend(
+                files
+                    .into_iter()
+                    .filter(|p| p.parent() == Some(d.as_path())),
+            ),
+            // Removed between the check and the listing: nothing there.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// The directories a source read per writer watches.
@@ -174,7 +202,7 @@ pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
 pub fn unreadable_files(cfg: &JournalConfig) -> Vec<(PathBuf, String)> {
     let files = match &cfg.source {
         Source::Directory(_) | Source::Files(_) => source_files(cfg).unwrap_or_default(),
-        Source::Local | Source::Namespace(_) => list_local(&local_dirs(cfg)),
+        Source::Local | Source::Namespace(_) => list_local(&local_dirs(cfg)).unwrap_or_default(),
     };
     files
         .into_iter()

@@ -273,7 +273,8 @@ impl Stream {
     /// returned (or on one not returned yet), or where the handle was sought to if it never
     /// moved. A parked stream holds no descriptor.
     pub(super) fn park(&mut self) {
-        let Some(j) = self.j.take() else { return };
+        let Some(mut j) = self.j.take() else { return };
+        self.stats.add(j.take_skipped());
         let anchor = match (&self.sought, j.cursor()) {
             (Some(s), _) => Anchor::Cursor {
                 cursor: s.clone(),

@@ -58,7 +58,7 @@ impl Watch {
         Ok(w)
     }
 
-    fn add(&mut self, dir: &Path) -> io::Result<()> {
+    pub(super) fn add(&mut self, dir: &Path) -> io::Result<()> {
         let flags = WatchFlags::MODIFY
             | WatchFlags::CLOSE_WRITE
             | WatchFlags::CREATE

@@ -47,10 +47,11 @@ pub enum Start {
 /// Which code reads the journal files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReaderKind {
-    /// libsystemd's sd-journal: the reference, and the only reader before 0.2.
+    /// libsystemd's sd-journal: the reference the test suite compares the native reader
+    /// with, and the way back should a journal ever read differently.
     Libsystemd,
-    /// The agent's own file reader (`journal::native`), compared with libsystemd's by the
-    /// test suite on every kind of journal it can produce.
+    /// The agent's own file reader (`journal::native`), the default: the same entries,
+    /// fields, order and cursors at about a third of libsystemd's CPU.
     Native,
 }
 
@@ -216,7 +217,7 @@ pub(super) fn journal(raw: RawJournal, at: &Locator) -> Result<JournalConfig> {
         reader: at.choice(
             "journal.reader",
             raw.reader,
-            ReaderKind::Libsystemd,
+            ReaderKind::Native,
             &[
                 ("libsystemd", ReaderKind::Libsystemd),
                 ("native", ReaderKind::Native),

@@ -65,7 +65,8 @@ impl Decompressor {
                     return Err(bad(format!("decompresses to more than {limit} bytes")));
                 }
                 // Grow by what came so far (at least 4 KiB), never beyond the limit.
-                let add = (out.len() - start).clamp(4096, limit - (out.len() - start));
+                let produced = out.len() - start;
+                let add = produced.max(4096).min(limit - produced);
                 out.reserve_exact(add);
             }
             let pos = out.len();
@@ -134,9 +135,58 @@ fn xz(src: &[u8], out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
             Ok(())
         }
     }
+    // lzma-rs holds an LZMA2 chunk's output in memory before it writes any of it, with no
+    // limit of its own: the chunks' stated sizes are summed first, and a payload that
+    // would exceed the limit is refused before decoding.
+    let size = xz_unpacked_size(src)?;
+    if size > limit as u64 {
+        return Err(bad(format!("xz: states {size} bytes, more than {limit}")));
+    }
     let mut w = Bounded { out, left: limit };
     lzma_rs::xz_decompress(&mut io::BufReader::new(src), &mut w)
         .map_err(|e| bad(format!("xz: {e}")))
+}
+
+/// The decompressed size an XZ stream of one block (what systemd writes) states in its
+/// LZMA2 chunk headers. Anything else is refused rather than decoded unbounded.
+fn xz_unpacked_size(src: &[u8]) -> io::Result<u64> {
+    let err = |what: &str| bad(format!("xz: {what}"));
+    // Stream header: magic (6), flags (2), CRC32 (4); then the block header.
+    if src.len() < 13 || &src[..6] != b"\xfd7zXZ\0" {
+        return Err(err("not an xz stream"));
+    }
+    let block_header = (src[12] as usize + 1) * 4;
+    if src[12] == 0 {
+        return Err(err("no block"));
+    }
+    let mut at = 12 + block_header;
+    let mut total: u64 = 0;
+    loop {
+        let control = *src.get(at).ok_or_else(|| err("the chunks end early"))?;
+        let need = |n: usize| {
+            src.get(at..at + n)
+                .map(|b| b.to_vec())
+                .ok_or_else(|| err("the chunks end early"))
+        };
+        match control {
+            0x00 => return Ok(total),
+            0x01 | 0x02 => {
+                let b = need(3)?;
+                let n = u16::from_be_bytes([b[1], b[2]]) as u64 + 1;
+                total += n;
+                at += 3 + n as usize;
+            }
+            0x80..=0xff => {
+                let b = need(5)?;
+                let unpacked =
+                    (((control & 0x1f) as u64) << 16) + u16::from_be_bytes([b[1], b[2]]) as u64 + 1;
+                let packed = u16::from_be_bytes([b[3], b[4]]) as usize + 1;
+                total += unpacked;
+                at += 5 + usize::from(control >= 0xc0) + packed;
+            }
+            _ => return Err(err("an invalid chunk")),
+        }
+    }
 }
 
 fn bad(msg: String) -> io::Error {
@@ -180,6 +230,23 @@ mod tests {
             out.truncate(6);
             assert!(d.append(kind, &src, &mut out, 1000).is_err(), "kind {kind}");
             assert_eq!(out, b"prefix", "left as it was");
+        }
+    }
+
+    #[test]
+    fn an_xz_bomb_is_refused_from_its_headers() {
+        let data = vec![0u8; 8 << 20];
+        let mut x = Vec::new();
+        lzma_rs::xz_compress(&mut io::BufReader::new(&data[..]), &mut x).unwrap();
+        assert_eq!(xz_unpacked_size(&x).unwrap(), 8 << 20);
+        let mut out = Vec::new();
+        let e = Decompressor::new()
+            .append(XZ, &x, &mut out, 1 << 20)
+            .unwrap_err();
+        assert!(e.to_string().contains("states"), "{e}");
+        assert!(out.capacity() < 1 << 20);
+        for cut in [0, 5, 12, 13, 20, x.len() / 2] {
+            assert!(xz_unpacked_size(&x[..cut]).is_err() || cut >= x.len() / 2);
         }
     }
 

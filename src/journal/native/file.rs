@@ -92,6 +92,15 @@ pub(super) struct JournalFile {
     items_of: Option<u64>,
 }
 
+/// Whether an error may be a file still being written (an entry counted before it is
+/// linked, or lying past what the file holds yet) rather than damage.
+pub(super) fn not_yet(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::UnexpectedEof
+    )
+}
+
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
@@ -159,13 +168,27 @@ impl JournalFile {
             self.win.invalidate();
         }
         let size = self.win.file().metadata()?.len();
-        self.end = h.header_size.saturating_add(h.arena_size).min(size);
+        let arena_end = h.header_size.saturating_add(h.arena_size);
+        if self.header.header_size == 0 && arena_end > size {
+            // Not opened yet, and shorter than its header says: being copied or cut short.
+            // libsystemd refuses such a file too; it is tried again once it changes.
+            return Err(bad(format!(
+                "the header claims {arena_end} bytes and the file has {size}"
+            )));
+        }
+        self.end = arena_end.min(size);
         self.compact = h.incompatible & INCOMPATIBLE_COMPACT != 0;
         if h.entry_array_offset != self.header.entry_array_offset {
             self.arrays.clear();
         }
         self.header = h;
         Ok(grew)
+    }
+
+    /// Whether the file still has a name (a deleted file's descriptor may read zeros:
+    /// systemd's vacuum deallocates what it deletes).
+    pub(super) fn is_linked(&self) -> bool {
+        self.win.file().metadata().is_ok_and(|m| m.nlink() > 0)
     }
 
     pub(super) fn n_entries(&self) -> u64 {
@@ -249,16 +272,15 @@ impl JournalFile {
                 capacity,
             });
         }
-        let a = *self
-            .arrays
-            .iter()
-            .rev()
-            .find(|a| i >= a.first)
-            .expect("chain covers i");
+        // The arrays are in index order: a binary search, however long a hostile chain.
+        let a = self.arrays[self.arrays.partition_point(|a| a.first <= i) - 1];
         let at = a.offset + ENTRY_ARRAY_ITEMS + (i - a.first) * item;
         let o = self.read_u64(at, item == 8)?;
         if o == 0 {
-            return Err(bad(format!("entry {i} is counted but not linked yet")));
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("entry {i} is counted but not linked yet"),
+            ));
         }
         Ok(o)
     }

@@ -30,7 +30,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 
 use super::Entry;
 use super::cursor;
@@ -49,9 +49,14 @@ struct Slot {
     head: Option<Key>,
 }
 
-/// A whole source's files: the directories listed for them and the watch on those.
+/// What a whole source lists: the directories to watch (the roots, so that a machine
+/// directory created later is seen, and the machine directories that exist) and the
+/// journal files in them now. An error means "cannot tell now", never "nothing".
+pub(super) type Listing = Box<dyn Fn() -> std::io::Result<(Vec<PathBuf>, Vec<PathBuf>)> + Send>;
+
+/// A whole source's files: how to list them and the watch on their directories.
 struct Dirs {
-    list: Box<dyn Fn() -> Vec<PathBuf> + Send>,
+    list: Listing,
     watch: Watch,
     rescan: bool,
 }
@@ -76,8 +81,9 @@ pub(super) struct NativeJournal {
     boot: ([u8; 16], String),
     z: Decompressor,
     pub(super) skipped: Skipped,
-    /// Files that could not be opened, with why (each logged once).
-    refused: Vec<(PathBuf, String)>,
+    /// Files that could not be opened, with why (each logged once) and their size and
+    /// modification time then: tried again when those change.
+    refused: Vec<(PathBuf, String, Option<Stamp>)>,
 }
 
 impl NativeJournal {
@@ -86,13 +92,13 @@ impl NativeJournal {
     pub(super) fn open_files(files: &[PathBuf], filter: Option<&Filter>) -> Result<NativeJournal> {
         let mut j = NativeJournal::empty(filter);
         for p in files {
-            j.add(p.clone());
+            j.add(p.clone())?;
         }
         if j.slots.is_empty() && !files.is_empty() {
             let why = j
                 .refused
                 .first()
-                .map(|(p, e)| format!("{}: {e}", p.display()));
+                .map(|(p, e, _)| format!("{}: {e}", p.display()));
             return Err(anyhow!(
                 "none of the journal files {files:?} can be opened ({})",
                 why.unwrap_or_default()
@@ -101,17 +107,14 @@ impl NativeJournal {
         Ok(j)
     }
 
-    /// Opens every file `list` names now, and watches `dirs` for files to come.
-    pub(super) fn open_dirs(
-        dirs: &[PathBuf],
-        list: Box<dyn Fn() -> Vec<PathBuf> + Send>,
-        filter: Option<&Filter>,
-    ) -> Result<NativeJournal> {
-        let watch = Watch::new(dirs)
-            .map_err(|e| anyhow!("cannot watch the journal directories {dirs:?}: {e}"))?;
+    /// Opens every file `list` names now, and watches its directories for files to come.
+    pub(super) fn open_dirs(list: Listing, filter: Option<&Filter>) -> Result<NativeJournal> {
+        let (dirs, files) = list().context("cannot list the journal directories")?;
+        let watch = Watch::new(&dirs)
+            .with_context(|| format!("cannot watch the journal directories {dirs:?}"))?;
         let mut j = NativeJournal::empty(filter);
-        for p in list() {
-            j.add(p);
+        for p in files {
+            j.add(p)?;
         }
         j.dirs = Some(Dirs {
             list,
@@ -137,12 +140,16 @@ impl NativeJournal {
         }
     }
 
-    /// Adds a file, placed after the entry stood on (a file that appears while reading).
-    fn add(&mut self, p: PathBuf) {
+    /// Adds a file, placed after the entry stood on (a file that appears while reading). A
+    /// file that cannot be read (yet: journald may be creating it, a copy may be under way)
+    /// is remembered and tried again once it changes. Running out of descriptors is the
+    /// caller's to handle, never a file left out.
+    fn add(&mut self, p: PathBuf) -> std::io::Result<()> {
         match JournalFile::open(&p) {
             Ok(f) => {
+                self.refused.retain(|(r, _, _)| r != &p);
                 if self.slots.iter().any(|s| s.f.dev_ino == f.dev_ino) {
-                    return;
+                    return Ok(());
                 }
                 let mut s = Slot {
                     f,
@@ -162,13 +169,19 @@ impl NativeJournal {
                 }
                 self.slots.push(s);
             }
+            Err(e) if out_of_descriptors(&e) => return Err(e),
             Err(e) => {
-                if !self.refused.iter().any(|(r, _)| r == &p) {
-                    tracing::warn!(file = %p.display(), error = %e, "this journal file cannot be read; reading the others without it");
-                    self.refused.push((p, e.to_string()));
+                let stamp = stamp(&p);
+                match self.refused.iter_mut().find(|(r, _, _)| r == &p) {
+                    Some(r) => r.2 = stamp,
+                    None => {
+                        tracing::warn!(file = %p.display(), error = %e, "this journal file cannot be read (yet); reading the others and trying it again when it changes");
+                        self.refused.push((p, e.to_string(), stamp));
+                    }
                 }
             }
         }
+        Ok(())
     }
 
     pub(super) fn paths(&self) -> Vec<PathBuf> {
@@ -258,13 +271,15 @@ impl NativeJournal {
             if !self.stage(i, idx) {
                 continue;
             }
-            self.current = Some(k);
-            self.at = Some((i, idx));
+            // Only an entry returned moves the place the duplicate rule compares with, as in
+            // libsystemd: one the matches leave out does not.
             if self
                 .matches
                 .as_ref()
                 .is_none_or(|m| m.accepts(&self.staged))
             {
+                self.current = Some(k);
+                self.at = Some((i, idx));
                 return true;
             }
         }
@@ -409,10 +424,39 @@ impl NativeJournal {
                 any = true;
             }
         }
+        // Files refused before (being created, being copied) are tried again once they
+        // change: their appends raise no listing event.
+        let retry: Vec<PathBuf> = self
+            .refused
+            .iter()
+            .filter(|(p, _, st)| stamp(p) != *st)
+            .map(|(p, _, _)| p.clone())
+            .collect();
+        for p in retry {
+            let n = self.slots.len();
+            // Out of descriptors: tried again at the next refresh.
+            let _ = self.add(p);
+            any |= self.slots.len() > n;
+        }
         if self.dirs.as_ref().is_some_and(|d| d.rescan) {
             let listed = (self.dirs.as_ref().expect("dirs").list)();
+            // A listing that fails says nothing about which files are gone.
+            let Ok((dirs, files)) = listed else {
+                return any;
+            };
+            if let Some(d) = &mut self.dirs {
+                d.rescan = false;
+                for dir in &dirs {
+                    // A directory that appeared since (journald's first flush to /var, a
+                    // namespace started later); a failure is retried at the next listing.
+                    if d.watch.add(dir).is_err() {
+                        d.rescan = true;
+                    }
+                }
+            }
             let mut ids = HashSet::new();
-            for p in listed {
+            let mut complete = true;
+            for p in files {
                 let Ok(m) = std::fs::metadata(&p) else {
                     continue;
                 };
@@ -423,22 +467,25 @@ impl NativeJournal {
                     Some(s) => s.f.path = p,
                     None => {
                         let n = self.slots.len();
-                        self.add(p);
+                        if self.add(p).is_err() {
+                            complete = false;
+                        }
                         any |= self.slots.len() > n;
                     }
                 }
             }
-            // Files gone from the directories are closed once read to their end: what they
-            // held is still read from the open descriptor.
+            // Files deleted are closed once read to their end: what they held is still read
+            // from the open descriptor (unless the vacuum deallocated it).
             let before = self.slots.len();
-            self.slots
-                .retain(|s| ids.contains(&s.f.dev_ino) || s.next < s.f.n_entries());
+            self.slots.retain(|s| {
+                s.next < s.f.n_entries() || (ids.contains(&s.f.dev_ino) && s.f.is_linked())
+            });
             if self.slots.len() != before {
                 // Indices moved; `previous` finds its way back by the key alone.
                 self.at = None;
             }
             if let Some(d) = &mut self.dirs {
-                d.rescan = false;
+                d.rescan |= !complete;
             }
         }
         any
@@ -475,7 +522,9 @@ impl NativeJournal {
     }
 }
 
-/// The key of a slot's next entry, stepping over entries that cannot be read.
+/// The key of a slot's next entry, stepping over entries that cannot be read. An entry of a
+/// file still being written that is counted but not linked yet, or lies past what the file
+/// holds yet, ends the slot for now (it is read after the next refresh), never skipped.
 fn head(s: &mut Slot, skipped: &mut Skipped) -> Option<Key> {
     if s.head.is_none() {
         while s.next < s.f.n_entries() {
@@ -483,6 +532,9 @@ fn head(s: &mut Slot, skipped: &mut Skipped) -> Option<Key> {
                 Ok(k) => {
                     s.head = Some(k);
                     break;
+                }
+                Err(e) if file::not_yet(&e) && !s.f.is_archived() && s.f.is_linked() => {
+                    return None;
                 }
                 Err(_) => {
                     skipped.unreadable_entries += 1;
@@ -495,7 +547,8 @@ fn head(s: &mut Slot, skipped: &mut Skipped) -> Option<Key> {
 }
 
 /// Places a slot at the first entry at or after `k`: by sequence number when the file is
-/// of `k`'s writer, else by time.
+/// of `k`'s writer, else by time, then back over entries that still order after `k` (wall
+/// clock steps back at boot; libsystemd places by monotonic time within a boot).
 fn place(s: &mut Slot, k: &Key) {
     let same = s.f.header.seqnum_id == k.seqnum_id;
     s.next = bisect(s, |e| {
@@ -505,20 +558,41 @@ fn place(s: &mut Slot, k: &Key) {
             e.realtime >= k.realtime
         }
     });
+    if !same {
+        while s.next > 0 && s.f.entry(s.next - 1).is_ok_and(|e| e.order(k).is_gt()) {
+            s.next -= 1;
+        }
+    }
     s.head = None;
 }
 
 /// The first index whose entry satisfies `at_or_after` (which must be monotone over the
-/// file). An entry that cannot be read counts as not yet there.
+/// file). An entry that cannot be read counts as after: landing early costs duplicates at
+/// worst, landing late would pass entries over.
 fn bisect(s: &mut Slot, at_or_after: impl Fn(&Key) -> bool) -> u64 {
     let (mut lo, mut hi) = (0, s.f.n_entries());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         match s.f.entry(mid) {
-            Ok(k) if at_or_after(&k) => hi = mid,
-            Ok(_) => lo = mid + 1,
-            Err(_) => lo = mid + 1,
+            Ok(k) if !at_or_after(&k) => lo = mid + 1,
+            _ => hi = mid,
         }
     }
     lo
+}
+
+/// Whether an error means the process ran out of descriptors (the caller's budget decides
+/// then, not a file-by-file refusal).
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(n) if n == libc::EMFILE || n == libc::ENFILE)
+}
+
+/// A file's size and modification time (seconds, nanoseconds).
+type Stamp = (u64, i64, i64);
+
+/// A file's size and modification time, to tell when a refused file changed.
+fn stamp(p: &std::path::Path) -> Option<Stamp> {
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
 }

@@ -57,6 +57,14 @@ impl Window {
         &self.file
     }
 
+    /// Gives back the memory of a large object once a small one is read: every open file
+    /// has a window, and a hostile file must not leave each holding its largest payload.
+    fn keep_span_small(&mut self, len: usize) {
+        if self.span.capacity() > 2 * BLOCK as usize && len <= 2 * BLOCK as usize {
+            self.span = Vec::new();
+        }
+    }
+
     /// Forgets every cached block. A writer appends and links new objects after a block was
     /// read: blocks are dropped whenever the caller learns from the header that the file
     /// grew, so nothing linked later is read from a stale copy.
@@ -83,6 +91,7 @@ impl Window {
     /// `len` bytes at `offset` as the file holds them now, bypassing the blocks: for the
     /// header, which the writer rewrites in place with every entry.
     pub(super) fn read_now(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        self.keep_span_small(len);
         self.span.clear();
         self.span.resize(len, 0);
         read_exact_at(&self.file, &mut self.span, offset)?;
@@ -119,6 +128,7 @@ impl Window {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "offset overflows"))?;
         let block = offset / BLOCK;
         if len as u64 > BLOCK || (end - 1) / BLOCK != block || len == 0 {
+            self.keep_span_small(len);
             self.span.clear();
             self.span.resize(len, 0);
             read_exact_at(&self.file, &mut self.span, offset)?;
