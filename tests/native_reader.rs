@@ -16,6 +16,14 @@ use common::*;
 use journald_kafka::config;
 use journald_kafka::journal::{Entry, Reader};
 
+/// The tests of this file run one at a time: one measures the process's memory, and the
+/// others' large journals would be counted in it.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[derive(Debug, PartialEq, Eq, Clone)]
 struct Rec {
     cursor: String,
@@ -148,6 +156,7 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u32, u32);
 
 #[test]
 fn regular_and_compact_files_with_each_compression_read_the_same() {
+    let _one = one_at_a_time();
     let s = Scratch::new("native-kinds");
     let start = recent_usec(3600);
     let mut export = generated(&[
@@ -208,6 +217,7 @@ fn regular_and_compact_files_with_each_compression_read_the_same() {
 
 #[test]
 fn many_writers_file_sets_and_filters_read_the_same() {
+    let _one = one_at_a_time();
     let s = Scratch::new("native-writers");
     let dir = s.path("j");
     let start = recent_usec(3600);
@@ -274,6 +284,7 @@ fn many_writers_file_sets_and_filters_read_the_same() {
 /// start lands on the same place.
 #[test]
 fn seeking_to_cursors_and_times_lands_on_the_same_entries() {
+    let _one = one_at_a_time();
     let s = Scratch::new("native-seek");
     let dir = s.path("j");
     let start = recent_usec(3600);
@@ -363,6 +374,7 @@ fn seeking_to_cursors_and_times_lands_on_the_same_entries() {
 /// with every entry still in the files, exactly as libsystemd reads them.
 #[test]
 fn a_live_journald_rotated_and_vacuumed_under_load_reads_the_same() {
+    let _one = one_at_a_time();
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let s = Scratch::new("native-live");
@@ -493,6 +505,7 @@ fn a_live_journald_rotated_and_vacuumed_under_load_reads_the_same() {
 /// libsystemd drops a file at its first bad entry).
 #[test]
 fn damaged_files_never_panic_and_never_read_less_than_libsystemd() {
+    let _one = one_at_a_time();
     let s = Scratch::new("native-fuzz");
     let start = recent_usec(3600);
     let mut export = generated(&[
@@ -580,7 +593,7 @@ fn damaged_files_never_panic_and_never_read_less_than_libsystemd() {
         "anonymous memory grew by {grew} KiB over the damaged files"
     );
     eprintln!(
-        "{cases} damaged files: the native reader returned {more} entries more than libsystemd in all"
+        "{cases} damaged files: the native reader returned {more} entries more than libsystemd in all; anonymous memory grew by {grew} KiB"
     );
 }
 
@@ -605,6 +618,7 @@ fn try_read_all(journal: &str, reader: &str) -> Option<Vec<Rec>> {
 /// event but the file growing.
 #[test]
 fn directories_and_files_that_appear_or_complete_later_are_read() {
+    let _one = one_at_a_time();
     let s = Scratch::new("native-later");
     let ns = format!("jkl{}", std::process::id() % 100000);
     let mid = std::fs::read_to_string("/etc/machine-id").unwrap();
