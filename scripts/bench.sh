@@ -4,7 +4,7 @@
 #   scripts/bench.sh                 1,000,000 entries, 3 repetitions
 #   scripts/bench.sh --quick         20,000 entries, 1 repetition (CI: proves it runs, asserts no timing)
 #   BENCH_ENTRIES=N BENCH_REPS=R scripts/bench.sh
-#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs (also: native, otlp, filter90,
+#   BENCH_RUNS="scan agent" scripts/bench.sh     only some of the runs (also: libsystemd, otlp, filter90,
 #                                                baseline, kcat, rsyslog, syslog-ng, fluent-bit; the
 #                                                peers are not in the default set: they install
 #                                                Debian packages, and fluent-bit is built from its
@@ -201,14 +201,14 @@ run_syslogng() {
 }
 
 # BENCH_RUNS picks a subset while iterating on one of them (e.g. "scan agent").
-RUNS=${BENCH_RUNS:-scan agent native otlp filter90 baseline kcat}
+RUNS=${BENCH_RUNS:-scan agent libsystemd otlp filter90 baseline kcat}
 want() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }
 for r in $(seq 1 "$REPS"); do
   echo "repetition $r/$REPS" >&2
   if want scan; then run_scan; fi
   if want agent; then fresh_broker "a$r"; run_agent "$r"; fi
-  # The same agent reading the files itself instead of through libsystemd.
-  if want native; then fresh_broker "n$r"; run_agent "$r" native 'reader = "native"'; fi
+  # The same agent reading through libsystemd instead of its own reader (the default).
+  if want libsystemd; then fresh_broker "l$r"; run_agent "$r" libsystemd 'reader = "libsystemd"'; fi
   # The agent's own filter dropping 9 of 10 entries (SEQ ends in 0-8): it must cost no
   # more per entry read than shipping everything.
   # The same entries as OTLP protobuf instead of MessagePack: what the format costs.
@@ -239,7 +239,7 @@ echo "journald-kafka benchmark: $N entries, $REPS repetition(s), medians; broker
 printf "%-34s %12s %14s %13s %13s\n" "run" "entries/s" "CPU s / 1M" "peak RSS MiB" "anon RSS MiB"
 row "raw sd-journal scan (ceiling)" "$WORK/scan"
 row "journald-kafka -> Kafka" "$WORK/agent"
-row "journald-kafka, native reader" "$WORK/native"
+row "journald-kafka, libsystemd reader" "$WORK/libsystemd"
 row "journald-kafka, OTLP records" "$WORK/otlp"
 row "journald-kafka, filter drops 90%" "$WORK/filter90"
 row "journalctl -o json | producer.py" "$WORK/baseline"
@@ -265,9 +265,9 @@ if [ -f "$WORK/agent" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/agent" "$1") * 1000000 / $N" | bc -l)"; }
   echo "CPU s / 1M entries during the journald-kafka run: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7); the broker process $(per 8)"
 fi
-if [ -f "$WORK/native" ]; then
-  per() { printf "%.2f" "$(echo "$(median "$WORK/native" "$1") * 1000000 / $N" | bc -l)"; }
-  echo "CPU s / 1M entries with the native reader: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7)"
+if [ -f "$WORK/libsystemd" ]; then
+  per() { printf "%.2f" "$(echo "$(median "$WORK/libsystemd" "$1") * 1000000 / $N" | bc -l)"; }
+  echo "CPU s / 1M entries with the libsystemd reader: reader thread $(per 5), shipping thread $(per 9), librdkafka broker threads $(per 6), delivery-report thread $(per 7)"
 fi
 if [ -f "$WORK/otlp" ]; then
   per() { printf "%.2f" "$(echo "$(median "$WORK/otlp" "$1") * 1000000 / $N" | bc -l)"; }
