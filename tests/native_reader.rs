@@ -629,6 +629,21 @@ fn directories_and_files_that_appear_or_complete_later_are_read() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+    // The root is watched, not created: a fresh machine may not have it yet (journald
+    // makes it only with persistent storage). Made here if missing, and removed after if
+    // this test made it.
+    let root = PathBuf::from("/var/log/journal");
+    let made_root = !root.is_dir();
+    std::fs::create_dir_all(&root).unwrap();
+    struct Root(Option<PathBuf>);
+    impl Drop for Root {
+        fn drop(&mut self) {
+            if let Some(r) = &self.0 {
+                let _ = std::fs::remove_dir(r);
+            }
+        }
+    }
+    let _root = Root(made_root.then(|| root.clone()));
     let _gone = Gone(dir.clone());
     let start = recent_usec(600);
     let export = generated(&["-n", "300", "--start-usec", &start.to_string()]);
