@@ -7,10 +7,12 @@
 //! `docs/JOURNAL_FILE_FORMAT.md` (little-endian, fields at fixed offsets since the first
 //! version; newer fields only ever append).
 //!
-//! Owns nothing but the parsing. Must never be trusted for entry data: a header is a
-//! summary the writer updates as it appends (the tail sequence number is taken before the
-//! entry is linked, so it can lead the readable entries by one). Callers use it to decide where to look, and read entries through
-//! libsystemd.
+//! Owns nothing but the parsing: the one place that knows the header's layout, for the
+//! listing and measuring code and for the native reader. Must never be trusted for entry
+//! data: a header is a summary the writer updates as it appends (the tail sequence number
+//! is taken before the entry is linked, so it can lead the readable entries by one).
+//! Callers use it to decide where to look; the native reader checks every offset it gets
+//! from it (`native::file`).
 
 use std::fs::File;
 use std::io;
@@ -19,15 +21,22 @@ use std::path::Path;
 
 const SIGNATURE: &[u8; 8] = b"LPKSHHRH";
 /// Bytes up to and including `tail_entry_realtime`, the last field read here.
-const READ: usize = 200;
+pub(crate) const READ: usize = 200;
 
 /// What one file's header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct FileHeader {
+    pub incompatible_flags: u32,
+    /// Offline, online or archived (`STATE_*` in the format's documentation).
+    pub state: u8,
     /// The writer's sequence-number space, as the `s=` part of cursors spells it.
     pub seqnum_id: [u8; 16],
+    pub header_size: u64,
+    pub arena_size: u64,
     pub n_entries: u64,
     pub tail_seqnum: u64,
+    /// The first array of the entry-array chain.
+    pub entry_array_offset: u64,
     pub head_realtime: u64,
 }
 
@@ -78,20 +87,26 @@ pub(crate) fn tail_of(files: &[std::path::PathBuf]) -> Option<u64> {
         .max()
 }
 
-fn parse(buf: &[u8; READ]) -> Option<FileHeader> {
+/// The header in the first [`READ`] bytes of a file; `None` without the signature or with
+/// a header too short to hold the fields read here (from no systemd that ever was).
+pub(crate) fn parse(buf: &[u8; READ]) -> Option<FileHeader> {
     if &buf[..8] != SIGNATURE {
         return None;
     }
     let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().expect("8 bytes"));
     let header_size = u64_at(88);
-    // A header too short to hold the fields read here is from no systemd that ever was.
     if header_size < READ as u64 {
         return None;
     }
     Some(FileHeader {
+        incompatible_flags: u32::from_le_bytes(buf[12..16].try_into().expect("4 bytes")),
+        state: buf[16],
         seqnum_id: buf[72..88].try_into().expect("16 bytes"),
+        header_size,
+        arena_size: u64_at(96),
         n_entries: u64_at(152),
         tail_seqnum: u64_at(160),
+        entry_array_offset: u64_at(176),
         head_realtime: u64_at(184),
     })
 }
@@ -117,6 +132,7 @@ mod tests {
         assert_eq!(h.n_entries, 3);
         assert_eq!(h.tail_seqnum, 41);
         assert_eq!(h.head_realtime, 7);
+        assert_eq!(h.header_size, 272);
         assert_eq!(h.space(), format!("s={}", "ab".repeat(16)));
     }
 

@@ -82,11 +82,7 @@ fn open_native(cfg: &JournalConfig, filtered: bool) -> Result<Handle> {
                         .map(PathBuf::from)
                         .filter(|d| d.is_dir())
                         .collect();
-                    let machine: Vec<PathBuf> = dirs
-                        .iter()
-                        .map(|r| r.join(&sub))
-                        .filter(|d| d.is_dir())
-                        .collect();
+                    let machine = machine_dirs(&sub);
                     let files = list_local(&machine)?;
                     dirs.extend(machine);
                     Ok((dirs, files))
@@ -125,12 +121,11 @@ fn machine_subdir(cfg: &JournalConfig) -> String {
     }
 }
 
-/// The local journal's or a namespace's directories that exist now.
-fn local_dirs(cfg: &JournalConfig) -> Vec<PathBuf> {
-    let sub = machine_subdir(cfg);
+/// The machine's directories (`sub` under each root) that exist now.
+fn machine_dirs(sub: &str) -> Vec<PathBuf> {
     LOCAL_ROOTS
         .iter()
-        .map(|base| PathBuf::from(base).join(&sub))
+        .map(|base| PathBuf::from(base).join(sub))
         .filter(|d| d.is_dir())
         .collect()
 }
@@ -202,7 +197,9 @@ pub fn file_count(cfg: &JournalConfig) -> Option<usize> {
 pub fn unreadable_files(cfg: &JournalConfig) -> Vec<(PathBuf, String)> {
     let files = match &cfg.source {
         Source::Directory(_) | Source::Files(_) => source_files(cfg).unwrap_or_default(),
-        Source::Local | Source::Namespace(_) => list_local(&local_dirs(cfg)).unwrap_or_default(),
+        Source::Local | Source::Namespace(_) => {
+            list_local(&machine_dirs(&machine_subdir(cfg))).unwrap_or_default()
+        }
     };
     files
         .into_iter()

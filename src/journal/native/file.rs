@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use super::compress::{self, Decompressor};
 use super::window::Window;
 use crate::journal::Entry;
+use crate::journal::header::{self, FileHeader};
 
-const SIGNATURE: &[u8; 8] = b"LPKSHHRH";
-/// The header fields read here end with `tail_entry_monotonic`; every systemd since the
-/// format's first release writes at least this much.
+/// The smallest header systemd ever wrote (through `tail_entry_monotonic`); a smaller one
+/// claims a layout this reader does not know.
 const HEADER_MIN: u64 = 208;
 
 const INCOMPATIBLE_COMPACT: u32 = 1 << 4;
@@ -43,19 +43,6 @@ const TIMESTAMP_LIMIT: u64 = 1 << 55;
 const MAX_ENTRY_OBJECT: u64 = 1 << 20;
 /// The largest field, decompressed: journald's own limit (`DATA_SIZE_MAX`).
 pub(super) const MAX_FIELD: usize = 768 << 20;
-
-/// What a file's header says, re-read whenever the reader reaches its end.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Header {
-    pub(super) incompatible: u32,
-    pub(super) state: u8,
-    pub(super) seqnum_id: [u8; 16],
-    pub(super) header_size: u64,
-    pub(super) arena_size: u64,
-    pub(super) n_entries: u64,
-    pub(super) entry_array_offset: u64,
-    pub(super) head_realtime: u64,
-}
 
 /// The facts of one entry that order it among others and make its cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +68,8 @@ pub(super) struct JournalFile {
     pub(super) path: PathBuf,
     pub(super) dev_ino: (u64, u64),
     win: Window,
-    pub(super) header: Header,
+    /// What the header said when last read, re-read whenever the reader reaches its end.
+    pub(super) header: FileHeader,
     /// The end of the readable arena: the header's claim, cut to the file's real size.
     end: u64,
     compact: bool,
@@ -113,7 +101,7 @@ impl JournalFile {
             path: path.to_path_buf(),
             dev_ino: (m.dev(), m.ino()),
             win: Window::new(file),
-            header: Header::default(),
+            header: FileHeader::default(),
             end: 0,
             compact: false,
             arrays: Vec::new(),
@@ -127,31 +115,18 @@ impl JournalFile {
     /// Reads the header again. Returns whether the file gained entries; cached blocks are
     /// dropped then, since the writer linked objects into places read before.
     pub(super) fn refresh(&mut self) -> io::Result<bool> {
-        let mut buf = [0u8; HEADER_MIN as usize];
+        let mut buf = [0u8; header::READ];
         let got = self
             .win
-            .read_now(0, HEADER_MIN as usize)
+            .read_now(0, header::READ)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => bad("shorter than a journal file header"),
                 _ => e,
             })?;
         buf.copy_from_slice(got);
-        if &buf[..8] != SIGNATURE {
-            return Err(bad("not a journal file (no signature)"));
-        }
-        let u32_at = |o: usize| u32::from_le_bytes(buf[o..o + 4].try_into().expect("4"));
-        let u64_at = |o: usize| u64::from_le_bytes(buf[o..o + 8].try_into().expect("8"));
-        let h = Header {
-            incompatible: u32_at(12),
-            state: buf[16],
-            seqnum_id: buf[72..88].try_into().expect("16"),
-            header_size: u64_at(88),
-            arena_size: u64_at(96),
-            n_entries: u64_at(152),
-            entry_array_offset: u64_at(176),
-            head_realtime: u64_at(184),
-        };
-        let unknown = h.incompatible & !INCOMPATIBLE_KNOWN;
+        let h = header::parse(&buf)
+            .ok_or_else(|| bad("not a journal file (no signature, or a header too short)"))?;
+        let unknown = h.incompatible_flags & !INCOMPATIBLE_KNOWN;
         if unknown != 0 {
             return Err(bad(format!(
                 "uses incompatible features this reader does not know (flags {unknown:#x})"
@@ -177,7 +152,7 @@ impl JournalFile {
             )));
         }
         self.end = arena_end.min(size);
-        self.compact = h.incompatible & INCOMPATIBLE_COMPACT != 0;
+        self.compact = h.incompatible_flags & INCOMPATIBLE_COMPACT != 0;
         if h.entry_array_offset != self.header.entry_array_offset {
             self.arrays.clear();
         }

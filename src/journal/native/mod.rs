@@ -61,6 +61,18 @@ struct Dirs {
     rescan: bool,
 }
 
+impl Dirs {
+    /// Takes the watch's news: a listing to do when files came, went or were renamed, or
+    /// when events were lost. Appends are read by the refresh of the files' headers.
+    fn note_changes(&mut self) {
+        if let Ok(c) = self.watch.take() {
+            if c.listing || c.overflow || !c.created.is_empty() {
+                self.rescan = true;
+            }
+        }
+    }
+}
+
 /// Counts of what the reader stepped over.
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct Skipped {
@@ -188,13 +200,18 @@ impl NativeJournal {
         self.slots.iter().map(|s| s.f.path.clone()).collect()
     }
 
+    /// After a seek: no entry is stood on (the next `next` may land on any entry placed).
+    fn unplace(&mut self) {
+        self.current = None;
+        self.at = None;
+    }
+
     pub(super) fn seek_head(&mut self) {
         for s in &mut self.slots {
             s.next = 0;
             s.head = None;
         }
-        self.current = None;
-        self.at = None;
+        self.unplace();
     }
 
     pub(super) fn seek_tail(&mut self) {
@@ -203,8 +220,7 @@ impl NativeJournal {
             s.next = s.f.n_entries();
             s.head = None;
         }
-        self.current = None;
-        self.at = None;
+        self.unplace();
     }
 
     /// At the first entry of each file at or after `usec` (files are bisected by time, as
@@ -214,8 +230,7 @@ impl NativeJournal {
             s.next = bisect(s, |k| k.realtime >= usec);
             s.head = None;
         }
-        self.current = None;
-        self.at = None;
+        self.unplace();
     }
 
     /// At the cursor's entry, or where it would be: by sequence number in files of its
@@ -233,8 +248,7 @@ impl NativeJournal {
         for s in &mut self.slots {
             place(s, &k);
         }
-        self.current = None;
-        self.at = None;
+        self.unplace();
         Ok(())
     }
 
@@ -268,16 +282,9 @@ impl NativeJournal {
                     continue;
                 }
             }
-            if !self.stage(i, idx) {
-                continue;
-            }
             // Only an entry returned moves the place the duplicate rule compares with, as in
             // libsystemd: one the matches leave out does not.
-            if self
-                .matches
-                .as_ref()
-                .is_none_or(|m| m.accepts(&self.staged))
-            {
+            if self.stage_passes(i, idx) {
                 self.current = Some(k);
                 self.at = Some((i, idx));
                 return true;
@@ -285,8 +292,9 @@ impl NativeJournal {
         }
     }
 
-    /// Reads entry `idx` of slot `i` into `staged`. False if it cannot be read after all.
-    fn stage(&mut self, i: usize, idx: u64) -> bool {
+    /// Reads entry `idx` of slot `i` into `staged`; whether it could be read and passes the
+    /// matches.
+    fn stage_passes(&mut self, i: usize, idx: u64) -> bool {
         let s = &mut self.slots[i];
         // Usually the entry was just read to compare it with the other files' heads.
         if !s.f.holds(idx) && s.f.entry(idx).is_err() {
@@ -297,7 +305,9 @@ impl NativeJournal {
         let mut corrupt = 0;
         self.damaged = s.f.fields(&mut self.staged, &mut self.z, &mut corrupt);
         self.skipped.corrupt_fields += corrupt;
-        true
+        self.matches
+            .as_ref()
+            .is_none_or(|m| m.accepts(&self.staged))
     }
 
     /// Steps back onto the entry before the one stood on (or, right after a seek, before
@@ -335,14 +345,7 @@ impl NativeJournal {
                 return false;
             };
             back[i] = idx;
-            if !self.stage(i, idx) {
-                continue;
-            }
-            if self
-                .matches
-                .as_ref()
-                .is_none_or(|m| m.accepts(&self.staged))
-            {
+            if self.stage_passes(i, idx) {
                 // Going forward again returns what lies after this entry in every file.
                 for (s, b) in self.slots.iter_mut().zip(&back) {
                     s.next = *b;
@@ -383,8 +386,9 @@ impl NativeJournal {
         self.current.map(|k| k.realtime)
     }
 
-    /// Hands the entry stood on to `entry` (buffers swapped, not copied). Returns why some
-    /// of its fields could not be read, if any.
+    /// Hands the entry stood on to `entry` (buffers swapped, not copied; the staged entry
+    /// was cleared before it was filled). Returns why some of its fields could not be read,
+    /// if any.
     pub(super) fn take(&mut self, entry: &mut Entry) -> Result<Option<String>> {
         let k = self
             .current
@@ -400,8 +404,8 @@ impl NativeJournal {
         }
         entry.boot_id.clear();
         entry.boot_id.push_str(&self.boot.1);
-        entry.damaged = self.damaged.take();
-        Ok(entry.damaged.clone())
+        // The caller marks the entry (one rule for both readers, `stream`).
+        Ok(self.damaged.take())
     }
 
     /// Reads the headers of files that may still grow, and for a whole source lists its
@@ -409,11 +413,7 @@ impl NativeJournal {
     fn refresh(&mut self) -> bool {
         let mut any = false;
         if let Some(d) = &mut self.dirs {
-            if let Ok(c) = d.watch.take() {
-                if c.listing || c.overflow || !c.created.is_empty() {
-                    d.rescan = true;
-                }
-            }
+            d.note_changes();
         }
         // Headers first: a file deleted under us is judged by what it holds now.
         for s in &mut self.slots {
@@ -503,11 +503,7 @@ impl NativeJournal {
             .wait(timeout)
             .map_err(|e| anyhow!("cannot wait for the journal's changes: {e}"))?;
         if changed {
-            if let Ok(c) = d.watch.take() {
-                if c.listing || c.overflow || !c.created.is_empty() {
-                    d.rescan = true;
-                }
-            }
+            d.note_changes();
         }
         Ok(changed)
     }
