@@ -31,6 +31,7 @@ pub mod journal;
 mod kafka;
 mod lifecycle;
 mod logging;
+mod malloc;
 mod metrics;
 mod notify;
 mod pipeline;
