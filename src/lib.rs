@@ -31,7 +31,6 @@ pub mod journal;
 mod kafka;
 mod lifecycle;
 mod logging;
-mod malloc;
 mod metrics;
 mod notify;
 mod pipeline;

@@ -1,3 +1,57 @@
+/// The allocator of the whole process, C libraries included: with
+/// `unprefixed_malloc_on_supported_platforms` jemalloc defines `malloc`, `free` and the
+/// rest in the binary, which exports them, so librdkafka's per-record allocations (made on
+/// the shipping thread, freed on the delivery-report thread) do not take glibc's arena lock
+/// of the allocating thread, and memory libsystemd or glibc allocates is freed by the
+/// allocator that made it. Settings: .cargo/config.toml; why and figures: docs/design.md,
+/// docs/performance.md (#32).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     journald_kafka::main()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::{CStr, c_void};
+
+    /// Memory glibc allocates for its caller (`getcwd` with no buffer: glibc calls `malloc`
+    /// through the dynamic linker, as libsystemd does) must come from the allocator the
+    /// binary frees with, and every allocation entry point a shared library can call must
+    /// resolve to the binary's own definition.
+    #[test]
+    fn shared_libraries_allocate_from_the_same_allocator_as_the_binary() {
+        // safety: getcwd with a null buffer allocates one with malloc; freed below, once.
+        let cwd = unsafe { libc::getcwd(std::ptr::null_mut(), 0) };
+        assert!(!cwd.is_null());
+        // safety: `cwd` is a live allocation; sallocx only reads jemalloc's metadata for it
+        // and would fault on memory jemalloc did not allocate, which is the failure tested.
+        let size = unsafe { tikv_jemalloc_sys::sallocx(cwd.cast(), 0) };
+        assert!(size > 0);
+        // safety: allocated by getcwd, freed once.
+        unsafe { libc::free(cwd.cast()) };
+
+        let ours: [(&CStr, *const c_void); 7] = [
+            (c"malloc", libc::malloc as *const c_void),
+            (c"free", libc::free as *const c_void),
+            (c"calloc", libc::calloc as *const c_void),
+            (c"realloc", libc::realloc as *const c_void),
+            (c"posix_memalign", libc::posix_memalign as *const c_void),
+            (c"aligned_alloc", libc::aligned_alloc as *const c_void),
+            (
+                c"malloc_usable_size",
+                libc::malloc_usable_size as *const c_void,
+            ),
+        ];
+        for (name, here) in ours {
+            // safety: dlsym only looks a name up in the process's global scope.
+            let global = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            assert_eq!(
+                global.cast_const(),
+                here,
+                "{name:?}: shared libraries would call another allocator than the binary's"
+            );
+        }
+    }
 }

@@ -250,7 +250,6 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { config } => {
             let cfg = load(&config, cli.log_level.as_deref())?;
             logging::init(&cfg.log.level, cfg.log.target)?;
-            crate::malloc::tune();
             if let Some((old, new)) = run::raise_open_files_limit() {
                 tracing::info!(old, new, "raised the soft limit on open files");
             }
