@@ -32,13 +32,14 @@ mod tests {
         // safety: allocated by getcwd, freed once.
         unsafe { libc::free(cwd.cast()) };
 
-        let ours: [(&CStr, *const c_void); 7] = [
+        let ours: [(&CStr, *const c_void); 8] = [
             (c"malloc", libc::malloc as *const c_void),
             (c"free", libc::free as *const c_void),
             (c"calloc", libc::calloc as *const c_void),
             (c"realloc", libc::realloc as *const c_void),
             (c"posix_memalign", libc::posix_memalign as *const c_void),
             (c"aligned_alloc", libc::aligned_alloc as *const c_void),
+            (c"memalign", libc::memalign as *const c_void),
             (
                 c"malloc_usable_size",
                 libc::malloc_usable_size as *const c_void,
@@ -53,5 +54,26 @@ mod tests {
                 "{name:?}: shared libraries would call another allocator than the binary's"
             );
         }
+    }
+
+    /// The built-in setting (.cargo/config.toml) is in the allocator this binary links: the
+    /// multi-MB memory bound depends on it.
+    #[test]
+    fn large_allocations_use_the_oversize_arena() {
+        let mut threshold: usize = 0;
+        let mut len = std::mem::size_of::<usize>();
+        // safety: mallctl writes at most `len` bytes (a size_t for this option) to
+        // `threshold`, and reads nothing (no new value).
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                c"opt.oversize_threshold".as_ptr(),
+                (&raw mut threshold).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "jemalloc does not know opt.oversize_threshold");
+        assert_eq!(threshold, 2 << 20);
     }
 }

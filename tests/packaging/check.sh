@@ -34,6 +34,7 @@ sdv=$(objdump -T "$b" | { grep -o 'LIBSYSTEMD_[0-9]*' || true; } | sed 's/LIBSYS
 if nm -D "$b" 2>/dev/null | grep -q __ubsan_handle_ || nm "$b" 2>/dev/null | grep -q __ubsan_handle_; then
   fail "an undefined-behaviour sanitizer runtime is linked into the packaged binary"
 fi
+[ "${sdv:-0}" -le 239 ] || fail "the binary needs libsystemd $sdv (> 239): $(objdump -T "$b" | grep "LIBSYSTEMD_$sdv")"
 # The allocator (src/main.rs): the binary defines and exports every allocation entry point a
 # shared library calls, and imports none, or libsystemd's or glibc's memory would be freed by
 # another allocator than the one that made it.
@@ -43,7 +44,6 @@ for f in malloc free calloc realloc posix_memalign aligned_alloc memalign malloc
   ! nm -D --undefined-only "$b" | awk -v f="$f" '$NF ~ "^" f "(@|$)" {found = 1} END {exit !found}' \
     || fail "the packaged binary imports $f from glibc"
 done
-[ "${sdv:-0}" -le 239 ] || fail "the binary needs libsystemd $sdv (> 239): $(objdump -T "$b" | grep "LIBSYSTEMD_$sdv")"
 allowed=" libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libresolv.so.2 libutil.so.1 libgcc_s.so.1 ld-linux-x86-64.so.2 libsystemd.so.0 "
 for lib in $(readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
   [[ "$allowed" == *" $lib "* ]] || fail "the binary links $lib, which a RHEL 8 or Debian 11 host may lack"
