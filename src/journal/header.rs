@@ -33,6 +33,9 @@ pub(crate) struct FileHeader {
     pub seqnum_id: [u8; 16],
     pub header_size: u64,
     pub arena_size: u64,
+    /// Where the object appended last starts. The writer sets it when it appends an
+    /// object and fills the object afterwards, so every object before it is complete.
+    pub tail_object_offset: u64,
     pub n_entries: u64,
     pub tail_seqnum: u64,
     /// The first array of the entry-array chain.
@@ -104,6 +107,7 @@ pub(crate) fn parse(buf: &[u8; READ]) -> Option<FileHeader> {
         seqnum_id: buf[72..88].try_into().expect("16 bytes"),
         header_size,
         arena_size: u64_at(96),
+        tail_object_offset: u64_at(136),
         n_entries: u64_at(152),
         tail_seqnum: u64_at(160),
         entry_array_offset: u64_at(176),
@@ -120,6 +124,7 @@ mod tests {
         b[..8].copy_from_slice(SIGNATURE);
         b[72..88].copy_from_slice(&[0xab; 16]);
         b[88..96].copy_from_slice(&272u64.to_le_bytes());
+        b[136..144].copy_from_slice(&4096u64.to_le_bytes());
         b[152..160].copy_from_slice(&n_entries.to_le_bytes());
         b[160..168].copy_from_slice(&41u64.to_le_bytes());
         b[184..192].copy_from_slice(&7u64.to_le_bytes());
@@ -133,6 +138,7 @@ mod tests {
         assert_eq!(h.tail_seqnum, 41);
         assert_eq!(h.head_realtime, 7);
         assert_eq!(h.header_size, 272);
+        assert_eq!(h.tail_object_offset, 4096);
         assert_eq!(h.space(), format!("s={}", "ab".repeat(16)));
     }
 

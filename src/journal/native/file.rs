@@ -138,9 +138,11 @@ impl JournalFile {
                 h.header_size
             )));
         }
-        let grew = h.n_entries != self.header.n_entries || h.arena_size != self.header.arena_size;
+        let grew = h.n_entries != self.header.n_entries
+            || h.arena_size != self.header.arena_size
+            || h.tail_object_offset != self.header.tail_object_offset;
         if grew {
-            self.win.invalidate();
+            self.win.grew(h.tail_object_offset);
         }
         let size = self.win.file().metadata()?.len();
         let arena_end = h.header_size.saturating_add(h.arena_size);
@@ -202,14 +204,16 @@ impl JournalFile {
         Ok((b[0], b[1], size))
     }
 
-    fn read_u64(&mut self, offset: u64, wide: bool) -> io::Result<u64> {
-        if wide {
-            let b = self.win.read(offset, 8)?;
-            Ok(u64::from_le_bytes(b.try_into().expect("8")))
-        } else {
-            let b = self.win.read(offset, 4)?;
-            Ok(u32::from_le_bytes(b.try_into().expect("4")) as u64)
+    /// A link of the entry-array chain (an item or the next pointer). The writer fills one
+    /// in once, from zero, after the array was written: a zero may be a block cached
+    /// before that, so it is looked at again as the file is now.
+    fn read_link(&mut self, offset: u64, wide: bool) -> io::Result<u64> {
+        let len = if wide { 8 } else { 4 };
+        let v = le(self.win.read(offset, len)?);
+        if v != 0 {
+            return Ok(v);
         }
+        Ok(le(self.win.read_fresh(offset, len)?))
     }
 
     /// The offset of entry `i` (0-based, below `n_entries`) from the entry-array chain.
@@ -222,7 +226,7 @@ impl JournalFile {
             let (next_from, first) = match self.arrays.last().copied() {
                 Some(a) if i < a.first + a.capacity => break,
                 Some(a) => {
-                    let next = self.read_u64(a.offset + OBJECT_HEADER, true)?;
+                    let next = self.read_link(a.offset + OBJECT_HEADER, true)?;
                     if next <= a.offset {
                         return Err(bad(format!(
                             "the entry-array chain ends or turns back at {} (item {i} of {})",
@@ -250,7 +254,7 @@ impl JournalFile {
         // The arrays are in index order: a binary search, however long a hostile chain.
         let a = self.arrays[self.arrays.partition_point(|a| a.first <= i) - 1];
         let at = a.offset + ENTRY_ARRAY_ITEMS + (i - a.first) * item;
-        let o = self.read_u64(at, item == 8)?;
+        let o = self.read_link(at, item == 8)?;
         if o == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
@@ -417,6 +421,14 @@ impl Key {
         self.realtime
             .cmp(&o.realtime)
             .then(self.xor_hash.cmp(&o.xor_hash))
+    }
+}
+
+/// A little-endian number of 4 or 8 bytes.
+fn le(b: &[u8]) -> u64 {
+    match b.len() {
+        8 => u64::from_le_bytes(b.try_into().expect("8")),
+        _ => u32::from_le_bytes(b.try_into().expect("4")) as u64,
     }
 }
 
