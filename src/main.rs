@@ -3,10 +3,38 @@
 /// rest in the binary, which exports them, so librdkafka's per-record allocations (made on
 /// the shipping thread, freed on the delivery-report thread) do not take glibc's arena lock
 /// of the allocating thread, and memory libsystemd or glibc allocates is freed by the
-/// allocator that made it. Settings: .cargo/config.toml; why and figures: docs/design.md,
+/// allocator that made it. Settings: [`malloc_conf`]; why and figures: docs/design.md,
 /// docs/performance.md (#32).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, in the binary itself: jemalloc reads this symbol before `main` (its
+/// own definition is weak, so the linker takes this one), then the operator's `MALLOC_CONF`,
+/// which still applies on top. A build-time setting (`JEMALLOC_SYS_WITH_MALLOC_CONF`, read
+/// from .cargo/config.toml) was lost by any cargo run outside the repository.
+///
+/// Allocations of 2 MiB and more come from jemalloc's own arena for them, which returns
+/// their pages as soon as they are freed, so multi-MB journal entries do not stay in the
+/// heap of whichever thread freed them (fleet::memory_stays_bounded_with_multi_megabyte_
+/// entries). librdkafka's request buffers (batch.size, 1 MB) stay below it: at 1 MiB they
+/// faulted pages in for every produce request.
+#[unsafe(no_mangle)]
+#[allow(non_upper_case_globals)]
+static malloc_conf: &std::ffi::c_char = &MALLOC_SETTINGS[0];
+
+static MALLOC_SETTINGS: [std::ffi::c_char; 27] = c_chars(b"oversize_threshold:2097152\0");
+
+/// A NUL-terminated byte string as C's `char`s, in a constant.
+const fn c_chars<const N: usize>(b: &[u8; N]) -> [std::ffi::c_char; N] {
+    assert!(N > 0 && b[N - 1] == 0, "NUL-terminated");
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = b[i] as std::ffi::c_char;
+        i += 1;
+    }
+    out
+}
 
 fn main() -> std::process::ExitCode {
     journald_kafka::main()
@@ -56,8 +84,8 @@ mod tests {
         }
     }
 
-    /// The built-in setting (.cargo/config.toml) is in the allocator this binary links: the
-    /// multi-MB memory bound depends on it.
+    /// The built-in setting ([`super::malloc_conf`]) is the one jemalloc runs with, wherever
+    /// cargo ran: the multi-MB memory bound depends on it.
     #[test]
     fn large_allocations_use_the_oversize_arena() {
         let mut threshold: usize = 0;

@@ -112,8 +112,10 @@ impl JournalFile {
         Ok(f)
     }
 
-    /// Reads the header again. Returns whether the file gained entries; cached blocks are
-    /// dropped then, since the writer linked objects into places read before.
+    /// Reads the header again. Returns whether the file gained entries or objects; the
+    /// window then reads again what may have changed since it cached it (`window`'s rule).
+    /// A header that went back (fewer entries, an earlier tail, another writer's space, a
+    /// shorter file) is a file rewritten in place, not appended to: nothing cached is kept.
     pub(super) fn refresh(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; header::READ];
         let got = self
@@ -138,13 +140,24 @@ impl JournalFile {
                 h.header_size
             )));
         }
-        let grew = h.n_entries != self.header.n_entries
-            || h.arena_size != self.header.arena_size
-            || h.tail_object_offset != self.header.tail_object_offset;
+        let size = self.win.file().metadata()?.len();
+        let old = &self.header;
+        if old.header_size != 0
+            && (h.n_entries < old.n_entries
+                || h.tail_object_offset < old.tail_object_offset
+                || h.seqnum_id != old.seqnum_id
+                || h.header_size != old.header_size
+                || size < self.end)
+        {
+            self.win.forget();
+            self.arrays.clear();
+        }
+        let grew = h.n_entries != old.n_entries
+            || h.arena_size != old.arena_size
+            || h.tail_object_offset != old.tail_object_offset;
         if grew {
             self.win.grew(h.tail_object_offset);
         }
-        let size = self.win.file().metadata()?.len();
         let arena_end = h.header_size.saturating_add(h.arena_size);
         if self.header.header_size == 0 && arena_end > size {
             // Not opened yet, and shorter than its header says: being copied or cut short.
@@ -227,6 +240,14 @@ impl JournalFile {
                 Some(a) if i < a.first + a.capacity => break,
                 Some(a) => {
                     let next = self.read_link(a.offset + OBJECT_HEADER, true)?;
+                    if next == 0 {
+                        // Counted before the link is seen: like an item still zero, waited
+                        // for while the file is live (`head`), stepped over once archived.
+                        return Err(io::Error::new(
+                            io::ErrorKind::WouldBlock,
+                            format!("entry {i} is counted but its array is not linked yet"),
+                        ));
+                    }
                     if next <= a.offset {
                         return Err(bad(format!(
                             "the entry-array chain ends or turns back at {} (item {i} of {})",

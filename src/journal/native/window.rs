@@ -59,6 +59,8 @@ pub(super) struct Window {
     generation: u64,
     /// Bytes below this offset were complete when the current generation began.
     settled: u64,
+    /// The tail the file's header showed last.
+    tail: u64,
 }
 
 impl Window {
@@ -71,6 +73,7 @@ impl Window {
             span: Vec::new(),
             generation: 0,
             settled: 0,
+            tail: 0,
         }
     }
 
@@ -86,12 +89,28 @@ impl Window {
         }
     }
 
-    /// The file grew: objects before `settled` (the header's `tail_object_offset`) are
+    /// The file grew: objects before `tail` (the header's `tail_object_offset`) are
     /// complete. Blocks read before are kept; [`read`](Self::read) reads one again when it
     /// is asked for bytes that were not settled then.
-    pub(super) fn grew(&mut self, settled: u64) {
+    pub(super) fn grew(&mut self, tail: u64) {
         self.generation += 1;
-        self.settled = settled;
+        let previous = std::mem::replace(&mut self.tail, tail);
+        // x86 makes the writer's stores visible in the order it made them, so the tail it
+        // published follows complete objects. A weakly ordered CPU (systemd fences only
+        // before linking an entry) may show the tail before an object's bytes: there, only
+        // the tail seen one refresh earlier is trusted.
+        self.settled = if cfg!(any(target_arch = "x86_64", target_arch = "x86")) {
+            tail
+        } else {
+            previous
+        };
+    }
+
+    /// Forgets every cached block: the file was rewritten in place, not appended to.
+    pub(super) fn forget(&mut self) {
+        for s in &mut self.slots {
+            s.block = u64::MAX;
+        }
     }
 
     /// At least `min` bytes at `offset`, and as many more as its block holds (up to `max`):
