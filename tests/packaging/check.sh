@@ -44,6 +44,11 @@ for f in malloc free calloc realloc posix_memalign aligned_alloc memalign malloc
   ! nm -D --undefined-only "$b" | awk -v f="$f" '$NF ~ "^" f "(@|$)" {found = 1} END {exit !found}' \
     || fail "the packaged binary imports $f from glibc"
 done
+# Its one setting (src/main.rs's malloc_conf, which must win over jemalloc's weak definition in
+# whatever linker packaged it): jemalloc reports what it read with confirm_conf.
+conf=$(MALLOC_CONF=confirm_conf:true "$b" --version 2>&1 >/dev/null || true)
+grep -qF 'global variable malloc_conf): "oversize_threshold:2097152"' <<<"$conf" \
+  || fail "the packaged binary's jemalloc does not read its built-in malloc_conf: $conf"
 allowed=" libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1 libresolv.so.2 libutil.so.1 libgcc_s.so.1 ld-linux-x86-64.so.2 libsystemd.so.0 "
 for lib in $(readelf -d "$b" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
   [[ "$allowed" == *" $lib "* ]] || fail "the binary links $lib, which a RHEL 8 or Debian 11 host may lack"
