@@ -57,13 +57,19 @@ fn read_all(journal: &str, reader: &str) -> (Vec<Rec>, u64) {
     let c = cfg(journal, reader);
     let mut r = Reader::open(&c.journal).unwrap();
     r.seek(&c.journal, None).unwrap();
+    let out = rest(&mut r);
+    let s = r.stats();
+    (out, s.unreadable_entries + s.corrupt_fields)
+}
+
+/// Every entry the reader returns from where it stands to the end, for now.
+fn rest(r: &mut Reader) -> Vec<Rec> {
     let mut e = Entry::new();
     let mut out = Vec::new();
     while r.next(&mut e).unwrap() {
         out.push(rec(&e));
     }
-    let s = r.stats();
-    (out, s.unreadable_entries + s.corrupt_fields)
+    out
 }
 
 /// Reads `journal` with both readers and requires the same entries in the same order,
@@ -734,19 +740,12 @@ fn a_file_rewritten_in_place_is_read_as_it_is_now() {
     let x = s.path("x/x.journal");
     std::fs::create_dir_all(x.parent().unwrap()).unwrap();
     std::fs::copy(&a, &x).unwrap();
-    let journal = format!("files = [{:?}]", x.to_str().unwrap());
-    let c = cfg(&journal, "native");
+    let files = |p: &Path| format!("files = [{:?}]", p.to_str().unwrap());
+    let c = cfg(&files(&x), "native");
     let mut r = Reader::open(&c.journal).unwrap();
     r.seek(&c.journal, None).unwrap();
-    let mut e = Entry::new();
-    let mut before = Vec::new();
-    while r.next(&mut e).unwrap() {
-        before.push(rec(&e));
-    }
-    let (from_a, _) = read_all(
-        &format!("files = [{:?}]", a.to_str().unwrap()),
-        "libsystemd",
-    );
+    let before = rest(&mut r);
+    let (from_a, _) = read_all(&files(&a), "libsystemd");
     assert_eq!(before, from_a);
     let ino = std::fs::metadata(&x).unwrap().ino();
     std::fs::write(&x, std::fs::read(&b).unwrap()).unwrap();
@@ -755,10 +754,8 @@ fn a_file_rewritten_in_place_is_read_as_it_is_now() {
         ino,
         "rewritten in place"
     );
-    let (from_b, _) = read_all(
-        &format!("files = [{:?}]", b.to_str().unwrap()),
-        "libsystemd",
-    );
+    let (from_b, _) = read_all(&files(&b), "libsystemd");
+    let mut e = Entry::new();
     let mut after = Vec::new();
     // Until a second passes without an entry once some came (10 s at most).
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -217,16 +217,24 @@ impl JournalFile {
         Ok((b[0], b[1], size))
     }
 
-    /// A link of the entry-array chain (an item or the next pointer). The writer fills one
-    /// in once, from zero, after the array was written: a zero may be a block cached
-    /// before that, so it is looked at again as the file is now.
-    fn read_link(&mut self, offset: u64, wide: bool) -> io::Result<u64> {
+    /// A link of the entry-array chain that entry `i` needs (an item or the next pointer).
+    /// The writer fills one in once, from zero, after the array was written: a zero may be
+    /// a block cached before that, so it is looked at again as the file is now. Still zero,
+    /// the entry is counted but not linked yet: waited for while the file is live (`head`),
+    /// stepped over once it is archived.
+    fn read_link(&mut self, offset: u64, wide: bool, i: u64) -> io::Result<u64> {
         let len = if wide { 8 } else { 4 };
-        let v = le(self.win.read(offset, len)?);
-        if v != 0 {
-            return Ok(v);
+        let mut v = le(self.win.read(offset, len)?);
+        if v == 0 {
+            v = le(self.win.read_fresh(offset, len)?);
         }
-        Ok(le(self.win.read_fresh(offset, len)?))
+        if v == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("entry {i} is counted but not linked yet"),
+            ));
+        }
+        Ok(v)
     }
 
     /// The offset of entry `i` (0-based, below `n_entries`) from the entry-array chain.
@@ -239,15 +247,7 @@ impl JournalFile {
             let (next_from, first) = match self.arrays.last().copied() {
                 Some(a) if i < a.first + a.capacity => break,
                 Some(a) => {
-                    let next = self.read_link(a.offset + OBJECT_HEADER, true)?;
-                    if next == 0 {
-                        // Counted before the link is seen: like an item still zero, waited
-                        // for while the file is live (`head`), stepped over once archived.
-                        return Err(io::Error::new(
-                            io::ErrorKind::WouldBlock,
-                            format!("entry {i} is counted but its array is not linked yet"),
-                        ));
-                    }
+                    let next = self.read_link(a.offset + OBJECT_HEADER, true, i)?;
                     if next <= a.offset {
                         return Err(bad(format!(
                             "the entry-array chain ends or turns back at {} (item {i} of {})",
@@ -275,14 +275,7 @@ impl JournalFile {
         // The arrays are in index order: a binary search, however long a hostile chain.
         let a = self.arrays[self.arrays.partition_point(|a| a.first <= i) - 1];
         let at = a.offset + ENTRY_ARRAY_ITEMS + (i - a.first) * item;
-        let o = self.read_link(at, item == 8)?;
-        if o == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                format!("entry {i} is counted but not linked yet"),
-            ));
-        }
-        Ok(o)
+        self.read_link(at, item == 8, i)
     }
 
     /// Reads entry `i`'s object: its key, and its items' offsets into `self.items`.
