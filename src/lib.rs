@@ -32,6 +32,7 @@ mod kafka;
 mod lifecycle;
 mod logging;
 mod metrics;
+mod msgpack;
 mod notify;
 mod pipeline;
 mod readback;

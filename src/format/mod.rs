@@ -3,15 +3,15 @@
 //!
 //! Owns the layout version, the header names, the truncation marker, encoding
 //! ([`Encoder`]: one entry in, one record's value, key and topic out; MessagePack, JSON or
-//! OTLP), decoding ([`decode`], every format) and the OTLP schema (`otlp`), and the one MessagePack writer (`msgpack`, which the Forward input writes
-//! its records and replies with too). Encoding is a pure function of the entry and the configuration: no I/O, no
+//! OTLP), decoding ([`decode`], every format) and the OTLP schema (`otlp`). MessagePack's
+//! forms are written by `crate::msgpack`, which the journal's entries and the Forward input
+//! share. Encoding is a pure function of the entry and the configuration: no I/O, no
 //! clock, no global state. This module must never drop a field silently: the only lossy
 //! step is the documented truncation of oversized entries, marked inside the record itself.
 //! It knows nothing of Kafka clients; `kafka` puts these bytes on the wire.
 
 mod decode;
 mod encode;
-pub(crate) mod msgpack;
 mod otlp;
 
 pub(crate) use decode::{Value, decode, to_entry};

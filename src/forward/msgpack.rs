@@ -366,7 +366,7 @@ pub(crate) fn describe(m: u8) -> &'static str {
 
 /// The writer for the few values the agent sends itself is the format's (one
 /// MessagePack writer for both inputs).
-pub(crate) use crate::format::msgpack as write;
+pub(crate) use crate::msgpack as write;
 
 /// A value as MessagePack, by rmpv (the reference the tests hold this module to).
 #[cfg(test)]

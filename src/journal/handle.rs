@@ -124,7 +124,14 @@ impl Handle {
         j.restart_data();
         loop {
             match j.enumerate_data() {
-                Ok(Some(f)) => entry.push_journal_field(&f),
+                Ok(Some(f)) => {
+                    if let Err(e) = entry.push_journal_field(&f) {
+                        return Ok(Some(format!(
+                            "fields after the first {} are left out: {e}",
+                            entry.len()
+                        )));
+                    }
+                }
                 Ok(None) => return Ok(None),
                 Err(e) => {
                     let read = entry.len();

@@ -236,7 +236,17 @@ impl Encoder {
             w.key(self.name(b"_BOOT_ID", &mut buf));
             w.str_value(e.boot_id.as_bytes());
         }
-        for (g, group) in self.groups.iter().enumerate() {
+        // An entry whose every field goes into the record as it is, once under its own
+        // name: its fields are already in their MessagePack form (`Entry::encoded`).
+        let whole = kind == Kind::MessagePack
+            && !self.lowercase
+            && !self.strip
+            && self.groups.len() == e.len()
+            && self.caps.iter().all(Option::is_none);
+        if whole {
+            w.encoded(e.encoded());
+        }
+        for (g, group) in self.groups.iter().enumerate().filter(|_| !whole) {
             let first = group.first as usize;
             w.key(self.name(e.field(first).0, &mut buf));
             if group.count == 1 {

@@ -240,3 +240,43 @@ proptest! {
         prop_assert_eq!(got, expect);
     }
 }
+
+/// An entry with no repeated name goes into the record as its fields' MessagePack form in
+/// one copy (`Entry::encoded`); the record must be byte for byte the one written field by
+/// field. The name profile forces the field-by-field path: with no name it would change
+/// (none starts with '_') and no boot id to add, both paths must agree.
+#[test]
+fn the_whole_entry_copy_is_the_field_by_field_record() {
+    let lens = [0usize, 1, 31, 32, 255, 256, 65_535, 65_536];
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (i, &len) in lens.iter().enumerate() {
+        fields.push((format!("TEXT_{i}").into_bytes(), vec![b't'; len]));
+        let mut bin = vec![7u8; len.max(1)];
+        bin[0] = 0xff;
+        fields.push((format!("BIN_{i}").into_bytes(), bin));
+    }
+    fields.push((b"UNI".to_vec(), "h\u{e9}llo".as_bytes().to_vec()));
+    fields.push(([0xfe, b'N'].to_vec(), b"name is not text".to_vec()));
+    let refs: Vec<(&[u8], &[u8])> = fields
+        .iter()
+        .map(|(n, v)| (n.as_slice(), v.as_slice()))
+        .collect();
+    let mut e = entry(&refs);
+    e.boot_id.clear();
+    let (mut whole, mut by_field) = (Vec::new(), Vec::new());
+    encoder("").encode(&e, &mut whole);
+    encoder("[encoding]\nstrip_underscore = true\n").encode(&e, &mut by_field);
+    assert!(whole == by_field, "the two paths differ");
+    // And the kinds: a str exactly when the bytes are UTF-8, names included.
+    let v = rmpv::decode::read_value(&mut &whole[..]).unwrap();
+    for (k, v) in v.as_map().unwrap() {
+        for x in [k, v] {
+            match x {
+                Value::String(s) => assert!(s.as_str().is_some(), "{x}"),
+                Value::Binary(b) => assert!(std::str::from_utf8(b).is_err(), "{x:?}"),
+                Value::Integer(_) => {}
+                other => panic!("unexpected {other}"),
+            }
+        }
+    }
+}

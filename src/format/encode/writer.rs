@@ -1,11 +1,11 @@
 //! MessagePack or JSON behind one interface, so that both formats share one layout: the
 //! encoder says what to write, never which format it writes.
 //!
-//! MessagePack goes through `format::msgpack`; JSON is written here, with journalctl's form
+//! MessagePack goes through `crate::msgpack`; JSON is written here, with journalctl's form
 //! for a value that is not UTF-8 (an array of byte values). It must never write a document
 //! a JSON parser refuses: a field name that is not UTF-8 is written lossily.
 
-use crate::format::msgpack;
+use crate::msgpack;
 
 /// The two map-shaped formats (OTLP has its own writer, `super::otlp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,12 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Map entries already written as MessagePack (an entry's fields, `Entry::encoded`).
+    pub(super) fn encoded(&mut self, pairs: &[u8]) {
+        debug_assert!(self.format == Kind::MessagePack);
+        self.out.extend_from_slice(pairs);
+    }
+
     /// A value known to be UTF-8 (cursors, ids).
     pub(super) fn str_value(&mut self, v: &[u8]) {
         self.value(v)
@@ -119,17 +125,8 @@ impl<'a> Writer<'a> {
 
     /// str when valid UTF-8, bin otherwise (JSON: an array of byte values, as journalctl).
     pub(super) fn value(&mut self, v: &[u8]) {
-        // Most journal values are ASCII: checking that is cheaper than full UTF-8
-        // validation, and the string header is written here rather than through rmp's
-        // `Write`-based path (both measured in the profile, #19).
         match self.format {
-            Kind::MessagePack if v.is_ascii() || std::str::from_utf8(v).is_ok() => {
-                msgpack::str_header(self.out, v.len());
-                self.out.extend_from_slice(v);
-            }
-            Kind::MessagePack => {
-                msgpack::bin(self.out, v);
-            }
+            Kind::MessagePack => msgpack::text_or_bin(self.out, v),
             Kind::Json => {
                 self.sep();
                 match std::str::from_utf8(v) {

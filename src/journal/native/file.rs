@@ -370,13 +370,19 @@ impl JournalFile {
         let len = (size - payload) as usize;
         let whole = b.len() as u64 >= size;
         let kind = flags & 7;
+        // How long the field is likely to be, so the entry seldom moves it (compressed
+        // fields are usually long).
+        let hint = if kind == 0 {
+            len
+        } else {
+            len.saturating_mul(4)
+        };
         if whole {
             let body = &b[payload as usize..size as usize];
-            return entry.push_with(|out| match kind {
-                0 => {
-                    out.extend_from_slice(body);
-                    Ok(())
-                }
+            if kind == 0 {
+                return entry.push_slice(body);
+            }
+            return entry.push_with(hint, |out| match kind {
                 compress::XZ | compress::LZ4 | compress::ZSTD => {
                     z.append(kind, body, out, MAX_FIELD)
                 }
@@ -384,7 +390,7 @@ impl JournalFile {
             });
         }
         let win = &mut self.win;
-        entry.push_with(|out| match kind {
+        entry.push_with(hint, |out| match kind {
             0 => win.append_to(p + payload, len, out),
             compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
@@ -397,23 +403,33 @@ impl JournalFile {
 
 impl Key {
     /// The cursor libsystemd's `sd_journal_get_cursor` writes for this entry, byte for byte.
+    /// Written into bytes on the stack and handed to the string once: a `String::push` per
+    /// hex digit (100 of them) was most of this function's time.
     pub(super) fn cursor(&self, out: &mut String) {
+        // The longest: 81 bytes of names and ids, four numbers of up to 16 digits.
+        let mut b = [0u8; 145];
+        let mut n = 0;
+        let mut put = |bytes: &[u8]| {
+            b[n..n + bytes.len()].copy_from_slice(bytes);
+            n += bytes.len();
+        };
+        put(b"s=");
+        put(&hex_id(&self.seqnum_id));
+        put(b";i=");
+        put(hex_u64_digits(self.seqnum).as_slice());
+        put(b";b=");
+        put(&hex_id(&self.boot_id));
+        put(b";m=");
+        put(hex_u64_digits(self.monotonic).as_slice());
+        put(b";t=");
+        put(hex_u64_digits(self.realtime).as_slice());
+        put(b";x=");
+        put(hex_u64_digits(self.xor_hash).as_slice());
         out.clear();
-        // The longest cursor, in one allocation: the shipping thread keeps each entry's
-        // cursor, so the buffer is usually new.
-        out.reserve(138);
-        out.push_str("s=");
-        hex(out, &self.seqnum_id);
-        out.push_str(";i=");
-        hex_u64(out, self.seqnum);
-        out.push_str(";b=");
-        hex(out, &self.boot_id);
-        out.push_str(";m=");
-        hex_u64(out, self.monotonic);
-        out.push_str(";t=");
-        hex_u64(out, self.realtime);
-        out.push_str(";x=");
-        hex_u64(out, self.xor_hash);
+        // One allocation of the right size: the shipping thread keeps each entry's cursor,
+        // so the buffer is usually new.
+        out.reserve(n);
+        out.push_str(std::str::from_utf8(&b[..n]).expect("a cursor is ASCII"));
     }
 
     /// libsystemd's order of entries from different files (`compare_entry_order`): by
@@ -448,19 +464,41 @@ fn le(b: &[u8]) -> u64 {
 
 const H: &[u8; 16] = b"0123456789abcdef";
 
-/// `v` in lower-case hex without leading zeros, as printf's `%llx` writes it.
-fn hex_u64(out: &mut String, v: u64) {
-    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
-    for d in (0..digits).rev() {
-        out.push(H[((v >> (d * 4)) & 15) as usize] as char);
+/// Up to 16 hex digits, and how many are used.
+struct Digits([u8; 16], usize);
+
+impl Digits {
+    fn as_slice(&self) -> &[u8] {
+        &self.0[16 - self.1..]
     }
 }
 
-pub(super) fn hex(out: &mut String, id: &[u8; 16]) {
-    for b in id {
-        out.push(H[(b >> 4) as usize] as char);
-        out.push(H[(b & 15) as usize] as char);
+/// `v` in lower-case hex without leading zeros, as printf's `%llx` writes it.
+fn hex_u64_digits(v: u64) -> Digits {
+    let digits = ((64 - v.leading_zeros()).div_ceil(4).max(1)) as usize;
+    let mut d = [0u8; 16];
+    for (i, slot) in d.iter_mut().enumerate() {
+        *slot = H[((v >> ((15 - i) * 4)) & 15) as usize];
     }
+    Digits(d, digits)
+}
+
+#[cfg(test)]
+fn hex_u64(out: &mut String, v: u64) {
+    out.push_str(std::str::from_utf8(hex_u64_digits(v).as_slice()).expect("ASCII"));
+}
+
+fn hex_id(id: &[u8; 16]) -> [u8; 32] {
+    let mut h = [0u8; 32];
+    for (i, b) in id.iter().enumerate() {
+        h[2 * i] = H[(b >> 4) as usize];
+        h[2 * i + 1] = H[(b & 15) as usize];
+    }
+    h
+}
+
+pub(super) fn hex(out: &mut String, id: &[u8; 16]) {
+    out.push_str(std::str::from_utf8(&hex_id(id)).expect("ASCII"));
 }
 
 #[cfg(test)]
@@ -487,7 +525,28 @@ mod tests {
                 "01".repeat(16)
             )
         );
-        for v in [0u64, 1, 15, 16, 255, 256, 1 << 63, 0xdead_beef] {
+        // The longest a file can make: every number at its largest (a hostile file's
+        // sequence number and hash are not checked).
+        let k = Key {
+            seqnum_id: [0xff; 16],
+            seqnum: u64::MAX,
+            boot_id: [0xfe; 16],
+            monotonic: u64::MAX,
+            realtime: u64::MAX,
+            xor_hash: u64::MAX,
+        };
+        k.cursor(&mut s);
+        let f = "f".repeat(16);
+        assert_eq!(
+            s,
+            format!(
+                "s={};i={f};b={};m={f};t={f};x={f}",
+                "ff".repeat(16),
+                "fe".repeat(16)
+            )
+        );
+        assert_eq!(s.len(), 145);
+        for v in [0u64, 1, 15, 16, 255, 256, 1 << 63, 0xdead_beef, u64::MAX] {
             let mut o = String::new();
             hex_u64(&mut o, v);
             assert_eq!(o, format!("{v:x}"));

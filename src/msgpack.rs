@@ -1,6 +1,10 @@
 //! The one MessagePack writer: the few value kinds the agent writes itself, into a
-//! `Vec<u8>`, each in its smallest form. The journal's records (`encode`) and the Forward
-//! input's records and replies (`forward`) both write through it.
+//! `Vec<u8>`, each in its smallest form, and the one rule for journal bytes (a str when
+//! they are UTF-8, a bin otherwise). The journal's entries (`journal::Entry` keeps its
+//! fields in this form as it reads them), the journal's records (`format::encode`) and the
+//! Forward input's records and replies (`forward`) all write through it. It imports
+//! nothing of the crate, so that every stage may use it without an import running back
+//! up the data's path.
 //!
 //! Hand-written rather than `rmp::encode`: writing into a `Vec` cannot fail, so there is
 //! no `Result` to carry on the hot path, and the string header written here was measured
@@ -30,20 +34,39 @@ fn collection_len(out: &mut Vec<u8>, n: usize, fix: u8, marker16: u8) {
     }
 }
 
-/// The header of a str of `len` bytes (the bytes follow).
-pub(crate) fn str_header(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..=31 => out.push(0xa0 | len as u8),
-        32..=0xff => out.extend_from_slice(&[0xd9, len as u8]),
-        0x100..=0xffff => {
-            out.push(0xda);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+/// The header of a str (`text`) or a bin of `len` bytes, in its smallest form, and its
+/// length. Both kinds have the same length from 32 bytes on (only the marker differs); a
+/// str under 32 bytes takes one byte, a bin two.
+#[inline]
+pub(crate) fn header(len: usize, text: bool) -> ([u8; 5], usize) {
+    let mut h = [0u8; 5];
+    let n = match (len, text) {
+        (0..=31, true) => {
+            h[0] = 0xa0 | len as u8;
+            1
+        }
+        (0..=0xff, _) => {
+            h[..2].copy_from_slice(&[if text { 0xd9 } else { 0xc4 }, len as u8]);
+            2
+        }
+        (0x100..=0xffff, _) => {
+            h[0] = if text { 0xda } else { 0xc5 };
+            h[1..3].copy_from_slice(&(len as u16).to_be_bytes());
+            3
         }
         _ => {
-            out.push(0xdb);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
+            h[0] = if text { 0xdb } else { 0xc6 };
+            h[1..5].copy_from_slice(&(len as u32).to_be_bytes());
+            5
         }
-    }
+    };
+    (h, n)
+}
+
+/// The header of a str of `len` bytes (the bytes follow).
+pub(crate) fn str_header(out: &mut Vec<u8>, len: usize) {
+    let (h, n) = header(len, true);
+    out.extend_from_slice(&h[..n]);
 }
 
 pub(crate) fn str(out: &mut Vec<u8>, s: &[u8]) {
@@ -52,19 +75,25 @@ pub(crate) fn str(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 pub(crate) fn bin(out: &mut Vec<u8>, s: &[u8]) {
-    let n = s.len();
-    match n {
-        0..=0xff => out.extend_from_slice(&[0xc4, n as u8]),
-        0x100..=0xffff => {
-            out.push(0xc5);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xc6);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-    }
+    let (h, n) = header(s.len(), false);
+    out.extend_from_slice(&h[..n]);
     out.extend_from_slice(s);
+}
+
+/// Whether journal bytes are written as a str (valid UTF-8) or as a bin (anything else).
+/// The journal's names and values are mostly ASCII, which is checked faster than UTF-8.
+#[inline]
+pub(crate) fn is_text(v: &[u8]) -> bool {
+    v.is_ascii() || std::str::from_utf8(v).is_ok()
+}
+
+/// Journal bytes, a field's name or value: a str when they are text, else a bin.
+pub(crate) fn text_or_bin(out: &mut Vec<u8>, v: &[u8]) {
+    if is_text(v) {
+        str(out, v);
+    } else {
+        bin(out, v);
+    }
 }
 
 pub(crate) fn uint(out: &mut Vec<u8>, v: u64) {
