@@ -290,11 +290,21 @@ impl Entry {
         &self.data
     }
 
-    /// Bytes of the fields as the journal holds them (`NAME=value` each), a cheap size
-    /// estimate for backpressure. The buffer holds a little more: a header of one to five
-    /// bytes per name and value, and 16 bytes of offsets per field.
+    /// Bytes of the fields as the journal holds them (`NAME=value` each): the volume the
+    /// loss account counts per unit.
     pub fn data_len(&self) -> usize {
         self.raw_len
+    }
+
+    /// Bytes the entry holds in memory for its fields and ids: the fields in record form, a
+    /// header of one to five bytes per name and value, and their offsets. What a queue
+    /// bounded in bytes must count: an entry of many empty fields holds 18 bytes for each
+    /// byte of `NAME=value`.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.data.len()
+            + self.fields.len() * std::mem::size_of::<Field>()
+            + self.cursor.len()
+            + self.boot_id.len()
     }
 }
 

@@ -32,8 +32,9 @@ pub(super) const SHIP_QUEUE: usize = 256;
 /// holds an entry back.
 pub(super) const BATCH: usize = 64;
 
-/// The queue's bound in bytes of entry data: 256 ordinary entries are ~120 KiB, but 256
-/// entries holding core dumps would be gigabytes. An entry larger than this passes alone.
+/// The queue's bound in bytes the entries hold (`Entry::held_bytes`): 256 ordinary entries
+/// are ~350 KiB, but 256 entries holding core dumps would be gigabytes. An entry larger
+/// than this passes alone.
 pub(super) const SHIP_QUEUE_BYTES: usize = 4 << 20;
 
 /// Capacity a recycled entry buffer may keep; larger ones are given back.
@@ -220,7 +221,7 @@ impl In {
             }
         };
         if let Item::Entry(e) = &item {
-            self.budget.give(e.data_len());
+            self.budget.give(e.held_bytes());
         }
         Ok(item)
     }
@@ -240,7 +241,7 @@ impl Out {
     /// Queues `entry`, which is replaced by a recycled buffer. Waits while the queue holds
     /// more than its byte bound.
     pub(super) fn ship(&mut self, entry: &mut Entry) -> bool {
-        let n = entry.data_len();
+        let n = entry.held_bytes();
         if !self.budget.try_take(n) {
             // What this end holds counts against the bound: send it before waiting, or the
             // shipping thread could never give the room back.
@@ -348,6 +349,26 @@ mod tests {
         );
         drop(inn);
         assert!(!out.idle(), "a hung-up shipping thread ends the input");
+    }
+
+    /// A file's entry may hold hundreds of thousands of empty fields (journald itself caps
+    /// an entry at 1,024 fields; journal-remote's files and files copied in do not): each
+    /// costs one byte of `NAME=value` but its headers and offsets in memory, and the bound
+    /// must count the memory.
+    #[test]
+    fn the_byte_bound_counts_what_an_entry_holds_not_its_journal_bytes() {
+        let (mut out, _inn) = queue();
+        let mut e = Entry::new();
+        for _ in 0..100_000 {
+            e.push_field(b"", b"");
+        }
+        assert_eq!(e.data_len(), 100_000, "one byte each in the journal");
+        assert!(out.ship(&mut e));
+        let counted = out.budget.used.load(Ordering::Acquire);
+        assert!(
+            counted >= 100_000 * 18,
+            "{counted} bytes counted for an entry holding at least 1.8 MB"
+        );
     }
 
     #[test]
