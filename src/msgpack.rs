@@ -63,10 +63,23 @@ pub(crate) fn header(len: usize, text: bool) -> ([u8; 5], usize) {
     (h, n)
 }
 
+/// Appends a header from [`header`]: each of its lengths (1, 2, 3 or 5 bytes) a copy of a
+/// size known when compiling, where a copy of a length known only at run time is a call
+/// to `memcpy`, made twice per field.
+#[inline]
+pub(crate) fn push_header(out: &mut Vec<u8>, h: &[u8; 5], n: usize) {
+    match n {
+        1 => out.push(h[0]),
+        2 => out.extend_from_slice(&h[..2]),
+        3 => out.extend_from_slice(&h[..3]),
+        _ => out.extend_from_slice(h),
+    }
+}
+
 /// The header of a str of `len` bytes (the bytes follow).
 pub(crate) fn str_header(out: &mut Vec<u8>, len: usize) {
     let (h, n) = header(len, true);
-    out.extend_from_slice(&h[..n]);
+    push_header(out, &h, n);
 }
 
 pub(crate) fn str(out: &mut Vec<u8>, s: &[u8]) {
@@ -76,7 +89,7 @@ pub(crate) fn str(out: &mut Vec<u8>, s: &[u8]) {
 
 pub(crate) fn bin(out: &mut Vec<u8>, s: &[u8]) {
     let (h, n) = header(s.len(), false);
-    out.extend_from_slice(&h[..n]);
+    push_header(out, &h, n);
     out.extend_from_slice(s);
 }
 
