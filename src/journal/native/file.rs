@@ -141,6 +141,7 @@ impl JournalFile {
             )));
         }
         let size = self.win.file().metadata()?.len();
+        self.win.sized(size);
         let old = &self.header;
         if old.header_size != 0
             && (h.n_entries < old.n_entries

@@ -23,6 +23,7 @@
 mod compress;
 mod file;
 mod filter;
+mod map;
 mod window;
 
 use std::collections::HashSet;
