@@ -339,6 +339,17 @@ fn a_state_directory_it_cannot_write_is_refused_at_start() {
         .nth(1)
         .and_then(|v| v.split('.').next()?.parse().ok())
         .unwrap();
+    // The native reader (the default) guards against it; libsystemd's reader does not.
+    assert!(!out.contains("systemd#24320"), "{out}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let lib = dir.join("libsystemd.toml");
+    std::fs::write(
+        &lib,
+        text.replacen("[journal]\n", "[journal]\nreader = \"libsystemd\"\n", 1),
+    )
+    .unwrap();
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, out) = as_nobody(&["check", "--config", lib.to_str().unwrap()]);
     assert_eq!(out.contains("systemd#24320"), v < 255, "systemd {v}: {out}");
 }
 

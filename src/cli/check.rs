@@ -8,7 +8,7 @@ use anyhow::Result;
 
 use super::say;
 use crate::checkpoint::{FileStore, place, read_cursor_file};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ReaderKind};
 use crate::journal::{self, Located, cursor};
 use crate::kafka;
 use crate::pipeline;
@@ -308,10 +308,11 @@ fn quiet_loss_risks(cfg: &Config, min_journal_hours: f64) -> Vec<String> {
             }
         }
     }
-    if let Some(v) = systemd_version() {
+    // The native reader guards its mappings (journal::native::map): only libsystemd's dies.
+    if let Some(v) = systemd_version().filter(|_| cfg.journal.reader == ReaderKind::Libsystemd) {
         if v < 255 {
             out.push(format!(
-                "systemd {v} truncates the journal files it archives (systemd#24320, fixed in 255): a reader can get SIGBUS; the agent then dies and systemd restarts it from its cursor (nothing is lost; docs/reliability.md)"
+                "systemd {v} truncates the journal files it archives (systemd#24320, fixed in 255): with journal.reader = \"libsystemd\" a reader can get SIGBUS; the agent then dies and systemd restarts it from its cursor (nothing is lost; docs/reliability.md). The native reader (the default) reads a cut page as zeros and goes on"
             ));
         }
     }

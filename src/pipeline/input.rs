@@ -39,7 +39,7 @@ pub(super) const SHIP_QUEUE_BYTES: usize = 4 << 20;
 
 /// Capacity a recycled entry buffer may keep; larger ones are given back. Ordinary entries
 /// hold 1-4 KiB; the pool below may hold [`SPARES`] buffers, so this bounds what it keeps
-/// (~20 MiB at most, a few MiB in practice).
+/// with the offsets table (`Entry::release_large`): ~21 MiB at most, a few MiB in practice.
 pub(super) const RECYCLE_KEEP_BYTES: usize = 16 << 10;
 
 /// Buffers the input keeps for the entries it reads next: above what can be out of its
@@ -305,9 +305,8 @@ impl Out {
             if self.empties.len() < SHIP_QUEUE / BATCH + 2 {
                 self.empties.push(empty);
             }
-            if self.spares.len() < SPARES {
-                self.spares.extend(spent);
-            }
+            let room = SPARES - self.spares.len().min(SPARES);
+            self.spares.extend(spent.into_iter().take(room));
         }
     }
 

@@ -68,6 +68,8 @@ pub(super) struct JournalFile {
     pub(super) path: PathBuf,
     pub(super) dev_ino: (u64, u64),
     win: Window,
+    /// A compressed payload's private copy (`private`).
+    scratch: Vec<u8>,
     /// What the header said when last read, re-read whenever the reader reaches its end.
     pub(super) header: FileHeader,
     /// The end of the readable arena: the header's claim, cut to the file's real size.
@@ -101,6 +103,7 @@ impl JournalFile {
             path: path.to_path_buf(),
             dev_ino: (m.dev(), m.ino()),
             win: Window::new(file),
+            scratch: Vec::new(),
             header: FileHeader::default(),
             end: 0,
             compact: false,
@@ -141,7 +144,6 @@ impl JournalFile {
             )));
         }
         let size = self.win.file().metadata()?.len();
-        self.win.sized(size);
         let old = &self.header;
         if old.header_size != 0
             && (h.n_entries < old.n_entries
@@ -168,6 +170,9 @@ impl JournalFile {
             )));
         }
         self.end = arena_end.min(size);
+        // Mapped no further than the arena: what the reader reads, and no more of a sparse
+        // file's claimed size than its header claims too.
+        self.win.sized(self.end);
         self.compact = h.incompatible_flags & INCOMPATIBLE_COMPACT != 0;
         if h.entry_array_offset != self.header.entry_array_offset {
             self.arrays.clear();
@@ -370,7 +375,13 @@ impl JournalFile {
         }
         let len = (size - payload) as usize;
         let whole = b.len() as u64 >= size;
-        let kind = flags & 7;
+        if kind_of(flags) == 0 && len > MAX_FIELD {
+            // journald writes none larger; reading one would allocate what the file claims.
+            return Err(bad(format!(
+                "a field of {len} bytes at {p} is larger than a journal field can be"
+            )));
+        }
+        let kind = kind_of(flags);
         // How long the field is likely to be, so the entry seldom moves it (compressed
         // fields are usually long).
         let hint = if kind == 0 {
@@ -378,28 +389,49 @@ impl JournalFile {
         } else {
             len.saturating_mul(4)
         };
+        let scratch = &mut self.scratch;
         if whole {
             let body = &b[payload as usize..size as usize];
-            if kind == 0 {
-                return entry.push_slice(body);
-            }
-            return entry.push_with(hint, |out| match kind {
-                compress::XZ | compress::LZ4 | compress::ZSTD => {
-                    z.append(kind, body, out, MAX_FIELD)
-                }
-                other => Err(bad(format!("compression flags {other:#x} are not valid"))),
-            });
+            let r = if kind == 0 {
+                entry.push_slice(body)
+            } else {
+                entry.push_with(hint, |out| match kind {
+                    compress::XZ | compress::LZ4 | compress::ZSTD => {
+                        z.append(kind, private(scratch, body), out, MAX_FIELD)
+                    }
+                    other => Err(bad(format!("compression flags {other:#x} are not valid"))),
+                })
+            };
+            self.win.used(size as usize);
+            return r;
         }
         let win = &mut self.win;
         entry.push_with(hint, |out| match kind {
             0 => win.append_to(p + payload, len, out),
             compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
-                z.append(kind, src, out, MAX_FIELD)
+                z.append(kind, private(scratch, src), out, MAX_FIELD)
             }
             other => Err(bad(format!("compression flags {other:#x} are not valid"))),
         })
     }
+}
+
+/// A compressed payload copied out of the file's bytes first: a mapped file's bytes can
+/// change while they are read (a writer, a cut page), and the decompressors were written
+/// for input that holds still (zstd is C).
+fn private<'a>(scratch: &'a mut Vec<u8>, src: &[u8]) -> &'a [u8] {
+    scratch.clear();
+    if scratch.capacity() > 1 << 20 && src.len() <= 1 << 20 {
+        // The copy of one huge field is not kept for every field after it.
+        *scratch = Vec::new();
+    }
+    scratch.extend_from_slice(src);
+    scratch
+}
+
+fn kind_of(flags: u8) -> u8 {
+    flags & 7
 }
 
 impl Key {

@@ -35,6 +35,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 /// many hosts opens many). A file past this is read through `pread`.
 const SLOTS: usize = 4096;
 
+/// The largest file mapped (journald's files are at most 128 MiB by default), and the
+/// address space all mappings may take together: a sparse file costs nothing on disk but
+/// its whole size in address space, and a few claiming terabytes would leave none for the
+/// allocator. Files past either are read through `pread`.
+const MAX_MAP: usize = 4 << 30;
+const MAX_MAPPED: usize = 256 << 30;
+
+/// Address space taken by the live mappings.
+static MAPPED: AtomicUsize = AtomicUsize::new(0);
+
 struct Slot {
     owned: AtomicBool,
     start: AtomicUsize,
@@ -65,19 +75,15 @@ fn install() -> bool {
         if page > 0 {
             PAGE.store(page as usize, Ordering::Relaxed);
         }
-        // safety: zeroed is a valid `sigaction` (no handler, empty mask); the calls are
-        // given valid pointers to it. The previous disposition is stored before ours is set.
+        // safety: zeroed is a valid `sigaction` (no handler, empty mask); the call is
+        // given a valid pointer to it. The previous disposition is stored before ours is set.
         unsafe {
             let mut previous: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) != 0 {
                 return;
             }
             let _ = PREVIOUS.set(Previous(previous));
-            let mut ours: libc::sigaction = std::mem::zeroed();
-            ours.sa_sigaction = on_sigbus as *const () as usize;
-            ours.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER;
-            libc::sigemptyset(&mut ours.sa_mask);
-            if libc::sigaction(libc::SIGBUS, &ours, std::ptr::null_mut()) == 0 {
+            if guard(&ours()) {
                 INSTALLED.store(true, Ordering::Release);
             }
         }
@@ -85,40 +91,121 @@ fn install() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
 
-extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut c_void) {
+fn ours() -> libc::sigaction {
+    // safety: zeroed is a valid `sigaction`, then filled in; sigemptyset gets a valid mask.
+    unsafe {
+        let mut ours: libc::sigaction = std::mem::zeroed();
+        ours.sa_sigaction = on_sigbus as *const () as usize;
+        // SA_ONSTACK as Rust's own handler, which may be called from ours (`pass_on`);
+        // SA_NODEFER so that a SIGBUS raised to die is not held back while we run.
+        ours.sa_flags = libc::SA_SIGINFO | libc::SA_NODEFER | libc::SA_ONSTACK | libc::SA_RESTART;
+        libc::sigemptyset(&mut ours.sa_mask);
+        ours
+    }
+}
+
+fn guard(action: &libc::sigaction) -> bool {
+    // safety: a valid sigaction; sigaction is async-signal-safe.
+    unsafe { libc::sigaction(libc::SIGBUS, action, std::ptr::null_mut()) == 0 }
+}
+
+extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // The interrupted code may be looking at errno.
+    // safety: errno's location is valid for the calling thread.
+    let errno = unsafe { *libc::__errno_location() };
     // safety: with SA_SIGINFO the kernel passes a valid siginfo for this signal.
     let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
-    if code == libc::BUS_ADRERR {
-        for s in &REGISTRY {
-            let start = s.start.load(Ordering::Acquire);
-            if start == 0 || addr < start || addr - start >= s.len.load(Ordering::Acquire) {
-                continue;
-            }
-            let page = addr & !(PAGE.load(Ordering::Relaxed) - 1);
-            // safety: the page lies inside a live mapping made by this module (the
-            // registry's invariant); replacing it with zeros changes only what reads of
-            // that mapping see. mmap is async-signal-safe.
-            let p = unsafe {
-                libc::mmap(
-                    page as *mut c_void,
-                    PAGE.load(Ordering::Relaxed),
-                    libc::PROT_READ,
-                    libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                s.faulted.store(true, Ordering::Release);
-                return;
+    // A fault the kernel raised (code > 0; a signal sent by a process has code <= 0).
+    if code == libc::BUS_ADRERR && zero_page(addr) {
+        // safety: as above.
+        unsafe { *libc::__errno_location() = errno };
+        return;
+    }
+    pass_on(sig, info, ctx, code);
+    if code <= 0 {
+        // A signal sent by a process does not come back by itself (a fault does, and is
+        // then the previous disposition's): go on guarding.
+        guard(&ours());
+    }
+    // safety: as above.
+    unsafe { *libc::__errno_location() = errno };
+}
+
+/// Hands a SIGBUS that is not one of the guard's to the disposition before it, as if the
+/// guard were not there: its handler is called (Rust's own, by default); under the default
+/// action a fault faults again once it is restored, and a signal sent by a process is
+/// raised again.
+fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, code: libc::c_int) {
+    let Some(Previous(previous)) = PREVIOUS.get() else {
+        return;
+    };
+    match previous.sa_sigaction {
+        libc::SIG_DFL => {
+            guard(previous);
+            if code <= 0 {
+                // safety: raise is async-signal-safe; SA_NODEFER lets it through now.
+                unsafe { libc::raise(sig) };
             }
         }
+        libc::SIG_IGN => {
+            if code > 0 {
+                // A fault cannot be ignored: it would fault forever.
+                // safety: a zeroed sigaction with SIG_DFL is valid.
+                let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
+                default.sa_sigaction = libc::SIG_DFL;
+                guard(&default);
+            }
+        }
+        handler if previous.sa_flags & libc::SA_SIGINFO != 0 => {
+            // safety: the previous disposition is a three-argument handler (SA_SIGINFO),
+            // called with the arguments the kernel gave ours.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
+                unsafe { std::mem::transmute(handler) };
+            f(sig, info, ctx);
+        }
+        handler => {
+            // safety: the previous disposition is a one-argument handler.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(handler) };
+            f(sig);
+        }
     }
-    // Not ours: the previous disposition takes the signal when the access faults again.
-    if let Some(Previous(previous)) = PREVIOUS.get() {
-        // safety: a valid sigaction saved at install; sigaction is async-signal-safe.
-        unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
+}
+
+/// Puts a page of zeros over the page at `addr` if it lies in one of the guard's mappings,
+/// and marks that mapping faulted.
+fn zero_page(addr: usize) -> bool {
+    for s in &REGISTRY {
+        let start = s.start.load(Ordering::Acquire);
+        if start == 0 || addr < start {
+            continue;
+        }
+        let len = s.len.load(Ordering::Acquire);
+        // The slot may have been emptied and filled again in between: start and length
+        // must belong to one mapping.
+        if s.start.load(Ordering::Acquire) != start || addr - start >= len {
+            continue;
+        }
+        let page = addr & !(PAGE.load(Ordering::Relaxed) - 1);
+        // safety: the page lies inside a live mapping made by this module (the registry's
+        // invariant); replacing it with zeros changes only what reads of that mapping see.
+        // mmap is not on POSIX's list of async-signal-safe functions, but on Linux it is a
+        // plain system call (systemd's own SIGBUS handler makes the same one).
+        let p = unsafe {
+            libc::mmap(
+                page as *mut c_void,
+                PAGE.load(Ordering::Relaxed),
+                libc::PROT_READ,
+                libc::MAP_FIXED | libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            s.faulted.store(true, Ordering::Release);
+            return true;
+        }
     }
+    false
 }
 
 /// A read-only shared mapping of a file's first `len` bytes, watched by the guard.
@@ -136,15 +223,24 @@ impl Map {
     /// Maps the file's first `len` bytes, or `None` (an empty file, no slot left, the guard
     /// could not be installed, or the kernel refused): the caller then uses `pread`.
     pub(super) fn new(file: &File, len: u64) -> Option<Map> {
-        let len = usize::try_from(len).ok().filter(|&l| l > 0)?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&l| l > 0 && l <= MAX_MAP)?;
         if !install() {
             return None;
         }
-        let slot = REGISTRY.iter().position(|s| {
+        if MAPPED.fetch_add(len, Ordering::AcqRel) + len > MAX_MAPPED {
+            MAPPED.fetch_sub(len, Ordering::AcqRel);
+            return None;
+        }
+        let Some(slot) = REGISTRY.iter().position(|s| {
             s.owned
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
-        })?;
+        }) else {
+            MAPPED.fetch_sub(len, Ordering::AcqRel);
+            return None;
+        };
         // safety: a fresh read-only shared mapping of an open descriptor; the kernel picks
         // the address, so nothing else is replaced.
         let p = unsafe {
@@ -160,6 +256,7 @@ impl Map {
         let s = &REGISTRY[slot];
         if p == libc::MAP_FAILED {
             s.owned.store(false, Ordering::Release);
+            MAPPED.fetch_sub(len, Ordering::AcqRel);
             return None;
         }
         s.faulted.store(false, Ordering::Relaxed);
@@ -192,6 +289,25 @@ impl Map {
         unsafe { libc::madvise(self.ptr as *mut c_void, self.len, libc::MADV_DONTNEED) };
     }
 
+    /// Reads a byte of every page of `len` bytes at `offset` (inside the mapping), so that
+    /// a page cut from the file faults now, and says whether all of them are the file's.
+    /// The caller then reads them knowing that; only a cut in the nanoseconds between this
+    /// and its own read can still show it zeros (bytes it survives from a hostile file).
+    pub(super) fn intact(&self, offset: u64, len: usize) -> bool {
+        let Some(b) = self.get(offset, len) else {
+            return false;
+        };
+        let page = PAGE.load(Ordering::Relaxed);
+        let base = self.ptr as usize + offset as usize;
+        let mut at = 0;
+        while at < len {
+            // safety: `at` < len, inside the slice; a volatile read so it is not elided.
+            unsafe { std::ptr::read_volatile(b.as_ptr().add(at)) };
+            at = ((base + at) / page + 1) * page - base;
+        }
+        !self.faulted()
+    }
+
     /// `len` bytes at `offset`, when they lie inside the mapping.
     pub(super) fn get(&self, offset: u64, len: usize) -> Option<&[u8]> {
         let start = usize::try_from(offset).ok()?;
@@ -213,6 +329,7 @@ impl Drop for Map {
         unsafe { libc::munmap(self.ptr as *mut c_void, self.len) };
         s.len.store(0, Ordering::Relaxed);
         s.owned.store(false, Ordering::Release);
+        MAPPED.fetch_sub(self.len, Ordering::AcqRel);
     }
 }
 
@@ -290,6 +407,42 @@ mod tests {
             .status()
             .unwrap();
         assert_eq!(st.signal(), Some(libc::SIGBUS), "{st}");
+    }
+
+    /// `kill -BUS` (a signal no fault raised) goes to the previous disposition as before the
+    /// guard (Rust's handler, which lets the process live), and the guard stays: a file cut
+    /// under a mapping afterwards still reads as zeros.
+    #[test]
+    fn a_sigbus_sent_by_a_process_leaves_the_guard_in_place() {
+        if std::env::var_os("JK_SENT_SIGBUS").is_some() {
+            let p = page();
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(&vec![7u8; 2 * p]).unwrap();
+            f.flush().unwrap();
+            let m = Map::new(f.as_file(), 2 * p as u64).unwrap();
+            // safety (test): raise has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGBUS) };
+            f.as_file().set_len(0).unwrap();
+            assert_eq!(m.get(p as u64, 4).unwrap().to_vec(), [0; 4]);
+            assert!(m.faulted());
+            return;
+        }
+        let st = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "journal::native::map::tests::a_sigbus_sent_by_a_process_leaves_the_guard_in_place",
+                "--test-threads",
+                "1",
+            ])
+            .env("JK_SENT_SIGBUS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}: {}",
+            st.status,
+            String::from_utf8_lossy(&st.stdout)
+        );
     }
 
     fn foreign_sigbus() {

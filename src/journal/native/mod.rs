@@ -1,5 +1,6 @@
-//! The native journal reader: journal files read with `pread` and parsed here, without
-//! libsystemd, for the same entries, fields, order and cursors at a fraction of the cost.
+//! The native journal reader: journal files mapped (or read with `pread`) and parsed here,
+//! without libsystemd, for the same entries, fields, order and cursors at a fraction of the
+//! cost.
 //!
 //! libsystemd's reader (`journal.reader = "libsystemd"`) stays the reference: the test
 //! suite reads every kind of journal with both and compares them field by field. Why the
@@ -13,7 +14,8 @@
 //!
 //! | part | what |
 //! |---|---|
-//! | `window` | `pread` into cached blocks; a truncated file is an error, never SIGBUS |
+//! | `window` | the file's bytes: in place from a mapping, or `pread` into cached blocks; a truncated file is an error, never a death |
+//! | `map` | the mappings and the SIGBUS guard that lets a file be cut under one; every `unsafe` of the reader |
 //! | `file` | one file: header, entry-array chain, entries, DATA objects, cursors, order |
 //! | `compress` | XZ, LZ4, ZSTD payloads, bounded |
 //! | `filter` | the journal matches evaluated on an entry's fields |

@@ -1,11 +1,16 @@
-//! Reading a journal file through `pread` into a few cached blocks.
+//! Reading a journal file: in place from a mapping of it, or through `pread` into a few
+//! cached blocks.
 //!
 //! journald appends to its files through a shared map and may truncate an archived file
 //! under a reader (systemd 252's archive truncation, systemd#24320): a reader that maps the
-//! file dies of SIGBUS when it touches a page that went away. `pread` past the end simply
-//! returns fewer bytes, so a truncated file becomes an error on one object, never a signal.
-//! The cost of a system call per object is paid once per block instead: entries, their
-//! arrays and most of their data objects sit close together at the end of the file.
+//! file dies of SIGBUS when it touches a page that went away. The mapping here is watched by
+//! `map`'s guard, which puts zeros where the page was; the window touches a read's pages
+//! before handing them out and, when one faulted, drops the mapping for good and reads that
+//! file through `pread`, which sees the real end (a truncated file is an error on one
+//! object, never a signal). Bytes past the arena the file had at its last refresh, the
+//! header, and files that cannot be mapped (`map`'s limits) go through the blocks too; a
+//! system call per block, not per object: entries, their arrays and most of their data
+//! objects sit close together at the end of the file.
 //!
 //! A live file changes under its cached blocks in two ways: objects are appended after the
 //! end the blocks saw, and the writer links new entries into entry arrays written before
@@ -18,9 +23,10 @@
 //! every cached block at each poll (`pread` was 9.6 % of the agent's CPU at 10,000
 //! entries/s with every block dropped at each poll, 6.6 % with this).
 //!
-//! Owns the descriptor and the block buffers. Must never hand out bytes it did not read
-//! from the file, nor read more than it was asked for plus one block: every length comes
-//! from a file and is checked by the caller against the file's size first.
+//! Owns the descriptor, the mapping and the block buffers. Must never hand out bytes it did
+//! not read from the file (a mapped page that faulted is never handed out as the file's),
+//! nor read more than it was asked for plus one block: every length comes from a file and
+//! is checked by the caller against the file's size first.
 
 use std::fs::File;
 use std::io;
@@ -33,7 +39,7 @@ use super::map::Map;
 const BLOCK: u64 = 64 * 1024;
 
 /// Bytes of a mapping a window may have touched before it lets their pages go
-/// (`Map::release`), counted as each read's length and two pages more, so overcounted:
+/// (`Map::release`), counted as each read's length and a page more, so overcounted:
 /// the bench journal read sequentially keeps ~2 MiB resident (peak RSS of
 /// `examples/reader_scan` 13.8 MiB through `pread`, 16.2 MiB mapped), where without
 /// letting go it kept all it read (754 MiB). At 8 MiB the pages came back so often that
@@ -134,7 +140,14 @@ impl Window {
     /// mapping of this file faulted before. A file that cannot be mapped is read through
     /// the blocks.
     pub(super) fn sized(&mut self, size: u64) {
-        if !self.mapping || self.map.as_ref().is_some_and(|m| m.len() as u64 == size) {
+        if self.map.as_ref().is_some_and(Map::faulted) {
+            self.mapping = false;
+        }
+        if !self.mapping {
+            self.map = None;
+            return;
+        }
+        if self.map.as_ref().is_some_and(|m| m.len() as u64 == size) {
             return;
         }
         // The old mapping goes first: the new one may take its slot.
@@ -146,24 +159,38 @@ impl Window {
     /// is dropped here, and the file is read through the blocks from then on: they see the
     /// file's real end, where the mapping saw zeros.
     fn mapped(&mut self, offset: u64, len: usize) -> bool {
+        self.mapped_counted(offset, len, true)
+    }
+
+    /// [`mapped`](Self::mapped), counting the bytes toward [`RESIDENT`] or not.
+    fn mapped_counted(&mut self, offset: u64, len: usize, count: bool) -> bool {
         let Some(m) = &self.map else {
             return false;
         };
-        if m.faulted() {
+        if len == 0 || m.get(offset, len).is_none() {
+            return false;
+        }
+        if !m.intact(offset, len) {
             self.map = None;
             self.mapping = false;
             return false;
         }
-        if len == 0 || m.get(offset, len).is_none() {
-            return false;
-        }
-        // A read touches at most its length and two pages more.
-        self.touched += len + 2 * PAGE_BOUND;
-        if self.touched > RESIDENT {
-            self.touched = 0;
-            m.release();
+        if count {
+            self.used(len);
         }
         true
+    }
+
+    /// Counts `len` bytes read from the mapping (a read touches about its length and a page
+    /// more) and lets the pages go once they add up to [`RESIDENT`].
+    pub(super) fn used(&mut self, len: usize) {
+        self.touched = self.touched.saturating_add(len + PAGE_BOUND);
+        if self.touched > RESIDENT {
+            self.touched = 0;
+            if let Some(m) = &self.map {
+                m.release();
+            }
+        }
     }
 
     /// Forgets every cached block: the file was rewritten in place, not appended to.
@@ -173,13 +200,18 @@ impl Window {
         }
     }
 
-    /// At least `min` bytes at `offset`, and as many more as its block holds (up to `max`):
-    /// an object's header and, usually, all of it in one lookup.
+    /// At least `min` bytes at `offset`, and as many more as its block or the mapping holds
+    /// (up to `max`): an object's header, and whether the rest lies there too.
     pub(super) fn read_up_to(&mut self, offset: u64, min: usize, max: usize) -> io::Result<&[u8]> {
-        if self.mapped(offset, min) {
+        // From the mapping: up to the end of the last page the check touched, so every byte
+        // handed out was checked. Not counted: the caller counts what it used (`used`).
+        if self.mapped_counted(offset, min, false) {
             let m = self.map.as_ref().expect("mapped");
-            let avail = m.len() - offset as usize;
-            return Ok(m.get(offset, avail.min(max.max(min))).expect("inside"));
+            let checked = ((offset as usize + min - 1) / PAGE_BOUND + 1) * PAGE_BOUND;
+            let end = checked
+                .min(m.len())
+                .min((offset as usize).saturating_add(max.max(min)));
+            return Ok(m.get(offset, end - offset as usize).expect("inside"));
         }
         if min == 0 || BLOCK - offset % BLOCK < min as u64 {
             return self.read(offset, min);
@@ -431,8 +463,8 @@ mod tests {
         assert_eq!(w.read(10, b + 10).unwrap(), &bytes[10..b + 20]);
     }
 
-    /// A mapped file is read in place; cut under the mapping, the cut part reads as zeros
-    /// (never a signal), and the window goes back to `pread`, which sees the real end.
+    /// A mapped file is read in place; cut under the mapping, the window never hands out
+    /// the guard's zeros as the file's bytes: it goes back to `pread`, which sees the end.
     #[test]
     fn a_mapped_file_cut_under_the_window_is_read_through_pread_after() {
         let mut f = tempfile::NamedTempFile::new().unwrap();
@@ -446,13 +478,18 @@ mod tests {
         assert_eq!(w.read(10, 5).unwrap(), &bytes[10..15]);
         assert_eq!(w.read(BLOCK - 3, 40).unwrap(), &bytes[b - 3..b + 37]);
         assert_eq!(w.read_up_to(20, 4, 10).unwrap(), &bytes[20..30]);
+        // No further than the page the check touched: every byte handed out was checked.
+        assert_eq!(
+            w.read_up_to(20, 4, usize::MAX).unwrap(),
+            &bytes[20..PAGE_BOUND]
+        );
         let mut out = Vec::new();
         w.append_to(BLOCK / 2, 2 * b, &mut out).unwrap();
         assert_eq!(out, &bytes[b / 2..b / 2 + 2 * b]);
         assert_eq!(reads(), before, "all in place");
         f.as_file().set_len(BLOCK).unwrap();
-        let cut = w.read(2 * BLOCK + 100, 8).unwrap().to_vec();
-        assert_eq!(cut, [0; 8], "zeros from the guard");
+        // The window touches the pages before handing them out: the cut shows now, and the
+        // read goes to `pread`, which sees the real end (not the guard's zeros).
         let e = w.read(2 * BLOCK + 100, 8).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "the real end");
         assert_eq!(w.read(10, 5).unwrap(), &bytes[10..15]);
