@@ -312,7 +312,7 @@ fn quiet_loss_risks(cfg: &Config, min_journal_hours: f64) -> Vec<String> {
     if let Some(v) = systemd_version().filter(|_| cfg.journal.reader == ReaderKind::Libsystemd) {
         if v < 255 {
             out.push(format!(
-                "systemd {v} truncates the journal files it archives (systemd#24320, fixed in 255): with journal.reader = \"libsystemd\" a reader can get SIGBUS; the agent then dies and systemd restarts it from its cursor (nothing is lost; docs/reliability.md). The native reader (the default) reads a cut page as zeros and goes on"
+                "systemd {v} truncates the journal files it archives (systemd#24320, fixed in 255): with journal.reader = \"libsystemd\" a reader can get SIGBUS; the agent then dies and systemd restarts it from its cursor (nothing is lost; docs/reliability.md). The native reader (the default) guards its mappings and reads a cut file through pread"
             ));
         }
     }

@@ -288,7 +288,17 @@ impl JournalFile {
     pub(super) fn entry(&mut self, i: u64) -> io::Result<Key> {
         self.items_of = None;
         let o = self.entry_offset(i)?;
-        let k = self.entry_at(o)?;
+        let cuts = self.win.cuts();
+        let k = self.entry_at(o);
+        if self.win.cuts() != cuts {
+            // Cut in the instant between the window's check and this read: what was read
+            // may be the guard's zeros. Read again (through `pread`, which sees the end).
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file was cut while the entry was read",
+            ));
+        }
+        let k = k?;
         self.items_of = Some(i);
         Ok(k)
     }
@@ -347,12 +357,19 @@ impl JournalFile {
         corrupt: &mut u64,
     ) -> Option<String> {
         let mut first_error = None;
+        let cuts = self.win.cuts();
         for k in 0..self.items.len() {
             let p = self.items[k];
             if let Err(e) = self.data(p, entry, z) {
                 *corrupt += 1;
                 first_error.get_or_insert_with(|| format!("field {k} (object {p}): {e}"));
             }
+        }
+        if self.win.cuts() != cuts && first_error.is_none() {
+            // Cut in the instant between the window's check and a copy: a field may hold
+            // the guard's zeros. Shipped marked, never as if read whole.
+            *corrupt += 1;
+            first_error = Some("the file was cut while the entry's fields were read".into());
         }
         first_error
     }
@@ -375,8 +392,9 @@ impl JournalFile {
         }
         let len = (size - payload) as usize;
         let whole = b.len() as u64 >= size;
-        if kind_of(flags) == 0 && len > MAX_FIELD {
-            // journald writes none larger; reading one would allocate what the file claims.
+        if len > MAX_FIELD {
+            // journald writes none larger, compressed or not (it compresses only what gets
+            // smaller); reading one would allocate what the file claims.
             return Err(bad(format!(
                 "a field of {len} bytes at {p} is larger than a journal field can be"
             )));
@@ -421,11 +439,11 @@ impl JournalFile {
 /// change while they are read (a writer, a cut page), and the decompressors were written
 /// for input that holds still (zstd is C).
 fn private<'a>(scratch: &'a mut Vec<u8>, src: &[u8]) -> &'a [u8] {
-    scratch.clear();
-    if scratch.capacity() > 1 << 20 && src.len() <= 1 << 20 {
-        // The copy of one huge field is not kept for every field after it.
+    if scratch.capacity() > 1 << 20 {
+        // The copy of one huge field is not kept for the fields after it.
         *scratch = Vec::new();
     }
+    scratch.clear();
     scratch.extend_from_slice(src);
     scratch
 }

@@ -64,7 +64,7 @@ static PAGE: AtomicUsize = AtomicUsize::new(4096);
 static INSTALL: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// SIGBUS's disposition before the guard, restored for a fault that is not ours.
+/// SIGBUS's disposition before the guard, which gets every SIGBUS that is not ours.
 struct Previous(libc::sigaction);
 static PREVIOUS: std::sync::OnceLock<Previous> = std::sync::OnceLock::new();
 
@@ -122,9 +122,10 @@ extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         return;
     }
     pass_on(sig, info, ctx, code);
-    if code <= 0 {
-        // A signal sent by a process does not come back by itself (a fault does, and is
-        // then the previous disposition's): go on guarding.
+    if code <= 0 || code == libc::BUS_MCEERR_AO {
+        // A signal sent by a process, or a machine check reported after the fact, does
+        // not come back by itself (a fault does, and is then the previous disposition's):
+        // go on guarding.
         guard(&ours());
     }
     // safety: as above.
@@ -206,6 +207,12 @@ fn zero_page(addr: usize) -> bool {
         }
     }
     false
+}
+
+/// The page size the guard works in.
+pub(super) fn page() -> usize {
+    install();
+    PAGE.load(Ordering::Relaxed)
 }
 
 /// A read-only shared mapping of a file's first `len` bytes, watched by the guard.

@@ -159,26 +159,31 @@ impl Window {
     /// is dropped here, and the file is read through the blocks from then on: they see the
     /// file's real end, where the mapping saw zeros.
     fn mapped(&mut self, offset: u64, len: usize) -> bool {
-        self.mapped_counted(offset, len, true)
-    }
-
-    /// [`mapped`](Self::mapped), counting the bytes toward [`RESIDENT`] or not.
-    fn mapped_counted(&mut self, offset: u64, len: usize, count: bool) -> bool {
         let Some(m) = &self.map else {
             return false;
         };
         if len == 0 || m.get(offset, len).is_none() {
             return false;
         }
+        // Counted (and maybe let go) before the check: pages let go after it would fault
+        // back in during the caller's copy, when a cut can no longer be told.
+        self.used(len);
+        let Some(m) = &self.map else {
+            return false;
+        };
         if !m.intact(offset, len) {
             self.map = None;
             self.mapping = false;
             return false;
         }
-        if count {
-            self.used(len);
-        }
         true
+    }
+
+    /// Counts the faults of this file's mapping (a cut under it), seen or not yet seen by
+    /// the window: a caller that read mapped bytes compares it before and after, since a
+    /// cut between the window's check and its copy leaves the guard's zeros in the copy.
+    pub(super) fn cuts(&self) -> u32 {
+        u32::from(!self.mapping) + u32::from(self.map.as_ref().is_some_and(Map::faulted))
     }
 
     /// Counts `len` bytes read from the mapping (a read touches about its length and a page
@@ -204,10 +209,12 @@ impl Window {
     /// (up to `max`): an object's header, and whether the rest lies there too.
     pub(super) fn read_up_to(&mut self, offset: u64, min: usize, max: usize) -> io::Result<&[u8]> {
         // From the mapping: up to the end of the last page the check touched, so every byte
-        // handed out was checked. Not counted: the caller counts what it used (`used`).
-        if self.mapped_counted(offset, min, false) {
+        // handed out was checked. Counted as `min`: a caller that uses more counts it
+        // (`used`), and one that stops at the header (a bad object) has touched its page.
+        if self.mapped(offset, min) {
             let m = self.map.as_ref().expect("mapped");
-            let checked = ((offset as usize + min - 1) / PAGE_BOUND + 1) * PAGE_BOUND;
+            let page = super::map::page();
+            let checked = ((offset as usize + min - 1) / page + 1) * page;
             let end = checked
                 .min(m.len())
                 .min((offset as usize).saturating_add(max.max(min)));
