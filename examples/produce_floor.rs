@@ -17,10 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use journald_kafka::config;
-use journald_kafka::format::{CURSOR_HEADER, Encoder, FORMAT_HEADER, FORMAT_VERSION};
+use journald_kafka::format::Encoder;
 use journald_kafka::journal::{Entry, Reader};
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -83,7 +82,7 @@ fn main() {
     let n = records.len() as u64;
     let headers = std::env::var("FLOOR_HEADERS").map_or(true, |h| h != "0");
     let mut client = ClientConfig::new();
-    for (k, v) in config::journal_producer_properties(&cfg) {
+    for (k, v) in journald_kafka::bench::journal_producer_properties(&cfg) {
         client.set(k, v);
     }
     let producer: ThreadedProducer<Count> = client.create_with_context(Count).expect("producer");
@@ -106,17 +105,7 @@ fn main() {
             .payload(payload.as_slice())
             .timestamp(ts + shift);
         if headers {
-            record = record.headers(
-                OwnedHeaders::new_with_capacity(2)
-                    .insert(Header {
-                        key: CURSOR_HEADER,
-                        value: Some(cursor.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: FORMAT_HEADER,
-                        value: Some(FORMAT_VERSION.as_bytes()),
-                    }),
-            );
+            record = record.headers(journald_kafka::bench::record_headers(cursor));
         }
         loop {
             match producer.send(record) {

@@ -39,3 +39,19 @@ mod readback;
 mod verify;
 
 pub use cli::main;
+
+/// For the benchmark examples only (`examples/produce_floor.rs`), so that they produce
+/// exactly what the agent does.
+#[doc(hidden)]
+pub mod bench {
+    /// The journal producer's librdkafka properties for `cfg`, without its secrets.
+    pub fn journal_producer_properties(cfg: &crate::config::Config) -> Vec<(String, String)> {
+        use crate::config::properties::{Producer, producer};
+        producer(&cfg.kafka, &cfg.pipeline, Producer::Journal)
+    }
+
+    /// The headers of a journal entry's record (cursor, format), as the agent sends them.
+    pub fn record_headers(cursor: &str) -> rdkafka::message::OwnedHeaders {
+        crate::pipeline::record_headers(cursor)
+    }
+}

@@ -79,13 +79,6 @@ impl Config {
     }
 }
 
-/// The journal producer's librdkafka properties for `cfg`, without its secrets: for the
-/// benchmark examples, which must produce exactly as the agent does (`examples/`).
-#[doc(hidden)]
-pub fn journal_producer_properties(cfg: &Config) -> Vec<(String, String)> {
-    properties::producer(&cfg.kafka, &cfg.pipeline, properties::Producer::Journal)
-}
-
 /// The smallest valid configuration (brokers "h:1", topic "t") with `extra` TOML after it
 /// (tests).
 #[cfg(test)]

@@ -18,10 +18,10 @@ pub(crate) use decode::{Value, decode, to_entry};
 pub use encode::{Encoder, Outcome};
 
 /// Version of the record layout, carried in the [`FORMAT_HEADER`] header.
-pub const FORMAT_VERSION: &str = "1";
+pub(crate) const FORMAT_VERSION: &str = "1";
 
 /// Header carrying the entry's journal cursor on every record: consumers de-duplicate by it.
-pub const CURSOR_HEADER: &str = "journal-cursor";
+pub(crate) const CURSOR_HEADER: &str = "journal-cursor";
 
 /// Header marking a progress record (not a journal entry): consumers skip records that
 /// carry it; `audit` reads them.
@@ -32,7 +32,7 @@ pub(crate) const PROGRESS_HEADER: &str = "journal-progress";
 pub(crate) const SOURCE_HEADER: &str = "journald-kafka-source";
 
 /// Header carrying the record layout version.
-pub const FORMAT_HEADER: &str = "journal-format";
+pub(crate) const FORMAT_HEADER: &str = "journal-format";
 
 /// Dead-lettered records: the broker's error, and the topic the record was meant for.
 pub(crate) const DEAD_LETTER_ERROR_HEADER: &str = "journald-kafka-error";

@@ -151,7 +151,7 @@ fn create(
 
 /// The headers every entry's record carries: its cursor (consumers de-duplicate by it) and
 /// the layout version. They copy the cursor, so they are built before the watermark takes it.
-pub(super) fn headers(cursor: &str) -> OwnedHeaders {
+pub(crate) fn headers(cursor: &str) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(2)
         .insert(Header {
             key: CURSOR_HEADER,

@@ -34,6 +34,7 @@ mod shipper;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub(crate) use delivery::headers as record_headers;
 pub(crate) use reader::describe_start;
 pub(crate) use service::Shutdown;
 

@@ -345,17 +345,18 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn page() -> usize {
-        install();
-        PAGE.load(Ordering::Relaxed)
+    /// A file of `pages` pages of 7s.
+    fn sevens(pages: usize) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&vec![7u8; pages * page()]).unwrap();
+        f.flush().unwrap();
+        f
     }
 
     #[test]
     fn a_file_cut_under_its_mapping_reads_zeros_and_says_so() {
         let p = page();
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&vec![7u8; 3 * p]).unwrap();
-        f.flush().unwrap();
+        let f = sevens(3);
         let m = Map::new(f.as_file(), 3 * p as u64).unwrap();
         assert_eq!(m.get(2 * p as u64, 4).unwrap(), &[7; 4]);
         assert!(!m.faulted());
@@ -423,9 +424,7 @@ mod tests {
     fn a_sigbus_sent_by_a_process_leaves_the_guard_in_place() {
         if std::env::var_os("JK_SENT_SIGBUS").is_some() {
             let p = page();
-            let mut f = tempfile::NamedTempFile::new().unwrap();
-            f.write_all(&vec![7u8; 2 * p]).unwrap();
-            f.flush().unwrap();
+            let f = sevens(2);
             let m = Map::new(f.as_file(), 2 * p as u64).unwrap();
             // safety (test): raise has no memory-safety preconditions.
             unsafe { libc::raise(libc::SIGBUS) };
@@ -454,9 +453,7 @@ mod tests {
 
     fn foreign_sigbus() {
         let p = page();
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&vec![7u8; 2 * p]).unwrap();
-        f.flush().unwrap();
+        let f = sevens(2);
         // The guard is installed and watching one mapping.
         let ours = Map::new(f.as_file(), 2 * p as u64).unwrap();
         // safety (test): a mapping the guard does not know, read past the file's end.
