@@ -19,11 +19,21 @@ const LZ4_MAX_RATIO: usize = 255;
 /// Reused between payloads: a ZSTD context allocates its window once.
 pub(super) struct Decompressor {
     zstd: Option<zstd_safe::DCtx<'static>>,
+    /// The payload's private copy: a mapped file's bytes can change while they are read
+    /// (a writer, a cut page), and the decompressors were written for input that holds
+    /// still (zstd is C).
+    input: Vec<u8>,
 }
+
+/// A payload copy larger than this is not kept for the next one.
+const KEEP_INPUT: usize = 1 << 20;
 
 impl Decompressor {
     pub(super) fn new() -> Decompressor {
-        Decompressor { zstd: None }
+        Decompressor {
+            zstd: None,
+            input: Vec::new(),
+        }
     }
 
     /// Appends the decompressed `src` to `out`. Fails, leaving `out` as it was, on a payload
@@ -36,12 +46,18 @@ impl Decompressor {
         limit: usize,
     ) -> io::Result<()> {
         let start = out.len();
+        let mut input = std::mem::take(&mut self.input);
+        input.clear();
+        input.extend_from_slice(src);
         let r = match kind {
-            ZSTD => self.zstd(src, out, start, limit),
-            LZ4 => lz4(src, out, limit),
-            XZ => xz(src, out, limit),
+            ZSTD => self.zstd(&input, out, start, limit),
+            LZ4 => lz4(&input, out, limit),
+            XZ => xz(&input, out, limit),
             _ => Err(bad(format!("unknown compression flags {kind:#x}"))),
         };
+        if input.capacity() <= KEEP_INPUT {
+            self.input = input;
+        }
         if r.is_err() {
             out.truncate(start);
         }

@@ -68,8 +68,6 @@ pub(super) struct JournalFile {
     pub(super) path: PathBuf,
     pub(super) dev_ino: (u64, u64),
     win: Window,
-    /// A compressed payload's private copy (`private`).
-    scratch: Vec<u8>,
     /// What the header said when last read, re-read whenever the reader reaches its end.
     pub(super) header: FileHeader,
     /// The end of the readable arena: the header's claim, cut to the file's real size.
@@ -103,7 +101,6 @@ impl JournalFile {
             path: path.to_path_buf(),
             dev_ino: (m.dev(), m.ino()),
             win: Window::new(file),
-            scratch: Vec::new(),
             header: FileHeader::default(),
             end: 0,
             compact: false,
@@ -399,7 +396,7 @@ impl JournalFile {
                 "a field of {len} bytes at {p} is larger than a journal field can be"
             )));
         }
-        let kind = kind_of(flags);
+        let kind = flags & 7;
         // How long the field is likely to be, so the entry seldom moves it (compressed
         // fields are usually long).
         let hint = if kind == 0 {
@@ -407,7 +404,6 @@ impl JournalFile {
         } else {
             len.saturating_mul(4)
         };
-        let scratch = &mut self.scratch;
         if whole {
             let body = &b[payload as usize..size as usize];
             let r = if kind == 0 {
@@ -415,7 +411,7 @@ impl JournalFile {
             } else {
                 entry.push_with(hint, |out| match kind {
                     compress::XZ | compress::LZ4 | compress::ZSTD => {
-                        z.append(kind, private(scratch, body), out, MAX_FIELD)
+                        z.append(kind, body, out, MAX_FIELD)
                     }
                     other => Err(bad(format!("compression flags {other:#x} are not valid"))),
                 })
@@ -428,28 +424,11 @@ impl JournalFile {
             0 => win.append_to(p + payload, len, out),
             compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
-                z.append(kind, private(scratch, src), out, MAX_FIELD)
+                z.append(kind, src, out, MAX_FIELD)
             }
             other => Err(bad(format!("compression flags {other:#x} are not valid"))),
         })
     }
-}
-
-/// A compressed payload copied out of the file's bytes first: a mapped file's bytes can
-/// change while they are read (a writer, a cut page), and the decompressors were written
-/// for input that holds still (zstd is C).
-fn private<'a>(scratch: &'a mut Vec<u8>, src: &[u8]) -> &'a [u8] {
-    if scratch.capacity() > 1 << 20 {
-        // The copy of one huge field is not kept for the fields after it.
-        *scratch = Vec::new();
-    }
-    scratch.clear();
-    scratch.extend_from_slice(src);
-    scratch
-}
-
-fn kind_of(flags: u8) -> u8 {
-    flags & 7
 }
 
 impl Key {
