@@ -86,16 +86,11 @@ impl Entry {
     /// Gives back memory above `keep` bytes once an unusually large entry is done with, so
     /// a recycled buffer does not hold a core dump's worth of capacity forever.
     pub fn release_large(&mut self, keep: usize) {
-        // Each on its own: an entry of thousands of empty fields holds little data and a
-        // large table of offsets.
-        if self.data.capacity() > keep {
-            self.data.clear();
-            self.data.shrink_to(keep);
-            self.fields.clear();
-            self.raw_len = 0;
-        }
-        if self.fields.capacity() > keep / 64 {
+        // Either may be large alone: an entry of thousands of empty fields holds little data
+        // and a large table of offsets.
+        if self.data.capacity() > keep || self.fields.capacity() > keep / 64 {
             self.clear();
+            self.data.shrink_to(keep);
             self.fields.shrink_to(keep / 64);
         }
     }
