@@ -80,6 +80,11 @@ impl Replies {
     pub(crate) fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
+
+    /// Resolves when the writer is gone (see [`Replies::is_closed`]).
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await
+    }
 }
 
 /// A message's events on their way to Kafka.

@@ -62,6 +62,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// A client that takes none of its replies for this long has its connection closed.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a connection whose writer gave up (`REPLY_TIMEOUT`, or the connection lost) ends.
+const STOPPED_TAKING_REPLIES: &str = "the client stopped taking its replies";
+
 /// How many large slots `max_message_bytes` allows.
 pub(crate) fn large_slots(max_message_bytes: usize) -> usize {
     (LARGE_BUDGET / (2 * max_message_bytes.max(1))).max(1)
@@ -509,7 +512,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         // then this connection ends too, with whatever slot it holds.
         while tx.queued() > ack::MAX_QUEUED_REPLIES {
             if tx.is_closed() {
-                return Err("the client stopped taking its replies".into());
+                return Err(STOPPED_TAKING_REPLIES.into());
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -535,9 +538,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         let old = buf.len();
         buf.resize(old + READ_CHUNK, 0);
         let (timeout, why) = read_deadline(handshake.is_some(), opened, &large, old == 0);
+        // A writer that gave up while this side still reads (fewer than
+        // MAX_QUEUED_REPLIES waiting) ends the connection too: reading on would produce
+        // events whose acks go nowhere, for as long as the client sends.
         let got = tokio::select! {
             r = tokio::time::timeout(timeout, rd.read(&mut buf[old..])) => r,
             _ = stop.changed() => return Ok(()),
+            _ = tx.closed() => return Err(STOPPED_TAKING_REPLIES.into()),
         };
         let n = match got {
             Ok(Ok(n)) => n,
