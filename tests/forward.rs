@@ -1013,11 +1013,11 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
         sent < limit,
         "the agent kept reading a client that does not read its acks ({sent} chunks)"
     );
-    // The client reads again: every chunk it managed to send is acknowledged. The deadline
-    // leaves room for a produce request librdkafka sends again after its 30 s
-    // `request.timeout.ms` (the old 30 s per read did not): the claim is that every ack
-    // comes, not how fast. CI failed here once (stop 42) with no ack for 30 s and nothing
-    // to tell why; a failure now says how far it got and what the agent saw.
+    // The client reads again: every chunk it managed to send is acknowledged. CI failed
+    // here once (stop 42): complete frames the agent had read but not yet taken were
+    // forgotten once it read the socket again (the next test); a failure now says how far
+    // it got and what the agent saw. The deadline is for all acks, with room for a produce
+    // request librdkafka sends again after its 30 s `request.timeout.ms`.
     let reading = Instant::now();
     let deadline = reading + Duration::from_secs(120);
     let mut acked = std::collections::BTreeSet::new();
@@ -1050,7 +1050,76 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
     agent.stop();
 }
 
-/// Found while chasing a CI failure of the test above: the writer gives up on a client that
+/// Stop 42's CI failure, found by a helper reading the read loop: when more than 1,024
+/// replies waited, the loop stopped taking frames from its buffer, waited for the client
+/// to read, then read the socket again without going back over the complete frames it
+/// already held. A client that had sent everything (and now only read its acks) never got
+/// the acks of those chunks: they were never even produced. Here the client reads its
+/// acks in bursts, so the agent keeps stopping part way through what it has read, and a
+/// small window makes the delivery reports arrive while it works through a read.
+#[test]
+fn frames_already_read_are_taken_before_the_socket_is_read_again() {
+    use std::io::Write as _;
+    let s = Scratch::new("forward-buffered-frames");
+    let broker = Broker::with_topic(&s, TOPIC, 1);
+    let (port, http) = (free_port(), free_port());
+    let sock = s.path("forward.sock");
+    let mut agent = Agent::start(
+        &s.path("agent"),
+        &forward_config(&s, &broker, port)
+            .set("forward", "socket", sock.to_str().unwrap())
+            .set("forward", "max_in_flight_bytes", 65_536)
+            .set("metrics", "listen", format!("127.0.0.1:{http}")),
+    );
+    wait_listening(port, &mut agent);
+    let now = common::now_usec() / 1_000_000;
+    let id = |i: usize| format!("{i:07}-{}", "b".repeat(240));
+    let sent = 2500;
+    let mut all = Vec::new();
+    for i in 0..sent {
+        all.extend(msgpack(&V::Array(vec![
+            V::from("buffered"),
+            V::from(now),
+            V::Map(vec![(V::from("i"), V::from(i as u64))]),
+            V::Map(vec![(V::from("chunk"), V::from(id(i)))]),
+        ])));
+    }
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut w = c.try_clone().unwrap();
+    w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&all));
+    let reading = Instant::now();
+    let mut acked = std::collections::BTreeSet::new();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    while acked.len() < sent {
+        for _ in 0..50 {
+            if acked.len() == sent {
+                break;
+            }
+            let v = rmpv::decode::read_value(&mut c).unwrap_or_else(|e| {
+                let metrics = http_get(http, "/metrics").1;
+                let forward: Vec<_> = metrics
+                    .lines()
+                    .filter(|l| l.starts_with("journald_kafka_forward"))
+                    .collect();
+                panic!(
+                    "no ack ({e}) after {} of {sent} in {:.1} s: frames the agent read were never taken\n{}",
+                    acked.len(),
+                    reading.elapsed().as_secs_f64(),
+                    forward.join("\n")
+                )
+            });
+            acked.insert(field(&v, "ack").as_str().unwrap().to_string());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    writer.join().unwrap().unwrap();
+    eprintln!("{sent} acks in {:.1} s", reading.elapsed().as_secs_f64());
+    assert!(acked.contains(&id(sent - 1)));
+    agent.stop();
+}
+
+/// Found while chasing stop 42's CI failure: the writer gives up on a client that
 /// takes no reply for `REPLY_TIMEOUT` (60 s), but the read loop only noticed while it was
 /// already waiting for the client to read. A client whose replies stalled before 1,024
 /// were queued (a Unix socket's buffer holds ~200 acks) kept being read, its events
