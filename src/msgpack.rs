@@ -40,27 +40,42 @@ fn collection_len(out: &mut Vec<u8>, n: usize, fix: u8, marker16: u8) {
 #[inline]
 pub(crate) fn header(len: usize, text: bool) -> ([u8; 5], usize) {
     let mut h = [0u8; 5];
-    let n = match (len, text) {
-        (0..=31, true) => {
-            h[0] = 0xa0 | len as u8;
-            1
-        }
+    let n = header_len(len, text);
+    write_header(&mut h[..n], len, text);
+    (h, n)
+}
+
+/// The length of [`header`]'s header.
+#[inline]
+pub(crate) fn header_len(len: usize, text: bool) -> usize {
+    match (len, text) {
+        (0..=31, true) => 1,
+        (0..=0xff, _) => 2,
+        (0x100..=0xffff, _) => 3,
+        _ => 5,
+    }
+}
+
+/// Writes [`header`]'s header into `out`, [`header_len`] bytes long, in place. Written
+/// straight where it goes: building it on the stack and copying it from there stalled on
+/// store forwarding, twice per field (40 % of the entry's field copy, #32).
+#[inline]
+pub(crate) fn write_header(out: &mut [u8], len: usize, text: bool) {
+    match (len, text) {
+        (0..=31, true) => out[0] = 0xa0 | len as u8,
         (0..=0xff, _) => {
-            h[..2].copy_from_slice(&[if text { 0xd9 } else { 0xc4 }, len as u8]);
-            2
+            out[0] = if text { 0xd9 } else { 0xc4 };
+            out[1] = len as u8;
         }
         (0x100..=0xffff, _) => {
-            h[0] = if text { 0xda } else { 0xc5 };
-            h[1..3].copy_from_slice(&(len as u16).to_be_bytes());
-            3
+            out[0] = if text { 0xda } else { 0xc5 };
+            out[1..3].copy_from_slice(&(len as u16).to_be_bytes());
         }
         _ => {
-            h[0] = if text { 0xdb } else { 0xc6 };
-            h[1..5].copy_from_slice(&(len as u32).to_be_bytes());
-            5
+            out[0] = if text { 0xdb } else { 0xc6 };
+            out[1..5].copy_from_slice(&(len as u32).to_be_bytes());
         }
-    };
-    (h, n)
+    }
 }
 
 /// Appends a header from [`header`]: each of its lengths (1, 2, 3 or 5 bytes) a copy of a

@@ -783,3 +783,105 @@ fn a_file_rewritten_in_place_is_read_as_it_is_now() {
         );
     }
 }
+
+/// A field's bytes that change while the reader reads them (anyone who can write the file
+/// can do that to a mapped file) never make a record claim text that is not UTF-8: a
+/// MessagePack str must be UTF-8, and strict consumers, the agent's own decoder among
+/// them, refuse a record whose str is not. Found by reading (stop 42's review): the
+/// mapped path checked a field's bytes for UTF-8 in the file, then copied them.
+#[test]
+fn a_field_changing_under_the_reader_is_never_shipped_as_false_text() {
+    use std::os::unix::fs::FileExt;
+    let _one = one_at_a_time();
+    let s = Scratch::new("native-changing");
+    let start = recent_usec(3600);
+    // Uncompressed fields of ~1 KiB, each its own DATA object, most of them inside one page
+    // (where the reader checked them in place, then copied them).
+    let mut export = Vec::new();
+    for i in 0..40u64 {
+        let value: String = (0..1000)
+            .map(|k| (b'a' + ((k + i as usize) % 26) as u8) as char)
+            .collect();
+        export.extend(
+            format!(
+                "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=m{i}\nBIG={i:04}{value}\n\n",
+                start + i,
+                1000 + i
+            )
+            .as_bytes(),
+        );
+    }
+    let f = remote(
+        &s.path("j"),
+        "remote.journal",
+        &export,
+        &[("JK_REMOTE_ARGS", "--compress=no")],
+    );
+    let bytes = std::fs::read(&f).unwrap();
+    let flips: Vec<u64> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"BIG=")
+        .map(|(at, _)| (at + 4 + 500) as u64)
+        .collect();
+    assert_eq!(flips.len(), 40, "every BIG= object found in the file");
+    // One byte of each value flips between a letter and a byte that is never UTF-8.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, flips) = (stop.clone(), flips.clone());
+        let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let b = if n % 2 == 0 { 0xff } else { b'x' };
+                for at in &flips {
+                    file.write_at(&[b], *at).unwrap();
+                }
+                n += 1;
+            }
+        })
+    };
+    let c = cfg(&format!("files = [{:?}]", f.to_str().unwrap()), "native");
+    let mut enc = journald_kafka::format::Encoder::new(&c.encoding, &c.kafka);
+    let (mut text, mut binary, mut false_text, mut reads) = (0u64, 0u64, 0u64, 0u64);
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut e = Entry::new();
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        let mut r = Reader::open(&c.journal).unwrap();
+        r.seek(&c.journal, None).unwrap();
+        while r.next(&mut e).unwrap() {
+            out.clear();
+            enc.encode(&e, &mut out);
+            let v = rmpv::decode::read_value(&mut &out[..]).expect("a record");
+            let rmpv::Value::Map(fields) = v else {
+                panic!("a record is a map")
+            };
+            for (k, v) in &fields {
+                if k.as_str() != Some("BIG") {
+                    continue;
+                }
+                match v {
+                    rmpv::Value::String(s) if s.as_str().is_some() => text += 1,
+                    rmpv::Value::String(_) => false_text += 1,
+                    rmpv::Value::Binary(_) => binary += 1,
+                    other => panic!("BIG as {other:?}"),
+                }
+            }
+        }
+        reads += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    eprintln!(
+        "{reads} reads of the file: BIG as text {text}, as binary {binary}, as text that is not UTF-8 {false_text}"
+    );
+    assert!(
+        text > 0 && binary > 0,
+        "the flips were not seen: the test did not test"
+    );
+    assert_eq!(
+        false_text, 0,
+        "records claimed text for bytes that are not UTF-8"
+    );
+}

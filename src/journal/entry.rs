@@ -45,7 +45,7 @@ struct Field {
 /// byte that the value's header takes over. When the guess from the size is right, the
 /// value stays where it was written and only the name moves (by at most 4 bytes).
 fn room(value_len_guess: usize) -> usize {
-    msgpack::header(value_len_guess, true).1
+    msgpack::header_len(value_len_guess, true)
 }
 
 fn too_large() -> std::io::Error {
@@ -53,18 +53,6 @@ fn too_large() -> std::io::Error {
         std::io::ErrorKind::InvalidData,
         "the entry's fields exceed 4 GiB",
     )
-}
-
-/// Writes a MessagePack header at `at` in place, as `msgpack::push_header` appends one
-/// (each length a copy of a size known when compiling).
-#[inline]
-fn put_header(data: &mut [u8], at: usize, h: &[u8; 5], n: usize) {
-    match n {
-        1 => data[at] = h[0],
-        2 => data[at..at + 2].copy_from_slice(&h[..2]),
-        3 => data[at..at + 3].copy_from_slice(&h[..3]),
-        _ => data[at..at + 5].copy_from_slice(h),
-    }
 }
 
 impl Entry {
@@ -122,6 +110,12 @@ impl Entry {
 
     /// Appends a field from its name and value. `object`, when given, is `name=value`
     /// contiguous in memory: a short text value is then copied with its name in one go.
+    ///
+    /// The bytes are copied first and what they are (str or bin) is decided from the copy:
+    /// the slices may be a mapped journal file (the native reader's, or libsystemd's own)
+    /// that anyone who can write the file may change while it is read, and a str header on
+    /// bytes that changed after a check would ship text that is not UTF-8, which strict
+    /// consumers refuse.
     fn push_pair(
         &mut self,
         name: &[u8],
@@ -133,25 +127,64 @@ impl Entry {
         if start + raw + 9 > u32::MAX as usize {
             return Err(too_large());
         }
-        let (nh, nn) = msgpack::header(name.len(), msgpack::is_text(name));
-        let (vh, vn) = msgpack::header(value.len(), msgpack::is_text(value));
-        self.data.reserve(nn + vn + raw - 1);
-        msgpack::push_header(&mut self.data, &nh, nn);
-        let name_at = self.data.len();
-        match object {
-            // Most fields: a short text value, whose one-byte header takes the '=''s
-            // place, so the object is copied whole.
-            Some(object) if vn == 1 => {
+        // Room for the headers text would take (the usual case); a bin header is never
+        // shorter than a str header of the same length, so the copy only ever moves right.
+        let nn_text = msgpack::header_len(name.len(), true);
+        let vn_text = msgpack::header_len(value.len(), true);
+        self.data.reserve(nn_text + vn_text + raw - 1);
+        // Placeholders, each length a copy of a size known when compiling (a copy of a
+        // length known only when running is a call to memmove, per field).
+        msgpack::push_header(&mut self.data, &[0; 5], nn_text);
+        let mut name_at = self.data.len();
+        // Judged on the copy, which nothing else writes. Judging the bytes while copying
+        // them is not enough: the compiler may read them twice (a copy and a check), as
+        // it did here (the test of a changing file saw false text).
+        let (name_text, value_text) = match object {
+            // Most fields: a short value, whose one-byte header takes the '=''s place, so
+            // the object is copied whole, and judged whole when it is ASCII.
+            Some(object) if vn_text == 1 => {
                 self.data.extend_from_slice(object);
-                self.data[name_at + name.len()] = vh[0];
+                if self.data[name_at..].is_ascii() {
+                    (true, true)
+                } else {
+                    let value_at = name_at + name.len() + 1;
+                    (
+                        msgpack::is_text(&self.data[name_at..value_at - 1]),
+                        msgpack::is_text(&self.data[value_at..]),
+                    )
+                }
             }
             _ => {
                 self.data.extend_from_slice(name);
-                msgpack::push_header(&mut self.data, &vh, vn);
+                msgpack::push_header(&mut self.data, &[0; 5], vn_text);
                 self.data.extend_from_slice(value);
+                let value_at = name_at + name.len() + vn_text;
+                (
+                    msgpack::is_text(&self.data[name_at..name_at + name.len()]),
+                    msgpack::is_text(&self.data[value_at..]),
+                )
             }
+        };
+        let mut value_at = name_at + name.len() + vn_text;
+        let end = self.data.len();
+        let nn = msgpack::header_len(name.len(), name_text);
+        let vn = msgpack::header_len(value.len(), value_text);
+        if nn != nn_text || vn != vn_text {
+            // A bin name or value whose header is longer: the copy moves right.
+            let (dn, dv) = (nn - nn_text, vn - vn_text);
+            self.data.resize(end + dn + dv, 0);
+            self.data.copy_within(value_at..end, value_at + dn + dv);
+            self.data
+                .copy_within(name_at..name_at + name.len(), name_at + dn);
+            name_at += dn;
+            value_at += dn + dv;
         }
-        let value_at = name_at + name.len() + vn;
+        msgpack::write_header(&mut self.data[start..start + nn], name.len(), name_text);
+        msgpack::write_header(
+            &mut self.data[value_at - vn..value_at],
+            value.len(),
+            value_text,
+        );
         self.raw_len += raw;
         self.fields.push(Field {
             name: (name_at as u32, (name_at + name.len()) as u32),
@@ -205,8 +238,9 @@ impl Entry {
         let name_len = eq - body;
         let value_len = end - eq - 1;
         let name_text = high < 0x80 || msgpack::is_text(&self.data[body..eq]);
-        let (nh, nn) = msgpack::header(name_len, name_text);
-        let (vh, vn) = msgpack::header(value_len, msgpack::is_text(&self.data[eq + 1..end]));
+        let value_text = msgpack::is_text(&self.data[eq + 1..end]);
+        let nn = msgpack::header_len(name_len, name_text);
+        let vn = msgpack::header_len(value_len, value_text);
         let (name_at, value_at) = (body, eq + 1);
         let name_to = start + nn;
         let value_to = name_to + name_len + vn;
@@ -230,8 +264,12 @@ impl Entry {
             self.data.copy_within(value_at..end, value_to);
             self.data.truncate(value_to + value_len);
         }
-        put_header(&mut self.data, start, &nh, nn);
-        put_header(&mut self.data, value_to - vn, &vh, vn);
+        msgpack::write_header(&mut self.data[start..start + nn], name_len, name_text);
+        msgpack::write_header(
+            &mut self.data[value_to - vn..value_to],
+            value_len,
+            value_text,
+        );
         self.fields.push(Field {
             name: (name_to as u32, (name_to + name_len) as u32),
             value: (value_to as u32, (value_to + value_len) as u32),
