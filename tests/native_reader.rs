@@ -885,3 +885,103 @@ fn a_field_changing_under_the_reader_is_never_shipped_as_false_text() {
         "records claimed text for bytes that are not UTF-8"
     );
 }
+
+/// An entry whose items point at one large field over and over (a hostile file: a few KiB
+/// of ZSTD can claim 768 MiB, and an entry may hold 65,536 items) is read no further than
+/// journald's largest entry (770 MiB, `ENTRY_SIZE_MAX`): the rest of its fields are left
+/// out unread, counted, and the entry ships marked damaged. Before, it grew until its
+/// offsets passed 4 GiB, decompressing the payload once per item. Found by reading
+/// (stop 42's review); here 31 items of a 40 MiB field claim 1,240 MiB.
+#[test]
+fn an_entry_is_never_read_past_journalds_largest() {
+    let _one = one_at_a_time();
+    let s = Scratch::new("native-entry-limit");
+    let start = recent_usec(3600);
+    let big = "a".repeat(40 << 20);
+    let mut export = format!(
+        "__REALTIME_TIMESTAMP={start}\n__MONOTONIC_TIMESTAMP=1000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nBIG={big}\n"
+    );
+    for k in 0..30 {
+        export.push_str(&format!("FILL_{k:02}=value {k}\n"));
+    }
+    export.push_str(&format!(
+        "\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=2000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=after\n\n",
+        start + 1
+    ));
+    drop(big);
+    let f = remote(
+        &s.path("j"),
+        "remote.journal",
+        export.as_bytes(),
+        &[("SYSTEMD_JOURNAL_COMPACT", "0")],
+    );
+    drop(export);
+    // Every item of the first entry made to point at the one compressed DATA object.
+    let mut b = std::fs::read(&f).unwrap();
+    let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+    assert_eq!(incompatible(&f) & 0x10, 0, "regular items");
+    let (header, arena) = (u64_at(&b, 88) as usize, u64_at(&b, 96) as usize);
+    let mut objects = Vec::new();
+    let mut at = header;
+    while at + 16 <= (header + arena).min(b.len()) {
+        let size = u64_at(&b, at + 8) as usize;
+        if size == 0 {
+            break;
+        }
+        objects.push((at, b[at], b[at + 1], size));
+        at += size.div_ceil(8) * 8;
+    }
+    let compressed: Vec<usize> = objects
+        .iter()
+        .filter(|o| o.1 == 1 && o.2 & 7 != 0)
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(compressed.len(), 1, "the one large field is compressed");
+    let big_at = compressed[0] as u64;
+    let entry = objects
+        .iter()
+        .find(|o| {
+            o.1 == 3
+                && (o.0 + 64..o.0 + o.3)
+                    .step_by(16)
+                    .any(|i| u64_at(&b, i) == big_at)
+        })
+        .expect("the entry holding the large field");
+    let items = (entry.3 - 64) / 16;
+    assert!(items >= 32, "BIG, _BOOT_ID and 30 fillers: {items}");
+    for i in 0..items {
+        let at = entry.0 + 64 + 16 * i;
+        b[at..at + 8].copy_from_slice(&big_at.to_le_bytes());
+    }
+    std::fs::write(&f, &b).unwrap();
+    drop(b);
+
+    let c = cfg(&format!("files = [{:?}]", f.to_str().unwrap()), "native");
+    let mut r = Reader::open(&c.journal).unwrap();
+    r.seek(&c.journal, None).unwrap();
+    let mut e = Entry::new();
+    assert!(r.next(&mut e).unwrap(), "the hostile entry is read");
+    let read = e.data_len();
+    let why = e.damaged.clone();
+    eprintln!(
+        "{items} items of a 40 MiB field: {} MiB read, {} fields, damaged: {why:?}, {} fields counted corrupt",
+        read >> 20,
+        e.len(),
+        r.stats().corrupt_fields
+    );
+    assert!(
+        read <= 770 << 20,
+        "the entry was read to {} MiB, past journald's largest",
+        read >> 20
+    );
+    assert_eq!(e.len(), 19, "as many copies of the field as fit in 770 MiB");
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("770 MiB")),
+        "{why:?}"
+    );
+    assert_eq!(r.stats().corrupt_fields, (items - 19) as u64);
+    e.release_large(0);
+    assert!(r.next(&mut e).unwrap(), "the entry after it is read");
+    assert_eq!(e.get(b"MESSAGE"), Some(&b"after"[..]));
+    assert!(e.damaged.is_none());
+}

@@ -43,6 +43,16 @@ const TIMESTAMP_LIMIT: u64 = 1 << 55;
 const MAX_ENTRY_OBJECT: u64 = 1 << 20;
 /// The largest field, decompressed: journald's own limit (`DATA_SIZE_MAX`).
 pub(super) const MAX_FIELD: usize = 768 << 20;
+/// The largest entry, its fields' `NAME=value` bytes together: journald's and
+/// journal-remote's own limit (`ENTRY_SIZE_MAX`). An entry's items may point at one object
+/// over and over (65,536 items at a few KiB of ZSTD claiming 768 MiB each): without this the
+/// entry grew to 4 GiB.
+const MAX_ENTRY: usize = 770 << 20;
+/// What reading one entry's fields may cost in bytes copied and decompressed, failed
+/// attempts included: an entry journald wrote costs at most its size in compressed input
+/// plus as much in output. Past it the entry's other fields are left out unread, so the
+/// work does not grow with the number of items pointing at a payload that fails late.
+const MAX_ENTRY_WORK: u64 = 2 * MAX_ENTRY as u64;
 
 /// The facts of one entry that order it among others and make its cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,11 +365,23 @@ impl JournalFile {
     ) -> Option<String> {
         let mut first_error = None;
         let cuts = self.win.cuts();
+        // Compressed input copied and output decompressed for this entry, failed attempts
+        // included, may reach this count (see `MAX_ENTRY_WORK`).
+        let work_until = z.work() + MAX_ENTRY_WORK;
         for k in 0..self.items.len() {
             let p = self.items[k];
-            if let Err(e) = self.data(p, entry, z) {
-                *corrupt += 1;
-                first_error.get_or_insert_with(|| format!("field {k} (object {p}): {e}"));
+            match self.data(p, entry, z, work_until) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+                    let left = self.items.len() - k;
+                    *corrupt += left as u64;
+                    first_error.get_or_insert_with(|| full(k, left));
+                    break;
+                }
+                Err(e) => {
+                    *corrupt += 1;
+                    first_error.get_or_insert_with(|| format!("field {k} (object {p}): {e}"));
+                }
             }
         }
         if self.win.cuts() != cuts && first_error.is_none() {
@@ -371,7 +393,16 @@ impl JournalFile {
         first_error
     }
 
-    fn data(&mut self, p: u64, entry: &mut Entry, z: &mut Decompressor) -> io::Result<()> {
+    /// Appends one field to `entry`. Fails with `FileTooLarge` only when the entry is full
+    /// (journald's largest entry, or the work `work_until` allows): its other fields are then
+    /// left out by the caller.
+    fn data(
+        &mut self,
+        p: u64,
+        entry: &mut Entry,
+        z: &mut Decompressor,
+        work_until: u64,
+    ) -> io::Result<()> {
         let payload = if self.compact { 72 } else { 64 };
         self.check_place(p, OBJECT_HEADER, OBJECT_HEADER)?;
         // The header and, when it lies in one cached block, the whole object in one read.
@@ -397,6 +428,27 @@ impl JournalFile {
             )));
         }
         let kind = flags & 7;
+        // What the entry has left: a field that does not fit ends it.
+        let room = MAX_ENTRY.saturating_sub(entry.data_len());
+        let entry_full = || io::Error::new(io::ErrorKind::FileTooLarge, "the entry is full");
+        if kind == 0 && len > room {
+            return Err(entry_full());
+        }
+        let limit = MAX_FIELD.min(room);
+        if kind != 0 && z.work().saturating_add(len as u64) > work_until {
+            return Err(entry_full());
+        }
+        // A payload past `limit` is the entry's fault when the entry lowered the limit, the
+        // field's own (damaged) otherwise.
+        let judged = |e: io::Error| {
+            if e.kind() == io::ErrorKind::FileTooLarge && limit == MAX_FIELD {
+                bad(format!(
+                    "a field at {p}: {e}, larger than a journal field can be"
+                ))
+            } else {
+                e
+            }
+        };
         // How long the field is likely to be, so the entry seldom moves it (compressed
         // fields are usually long).
         let hint = if kind == 0 {
@@ -411,7 +463,7 @@ impl JournalFile {
             } else {
                 entry.push_with(hint, |out| match kind {
                     compress::XZ | compress::LZ4 | compress::ZSTD => {
-                        z.append(kind, body, out, MAX_FIELD)
+                        z.append(kind, body, out, limit).map_err(judged)
                     }
                     other => Err(bad(format!("compression flags {other:#x} are not valid"))),
                 })
@@ -424,11 +476,18 @@ impl JournalFile {
             0 => win.append_to(p + payload, len, out),
             compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
-                z.append(kind, src, out, MAX_FIELD)
+                z.append(kind, src, out, limit).map_err(judged)
             }
             other => Err(bad(format!("compression flags {other:#x} are not valid"))),
         })
     }
+}
+
+/// Why an entry's fields from `k` on were left out.
+fn full(k: usize, left: usize) -> String {
+    format!(
+        "the entry's fields pass journald's largest entry (770 MiB) at field {k}: {left} fields left out unread"
+    )
 }
 
 impl Key {
