@@ -886,41 +886,41 @@ fn a_field_changing_under_the_reader_is_never_shipped_as_false_text() {
     );
 }
 
-/// An entry whose items point at one large field over and over (a hostile file: a few KiB
-/// of ZSTD can claim 768 MiB, and an entry may hold 65,536 items) is read no further than
-/// journald's largest entry (770 MiB, `ENTRY_SIZE_MAX`): the rest of its fields are left
-/// out unread, counted, and the entry ships marked damaged. Before, it grew until its
-/// offsets passed 4 GiB, decompressing the payload once per item. Found by reading
-/// (stop 42's review); here 31 items of a 40 MiB field claim 1,240 MiB.
-#[test]
-fn an_entry_is_never_read_past_journalds_largest() {
-    let _one = one_at_a_time();
-    let s = Scratch::new("native-entry-limit");
+/// A journal-remote file, regular (not compact), of one entry with a large `BIG` field and
+/// `fillers` small ones, and a second entry `MESSAGE=after`. Every item of the first entry
+/// is then made to point at the `BIG` object (its `=` made an `X` when `no_eq`: not a field).
+/// Returns the file and the first entry's number of items.
+fn entry_pointing_at_one_object(
+    s: &Scratch,
+    big_len: usize,
+    fillers: usize,
+    compress: bool,
+    no_eq: bool,
+) -> (PathBuf, usize) {
     let start = recent_usec(3600);
-    let big = "a".repeat(40 << 20);
+    let big = "a".repeat(big_len);
     let mut export = format!(
         "__REALTIME_TIMESTAMP={start}\n__MONOTONIC_TIMESTAMP=1000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nBIG={big}\n"
     );
-    for k in 0..30 {
-        export.push_str(&format!("FILL_{k:02}=value {k}\n"));
+    drop(big);
+    for k in 0..fillers {
+        export.push_str(&format!("FILL_{k:03}=value {k}\n"));
     }
     export.push_str(&format!(
         "\n__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP=2000\n_BOOT_ID=1e2feb89414c343c1027c4d1c386bbc4\nMESSAGE=after\n\n",
         start + 1
     ));
-    drop(big);
-    let f = remote(
-        &s.path("j"),
-        "remote.journal",
-        export.as_bytes(),
-        &[("SYSTEMD_JOURNAL_COMPACT", "0")],
-    );
+    let mut env = vec![("SYSTEMD_JOURNAL_COMPACT", "0")];
+    if !compress {
+        env.push(("JK_REMOTE_ARGS", "--compress=no"));
+    }
+    let f = remote(&s.path("j"), "remote.journal", export.as_bytes(), &env);
     drop(export);
-    // Every item of the first entry made to point at the one compressed DATA object.
     let mut b = std::fs::read(&f).unwrap();
     let u64_at = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     assert_eq!(incompatible(&f) & 0x10, 0, "regular items");
     let (header, arena) = (u64_at(&b, 88) as usize, u64_at(&b, 96) as usize);
+    // (offset, type, flags, size) of every object.
     let mut objects = Vec::new();
     let mut at = header;
     while at + 16 <= (header + arena).min(b.len()) {
@@ -931,13 +931,26 @@ fn an_entry_is_never_read_past_journalds_largest() {
         objects.push((at, b[at], b[at + 1], size));
         at += size.div_ceil(8) * 8;
     }
-    let compressed: Vec<usize> = objects
+    // The one DATA object as large as the field (compressed or not).
+    let large: Vec<_> = objects
         .iter()
-        .filter(|o| o.1 == 1 && o.2 & 7 != 0)
-        .map(|o| o.0)
+        .filter(|o| {
+            o.1 == 1
+                && if compress {
+                    o.2 & 7 != 0
+                } else {
+                    o.2 & 7 == 0 && o.3 > 64 * 1024
+                }
+        })
         .collect();
-    assert_eq!(compressed.len(), 1, "the one large field is compressed");
-    let big_at = compressed[0] as u64;
+    assert_eq!(large.len(), 1, "the one large field");
+    let (big_at, size) = (large[0].0, large[0].3);
+    if no_eq {
+        let payload = &mut b[big_at + 64..big_at + size];
+        assert!(payload.starts_with(b"BIG="));
+        payload[3] = b'X';
+    }
+    let big_at = big_at as u64;
     let entry = objects
         .iter()
         .find(|o| {
@@ -948,40 +961,93 @@ fn an_entry_is_never_read_past_journalds_largest() {
         })
         .expect("the entry holding the large field");
     let items = (entry.3 - 64) / 16;
-    assert!(items >= 32, "BIG, _BOOT_ID and 30 fillers: {items}");
+    assert!(items > fillers, "BIG, _BOOT_ID and the fillers: {items}");
     for i in 0..items {
         let at = entry.0 + 64 + 16 * i;
         b[at..at + 8].copy_from_slice(&big_at.to_le_bytes());
     }
     std::fs::write(&f, &b).unwrap();
-    drop(b);
+    (f, items)
+}
 
+/// The first entry of `f` through the native reader, the corrupt-field count, and that the
+/// entry after it reads as usual.
+fn read_hostile_entry(f: &Path) -> (Entry, u64) {
     let c = cfg(&format!("files = [{:?}]", f.to_str().unwrap()), "native");
     let mut r = Reader::open(&c.journal).unwrap();
     r.seek(&c.journal, None).unwrap();
+    let mut first = Entry::new();
+    assert!(r.next(&mut first).unwrap(), "the hostile entry is read");
+    let corrupt = r.stats().corrupt_fields;
     let mut e = Entry::new();
-    assert!(r.next(&mut e).unwrap(), "the hostile entry is read");
-    let read = e.data_len();
-    let why = e.damaged.clone();
-    eprintln!(
-        "{items} items of a 40 MiB field: {} MiB read, {} fields, damaged: {why:?}, {} fields counted corrupt",
-        read >> 20,
-        e.len(),
-        r.stats().corrupt_fields
-    );
-    assert!(
-        read <= 770 << 20,
-        "the entry was read to {} MiB, past journald's largest",
-        read >> 20
-    );
-    assert_eq!(e.len(), 19, "as many copies of the field as fit in 770 MiB");
-    assert!(
-        why.as_deref().is_some_and(|w| w.contains("770 MiB")),
-        "{why:?}"
-    );
-    assert_eq!(r.stats().corrupt_fields, (items - 19) as u64);
-    e.release_large(0);
     assert!(r.next(&mut e).unwrap(), "the entry after it is read");
     assert_eq!(e.get(b"MESSAGE"), Some(&b"after"[..]));
     assert!(e.damaged.is_none());
+    (first, corrupt)
+}
+
+/// An entry whose items point at one large field over and over (a hostile file: a few KiB
+/// of ZSTD can claim 768 MiB, and an entry may hold 65,536 items) is read no further than
+/// journald's largest entry (770 MiB, `ENTRY_SIZE_MAX`, and 16 MiB for the fields journald
+/// adds itself): the rest of its fields are left out unread, counted, and the entry ships
+/// marked damaged. Before, it grew until its offsets passed 4 GiB, decompressing the
+/// payload once per item. Found by reading (stop 42's review); here 32 items of a 40 MiB
+/// field claim 1,280 MiB.
+#[test]
+fn an_entry_is_never_read_past_journalds_largest() {
+    let _one = one_at_a_time();
+    let s = Scratch::new("native-entry-limit");
+    let (f, items) = entry_pointing_at_one_object(&s, 40 << 20, 30, true, false);
+    let (e, corrupt) = read_hostile_entry(&f);
+    let read = e.data_len();
+    eprintln!(
+        "{items} items of a 40 MiB field: {} MiB read, {} fields, damaged: {:?}, {corrupt} fields counted corrupt",
+        read >> 20,
+        e.len(),
+        e.damaged
+    );
+    assert!(
+        read <= 786 << 20,
+        "the entry was read to {} MiB, past journald's largest",
+        read >> 20
+    );
+    assert_eq!(e.len(), 19, "as many copies of the field as fit");
+    assert!(
+        e.damaged
+            .as_deref()
+            .is_some_and(|w| w.contains("journald's largest entry")),
+        "{:?}",
+        e.damaged
+    );
+    assert_eq!(corrupt, (items - 19) as u64);
+}
+
+/// The same with an object that is not a field (no `=`): it is read and left out, and was
+/// not counted at all, so the items could make the reader copy it once per item without
+/// end (1 MiB of items, 65,536 copies of up to 768 MiB). Found by the adversarial review
+/// of the bound above. The objects an entry's items point at are now charged as they are
+/// read, fields or not; here 201 items of a 64 MiB object claim 12.6 GiB of copying.
+#[test]
+fn objects_that_are_not_fields_count_toward_an_entrys_work() {
+    let _one = one_at_a_time();
+    let s = Scratch::new("native-entry-work");
+    let (f, items) = entry_pointing_at_one_object(&s, 64 << 20, 199, false, true);
+    let started = Instant::now();
+    let (e, corrupt) = read_hostile_entry(&f);
+    eprintln!(
+        "{items} items of a 64 MiB object without '=': {} fields, damaged: {:?}, {corrupt} counted, {:.1} s",
+        e.len(),
+        e.damaged,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(e.len(), 0, "none of them is a field");
+    // 1,572 MiB of work holds 24 reads of 64 MiB; the other items are left out unread.
+    assert_eq!(corrupt, (items - 24) as u64, "the items left out unread");
+    assert!(
+        e.damaged
+            .as_deref()
+            .is_some_and(|w| w.contains("costs more than any entry journald writes")),
+        "{:?}",
+        e.damaged
+    );
 }

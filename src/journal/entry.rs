@@ -128,10 +128,12 @@ impl Entry {
             return Err(too_large());
         }
         // Room for the headers text would take (the usual case); a bin header is never
-        // shorter than a str header of the same length, so the copy only ever moves right.
+        // shorter than a str header of the same length, so the copy only ever moves right,
+        // by at most a byte for each (the 2 reserved beyond: a huge value with a bin name
+        // must not double the buffer for them).
         let nn_text = msgpack::header_len(name.len(), true);
         let vn_text = msgpack::header_len(value.len(), true);
-        self.data.reserve(nn_text + vn_text + raw - 1);
+        self.data.reserve(nn_text + vn_text + raw - 1 + 2);
         // Placeholders, each length a copy of a size known when compiling (a copy of a
         // length known only when running is a call to memmove, per field).
         msgpack::push_header(&mut self.data, &[0; 5], nn_text);

@@ -13,11 +13,27 @@ pub(super) const XZ: u8 = 1;
 pub(super) const LZ4: u8 = 2;
 pub(super) const ZSTD: u8 = 4;
 
-/// A payload that decompresses to more than the caller's limit: a kind of its own, since
-/// the caller may have lowered the limit for the entry's sake (`File::fields`) and then
-/// the entry, not the payload, is at fault.
-fn past(why: String) -> io::Error {
-    io::Error::new(io::ErrorKind::FileTooLarge, why)
+/// A payload that decompresses to more than the caller's limit, told apart from other
+/// failures: the caller may have lowered the limit for the entry's sake (`File::fields`),
+/// and then the entry, not the payload, is at fault, unless the payload states a size no
+/// field can have.
+#[derive(Debug)]
+pub(super) struct PastLimit {
+    /// The decompressed size the payload states up front (LZ4, XZ), if it does.
+    pub(super) stated: Option<u64>,
+    why: String,
+}
+
+impl std::fmt::Display for PastLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+impl std::error::Error for PastLimit {}
+
+fn past(stated: Option<u64>, why: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, PastLimit { stated, why })
 }
 
 /// LZ4 expands at most 255 times (a literal length byte per 255 bytes of a match).
@@ -30,9 +46,9 @@ pub(super) struct Decompressor {
     /// (a writer, a cut page), and the decompressors were written for input that holds
     /// still (zstd is C).
     input: Vec<u8>,
-    /// Bytes copied in and decompressed out, payloads that failed included: what the
-    /// caller's work bound per entry counts (`File::fields`).
-    work: u64,
+    /// Bytes decompressed, by payloads that failed too: what the caller's bound on the
+    /// work per entry counts (`File::fields`), beside the payloads it hands over.
+    produced: u64,
 }
 
 /// A payload copy larger than this is not kept for the next one.
@@ -43,13 +59,13 @@ impl Decompressor {
         Decompressor {
             zstd: None,
             input: Vec::new(),
-            work: 0,
+            produced: 0,
         }
     }
 
-    /// See [`Decompressor::work`]'s field: only ever grows.
-    pub(super) fn work(&self) -> u64 {
-        self.work
+    /// Bytes decompressed so far, failed payloads included; only ever grows.
+    pub(super) fn produced(&self) -> u64 {
+        self.produced
     }
 
     /// Appends the decompressed `src` to `out`. Fails, leaving `out` as it was, on a payload
@@ -71,7 +87,7 @@ impl Decompressor {
             XZ => xz(&input, out, limit),
             _ => Err(bad(format!("unknown compression flags {kind:#x}"))),
         };
-        self.work += (input.len() + (out.len() - start)) as u64;
+        self.produced += (out.len() - start) as u64;
         if input.capacity() <= KEEP_INPUT {
             self.input = input;
         }
@@ -95,7 +111,10 @@ impl Decompressor {
         loop {
             if out.len() == out.capacity() {
                 if out.len() - start >= limit {
-                    return Err(past(format!("decompresses to more than {limit} bytes")));
+                    return Err(past(
+                        None,
+                        format!("decompresses to more than {limit} bytes"),
+                    ));
                 }
                 // Grow by what came so far (at least 4 KiB), never beyond the limit.
                 let produced = out.len() - start;
@@ -109,7 +128,10 @@ impl Decompressor {
                 .map_err(|c| bad(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
             let wrote = o.pos() - pos;
             if out.len() - start > limit {
-                return Err(past(format!("decompresses to more than {limit} bytes")));
+                return Err(past(
+                    None,
+                    format!("decompresses to more than {limit} bytes"),
+                ));
             }
             if hint == 0 {
                 // One frame ends the payload: journald writes exactly one.
@@ -135,7 +157,10 @@ fn lz4(src: &[u8], out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
     let block = &src[8..];
     let most = block.len().saturating_mul(LZ4_MAX_RATIO);
     if size > limit as u64 && size <= most as u64 {
-        return Err(past(format!("lz4: claims {size} bytes, more than {limit}")));
+        return Err(past(
+            Some(size),
+            format!("lz4: claims {size} bytes, more than {limit}"),
+        ));
     }
     if size > most as u64 {
         return Err(bad(format!(
@@ -176,7 +201,10 @@ fn xz(src: &[u8], out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
     // would exceed the limit is refused before decoding.
     let size = xz_unpacked_size(src)?;
     if size > limit as u64 {
-        return Err(past(format!("xz: states {size} bytes, more than {limit}")));
+        return Err(past(
+            Some(size),
+            format!("xz: states {size} bytes, more than {limit}"),
+        ));
     }
     let mut w = Bounded { out, left: limit };
     lzma_rs::xz_decompress(&mut io::BufReader::new(src), &mut w)

@@ -13,7 +13,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::compress::{self, Decompressor};
+use super::compress::{self, Decompressor, PastLimit};
 use super::window::Window;
 use crate::journal::Entry;
 use crate::journal::header::{self, FileHeader};
@@ -44,15 +44,37 @@ const MAX_ENTRY_OBJECT: u64 = 1 << 20;
 /// The largest field, decompressed: journald's own limit (`DATA_SIZE_MAX`).
 pub(super) const MAX_FIELD: usize = 768 << 20;
 /// The largest entry, its fields' `NAME=value` bytes together: journald's and
-/// journal-remote's own limit (`ENTRY_SIZE_MAX`). An entry's items may point at one object
-/// over and over (65,536 items at a few KiB of ZSTD claiming 768 MiB each): without this the
-/// entry grew to 4 GiB.
-const MAX_ENTRY: usize = 770 << 20;
-/// What reading one entry's fields may cost in bytes copied and decompressed, failed
-/// attempts included: an entry journald wrote costs at most its size in compressed input
-/// plus as much in output. Past it the entry's other fields are left out unread, so the
-/// work does not grow with the number of items pointing at a payload that fails late.
+/// journal-remote's own limit (`ENTRY_SIZE_MAX`, 770 MiB), and 16 MiB for the fields journald
+/// adds itself after its check (`_CMDLINE` and the other trusted fields). An entry's items
+/// may point at one object over and over (65,536 items at a few KiB of ZSTD claiming 768 MiB
+/// each): without this the entry grew to 4 GiB.
+const MAX_ENTRY: usize = (770 + 16) << 20;
+/// What reading one entry's objects may cost, in payload bytes read and bytes decompressed,
+/// objects that fail or are not fields included: an entry journald wrote costs at most its
+/// size in payloads plus as much decompressed. Past it the entry's other fields are left out
+/// unread, so the work does not grow with the number of items pointing at one object.
 const MAX_ENTRY_WORK: u64 = 2 * MAX_ENTRY as u64;
+
+/// The entry cannot take more (`MAX_ENTRY`, `MAX_ENTRY_WORK`): its other fields are left out.
+/// A type of its own, so no error from the file system is taken for it.
+#[derive(Debug)]
+struct EntryFull(&'static str);
+
+impl std::fmt::Display for EntryFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for EntryFull {}
+
+fn entry_full(why: &'static str) -> io::Error {
+    io::Error::other(EntryFull(why))
+}
+
+const PAST_LARGEST: &str =
+    "the entry's fields pass journald's largest entry (770 MiB, and 16 MiB for its own fields)";
+const PAST_WORK: &str = "reading the entry's objects costs more than any entry journald writes (1,572 MiB read and decompressed)";
 
 /// The facts of one entry that order it among others and make its cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,20 +387,21 @@ impl JournalFile {
     ) -> Option<String> {
         let mut first_error = None;
         let cuts = self.win.cuts();
-        // Compressed input copied and output decompressed for this entry, failed attempts
-        // included, may reach this count (see `MAX_ENTRY_WORK`).
-        let work_until = z.work() + MAX_ENTRY_WORK;
+        // Payload bytes read and bytes decompressed for this entry (`MAX_ENTRY_WORK`).
+        let mut spent = 0u64;
         for k in 0..self.items.len() {
             let p = self.items[k];
-            match self.data(p, entry, z, work_until) {
+            match self.data(p, entry, z, &mut spent) {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-                    let left = self.items.len() - k;
-                    *corrupt += left as u64;
-                    first_error.get_or_insert_with(|| full(k, left));
-                    break;
-                }
                 Err(e) => {
+                    if let Some(full) = e.get_ref().and_then(|r| r.downcast_ref::<EntryFull>()) {
+                        let left = self.items.len() - k;
+                        *corrupt += left as u64;
+                        first_error.get_or_insert_with(|| {
+                            format!("{full}: fields {k} on ({left}) left out unread")
+                        });
+                        break;
+                    }
                     *corrupt += 1;
                     first_error.get_or_insert_with(|| format!("field {k} (object {p}): {e}"));
                 }
@@ -393,15 +416,15 @@ impl JournalFile {
         first_error
     }
 
-    /// Appends one field to `entry`. Fails with `FileTooLarge` only when the entry is full
-    /// (journald's largest entry, or the work `work_until` allows): its other fields are then
-    /// left out by the caller.
+    /// Appends one field to `entry`, counting what reading it costs in `spent`. Fails with
+    /// [`EntryFull`] when the entry cannot take it (`MAX_ENTRY`, `MAX_ENTRY_WORK`): its other
+    /// fields are then left out by the caller.
     fn data(
         &mut self,
         p: u64,
         entry: &mut Entry,
         z: &mut Decompressor,
-        work_until: u64,
+        spent: &mut u64,
     ) -> io::Result<()> {
         let payload = if self.compact { 72 } else { 64 };
         self.check_place(p, OBJECT_HEADER, OBJECT_HEADER)?;
@@ -428,27 +451,32 @@ impl JournalFile {
             )));
         }
         let kind = flags & 7;
+        // Charged before it is read, whether or not it turns out to be a field (an object
+        // without '=' is read and left out, and items may point at it over and over).
+        if spent.saturating_add(len as u64) > MAX_ENTRY_WORK {
+            return Err(entry_full(PAST_WORK));
+        }
+        *spent += len as u64;
         // What the entry has left: a field that does not fit ends it.
         let room = MAX_ENTRY.saturating_sub(entry.data_len());
-        let entry_full = || io::Error::new(io::ErrorKind::FileTooLarge, "the entry is full");
         if kind == 0 && len > room {
-            return Err(entry_full());
+            return Err(entry_full(PAST_LARGEST));
         }
         let limit = MAX_FIELD.min(room);
-        if kind != 0 && z.work().saturating_add(len as u64) > work_until {
-            return Err(entry_full());
-        }
-        // A payload past `limit` is the entry's fault when the entry lowered the limit, the
-        // field's own (damaged) otherwise.
-        let judged = |e: io::Error| {
-            if e.kind() == io::ErrorKind::FileTooLarge && limit == MAX_FIELD {
-                bad(format!(
-                    "a field at {p}: {e}, larger than a journal field can be"
-                ))
-            } else {
-                e
+        // Past `limit`: the entry's fault when the entry lowered the limit, the field's own
+        // (damaged) when the limit was a field's or the payload states a size no field has.
+        let judged = |e: io::Error| match e.get_ref().and_then(|r| r.downcast_ref::<PastLimit>()) {
+            Some(past)
+                if limit < MAX_FIELD && past.stated.is_none_or(|s| s <= MAX_FIELD as u64) =>
+            {
+                entry_full(PAST_LARGEST)
             }
+            Some(past) => bad(format!(
+                "a field at {p}: {past}, larger than a journal field can be"
+            )),
+            None => e,
         };
+        let produced = z.produced();
         // How long the field is likely to be, so the entry seldom moves it (compressed
         // fields are usually long).
         let hint = if kind == 0 {
@@ -469,25 +497,21 @@ impl JournalFile {
                 })
             };
             self.win.used(size as usize);
+            *spent += z.produced() - produced;
             return r;
         }
         let win = &mut self.win;
-        entry.push_with(hint, |out| match kind {
+        let r = entry.push_with(hint, |out| match kind {
             0 => win.append_to(p + payload, len, out),
             compress::XZ | compress::LZ4 | compress::ZSTD => {
                 let src = win.read(p + payload, len)?;
                 z.append(kind, src, out, limit).map_err(judged)
             }
             other => Err(bad(format!("compression flags {other:#x} are not valid"))),
-        })
+        });
+        *spent += z.produced() - produced;
+        r
     }
-}
-
-/// Why an entry's fields from `k` on were left out.
-fn full(k: usize, left: usize) -> String {
-    format!(
-        "the entry's fields pass journald's largest entry (770 MiB) at field {k}: {left} fields left out unread"
-    )
 }
 
 impl Key {
