@@ -36,6 +36,46 @@ fn forward_agent_with_metrics(s: &Scratch, broker: &Broker) -> (Agent, u16, u16)
     (agent, port, http)
 }
 
+/// A Forward-only agent that also listens on a Unix socket and serves its metrics, its
+/// configuration changed by `more`: (agent, socket, HTTP port).
+fn unix_agent_with_metrics(
+    s: &Scratch,
+    broker: &Broker,
+    more: impl FnOnce(TestConfig) -> TestConfig,
+) -> (Agent, std::path::PathBuf, u16) {
+    let (port, http) = (free_port(), free_port());
+    let sock = s.path("forward.sock");
+    let cfg = forward_config(s, broker, port)
+        .set("forward", "socket", sock.to_str().unwrap())
+        .set("metrics", "listen", format!("127.0.0.1:{http}"));
+    let mut agent = Agent::start(&s.path("agent"), &more(cfg));
+    wait_listening(port, &mut agent);
+    (agent, sock, http)
+}
+
+/// Why an ack did not come, for a test's panic: how far the client got, and what the
+/// agent's Forward metrics and log say.
+fn no_ack(
+    e: impl std::fmt::Display,
+    acked: usize,
+    sent: usize,
+    since: Instant,
+    http: u16,
+    agent: &Agent,
+) -> String {
+    let metrics = http_get(http, "/metrics").1;
+    let forward: Vec<_> = metrics
+        .lines()
+        .filter(|l| l.starts_with("journald_kafka_forward") || l.contains("error"))
+        .collect();
+    format!(
+        "no ack ({e}) after {acked} of {sent} in {:.1} s\nmetrics:\n{}\nagent log:\n{}",
+        since.elapsed().as_secs_f64(),
+        forward.join("\n"),
+        agent.log()
+    )
+}
+
 fn wait_listening(port: u16, agent: &mut Agent) {
     let until = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -1025,20 +1065,8 @@ fn a_client_that_never_reads_its_acks_is_not_read_either() {
         let left = deadline.saturating_duration_since(Instant::now());
         c.set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .unwrap();
-        let v = rmpv::decode::read_value(&mut c).unwrap_or_else(|e| {
-            let metrics = http_get(http, "/metrics").1;
-            let forward: Vec<_> = metrics
-                .lines()
-                .filter(|l| l.starts_with("journald_kafka_forward") || l.contains("error"))
-                .collect();
-            panic!(
-                "no ack ({e}) after {} of {sent} in {:.1} s\nmetrics:\n{}\nagent log:\n{}",
-                acked.len(),
-                reading.elapsed().as_secs_f64(),
-                forward.join("\n"),
-                agent.log()
-            )
-        });
+        let v = rmpv::decode::read_value(&mut c)
+            .unwrap_or_else(|e| panic!("{}", no_ack(e, acked.len(), sent, reading, http, &agent)));
         acked.insert(field(&v, "ack").as_str().unwrap().to_string());
     }
     eprintln!(
@@ -1062,16 +1090,9 @@ fn frames_already_read_are_taken_before_the_socket_is_read_again() {
     use std::io::Write as _;
     let s = Scratch::new("forward-buffered-frames");
     let broker = Broker::with_topic(&s, TOPIC, 1);
-    let (port, http) = (free_port(), free_port());
-    let sock = s.path("forward.sock");
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &broker, port)
-            .set("forward", "socket", sock.to_str().unwrap())
-            .set("forward", "max_in_flight_bytes", 65_536)
-            .set("metrics", "listen", format!("127.0.0.1:{http}")),
-    );
-    wait_listening(port, &mut agent);
+    let (mut agent, sock, http) = unix_agent_with_metrics(&s, &broker, |c| {
+        c.set("forward", "max_in_flight_bytes", 65_536)
+    });
     let now = common::now_usec() / 1_000_000;
     let id = |i: usize| format!("{i:07}-{}", "b".repeat(240));
     let sent = 2500;
@@ -1097,16 +1118,9 @@ fn frames_already_read_are_taken_before_the_socket_is_read_again() {
                 break;
             }
             let v = rmpv::decode::read_value(&mut c).unwrap_or_else(|e| {
-                let metrics = http_get(http, "/metrics").1;
-                let forward: Vec<_> = metrics
-                    .lines()
-                    .filter(|l| l.starts_with("journald_kafka_forward"))
-                    .collect();
                 panic!(
-                    "no ack ({e}) after {} of {sent} in {:.1} s: frames the agent read were never taken\n{}",
-                    acked.len(),
-                    reading.elapsed().as_secs_f64(),
-                    forward.join("\n")
+                    "frames the agent read were never taken: {}",
+                    no_ack(e, acked.len(), sent, reading, http, &agent)
                 )
             });
             acked.insert(field(&v, "ack").as_str().unwrap().to_string());
@@ -1130,15 +1144,7 @@ fn a_connection_whose_acks_stall_is_closed_even_while_it_is_read() {
     use std::io::{Read as _, Write as _};
     let s = Scratch::new("forward-stalled-writer");
     let broker = Broker::with_topic(&s, TOPIC, 1);
-    let (port, http) = (free_port(), free_port());
-    let sock = s.path("forward.sock");
-    let mut agent = Agent::start(
-        &s.path("agent"),
-        &forward_config(&s, &broker, port)
-            .set("forward", "socket", sock.to_str().unwrap())
-            .set("metrics", "listen", format!("127.0.0.1:{http}")),
-    );
-    wait_listening(port, &mut agent);
+    let (mut agent, sock, http) = unix_agent_with_metrics(&s, &broker, |c| c);
     let now = common::now_usec() / 1_000_000;
     let chunk = |i: usize| {
         msgpack(&V::Array(vec![
