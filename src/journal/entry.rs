@@ -138,37 +138,31 @@ impl Entry {
         // length known only when running is a call to memmove, per field).
         msgpack::push_header(&mut self.data, &[0; 5], nn_text);
         let mut name_at = self.data.len();
-        // Judged on the copy, which nothing else writes. Judging the bytes while copying
-        // them is not enough: the compiler may read them twice (a copy and a check), as
-        // it did here (the test of a changing file saw false text).
-        let (name_text, value_text) = match object {
+        match object {
             // Most fields: a short value, whose one-byte header takes the '=''s place, so
-            // the object is copied whole, and judged whole when it is ASCII.
-            Some(object) if vn_text == 1 => {
-                self.data.extend_from_slice(object);
-                if self.data[name_at..].is_ascii() {
-                    (true, true)
-                } else {
-                    let value_at = name_at + name.len() + 1;
-                    (
-                        msgpack::is_text(&self.data[name_at..value_at - 1]),
-                        msgpack::is_text(&self.data[value_at..]),
-                    )
-                }
-            }
+            // the object is copied whole.
+            Some(object) if vn_text == 1 => self.data.extend_from_slice(object),
             _ => {
                 self.data.extend_from_slice(name);
                 msgpack::push_header(&mut self.data, &[0; 5], vn_text);
                 self.data.extend_from_slice(value);
-                let value_at = name_at + name.len() + vn_text;
-                (
-                    msgpack::is_text(&self.data[name_at..name_at + name.len()]),
-                    msgpack::is_text(&self.data[value_at..]),
-                )
             }
-        };
+        }
         let mut value_at = name_at + name.len() + vn_text;
         let end = self.data.len();
+        // Judged on the copy, which nothing else writes. Judging the bytes while copying
+        // them is not enough: the compiler may read them twice (a copy and a check), as
+        // it did here (the test of a changing file saw false text). Name and value are
+        // judged together when all is ASCII (the byte between them, '=' or a placeholder
+        // zero, is ASCII too).
+        let (name_text, value_text) = if self.data[name_at..].is_ascii() {
+            (true, true)
+        } else {
+            (
+                msgpack::is_text(&self.data[name_at..name_at + name.len()]),
+                msgpack::is_text(&self.data[value_at..end]),
+            )
+        };
         let nn = msgpack::header_len(name.len(), name_text);
         let vn = msgpack::header_len(value.len(), value_text);
         if nn != nn_text || vn != vn_text {

@@ -484,7 +484,7 @@ impl JournalFile {
         } else {
             len.saturating_mul(4)
         };
-        if whole {
+        let r = if whole {
             let body = &b[payload as usize..size as usize];
             let r = if kind == 0 {
                 entry.push_slice(body)
@@ -497,18 +497,18 @@ impl JournalFile {
                 })
             };
             self.win.used(size as usize);
-            *spent += z.produced() - produced;
-            return r;
-        }
-        let win = &mut self.win;
-        let r = entry.push_with(hint, |out| match kind {
-            0 => win.append_to(p + payload, len, out),
-            compress::XZ | compress::LZ4 | compress::ZSTD => {
-                let src = win.read(p + payload, len)?;
-                z.append(kind, src, out, limit).map_err(judged)
-            }
-            other => Err(bad(format!("compression flags {other:#x} are not valid"))),
-        });
+            r
+        } else {
+            let win = &mut self.win;
+            entry.push_with(hint, |out| match kind {
+                0 => win.append_to(p + payload, len, out),
+                compress::XZ | compress::LZ4 | compress::ZSTD => {
+                    let src = win.read(p + payload, len)?;
+                    z.append(kind, src, out, limit).map_err(judged)
+                }
+                other => Err(bad(format!("compression flags {other:#x} are not valid"))),
+            })
+        };
         *spent += z.produced() - produced;
         r
     }
